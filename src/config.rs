@@ -1,0 +1,656 @@
+//! Configuration: the TOML file, its embedded defaults, `RINGGATE_*` environment
+//! overrides, and validation that names the offending key.
+//!
+//! Why a module of its own: every other part of ringgate receives an already-validated
+//! [`Config`], so no runtime code has to cope with a missing key or a bad address. The
+//! defaults live in `configs/default.toml` (compiled in) so that one file documents them
+//! and the binary runs as-is on localhost.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The embedded default configuration (localhost only).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../configs/default.toml");
+
+/// Prefix of environment variables that override config keys:
+/// `RINGGATE_SERVER_LISTEN=0.0.0.0:8080` sets `server.listen`.
+pub const ENV_PREFIX: &str = "RINGGATE_";
+
+/// A configuration problem; the message always names the key (e.g. `server.listen`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl ConfigError {
+    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub backend: BackendConfig,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[server]`: listeners, limits and timers of the client edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub path: String,
+    #[serde(default)]
+    pub shards: usize,
+    pub admin_listen: String,
+    pub max_message_bytes: usize,
+    #[serde(default = "d_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+    #[serde(default = "d_idle_ping")]
+    pub idle_ping_secs: u64,
+    #[serde(default = "d_pong_timeout")]
+    pub pong_timeout_secs: u64,
+    #[serde(default = "d_max_channels")]
+    pub max_channels: u16,
+    #[serde(default = "d_rate")]
+    pub rate_limit_per_sec: u32,
+    #[serde(default = "d_burst")]
+    pub rate_limit_burst: u32,
+    #[serde(default = "d_outbox")]
+    pub max_outbox_bytes: usize,
+    #[serde(default = "d_grace")]
+    pub shutdown_grace_ms: u64,
+    #[serde(default = "d_backlog")]
+    pub backlog: i32,
+    /// Hex-encoded 32-byte secret from which per-session GUID keys are derived. Set it
+    /// (the same on every instance) so GUIDs survive a restart or a move to another
+    /// instance; unset, a random one is drawn at start.
+    #[serde(default)]
+    pub guid_secret: Option<String>,
+    /// Force monoio's legacy (epoll) driver even where io_uring is available.
+    #[serde(default)]
+    pub force_legacy_driver: bool,
+}
+
+fn d_handshake_timeout() -> u64 {
+    10_000
+}
+fn d_idle_ping() -> u64 {
+    30
+}
+fn d_pong_timeout() -> u64 {
+    10
+}
+fn d_max_channels() -> u16 {
+    1000
+}
+fn d_rate() -> u32 {
+    1000
+}
+fn d_burst() -> u32 {
+    2000
+}
+fn d_outbox() -> usize {
+    4 * 1024 * 1024
+}
+fn d_grace() -> u64 {
+    5000
+}
+fn d_backlog() -> i32 {
+    4096
+}
+
+/// `[auth]`: how upgrade requests are authenticated.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub hs256_secret: Option<String>,
+    /// PEM files with the public keys of the pinned asymmetric algorithms.
+    #[serde(default)]
+    pub rs256_public_key: Option<PathBuf>,
+    #[serde(default)]
+    pub es256_public_key: Option<PathBuf>,
+    #[serde(default)]
+    pub eddsa_public_key: Option<PathBuf>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default = "d_leeway")]
+    pub leeway_secs: u64,
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    #[serde(default)]
+    pub origins: Vec<String>,
+}
+
+fn d_leeway() -> u64 {
+    30
+}
+
+/// `[backend]`: the HTTP forwarding pools (one per service per shard).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    #[serde(default = "d_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "d_request_timeout")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "d_max_idle")]
+    pub max_idle_per_shard: usize,
+    #[serde(default = "d_max_conns")]
+    pub max_conns_per_shard: usize,
+    #[serde(default = "d_max_response")]
+    pub max_response_bytes: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            connect_timeout_ms: d_connect_timeout(),
+            request_timeout_ms: d_request_timeout(),
+            max_idle_per_shard: d_max_idle(),
+            max_conns_per_shard: d_max_conns(),
+            max_response_bytes: d_max_response(),
+        }
+    }
+}
+
+fn d_connect_timeout() -> u64 {
+    2000
+}
+fn d_request_timeout() -> u64 {
+    30_000
+}
+fn d_max_idle() -> usize {
+    64
+}
+fn d_max_conns() -> usize {
+    512
+}
+fn d_max_response() -> usize {
+    16 * 1024 * 1024
+}
+
+/// `[[services]]`: a backend service and the endpoints it exposes to clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+    /// Largest request payload forwarded to this service; larger ones answer code 11.
+    #[serde(default)]
+    pub max_request_bytes: Option<usize>,
+}
+
+/// One static POST endpoint of a service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub path: String,
+    /// A session may call the endpoint if it has ANY of these roles; empty = no role
+    /// needed (anonymous sessions see only these).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Stable endpoint id (never reuse one for a different endpoint). When absent it is
+    /// derived from `service` + `path`, which is stable across restarts and reloads.
+    #[serde(default)]
+    pub id: Option<u32>,
+}
+
+impl Config {
+    /// The embedded defaults, with `RINGGATE_*` overrides from `env` applied.
+    pub fn from_defaults(env: &[(String, String)]) -> Result<Config, ConfigError> {
+        Self::from_toml_str(DEFAULT_CONFIG_TOML, env)
+    }
+
+    /// Reads and validates a config file, with `RINGGATE_*` overrides from `env`.
+    pub fn from_file(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, env)
+    }
+
+    /// Parses, applies overrides, deserializes and validates.
+    pub fn from_toml_str(text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        apply_env_overrides(&mut value, env)?;
+        let de = toml::Value::Table(value);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::key(key, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `RINGGATE_*` variables of this process's environment.
+    pub fn process_env() -> Vec<(String, String)> {
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect()
+    }
+
+    /// Checks every value that deserialization alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        s.listen_addr()?;
+        s.admin_addr()?;
+        if !s.path.starts_with('/') || s.path.contains('?') || s.path.contains(' ') {
+            return Err(ConfigError::key(
+                "server.path",
+                "must start with '/' and hold no query or spaces",
+            ));
+        }
+        if s.max_message_bytes < crate::proto::bannou::REQUEST_HEADER_LEN {
+            return Err(ConfigError::key(
+                "server.max_message_bytes",
+                format!(
+                    "must be at least {} (one request header)",
+                    crate::proto::bannou::REQUEST_HEADER_LEN
+                ),
+            ));
+        }
+        if s.max_message_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::key(
+                "server.max_message_bytes",
+                "must be at most 67108864 (64 MiB)",
+            ));
+        }
+        if s.handshake_timeout_ms == 0 {
+            return Err(ConfigError::key(
+                "server.handshake_timeout_ms",
+                "must be > 0",
+            ));
+        }
+        if s.idle_ping_secs == 0 {
+            return Err(ConfigError::key("server.idle_ping_secs", "must be > 0"));
+        }
+        if s.pong_timeout_secs == 0 {
+            return Err(ConfigError::key("server.pong_timeout_secs", "must be > 0"));
+        }
+        if s.rate_limit_per_sec > 0 && s.rate_limit_burst == 0 {
+            return Err(ConfigError::key(
+                "server.rate_limit_burst",
+                "must be > 0 when server.rate_limit_per_sec is set",
+            ));
+        }
+        if s.max_outbox_bytes < 4096 {
+            return Err(ConfigError::key(
+                "server.max_outbox_bytes",
+                "must be at least 4096",
+            ));
+        }
+        if s.backlog <= 0 {
+            return Err(ConfigError::key("server.backlog", "must be > 0"));
+        }
+        s.guid_secret_bytes()?;
+
+        let a = &self.auth;
+        if let Some(secret) = &a.hs256_secret {
+            if secret.len() < crate::auth::MIN_HS256_SECRET_BYTES {
+                return Err(ConfigError::key(
+                    "auth.hs256_secret",
+                    format!(
+                        "must be at least {} bytes",
+                        crate::auth::MIN_HS256_SECRET_BYTES
+                    ),
+                ));
+            }
+        }
+        for (key, path) in [
+            ("auth.rs256_public_key", &a.rs256_public_key),
+            ("auth.es256_public_key", &a.es256_public_key),
+            ("auth.eddsa_public_key", &a.eddsa_public_key),
+        ] {
+            if let Some(p) = path {
+                if let Err(e) = std::fs::metadata(p) {
+                    return Err(ConfigError::key(
+                        key,
+                        format!("cannot read {}: {e}", p.display()),
+                    ));
+                }
+            }
+        }
+        let any_key = a.hs256_secret.is_some()
+            || a.rs256_public_key.is_some()
+            || a.es256_public_key.is_some()
+            || a.eddsa_public_key.is_some();
+        if !any_key && !a.allow_anonymous {
+            return Err(ConfigError::key(
+                "auth",
+                "set hs256_secret or a public key (rs256_public_key, es256_public_key, eddsa_public_key), or allow_anonymous = true",
+            ));
+        }
+        for (i, o) in a.origins.iter().enumerate() {
+            if o.is_empty() || o.ends_with('/') {
+                return Err(ConfigError::key(
+                    format!("auth.origins[{i}]"),
+                    "must be an exact origin like https://game.example.com (no trailing slash)",
+                ));
+            }
+        }
+
+        let b = &self.backend;
+        if b.connect_timeout_ms == 0 {
+            return Err(ConfigError::key(
+                "backend.connect_timeout_ms",
+                "must be > 0",
+            ));
+        }
+        if b.request_timeout_ms == 0 {
+            return Err(ConfigError::key(
+                "backend.request_timeout_ms",
+                "must be > 0",
+            ));
+        }
+        if b.max_conns_per_shard == 0 {
+            return Err(ConfigError::key(
+                "backend.max_conns_per_shard",
+                "must be > 0",
+            ));
+        }
+
+        let mut names = ahash::AHashSet::new();
+        let mut ids = ahash::AHashMap::new();
+        for (i, svc) in self.services.iter().enumerate() {
+            let at = |k: &str| format!("services[{i}].{k}");
+            if svc.name.is_empty()
+                || !svc
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::key(
+                    at("name"),
+                    "must be non-empty ASCII letters, digits, '-' or '_'",
+                ));
+            }
+            if !names.insert(svc.name.clone()) {
+                return Err(ConfigError::key(
+                    at("name"),
+                    format!("duplicate service name {:?}", svc.name),
+                ));
+            }
+            if !svc.url.starts_with("http://") {
+                return Err(ConfigError::key(
+                    at("url"),
+                    "must be an http:// URL (https backends are not supported yet)",
+                ));
+            }
+            for (j, ep) in svc.endpoints.iter().enumerate() {
+                let key = format!("services[{i}].endpoints[{j}].path");
+                if !ep.path.starts_with('/')
+                    || ep.path.contains('?')
+                    || ep.path.bytes().any(|b| b <= b' ' || b == 0x7f)
+                {
+                    return Err(ConfigError::key(
+                        key,
+                        "must start with '/' and hold no query, spaces or control characters",
+                    ));
+                }
+                let id = endpoint_id(&svc.name, ep);
+                if let Some(prev) = ids.insert(id, format!("{}{}", svc.name, ep.path)) {
+                    return Err(ConfigError::key(
+                        format!("services[{i}].endpoints[{j}].id"),
+                        format!(
+                            "endpoint id {id} collides with {prev}; give one of them an explicit id"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stable id of an endpoint: the configured one, else derived from service + path.
+pub fn endpoint_id(service: &str, ep: &EndpointConfig) -> u32 {
+    if let Some(id) = ep.id {
+        return id;
+    }
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(service.as_bytes());
+    h.update([0u8]);
+    h.update(ep.path.as_bytes());
+    let d = h.finalize();
+    // The top bit is kept clear so derived ids and small explicit ids rarely meet.
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]]) & 0x7fff_ffff
+}
+
+impl ServerConfig {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|e| ConfigError::key("server.listen", format!("not an ip:port ({e})")))
+    }
+    pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.admin_listen
+            .parse()
+            .map_err(|e| ConfigError::key("server.admin_listen", format!("not an ip:port ({e})")))
+    }
+    /// The configured GUID secret, decoded; `None` when unset.
+    pub fn guid_secret_bytes(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(hex) = &self.guid_secret else {
+            return Ok(None);
+        };
+        let err = || ConfigError::key("server.guid_secret", "must be 64 hex digits (32 bytes)");
+        if hex.len() != 64 {
+            return Err(err());
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+            let s = std::str::from_utf8(chunk).map_err(|_| err())?;
+            out[i] = u8::from_str_radix(s, 16).map_err(|_| err())?;
+        }
+        Ok(Some(out))
+    }
+    /// The number of shards to run: the configured count, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+/// Applies `RINGGATE_<SECTION>_<KEY>=value` to the parsed table. The value is read as a
+/// TOML value when it parses as one (numbers, booleans, arrays), else as a string.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    const SECTIONS: [&str; 3] = ["server", "auth", "backend"];
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+            rest.strip_prefix(s)
+                .and_then(|r| r.strip_prefix('_'))
+                .map(|k| (*s, k.to_string()))
+        }) else {
+            return Err(ConfigError::Env {
+                var: var.clone(),
+                message: "expected RINGGATE_SERVER_*, RINGGATE_AUTH_* or RINGGATE_BACKEND_*".into(),
+            });
+        };
+        let value = parse_env_value(raw);
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, value);
+            }
+            _ => {
+                return Err(ConfigError::key(section, "must be a table"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid_and_local_only() {
+        let c = Config::from_defaults(&[]).unwrap();
+        assert!(c.server.listen_addr().unwrap().ip().is_loopback());
+        assert!(c.server.admin_addr().unwrap().ip().is_loopback());
+        assert_eq!(c.server.path, "/connect");
+        assert_eq!(c.server.max_message_bytes, 65536);
+        assert!(!c.auth.allow_anonymous);
+    }
+
+    #[test]
+    fn env_override_sets_typed_values() {
+        let c = Config::from_defaults(&env(&[
+            ("RINGGATE_SERVER_LISTEN", "127.0.0.1:0"),
+            ("RINGGATE_SERVER_SHARDS", "3"),
+            ("RINGGATE_AUTH_ALLOW_ANONYMOUS", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:0");
+        assert_eq!(c.server.shards, 3);
+        assert!(c.auth.allow_anonymous);
+    }
+
+    #[test]
+    fn unknown_env_section_is_named() {
+        let e = Config::from_defaults(&env(&[("RINGGATE_NOPE_X", "1")])).unwrap_err();
+        assert!(e.to_string().contains("RINGGATE_NOPE_X"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_key() {
+        let e = Config::from_defaults(&env(&[("RINGGATE_SERVER_LISTEN", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text =
+            DEFAULT_CONFIG_TOML.replace("max_message_bytes = 65536", "max_message_bytes = \"big\"");
+        let e = Config::from_toml_str(&text, &[]).unwrap_err();
+        assert!(e.to_string().contains("server.max_message_bytes"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let text = DEFAULT_CONFIG_TOML.replace("[server]", "[server]\nlisten_port = 3");
+        let e = Config::from_toml_str(&text, &[]).unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn missing_auth_method_is_rejected() {
+        let text = DEFAULT_CONFIG_TOML.replace(
+            "hs256_secret = \"ringgate-dev-secret-change-me-0123456789\"",
+            "",
+        );
+        let e = Config::from_toml_str(&text, &[]).unwrap_err();
+        assert!(e.to_string().contains("`auth`"), "{e}");
+    }
+
+    #[test]
+    fn bad_endpoint_path_names_service_and_endpoint() {
+        let text = DEFAULT_CONFIG_TOML.replace("{ path = \"/echo\",", "{ path = \"echo\",");
+        let e = Config::from_toml_str(&text, &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("services[0].endpoints[0].path"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_endpoint_ids_are_rejected() {
+        let text = DEFAULT_CONFIG_TOML
+            .replace(
+                "{ path = \"/echo\", roles",
+                "{ path = \"/echo\", id = 7, roles",
+            )
+            .replace(
+                "{ path = \"/echo/public\", roles",
+                "{ path = \"/echo/public\", id = 7, roles",
+            );
+        let e = Config::from_toml_str(&text, &[]).unwrap_err();
+        assert!(e.to_string().contains("collides"), "{e}");
+    }
+
+    #[test]
+    fn derived_endpoint_ids_are_stable_and_distinct() {
+        let a = EndpointConfig {
+            path: "/account/get".into(),
+            roles: vec![],
+            id: None,
+        };
+        let b = EndpointConfig {
+            path: "/account/set".into(),
+            ..a.clone()
+        };
+        assert_eq!(endpoint_id("account", &a), endpoint_id("account", &a));
+        assert_ne!(endpoint_id("account", &a), endpoint_id("account", &b));
+        assert_ne!(endpoint_id("account", &a), endpoint_id("other", &a));
+    }
+
+    #[test]
+    fn guid_secret_must_be_64_hex_digits() {
+        let e = Config::from_defaults(&env(&[("RINGGATE_SERVER_GUID_SECRET", "abc")])).unwrap_err();
+        assert!(e.to_string().contains("server.guid_secret"), "{e}");
+        let ok = "ab".repeat(32);
+        let c = Config::from_defaults(&env(&[("RINGGATE_SERVER_GUID_SECRET", &ok)])).unwrap();
+        assert_eq!(c.server.guid_secret_bytes().unwrap(), Some([0xab; 32]));
+    }
+}

@@ -1,0 +1,674 @@
+//! One client connection, from the first byte of its HTTP upgrade to its close.
+//!
+//! Why it is shaped like this: an idle connection must cost a few hundred bytes
+//! (DESIGN §1). The task parks on readiness (an io_uring PollAdd), not on a read with a
+//! buffer; when readable it reads into the shard's read buffer and decodes in place,
+//! keeping bytes of its own only for a partial frame. Everything others need to reach
+//! the connection — its outbox, its wakeup, a close request, its session — sits in one
+//! `Rc<ConnShared>` registered in the shard's slab; request tasks hold that `Rc` to
+//! answer. The task's own locals (decoder, partial buffer, rate bucket) never leave it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use crate::auth::Identity;
+use crate::dispatch::{self, Queued};
+use crate::metrics::HandshakeResult;
+use crate::outbox::{Flush, LocalNotify, Outbox};
+use crate::proto::bannou::{flags, ResponseCode, ResponseHeader};
+use crate::proto::event::{manifest_message, ApiEntry};
+use crate::proto::frame::{encode_header, OpCode, CLOSE_NORMAL};
+use crate::proto::guid::SessionKey;
+use crate::proto::handshake::{self, parse_upgrade, Credential, HandshakeError, UpgradeRequest};
+use crate::proto::ratelimit::{Rate, TokenBucket};
+use crate::proto::ws::{self, Decoder, Limits, Message, ProtocolError, Role};
+use crate::shard::{unix_now, ShardCtx, READ_CHUNK};
+use crate::sys::{self, Nb};
+
+/// How long a server-initiated close waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Reads per readiness wakeup before the task yields to others.
+const READS_PER_WAKEUP: usize = 8;
+/// Close code for a client that fell too far behind (reconnectable in Bannou's SDKs).
+pub const CLOSE_OVERLOADED: u16 = 1013;
+/// Close code for a session whose token expired.
+pub const CLOSE_SESSION_EXPIRED: u16 = 4001;
+
+/// The authenticated identity of a connection, fixed at upgrade.
+#[derive(Debug)]
+pub struct Session {
+    pub session_id: Box<str>,
+    pub account_id: Option<Box<str>>,
+    pub roles: Vec<String>,
+    /// `roles` joined with commas, for the `X-Roles` header.
+    pub roles_header: Box<str>,
+    pub key: SessionKey,
+    pub expires_at: Option<u64>,
+    pub manifest_version: Cell<u64>,
+}
+
+/// A request to end the connection, made from outside its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseRequest {
+    /// Send a close frame with this code and reason, then close.
+    Close(u16, &'static str),
+    /// Drop the connection now (the peer is gone).
+    Abort,
+}
+
+/// The part of a connection that other tasks of its shard reach.
+#[derive(Debug)]
+pub struct ConnShared {
+    pub session: Session,
+    outbox: RefCell<Outbox>,
+    notify: LocalNotify,
+    close: Cell<Option<CloseRequest>>,
+    gone: Cell<bool>,
+    last_rx: Cell<u32>,
+    ping_sent: Cell<Option<u32>>,
+    max_outbox: usize,
+    metrics: std::sync::Arc<crate::metrics::ShardMetrics>,
+    /// Ordered channels with a request in flight, and the requests waiting behind it.
+    pub channels: RefCell<AHashMap<u16, VecDeque<Queued>>>,
+}
+
+impl ConnShared {
+    /// Whether the connection has ended (answers for it are dropped).
+    pub fn is_gone(&self) -> bool {
+        self.gone.get()
+    }
+
+    /// Queues a binary message `head ++ payload`; `head` is the Bannou header. Returns
+    /// false if the connection is gone or was just closed for overflowing.
+    pub fn send_binary(&self, head: &[u8], payload: Bytes) -> bool {
+        if self.gone.get() || self.close.get().is_some() {
+            return false;
+        }
+        let mut buf = [0u8; 14 + 31];
+        let mut ws_head = [0u8; 14];
+        let n = encode_header(
+            &mut ws_head,
+            true,
+            OpCode::Binary,
+            None,
+            head.len() + payload.len(),
+        );
+        buf[..n].copy_from_slice(&ws_head[..n]);
+        buf[n..n + head.len()].copy_from_slice(head);
+        self.push(&buf[..n + head.len()], payload)
+    }
+
+    /// Queues an already-encoded frame (control frames).
+    pub fn send_frame(&self, frame: Bytes) -> bool {
+        if self.gone.get() {
+            return false;
+        }
+        self.push(&[], frame)
+    }
+
+    fn push(&self, head: &[u8], payload: Bytes) -> bool {
+        self.metrics
+            .frames_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut out = self.outbox.borrow_mut();
+        out.push(head, payload);
+        if out.len() > self.max_outbox {
+            out.clear();
+            drop(out);
+            self.close.set(Some(CloseRequest::Close(
+                CLOSE_OVERLOADED,
+                "client too slow: outbox full",
+            )));
+            self.notify.notify();
+            return false;
+        }
+        drop(out);
+        self.notify.notify();
+        true
+    }
+
+    /// Asks the connection to close (the first request wins).
+    pub fn request_close(&self, code: u16, reason: &'static str) {
+        if self.close.get().is_none() {
+            self.close.set(Some(CloseRequest::Close(code, reason)));
+            self.notify.notify();
+        }
+    }
+
+    /// The once-a-second sweep: session expiry, idle ping, pong deadline.
+    pub fn on_tick(&self, now: u32, unix_now: u64, idle_ping: u32, pong_timeout: u32) {
+        if self.gone.get() || self.close.get().is_some() {
+            return;
+        }
+        if let Some(exp) = self.session.expires_at {
+            if unix_now >= exp {
+                self.request_close(CLOSE_SESSION_EXPIRED, "session expired");
+                return;
+            }
+        }
+        match self.ping_sent.get() {
+            Some(at) if now.saturating_sub(at) >= pong_timeout => {
+                self.close.set(Some(CloseRequest::Abort));
+                self.notify.notify();
+            }
+            Some(_) => {}
+            None if now.saturating_sub(self.last_rx.get()) >= idle_ping => {
+                self.ping_sent.set(Some(now));
+                self.send_frame(ws::ping_frame(b"", None));
+            }
+            None => {}
+        }
+    }
+}
+
+/// Why a handshake ended without an upgrade.
+enum HandshakeFail {
+    /// Answer with this HTTP error response.
+    Reject(HandshakeResult, Bytes),
+    /// The peer went away or the socket failed: nothing to answer.
+    Gone,
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
+    let fd = stream.as_raw_fd();
+    let timeout = Duration::from_millis(ctx.config.server.handshake_timeout_ms);
+    let upgraded = match monoio::time::timeout(timeout, handshake(&ctx, &stream)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(HandshakeFail::Reject(result, response))) => {
+            ctx.metrics.handshake(result);
+            let _ = sys::send_vectored(fd, &[&response]);
+            sys::shutdown_write(fd);
+            return;
+        }
+        Ok(Err(HandshakeFail::Gone)) => {
+            ctx.metrics.handshake(HandshakeResult::Closed);
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.handshake(HandshakeResult::Timeout);
+            let resp = handshake::error_response(408, "handshake timed out");
+            let _ = sys::send_vectored(fd, &[&resp]);
+            return;
+        }
+    };
+    ctx.metrics.handshake(HandshakeResult::Ok);
+    let (shared, leftover) = upgraded;
+    let slot = ctx.add_conn(shared.clone());
+    let mut conn = Conn {
+        ctx: &ctx,
+        shared: &shared,
+        fd,
+        decoder: Decoder::new(
+            Role::Server,
+            Limits {
+                max_message_bytes: ctx.config.server.max_message_bytes,
+            },
+        ),
+        partial: (!leftover.is_empty()).then_some(leftover),
+        bucket: TokenBucket::new(rate(&ctx), ctx.now_ms()),
+        closing: None,
+    };
+    let end = conn.run(&stream).await;
+    match &end {
+        Ok(()) => {
+            tracing::debug!(shard = ctx.id, session = %shared.session.session_id, "connection closed")
+        }
+        Err(e) => {
+            tracing::debug!(shard = ctx.id, session = %shared.session.session_id, error = %e, "connection ended")
+        }
+    }
+    shared.gone.set(true);
+    shared.outbox.borrow_mut().clear();
+    shared.channels.borrow_mut().clear();
+    ctx.remove_conn(slot);
+}
+
+fn rate(ctx: &ShardCtx) -> Rate {
+    Rate {
+        per_sec: ctx.config.server.rate_limit_per_sec,
+        burst: ctx.config.server.rate_limit_burst,
+    }
+}
+
+/// Reads and checks the upgrade, authenticates, and queues the 101 and the manifest.
+async fn handshake(
+    ctx: &Rc<ShardCtx>,
+    stream: &TcpStream,
+) -> Result<(Rc<ConnShared>, BytesMut), HandshakeFail> {
+    let fd = stream.as_raw_fd();
+    let mut buf = BytesMut::with_capacity(1024);
+    let (req, consumed) = loop {
+        match sys::recv_into(fd, &mut buf).map_err(|_| HandshakeFail::Gone)? {
+            Nb::Done(0) => return Err(HandshakeFail::Gone),
+            Nb::Done(_) => {}
+            Nb::WouldBlock => {
+                stream
+                    .readable(false)
+                    .await
+                    .map_err(|_| HandshakeFail::Gone)?;
+                continue;
+            }
+        }
+        match parse_upgrade(&buf, &ctx.config.server.path) {
+            Ok(Some(done)) => break done,
+            Ok(None) => {
+                if buf.capacity() == buf.len() {
+                    let room = (handshake::MAX_HANDSHAKE_BYTES + 1).saturating_sub(buf.len());
+                    buf.reserve(room.clamp(1, 4096));
+                }
+            }
+            Err(e) => return Err(reject(&e)),
+        }
+    };
+    let leftover = BytesMut::from(&buf[consumed..]);
+    drop(buf);
+
+    if ctx.draining.get() {
+        return Err(HandshakeFail::Reject(
+            HandshakeResult::Draining,
+            handshake::error_response(503, "server is shutting down"),
+        ));
+    }
+    let origins = &ctx.config.auth.origins;
+    if !origins.is_empty() {
+        if let Some(origin) = &req.origin {
+            if !origins.iter().any(|o| o == origin) {
+                tracing::info!(shard = ctx.id, origin = %origin, "upgrade refused: origin not allowed");
+                return Err(HandshakeFail::Reject(
+                    HandshakeResult::Forbidden,
+                    handshake::error_response(403, "origin not allowed"),
+                ));
+            }
+        }
+    }
+    let identity = authenticate(ctx, &req)?;
+    let session = new_session(ctx, identity);
+    let shared = Rc::new(ConnShared {
+        session,
+        outbox: RefCell::default(),
+        notify: LocalNotify::default(),
+        close: Cell::new(None),
+        gone: Cell::new(false),
+        last_rx: Cell::new(ctx.now_secs()),
+        ping_sent: Cell::new(None),
+        max_outbox: ctx.config.server.max_outbox_bytes,
+        metrics: ctx.metrics.clone(),
+        channels: RefCell::default(),
+    });
+    shared
+        .outbox
+        .borrow_mut()
+        .push_bytes(handshake::switching_protocols(&req));
+    send_manifest(ctx, &shared, "initial");
+    Ok((shared, leftover))
+}
+
+fn reject(e: &HandshakeError) -> HandshakeFail {
+    HandshakeFail::Reject(HandshakeResult::from_status(e.status()), e.response())
+}
+
+fn unauthorized(ctx: &ShardCtx, why: &str) -> HandshakeFail {
+    tracing::info!(shard = ctx.id, reason = why, "upgrade refused: 401");
+    HandshakeFail::Reject(
+        HandshakeResult::Unauthorized,
+        handshake::error_response(401, "invalid or missing token"),
+    )
+}
+
+fn authenticate(ctx: &ShardCtx, req: &UpgradeRequest) -> Result<Identity, HandshakeFail> {
+    match &req.credential {
+        Some(Credential::Bearer(token)) => ctx
+            .auth
+            .verify(token, unix_now().as_secs())
+            .map_err(|e| unauthorized(ctx, e.as_str())),
+        // Session resumption arrives with the session store (DESIGN §7).
+        Some(Credential::Reconnect(_)) => Err(unauthorized(ctx, "reconnect token not recognised")),
+        None => ctx
+            .auth
+            .anonymous(crate::sys::random_uuid())
+            .ok_or_else(|| unauthorized(ctx, "no token")),
+    }
+}
+
+fn new_session(ctx: &ShardCtx, id: Identity) -> Session {
+    let session_id = id.session_id.unwrap_or_else(crate::sys::random_uuid);
+    let mut roles = id.roles;
+    if id.anonymous && !roles.iter().any(|r| r == "anonymous") {
+        roles.push("anonymous".to_string());
+    }
+    Session {
+        key: SessionKey::derive(&ctx.guid_secret, &session_id),
+        session_id: session_id.into(),
+        account_id: id.account_id.map(Into::into),
+        roles_header: roles.join(",").into(),
+        roles,
+        expires_at: id.expires_at,
+        manifest_version: Cell::new(0),
+    }
+}
+
+/// Queues the session's capability manifest (the endpoints its roles permit).
+pub fn send_manifest(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
+    let s = &shared.session;
+    let reg = ctx.registry.borrow().clone();
+    let minter = s.key.minter();
+    let apis: Vec<ApiEntry> = reg
+        .visible(&s.roles)
+        .map(|e| {
+            ApiEntry::new(
+                &minter.endpoint_guid(e.id),
+                &e.path,
+                &reg.services[e.service].name,
+            )
+        })
+        .collect();
+    let version = s.manifest_version.get() + 1;
+    s.manifest_version.set(version);
+    let msg = manifest_message(
+        ctx.next_push_id(),
+        &s.session_id,
+        &apis,
+        version,
+        reason,
+        &sys::random_bytes(),
+        unix_now().as_nanos(),
+    );
+    let msg = Bytes::from(msg);
+    shared.send_binary(&[], msg);
+}
+
+/// What the connection is doing about closing.
+#[derive(Debug, Clone, Copy)]
+enum Closing {
+    /// We sent a close frame; waiting for the client's until the deadline.
+    Sent { deadline: Instant },
+    /// Flush what is queued (the close reply), then close the socket.
+    FlushThenEnd,
+}
+
+/// The task-local half of a connection.
+struct Conn<'a> {
+    ctx: &'a Rc<ShardCtx>,
+    shared: &'a Rc<ConnShared>,
+    fd: RawFd,
+    decoder: Decoder,
+    /// Bytes of a frame not yet complete (only then does a connection own a buffer).
+    partial: Option<BytesMut>,
+    bucket: TokenBucket,
+    closing: Option<Closing>,
+}
+
+/// What woke the connection task.
+enum Wake {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Notified,
+    Deadline,
+}
+
+/// What reading found.
+enum ReadOutcome {
+    /// Keep going.
+    More,
+    /// The peer closed its side (or the close handshake completed).
+    End,
+}
+
+impl Conn<'_> {
+    async fn run(&mut self, stream: &TcpStream) -> io::Result<()> {
+        let mut readable = pin!(stream.readable(false));
+        let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
+        let mut sleep: Option<Pin<Box<monoio::time::Sleep>>> = None;
+        loop {
+            // 1. A close asked for from outside.
+            if let Some(req) = self.shared.close.take() {
+                match req {
+                    CloseRequest::Abort => return Ok(()),
+                    CloseRequest::Close(code, reason) => {
+                        if self.closing.is_none() {
+                            self.begin_close(code, reason);
+                        }
+                    }
+                }
+                // Keep the request visible so no further messages are queued.
+                self.shared.close.set(Some(req));
+            }
+            // 2. Flush.
+            if writable.is_none() {
+                let (n, state) = self.shared.outbox.borrow_mut().flush(self.fd)?;
+                if n > 0 {
+                    self.ctx
+                        .metrics
+                        .bytes_out
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                if state == Flush::Blocked {
+                    writable = Some(Box::pin(stream.writable(false)));
+                } else if matches!(self.closing, Some(Closing::FlushThenEnd)) {
+                    sys::shutdown_write(self.fd);
+                    return Ok(());
+                }
+            }
+            if let Some(Closing::Sent { deadline }) = self.closing {
+                if sleep.is_none() {
+                    sleep = Some(Box::pin(monoio::time::sleep_until(deadline.into())));
+                }
+            }
+            // 3. Wait for something to do.
+            let wake = poll_fn(|cx| {
+                if self.shared.notify.poll_take(cx.waker()) {
+                    return Poll::Ready(Wake::Notified);
+                }
+                if let Some(w) = writable.as_mut() {
+                    if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Writable(r));
+                    }
+                }
+                if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::Readable(r));
+                }
+                if let Some(s) = sleep.as_mut() {
+                    if s.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Deadline);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Notified => {}
+                Wake::Writable(r) => {
+                    r?;
+                    writable = None;
+                }
+                Wake::Readable(r) => {
+                    r?;
+                    let outcome = self.read_ready();
+                    readable.set(stream.readable(false));
+                    match outcome? {
+                        ReadOutcome::More => {}
+                        ReadOutcome::End => return Ok(()),
+                    }
+                }
+                Wake::Deadline => return Ok(()),
+            }
+        }
+    }
+
+    /// Starts a server-initiated close: queue the close frame, wait for the reply.
+    fn begin_close(&mut self, code: u16, reason: &str) {
+        self.shared
+            .outbox
+            .borrow_mut()
+            .push_bytes(ws::close_frame(Some((code, reason)), None));
+        self.closing = Some(Closing::Sent {
+            deadline: Instant::now() + CLOSE_WAIT,
+        });
+    }
+
+    /// Fails the connection on a protocol violation: close frame with its code, then end.
+    fn fail(&mut self, e: &ProtocolError) {
+        tracing::debug!(shard = self.ctx.id, error = %e, code = e.close_code(), "protocol error");
+        self.ctx
+            .metrics
+            .protocol_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut out = self.shared.outbox.borrow_mut();
+        out.clear();
+        out.push_bytes(ws::close_frame(Some((e.close_code(), "")), None));
+        drop(out);
+        self.shared
+            .close
+            .set(Some(CloseRequest::Close(e.close_code(), "")));
+        self.closing = Some(Closing::FlushThenEnd);
+        self.partial = None;
+    }
+
+    /// Reads what is there (bounded) and handles every complete message.
+    fn read_ready(&mut self) -> io::Result<ReadOutcome> {
+        let ctx = self.ctx.clone();
+        for _ in 0..READS_PER_WAKEUP {
+            // Read into the connection's partial-frame buffer if it has one, else into
+            // the shard's shared read buffer.
+            let mut own = self.partial.take();
+            let from_shard = own.is_none();
+            let mut shard_buf = None;
+            let buf: &mut BytesMut = match own.as_mut() {
+                Some(p) => {
+                    let want = self.decoder.pending_frame_len().unwrap_or(0);
+                    p.reserve(want.saturating_sub(p.len()).clamp(4096, READ_CHUNK));
+                    p
+                }
+                None => {
+                    let b = shard_buf.insert(ctx.read_buf.borrow_mut());
+                    b.reserve(READ_CHUNK);
+                    b
+                }
+            };
+            let n = match sys::recv_into(self.fd, buf) {
+                Ok(Nb::Done(0)) => return Ok(ReadOutcome::End),
+                Ok(Nb::Done(n)) => n,
+                Ok(Nb::WouldBlock) => {
+                    self.partial = own;
+                    return Ok(ReadOutcome::More);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Ok(ReadOutcome::End)
+                }
+                Err(e) => return Err(e),
+            };
+            ctx.metrics
+                .bytes_in
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            if matches!(self.closing, Some(Closing::FlushThenEnd)) {
+                // Failing or answering a close: whatever else arrives is discarded.
+                buf.clear();
+                continue;
+            }
+            self.shared.last_rx.set(ctx.now_secs());
+            self.shared.ping_sent.set(None);
+            let mut end = false;
+            loop {
+                match self.decoder.decode(buf) {
+                    Ok(Some(msg)) => {
+                        if self.on_message(msg) {
+                            end = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        buf.clear();
+                        self.fail(&e);
+                        break;
+                    }
+                }
+            }
+            // Keep only a partial frame, in a buffer of the connection's own.
+            if matches!(self.closing, Some(Closing::FlushThenEnd)) || buf.is_empty() {
+                buf.clear();
+            } else if from_shard {
+                let mut mine = BytesMut::with_capacity(buf.len().max(1024));
+                mine.extend_from_slice(buf);
+                buf.clear();
+                self.partial = Some(mine);
+            } else {
+                self.partial = own;
+            }
+            if end {
+                return Ok(ReadOutcome::End);
+            }
+            if n < READ_CHUNK / 2 {
+                // A short read: the socket is most likely drained.
+                return Ok(ReadOutcome::More);
+            }
+        }
+        Ok(ReadOutcome::More)
+    }
+
+    /// Handles one message; returns true when the connection should end now.
+    fn on_message(&mut self, msg: Message) -> bool {
+        self.ctx
+            .metrics
+            .frames_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match msg {
+            Message::Binary(payload) => {
+                if self.closing.is_none() {
+                    let now = self.ctx.now_ms();
+                    let allowed = self.bucket.try_take(rate(self.ctx), now);
+                    dispatch::handle_request(self.ctx, self.shared, payload, allowed);
+                }
+                false
+            }
+            Message::Text(_) => {
+                if self.closing.is_none() {
+                    let h = ResponseHeader {
+                        flags: flags::RESPONSE,
+                        channel: 0,
+                        sequence: 0,
+                        message_id: u64::from_be_bytes(sys::random_bytes()),
+                        code: ResponseCode::TextProtocolNotSupported.as_u8(),
+                    };
+                    self.shared.send_binary(&h.encode(), Bytes::new());
+                }
+                false
+            }
+            Message::Ping(p) => {
+                self.shared.send_frame(ws::pong_frame(&p, None));
+                false
+            }
+            Message::Pong(_) => false,
+            Message::Close(frame) => match self.closing {
+                // The reply to our close: done.
+                Some(Closing::Sent { .. }) => true,
+                Some(Closing::FlushThenEnd) => false,
+                None => {
+                    // Echo the client's status code (none if it sent none).
+                    let code = frame.as_ref().map(|f| f.code);
+                    self.shared
+                        .outbox
+                        .borrow_mut()
+                        .push_bytes(ws::close_frame(code.map(|c| (c, "")), None));
+                    self.shared
+                        .close
+                        .set(Some(CloseRequest::Close(code.unwrap_or(CLOSE_NORMAL), "")));
+                    self.closing = Some(Closing::FlushThenEnd);
+                    false
+                }
+            },
+        }
+    }
+}

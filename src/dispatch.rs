@@ -1,0 +1,228 @@
+//! Routing a client's binary request: header checks, GUID → endpoint, channel ordering,
+//! the HTTP call to the backend, and the response back into the client's outbox.
+//!
+//! Why apart from `conn`: this is the Bannou Connect request semantics (DESIGN §2, §5) —
+//! which code answers which situation, that channel 0 runs requests concurrently while
+//! a channel c > 0 runs them one at a time in arrival order, and that the payload is
+//! forwarded without being parsed or copied (`payload` is a slice of the client's frame).
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::backend::BackendRequest;
+use crate::conn::ConnShared;
+use crate::proto::bannou::{
+    flags, MetaKind, RequestHeader, ResponseCode, ResponseHeader, REQUEST_HEADER_LEN,
+};
+use crate::proto::guid::GuidTarget;
+use crate::shard::{ServiceRuntime, ShardCtx};
+
+/// A request accepted for forwarding.
+#[derive(Debug)]
+pub struct Queued {
+    header: RequestHeader,
+    service: Rc<ServiceRuntime>,
+    method: &'static str,
+    path: String,
+    /// The whole client message; the payload is `message[31..]`.
+    message: Bytes,
+}
+
+/// Answers `req` with `code` and an empty payload (every error response is empty).
+fn answer_error(shared: &ConnShared, req: &RequestHeader, code: ResponseCode) {
+    if req.flags & flags::EVENT != 0 && code != ResponseCode::TooManyRequests {
+        // Events expect no response, except for the rate limit (the client must know it
+        // is being throttled).
+        return;
+    }
+    shared.send_binary(&ResponseHeader::answering(req, code).encode(), Bytes::new());
+}
+
+/// Handles one binary message from a client. `allowed` is the rate limiter's verdict.
+pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Bytes, allowed: bool) {
+    let header = match RequestHeader::decode(&message) {
+        Ok(h) => h,
+        Err(e) => {
+            // Echo what the client sent of the header, zero-filled.
+            let mut raw = [0u8; REQUEST_HEADER_LEN];
+            raw[..message.len()].copy_from_slice(&message);
+            let h = RequestHeader::decode(&raw).expect("full length");
+            tracing::debug!(shard = ctx.id, error = %e, "bad request header");
+            answer_error(
+                shared,
+                &RequestHeader {
+                    flags: h.flags & !flags::EVENT,
+                    ..h
+                },
+                ResponseCode::RequestError,
+            );
+            return;
+        }
+    };
+    if let Err(e) = header.check_client_flags() {
+        tracing::debug!(shard = ctx.id, error = %e, "bad request flags");
+        let h = RequestHeader {
+            flags: header.flags & !(flags::RESPONSE | flags::EVENT),
+            ..header
+        };
+        answer_error(shared, &h, ResponseCode::RequestError);
+        return;
+    }
+    if !allowed {
+        answer_error(shared, &header, ResponseCode::TooManyRequests);
+        return;
+    }
+    let meta = header.flags & flags::META != 0;
+    if !meta && header.channel > ctx.config.server.max_channels {
+        answer_error(shared, &header, ResponseCode::InvalidChannel);
+        return;
+    }
+    let target = shared.session.key.open(&header.guid);
+    let endpoint_id = match target {
+        Some(GuidTarget::Endpoint(id)) => id,
+        Some(GuidTarget::Peer { .. }) => {
+            // Peer-to-peer routing arrives with the push plane.
+            answer_error(shared, &header, ResponseCode::ClientNotFound);
+            return;
+        }
+        None => {
+            let code = if header.flags & flags::CLIENT != 0 {
+                ResponseCode::ClientNotFound
+            } else {
+                ResponseCode::ServiceNotFound
+            };
+            answer_error(shared, &header, code);
+            return;
+        }
+    };
+    let reg = ctx.registry.borrow().clone();
+    let Some(endpoint) = reg
+        .endpoint(endpoint_id)
+        .filter(|e| e.permits(&shared.session.roles))
+    else {
+        // Removed since the manifest was sent, or no longer permitted: nothing leaks.
+        answer_error(shared, &header, ResponseCode::ServiceNotFound);
+        return;
+    };
+    let service = ctx.services.borrow()[endpoint.service].clone();
+    let payload_len = message.len() - REQUEST_HEADER_LEN;
+    if payload_len == 0 && header.flags & (flags::EVENT | flags::META) == 0 {
+        service.metrics.response(ResponseCode::RequestError);
+        answer_error(shared, &header, ResponseCode::RequestError);
+        return;
+    }
+    if let Some(max) = reg.services[endpoint.service].max_request_bytes {
+        if payload_len > max {
+            service.metrics.response(ResponseCode::RequestTooLarge);
+            answer_error(shared, &header, ResponseCode::RequestTooLarge);
+            return;
+        }
+    }
+    let (method, path) = if meta {
+        let kind = MetaKind::from_channel(header.channel).unwrap_or(MetaKind::Info);
+        (
+            "GET",
+            format!("{}/meta/{}", endpoint.path, kind.path_suffix()),
+        )
+    } else {
+        ("POST", endpoint.path.to_string())
+    };
+    let q = Queued {
+        header,
+        service,
+        method,
+        path,
+        message,
+    };
+    let ordered = !meta && header.channel > 0;
+    if ordered {
+        let mut channels = shared.channels.borrow_mut();
+        if let Some(waiting) = channels.get_mut(&header.channel) {
+            waiting.push_back(q);
+            return;
+        }
+        channels.insert(header.channel, VecDeque::new());
+    }
+    monoio::spawn(run(ctx.clone(), shared.clone(), q, ordered));
+}
+
+/// Forwards `first`, then (on an ordered channel) every request queued behind it.
+async fn run(ctx: Rc<ShardCtx>, shared: Rc<ConnShared>, first: Queued, ordered: bool) {
+    let channel = first.header.channel;
+    let mut next = Some(first);
+    while let Some(q) = next.take() {
+        forward(&ctx, &shared, q).await;
+        if ordered {
+            let mut channels = shared.channels.borrow_mut();
+            match channels.get_mut(&channel).and_then(|w| w.pop_front()) {
+                Some(q) => next = Some(q),
+                None => {
+                    channels.remove(&channel);
+                }
+            }
+        }
+    }
+}
+
+async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
+    if shared.is_gone() {
+        return;
+    }
+    let s = &shared.session;
+    let mut headers = Vec::with_capacity(6);
+    headers.push(("X-Bannou-Session-Id", s.session_id.to_string()));
+    headers.push((
+        "X-Correlation-Id",
+        format!("{}:{:016x}", s.session_id, q.header.message_id),
+    ));
+    if let Some(a) = &s.account_id {
+        headers.push(("X-Account-Id", a.to_string()));
+    }
+    headers.push(("X-Roles", s.roles_header.to_string()));
+    let body = q.message.slice(REQUEST_HEADER_LEN..);
+    if !body.is_empty() {
+        let ct = if q.header.flags & flags::BINARY != 0 {
+            "application/octet-stream"
+        } else {
+            "application/json; charset=utf-8"
+        };
+        headers.push(("Content-Type", ct.to_string()));
+    }
+    headers.push(("Accept", "application/json".to_string()));
+    let service = &q.service;
+    let started = Instant::now();
+    let result = service
+        .pool
+        .call(BackendRequest {
+            method: q.method,
+            path: q.path,
+            headers,
+            body,
+        })
+        .await;
+    service.metrics.latency(started.elapsed());
+    let (code, payload) = match result {
+        Ok(resp) => {
+            let code = ResponseCode::from_http_status(resp.status);
+            if code == ResponseCode::Ok {
+                (code, resp.body)
+            } else {
+                tracing::debug!(shard = ctx.id, service = %service.name, status = resp.status, "backend answered an error status");
+                (code, Bytes::new())
+            }
+        }
+        Err(e) => {
+            tracing::warn!(shard = ctx.id, service = %service.name, error = %e, "backend call failed");
+            (ResponseCode::InternalError, Bytes::new())
+        }
+    };
+    service.metrics.response(code);
+    if q.header.flags & flags::EVENT != 0 {
+        return;
+    }
+    let head = ResponseHeader::answering(&q.header, code).encode();
+    shared.send_binary(&head, payload);
+}

@@ -1,0 +1,380 @@
+//! Counters and histograms for `/metrics`, rendered in the Prometheus text format.
+//!
+//! Why this shape: shards bump plain relaxed atomics in structures they alone write
+//! (one `ShardMetrics` per shard, one `ServiceMetrics` per service per shard), so the
+//! per-message path never shares a cache line with another core and never locks. The
+//! admin thread reads and sums them when scraped. The only lock guards the list of
+//! per-service blocks, taken when a shard (re)builds its service table, not per request.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crate::proto::bannou::ResponseCode;
+
+/// Outcomes of an upgrade attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeResult {
+    Ok,
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    UpgradeRequired,
+    TooLarge,
+    Timeout,
+    Closed,
+    Draining,
+}
+
+impl HandshakeResult {
+    pub const ALL: [HandshakeResult; 11] = [
+        HandshakeResult::Ok,
+        HandshakeResult::BadRequest,
+        HandshakeResult::Unauthorized,
+        HandshakeResult::Forbidden,
+        HandshakeResult::NotFound,
+        HandshakeResult::MethodNotAllowed,
+        HandshakeResult::UpgradeRequired,
+        HandshakeResult::TooLarge,
+        HandshakeResult::Timeout,
+        HandshakeResult::Closed,
+        HandshakeResult::Draining,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeResult::Ok => "ok",
+            HandshakeResult::BadRequest => "bad_request",
+            HandshakeResult::Unauthorized => "unauthorized",
+            HandshakeResult::Forbidden => "forbidden",
+            HandshakeResult::NotFound => "not_found",
+            HandshakeResult::MethodNotAllowed => "method_not_allowed",
+            HandshakeResult::UpgradeRequired => "upgrade_required",
+            HandshakeResult::TooLarge => "too_large",
+            HandshakeResult::Timeout => "timeout",
+            HandshakeResult::Closed => "closed_early",
+            HandshakeResult::Draining => "draining",
+        }
+    }
+    /// The result an HTTP error status stands for.
+    pub fn from_status(status: u16) -> HandshakeResult {
+        match status {
+            401 => HandshakeResult::Unauthorized,
+            403 => HandshakeResult::Forbidden,
+            404 => HandshakeResult::NotFound,
+            405 => HandshakeResult::MethodNotAllowed,
+            426 => HandshakeResult::UpgradeRequired,
+            431 => HandshakeResult::TooLarge,
+            503 => HandshakeResult::Draining,
+            _ => HandshakeResult::BadRequest,
+        }
+    }
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).expect("listed")
+    }
+}
+
+/// Per-shard connection and traffic counters.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    pub connections_open: AtomicI64,
+    pub connections_total: AtomicU64,
+    handshakes: [AtomicU64; 11],
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Connections closed because their outbox passed `server.max_outbox_bytes`.
+    pub outbox_overflows: AtomicU64,
+    /// Connections closed for a WebSocket protocol violation.
+    pub protocol_errors: AtomicU64,
+}
+
+impl ShardMetrics {
+    pub fn handshake(&self, r: HandshakeResult) {
+        self.handshakes[r.index()].fetch_add(1, Relaxed);
+    }
+}
+
+/// Upper bounds (seconds) of the backend latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Per-service (per shard) request counters and backend latency.
+#[derive(Debug, Default)]
+pub struct ServiceMetrics {
+    responses: [AtomicU64; 19],
+    latency_buckets: [AtomicU64; 16],
+    latency_sum_us: AtomicU64,
+}
+
+impl ServiceMetrics {
+    /// Counts one request answered with `code`.
+    pub fn response(&self, code: ResponseCode) {
+        self.responses[code.index()].fetch_add(1, Relaxed);
+    }
+    /// Records one backend round trip.
+    pub fn latency(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[i].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+}
+
+/// A per-service block: (shard, service name, counters).
+type ServiceBlock = (usize, Arc<str>, Arc<ServiceMetrics>);
+
+/// Every metric of the process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub shards: Vec<Arc<ShardMetrics>>,
+    services: Mutex<Vec<ServiceBlock>>,
+}
+
+impl Metrics {
+    pub fn new(shards: usize) -> Metrics {
+        Metrics {
+            shards: (0..shards).map(|_| Arc::default()).collect(),
+            services: Mutex::default(),
+        }
+    }
+
+    /// The block of `service` on `shard`, created on first use.
+    pub fn service(&self, shard: usize, service: &Arc<str>) -> Arc<ServiceMetrics> {
+        let mut list = self.services.lock().expect("metrics lock");
+        if let Some((_, _, m)) = list
+            .iter()
+            .find(|(s, n, _)| *s == shard && **n == **service)
+        {
+            return m.clone();
+        }
+        let m = Arc::new(ServiceMetrics::default());
+        list.push((shard, service.clone(), m.clone()));
+        m
+    }
+
+    /// Sum of open connections over all shards.
+    pub fn connections_open(&self) -> i64 {
+        self.shards
+            .iter()
+            .map(|s| s.connections_open.load(Relaxed))
+            .sum()
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let sum =
+            |f: &dyn Fn(&ShardMetrics) -> u64| -> u64 { self.shards.iter().map(|s| f(s)).sum() };
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_connections_open Client WebSocket connections open now."
+        );
+        let _ = writeln!(out, "# TYPE ringgate_connections_open gauge");
+        let _ = writeln!(out, "ringgate_connections_open {}", self.connections_open());
+        let counters: [(&str, &str, u64); 7] = [
+            (
+                "ringgate_connections_total",
+                "Client WebSocket connections upgraded since start.",
+                sum(&|s| s.connections_total.load(Relaxed)),
+            ),
+            (
+                "ringgate_frames_in_total",
+                "WebSocket frames received from clients.",
+                sum(&|s| s.frames_in.load(Relaxed)),
+            ),
+            (
+                "ringgate_frames_out_total",
+                "WebSocket frames sent to clients.",
+                sum(&|s| s.frames_out.load(Relaxed)),
+            ),
+            (
+                "ringgate_bytes_in_total",
+                "Bytes received from clients (after the upgrade).",
+                sum(&|s| s.bytes_in.load(Relaxed)),
+            ),
+            (
+                "ringgate_bytes_out_total",
+                "Bytes sent to clients (after the upgrade).",
+                sum(&|s| s.bytes_out.load(Relaxed)),
+            ),
+            (
+                "ringgate_outbox_overflow_total",
+                "Clients closed because they read too slowly.",
+                sum(&|s| s.outbox_overflows.load(Relaxed)),
+            ),
+            (
+                "ringgate_protocol_errors_total",
+                "Clients closed for a WebSocket protocol violation.",
+                sum(&|s| s.protocol_errors.load(Relaxed)),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_handshakes_total Upgrade attempts by result."
+        );
+        let _ = writeln!(out, "# TYPE ringgate_handshakes_total counter");
+        for r in HandshakeResult::ALL {
+            let v = sum(&|s| s.handshakes[r.index()].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "ringgate_handshakes_total{{result=\"{}\"}} {v}",
+                r.label()
+            );
+        }
+
+        // Per service, summed over shards.
+        let list = self.services.lock().expect("metrics lock");
+        let mut names: Vec<&Arc<str>> = list.iter().map(|(_, n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_requests_total Client requests by service and response code."
+        );
+        let _ = writeln!(out, "# TYPE ringgate_requests_total counter");
+        for name in &names {
+            for code in ResponseCode::ALL {
+                let v: u64 = list
+                    .iter()
+                    .filter(|(_, n, _)| n == *name)
+                    .map(|(_, _, m)| m.responses[code.index()].load(Relaxed))
+                    .sum();
+                if v > 0 {
+                    let _ = writeln!(
+                        out,
+                        "ringgate_requests_total{{service=\"{name}\",code=\"{}\"}} {v}",
+                        code.as_u8()
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_backend_latency_seconds Backend HTTP round trip."
+        );
+        let _ = writeln!(out, "# TYPE ringgate_backend_latency_seconds histogram");
+        for name in &names {
+            let blocks: Vec<&Arc<ServiceMetrics>> = list
+                .iter()
+                .filter(|(_, n, _)| n == *name)
+                .map(|(_, _, m)| m)
+                .collect();
+            let mut cumulative = 0u64;
+            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+                cumulative += blocks
+                    .iter()
+                    .map(|m| m.latency_buckets[i].load(Relaxed))
+                    .sum::<u64>();
+                let _ = writeln!(
+                    out,
+                    "ringgate_backend_latency_seconds_bucket{{service=\"{name}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            cumulative += blocks
+                .iter()
+                .map(|m| m.latency_buckets[LATENCY_BUCKETS.len()].load(Relaxed))
+                .sum::<u64>();
+            let sum_us: u64 = blocks.iter().map(|m| m.latency_sum_us.load(Relaxed)).sum();
+            let _ = writeln!(
+                out,
+                "ringgate_backend_latency_seconds_bucket{{service=\"{name}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                out,
+                "ringgate_backend_latency_seconds_sum{{service=\"{name}\"}} {}",
+                sum_us as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "ringgate_backend_latency_seconds_count{{service=\"{name}\"}} {cumulative}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn service_counters_are_summed_over_shards() {
+        let m = Metrics::new(2);
+        let name: Arc<str> = "account".into();
+        m.service(0, &name).response(ResponseCode::Ok);
+        m.service(1, &name).response(ResponseCode::Ok);
+        m.service(1, &name).response(ResponseCode::InternalError);
+        let text = m.render();
+        assert!(
+            text.contains("ringgate_requests_total{service=\"account\",code=\"0\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringgate_requests_total{service=\"account\",code=\"60\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let m = Metrics::new(1);
+        let name: Arc<str> = "s".into();
+        let b = m.service(0, &name);
+        b.latency(Duration::from_micros(300));
+        b.latency(Duration::from_millis(3));
+        b.latency(Duration::from_secs(60));
+        let text = m.render();
+        assert!(
+            text.contains("ringgate_backend_latency_seconds_bucket{service=\"s\",le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringgate_backend_latency_seconds_bucket{service=\"s\",le=\"0.005\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringgate_backend_latency_seconds_bucket{service=\"s\",le=\"30\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringgate_backend_latency_seconds_bucket{service=\"s\",le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringgate_backend_latency_seconds_count{service=\"s\"} 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn connection_and_handshake_counters_render() {
+        let m = Metrics::new(2);
+        m.shards[0].connections_open.fetch_add(2, Relaxed);
+        m.shards[1].connections_open.fetch_add(1, Relaxed);
+        m.shards[1].handshake(HandshakeResult::Unauthorized);
+        let text = m.render();
+        assert!(text.contains("ringgate_connections_open 3"), "{text}");
+        assert!(
+            text.contains("ringgate_handshakes_total{result=\"unauthorized\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringgate_handshakes_total{result=\"ok\"} 0"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The endpoint registry: services, their endpoints, stable endpoint ids and the roles
+//! each needs — an immutable snapshot shared by every shard.
+//!
+//! Why a snapshot: it is read on every request (GUID → endpoint → service) and changes
+//! rarely (a service deploys). Shards hold an `Arc<Registry>` and swap in a new one
+//! between events when an update arrives through their mailbox, so the hot path takes
+//! no lock. Ids are stable across snapshots (configured or derived from service + path),
+//! which keeps every session's GUIDs valid across an update.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+
+use crate::config::{endpoint_id, Config};
+
+/// A backend service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: Arc<str>,
+    pub url: String,
+    pub max_request_bytes: Option<usize>,
+}
+
+/// A client-callable endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: u32,
+    /// Index into [`Registry::services`].
+    pub service: usize,
+    pub path: Arc<str>,
+    /// Any of these roles grants access; empty = no role needed.
+    pub roles: Vec<String>,
+}
+
+impl Endpoint {
+    /// Whether a session with `roles` may call this endpoint.
+    pub fn permits(&self, roles: &[String]) -> bool {
+        self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r))
+    }
+}
+
+/// One immutable version of the registry.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub services: Vec<Service>,
+    pub endpoints: Vec<Endpoint>,
+    by_id: AHashMap<u32, usize>,
+    /// Increases with every snapshot built by one process.
+    pub generation: u64,
+}
+
+impl Registry {
+    /// Builds a snapshot from a validated config.
+    pub fn from_config(config: &Config, generation: u64) -> Registry {
+        let mut r = Registry {
+            generation,
+            ..Registry::default()
+        };
+        for svc in &config.services {
+            let service = r.services.len();
+            r.services.push(Service {
+                name: svc.name.as_str().into(),
+                url: svc.url.clone(),
+                max_request_bytes: svc.max_request_bytes,
+            });
+            for ep in &svc.endpoints {
+                let id = endpoint_id(&svc.name, ep);
+                r.by_id.insert(id, r.endpoints.len());
+                r.endpoints.push(Endpoint {
+                    id,
+                    service,
+                    path: ep.path.as_str().into(),
+                    roles: ep.roles.clone(),
+                });
+            }
+        }
+        r
+    }
+
+    /// The endpoint with stable id `id`.
+    pub fn endpoint(&self, id: u32) -> Option<&Endpoint> {
+        self.by_id.get(&id).map(|&i| &self.endpoints[i])
+    }
+
+    /// The endpoints a session with `roles` may call, in config order.
+    pub fn visible<'a>(&'a self, roles: &'a [String]) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.iter().filter(move |e| e.permits(roles))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        let text = r#"
+[server]
+listen = "127.0.0.1:0"
+path = "/connect"
+admin_listen = "127.0.0.1:0"
+max_message_bytes = 65536
+[auth]
+hs256_secret = "0123456789abcdef0123456789abcdef"
+[[services]]
+name = "account"
+url = "http://127.0.0.1:1"
+endpoints = [ { path = "/account/get", roles = ["user"] }, { path = "/account/ban", roles = ["admin"] } ]
+[[services]]
+name = "public"
+url = "http://127.0.0.1:2"
+endpoints = [ { path = "/status", roles = [] } ]
+"#;
+        Registry::from_config(&Config::from_toml_str(text, &[]).unwrap(), 1)
+    }
+
+    fn paths(r: &Registry, roles: &[&str]) -> Vec<String> {
+        let roles: Vec<String> = roles.iter().map(|s| s.to_string()).collect();
+        r.visible(&roles).map(|e| e.path.to_string()).collect()
+    }
+
+    #[test]
+    fn sessions_see_only_endpoints_their_roles_permit() {
+        let r = registry();
+        assert_eq!(paths(&r, &["user"]), ["/account/get", "/status"]);
+        assert_eq!(paths(&r, &["admin"]), ["/account/ban", "/status"]);
+        assert_eq!(
+            paths(&r, &["user", "admin"]),
+            ["/account/get", "/account/ban", "/status"]
+        );
+        assert_eq!(paths(&r, &["anonymous"]), ["/status"]);
+    }
+
+    #[test]
+    fn endpoints_are_found_by_stable_id() {
+        let r = registry();
+        for ep in &r.endpoints {
+            assert_eq!(r.endpoint(ep.id).unwrap().path, ep.path);
+        }
+        let again = registry();
+        assert_eq!(r.endpoints[0].id, again.endpoints[0].id);
+        assert!(r.endpoint(12345).is_none() || r.endpoints.iter().any(|e| e.id == 12345));
+    }
+}

@@ -1,0 +1,359 @@
+//! Starting and stopping the gateway: listeners, shard threads, the admin listener.
+//!
+//! Why apart from `shard`: this is the only code that runs outside a shard. It binds one
+//! `SO_REUSEPORT` socket per shard (all on the same port, so the kernel spreads
+//! connections), starts each shard's thread pinned to a core with its own monoio runtime
+//! (io_uring, or the legacy epoll driver when the kernel refuses io_uring — said in the
+//! log), and turns a shutdown into a message in every shard's mailbox.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::admin::{self, AdminState};
+use crate::auth::{AuthSettings, Authenticator};
+use crate::config::Config;
+use crate::mailbox::{Mailbox, ShardMsg};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::shard::{self, ShardCtx};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
+    #[error("{key}: cannot read {path}: {source}")]
+    KeyFile {
+        key: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("shard {shard} failed to start: {source}")]
+    Shard {
+        shard: usize,
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// The client listener's address (the real port when configured with port 0).
+    pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    mailboxes: Vec<Arc<Mailbox>>,
+    threads: Vec<JoinHandle<()>>,
+    state: Arc<AdminState>,
+    admin_thread: Option<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Gateway {
+    /// Validated config in, running gateway out (returns once every shard listens).
+    pub fn start(config: Config) -> Result<Gateway, StartError> {
+        let config = Arc::new(config);
+        let auth = Arc::new(Authenticator::new(&auth_settings(&config)?)?);
+        let guid_secret = match config.server.guid_secret_bytes() {
+            Ok(Some(s)) => s,
+            _ => {
+                tracing::warn!("server.guid_secret is not set: GUIDs will change when this process restarts (set it to keep them stable across restarts and instances)");
+                crate::sys::random_bytes()
+            }
+        };
+        let registry = Arc::new(Registry::from_config(&config, 1));
+        let shards = config.server.shard_count();
+        let metrics = Arc::new(Metrics::new(shards));
+
+        let listen = config.server.listen_addr().expect("validated");
+        let listeners = bind_reuseport(listen, shards, config.server.backlog)?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                key: "server.listen",
+                addr: listen,
+                source,
+            })?;
+        let admin_addr_cfg = config.server.admin_addr().expect("validated");
+        let admin_listener =
+            std::net::TcpListener::bind(admin_addr_cfg).map_err(|source| StartError::Bind {
+                key: "server.admin_listen",
+                addr: admin_addr_cfg,
+                source,
+            })?;
+        let admin_addr = admin_listener.local_addr().expect("bound");
+
+        let ready = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            ready_shards: ready.clone(),
+            shards,
+            draining: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let admin_thread = admin::spawn(admin_listener, state.clone());
+
+        let uring = !config.server.force_legacy_driver && monoio::utils::detect_uring();
+        if !uring && !config.server.force_legacy_driver {
+            tracing::warn!(
+                "io_uring is not available (kernel refused it); using monoio's legacy epoll driver"
+            );
+        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let (started_tx, started_rx) = mpsc::channel::<(usize, std::io::Result<()>)>();
+        let mut mailboxes = Vec::with_capacity(shards);
+        let mut threads = Vec::with_capacity(shards);
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let mailbox = Arc::new(Mailbox::default());
+            mailboxes.push(mailbox.clone());
+            let (config, auth, registry, metrics, ready, started_tx) = (
+                config.clone(),
+                auth.clone(),
+                registry.clone(),
+                metrics.clone(),
+                ready.clone(),
+                started_tx.clone(),
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("ringgate-shard-{id}"))
+                .spawn(move || {
+                    if let Err(e) = monoio::utils::bind_to_cpu_set([id % cores]) {
+                        tracing::warn!(shard = id, error = ?e, "could not pin shard to its core");
+                    }
+                    let fail_tx = started_tx.clone();
+                    let task = move || async move {
+                        let listener = match monoio::net::TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let _ = started_tx.send((id, Err(e)));
+                                return;
+                            }
+                        };
+                        let ctx = std::rc::Rc::new(ShardCtx::new(
+                            id,
+                            config,
+                            auth,
+                            guid_secret,
+                            registry,
+                            metrics,
+                        ));
+                        let _ = started_tx.send((id, Ok(())));
+                        shard::run(ctx, listener, mailbox, ready).await;
+                    };
+                    let built = if uring {
+                        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                            .with_entries(4096)
+                            .enable_timer()
+                            .build()
+                            .map(|mut rt| rt.block_on(task()))
+                    } else {
+                        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                            .enable_timer()
+                            .build()
+                            .map(|mut rt| rt.block_on(task()))
+                    };
+                    if let Err(e) = built {
+                        let _ = fail_tx.send((id, Err(e)));
+                    }
+                })
+                .map_err(|source| StartError::Shard { shard: id, source })?;
+            threads.push(handle);
+        }
+        drop(started_tx);
+        for _ in 0..shards {
+            match started_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((shard, Err(source))) => {
+                    for m in &mailboxes {
+                        m.send(ShardMsg::Shutdown);
+                    }
+                    return Err(StartError::Shard { shard, source });
+                }
+                Err(_) => {
+                    return Err(StartError::Shard {
+                        shard: 0,
+                        source: std::io::Error::other("shard thread exited during start"),
+                    })
+                }
+            }
+        }
+        tracing::info!(
+            listen = %addr,
+            admin = %admin_addr,
+            shards,
+            driver = if uring { "io_uring" } else { "legacy (epoll)" },
+            services = registry.services.len(),
+            endpoints = registry.endpoints.len(),
+            "ringgate listening"
+        );
+        Ok(Gateway {
+            addr,
+            admin_addr,
+            metrics,
+            mailboxes,
+            threads,
+            state,
+            admin_thread: Some(admin_thread),
+            grace: Duration::from_millis(config.server.shutdown_grace_ms),
+        })
+    }
+
+    /// Whether every shard is accepting.
+    pub fn is_ready(&self) -> bool {
+        self.state.is_ready()
+    }
+
+    /// Publishes a new registry snapshot to every shard.
+    pub fn update_registry(&self, reg: Arc<Registry>) {
+        for m in &self.mailboxes {
+            m.send(ShardMsg::Registry(reg.clone()));
+        }
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close every connection with 1001.
+    pub fn shutdown(&self) {
+        self.state.draining.store(true, Ordering::SeqCst);
+        for m in &self.mailboxes {
+            m.send(ShardMsg::Shutdown);
+        }
+    }
+
+    /// Shuts down (if not yet) and waits for the shards; returns false if some shard
+    /// did not finish within the grace period plus a margin.
+    pub fn stop(mut self) -> bool {
+        self.shutdown();
+        let deadline = Instant::now() + self.grace + Duration::from_secs(2);
+        let mut clean = true;
+        for t in self.threads.drain(..) {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                clean = false;
+            }
+        }
+        self.state.stop.store(true, Ordering::SeqCst);
+        // Wake the admin thread's blocking accept.
+        let _ = std::net::TcpStream::connect_timeout(&self.admin_addr, Duration::from_millis(200));
+        if let Some(t) = self.admin_thread.take() {
+            let _ = t.join();
+        }
+        clean
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shutdown();
+        }
+    }
+}
+
+fn auth_settings(config: &Config) -> Result<AuthSettings, StartError> {
+    let a = &config.auth;
+    let read = |key: &'static str,
+                p: &Option<std::path::PathBuf>|
+     -> Result<Option<Vec<u8>>, StartError> {
+        match p {
+            None => Ok(None),
+            Some(path) => std::fs::read(path)
+                .map(Some)
+                .map_err(|source| StartError::KeyFile {
+                    key,
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    };
+    Ok(AuthSettings {
+        hs256_secret: a.hs256_secret.clone(),
+        rs256_public_key_pem: read("auth.rs256_public_key", &a.rs256_public_key)?,
+        es256_public_key_pem: read("auth.es256_public_key", &a.es256_public_key)?,
+        eddsa_public_key_pem: read("auth.eddsa_public_key", &a.eddsa_public_key)?,
+        issuer: a.issuer.clone(),
+        audience: a.audience.clone(),
+        leeway_secs: a.leeway_secs,
+        allow_anonymous: a.allow_anonymous,
+    })
+}
+
+/// Binds `n` listening sockets to the same address with `SO_REUSEPORT` (the first picks
+/// the port when `addr` has port 0).
+fn bind_reuseport(
+    addr: SocketAddr,
+    n: usize,
+    backlog: i32,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    use socket2::{Domain, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let err = |source| StartError::Bind {
+            key: "server.listen",
+            addr,
+            source,
+        };
+        let s = Socket::new(Domain::for_address(at), Type::STREAM, None).map_err(err)?;
+        s.set_reuse_address(true).map_err(err)?;
+        s.set_reuse_port(true).map_err(err)?;
+        s.set_nonblocking(true).map_err(err)?;
+        s.bind(&at.into()).map_err(err)?;
+        s.listen(backlog).map_err(err)?;
+        let l: std::net::TcpListener = s.into();
+        at = l.local_addr().map_err(err)?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// The process's soft RLIMIT_NOFILE (for log lines that explain a descriptor limit).
+pub fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur
+    } else {
+        0
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard) after.
+pub fn raise_nofile_limit() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return (0, 0);
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r = want;
+            }
+        }
+    }
+    (r.rlim_cur, r.rlim_max)
+}

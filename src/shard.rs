@@ -1,0 +1,284 @@
+//! A shard: one thread, one monoio runtime, one `SO_REUSEPORT` listener, and all the
+//! state of the connections it accepted.
+//!
+//! Why: thread-per-core (DESIGN §1). Everything a connection touches on its message path
+//! — its session, the registry snapshot, the backend pools, the read buffer — belongs to
+//! its shard and is reached through `Rc`/`RefCell`, never a lock. Other threads reach a
+//! shard only through its [`Mailbox`]. The shard's connection table (a slab) is where the
+//! timer sweep, shutdown and, later, cross-shard pushes find a connection.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use monoio::net::TcpListener;
+use slab::Slab;
+
+use crate::auth::Authenticator;
+use crate::backend::{BackendSettings, Pool};
+use crate::config::Config;
+use crate::conn::{self, ConnShared};
+use crate::mailbox::{Mailbox, ShardMsg};
+use crate::metrics::{Metrics, ServiceMetrics, ShardMetrics};
+use crate::outbox::LocalNotify;
+use crate::registry::Registry;
+
+/// Size of a shard read: what one readiness wakeup reads at most per `recv`.
+pub const READ_CHUNK: usize = 32 * 1024;
+
+/// A backend service as one shard uses it.
+pub struct ServiceRuntime {
+    pub name: Arc<str>,
+    pub url: String,
+    pub pool: Rc<Pool>,
+    pub metrics: Arc<ServiceMetrics>,
+}
+
+impl std::fmt::Debug for ServiceRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Service({} at {})", self.name, self.url)
+    }
+}
+
+/// Everything one shard owns.
+pub struct ShardCtx {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    pub guid_secret: [u8; 32],
+    pub registry: RefCell<Arc<Registry>>,
+    /// Indexed like `registry.services`.
+    pub services: RefCell<Vec<Rc<ServiceRuntime>>>,
+    pub conns: RefCell<Slab<Rc<ConnShared>>>,
+    pub metrics: Arc<ShardMetrics>,
+    pub all_metrics: Arc<Metrics>,
+    /// The one read buffer all of this shard's connections read into.
+    pub read_buf: RefCell<BytesMut>,
+    pub draining: Cell<bool>,
+    stop_accept: LocalNotify,
+    conns_changed: LocalNotify,
+    push_counter: Cell<u16>,
+    epoch: Instant,
+}
+
+impl ShardCtx {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        auth: Arc<Authenticator>,
+        guid_secret: [u8; 32],
+        registry: Arc<Registry>,
+        all_metrics: Arc<Metrics>,
+    ) -> ShardCtx {
+        let ctx = ShardCtx {
+            id,
+            metrics: all_metrics.shards[id].clone(),
+            config,
+            auth,
+            guid_secret,
+            registry: RefCell::new(Arc::new(Registry::default())),
+            services: RefCell::default(),
+            conns: RefCell::new(Slab::new()),
+            all_metrics,
+            read_buf: RefCell::new(BytesMut::new()),
+            draining: Cell::new(false),
+            stop_accept: LocalNotify::default(),
+            conns_changed: LocalNotify::default(),
+            push_counter: Cell::new(0),
+            epoch: Instant::now(),
+        };
+        ctx.apply_registry(registry);
+        ctx
+    }
+
+    /// Seconds since the shard started (the coarse clock of idle and ping timers).
+    pub fn now_secs(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+
+    /// Milliseconds since the shard started (rate limiting).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A fresh message id for a server push, in Bannou's `(unix_ms << 16) | counter`
+    /// scheme.
+    pub fn next_push_id(&self) -> u64 {
+        let c = self.push_counter.get().wrapping_add(1);
+        self.push_counter.set(c);
+        crate::proto::event::push_message_id(unix_now().as_millis() as u64, c)
+    }
+
+    /// Swaps in a new registry snapshot; pools of services whose URL did not change are
+    /// kept (with their idle connections).
+    pub fn apply_registry(&self, reg: Arc<Registry>) {
+        let b = &self.config.backend;
+        let settings = BackendSettings {
+            connect_timeout: Duration::from_millis(b.connect_timeout_ms),
+            request_timeout: Duration::from_millis(b.request_timeout_ms),
+            max_idle_per_shard: b.max_idle_per_shard,
+            max_conns_per_shard: b.max_conns_per_shard,
+            max_response_bytes: b.max_response_bytes,
+        };
+        let old = self.services.take();
+        let mut services = Vec::with_capacity(reg.services.len());
+        for svc in &reg.services {
+            let reuse = old
+                .iter()
+                .find(|o| o.name == svc.name && o.url == svc.url)
+                .cloned();
+            let rt = match reuse {
+                Some(rt) => rt,
+                None => {
+                    let pool = Pool::new(&svc.url, settings.clone())
+                        .expect("service URLs are validated with the config");
+                    Rc::new(ServiceRuntime {
+                        name: svc.name.clone(),
+                        url: svc.url.clone(),
+                        pool: Rc::new(pool),
+                        metrics: self.all_metrics.service(self.id, &svc.name),
+                    })
+                }
+            };
+            services.push(rt);
+        }
+        *self.services.borrow_mut() = services;
+        *self.registry.borrow_mut() = reg;
+    }
+
+    /// Registers a connection; returns its slot.
+    pub fn add_conn(&self, c: Rc<ConnShared>) -> usize {
+        self.metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.conns.borrow_mut().insert(c)
+    }
+
+    /// Removes a connection by slot.
+    pub fn remove_conn(&self, slot: usize) {
+        if self.conns.borrow_mut().try_remove(slot).is_some() {
+            self.metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+            self.conns_changed.notify();
+        }
+    }
+}
+
+/// Wall-clock time since the Unix epoch (JWT expiry, event timestamps).
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The shard's main task: accepts, sweeps timers, obeys its mailbox; returns once a
+/// shutdown has drained (or the grace period ran out).
+pub async fn run(
+    ctx: Rc<ShardCtx>,
+    listener: TcpListener,
+    mailbox: Arc<Mailbox>,
+    ready: Arc<AtomicUsize>,
+) {
+    monoio::spawn(sweep(ctx.clone()));
+    monoio::spawn(accept_loop(ctx.clone(), listener));
+    ready.fetch_add(1, Ordering::SeqCst);
+    loop {
+        match mailbox.recv().await {
+            ShardMsg::Shutdown => break,
+            ShardMsg::Registry(reg) => {
+                tracing::info!(
+                    shard = ctx.id,
+                    generation = reg.generation,
+                    "registry updated"
+                );
+                ctx.apply_registry(reg);
+            }
+        }
+    }
+    ready.fetch_sub(1, Ordering::SeqCst);
+    ctx.draining.set(true);
+    ctx.stop_accept.notify();
+    let open: Vec<Rc<ConnShared>> = ctx.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+    tracing::info!(shard = ctx.id, connections = open.len(), "draining");
+    for c in &open {
+        c.request_close(crate::proto::frame::CLOSE_GOING_AWAY, "server shutdown");
+    }
+    drop(open);
+    let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms);
+    let drained = monoio::time::timeout(grace, async {
+        while !ctx.conns.borrow().is_empty() {
+            ctx.conns_changed.notified().await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            shard = ctx.id,
+            left = ctx.conns.borrow().len(),
+            "shutdown grace period over; dropping the remaining connections"
+        );
+    }
+}
+
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
+    let mut fd_limit_logged = false;
+    loop {
+        monoio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _peer)) => {
+                    fd_limit_logged = false;
+                    if ctx.draining.get() {
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    monoio::spawn(conn::serve(ctx.clone(), stream));
+                }
+                Err(e) => {
+                    let limit = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+                    if limit {
+                        if !fd_limit_logged {
+                            tracing::error!(
+                                shard = ctx.id,
+                                open = ctx.conns.borrow().len(),
+                                nofile = crate::server::nofile_limit(),
+                                "file descriptor limit reached (RLIMIT_NOFILE); new connections wait until some close — raise LimitNOFILE or run more processes"
+                            );
+                            fd_limit_logged = true;
+                        }
+                    } else {
+                        tracing::warn!(shard = ctx.id, error = %e, "accept failed");
+                    }
+                    monoio::time::sleep(Duration::from_millis(if limit { 100 } else { 10 })).await;
+                }
+            },
+            _ = ctx.stop_accept.notified() => break,
+        }
+    }
+    tracing::debug!(shard = ctx.id, "listener closed");
+}
+
+/// Once a second: server pings to idle clients, the pong deadline, session expiry.
+async fn sweep(ctx: Rc<ShardCtx>) {
+    let idle = ctx.config.server.idle_ping_secs as u32;
+    let pong = ctx.config.server.pong_timeout_secs as u32;
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        if ctx.draining.get() {
+            return;
+        }
+        let now = ctx.now_secs();
+        let unix = unix_now().as_secs();
+        let conns: Vec<Rc<ConnShared>> =
+            ctx.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        for c in conns {
+            c.on_tick(now, unix, idle, pong);
+        }
+    }
+}

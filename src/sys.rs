@@ -1,0 +1,98 @@
+//! Non-blocking socket calls made directly on a connection's descriptor.
+//!
+//! Why: DESIGN §1 says an idle connection must not pin a read buffer. monoio's reads take
+//! an owned buffer per pending read, so a parked read costs a buffer per connection.
+//! Instead a connection waits for readiness (`TcpStream::readable`, an io_uring PollAdd)
+//! and then reads here, synchronously, into the shard's one read buffer; writes gather
+//! the whole outbox into one `sendmsg`. `MSG_DONTWAIT` makes each call non-blocking
+//! whatever mode the descriptor is in, and `MSG_NOSIGNAL` keeps a peer reset from
+//! raising SIGPIPE.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Outcome of a non-blocking call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Nb {
+    /// This many bytes moved (0 from `recv` = the peer closed its side).
+    Done(usize),
+    /// The socket is not ready; wait for readiness.
+    WouldBlock,
+}
+
+fn classify(ret: isize) -> io::Result<Nb> {
+    if ret >= 0 {
+        return Ok(Nb::Done(ret as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(Nb::WouldBlock),
+        Some(libc::EINTR) => Ok(Nb::WouldBlock),
+        _ => Err(e),
+    }
+}
+
+/// Reads into `buf`'s spare capacity; on `Done(n)` the length has grown by `n`.
+pub fn recv_into(fd: RawFd, buf: &mut bytes::BytesMut) -> io::Result<Nb> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `buf`; recv
+    // writes at most that many bytes, and we only extend the length by what it wrote.
+    let ret = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let r = classify(ret)?;
+    if let Nb::Done(n) = r {
+        // SAFETY: recv initialised the first n bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Ok(r)
+}
+
+/// Writes the slices in order with one gathering `sendmsg`; returns bytes written.
+pub fn send_vectored(fd: RawFd, slices: &[&[u8]]) -> io::Result<Nb> {
+    let mut iov: [libc::iovec; 64] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 64];
+    let n = slices.len().min(iov.len());
+    for (v, s) in iov.iter_mut().zip(slices) {
+        v.iov_base = s.as_ptr() as *mut libc::c_void;
+        v.iov_len = s.len();
+    }
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n as _;
+    // SAFETY: every iovec points into a live slice borrowed for this call; sendmsg only
+    // reads them.
+    let ret = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    classify(ret)
+}
+
+/// Shuts down the write half (the FIN after a close frame).
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: plain syscall on a descriptor we own; errors (already closed) are moot.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
+}
+
+/// Random bytes from the OS (ids, secrets).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).expect("the OS random source works");
+    b
+}
+
+/// A random RFC 4122 version-4 UUID in canonical form (generated session ids).
+pub fn random_uuid() -> String {
+    let mut b: [u8; 16] = random_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    crate::proto::guid::format_guid(&b)
+}
