@@ -609,3 +609,170 @@ fn an_independent_websocket_client_can_upgrade_and_read_the_manifest() {
     }
     ws.close(None).unwrap();
 }
+
+#[test]
+fn many_requests_on_channel_zero_are_in_flight_at_once() {
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "", ""));
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let slow = m.guid("/delay/300").unwrap();
+        let start = Instant::now();
+        let mut ids = std::collections::HashSet::new();
+        for i in 0..40u32 {
+            let body = format!("{{\"i\":{i}}}");
+            ids.insert(
+                c.send_request(0, 0, i, slow, body.as_bytes())
+                    .await
+                    .unwrap(),
+            );
+        }
+        while !ids.is_empty() {
+            if let Incoming::Response(h, body) = c.next().await.unwrap() {
+                assert_eq!(h.code, 0);
+                assert_eq!(body, format!("{{\"i\":{}}}", h.sequence).as_bytes());
+                assert!(ids.remove(&h.message_id));
+            }
+        }
+        // One at a time would take 40 × 300 ms = 12 s.
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+    });
+}
+
+#[test]
+fn asymmetric_keys_from_config_authenticate_sessions() {
+    let backend = Backend::start();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let auth = format!(
+        "rs256_public_key = \"{fixtures}/test_only_rsa2048_public.pem\"\nes256_public_key = \"{fixtures}/test_only_ec_p256_public.pem\"\neddsa_public_key = \"{fixtures}/test_only_ed25519_public.pem\""
+    );
+    let g = gateway(config(&backend, "", &auth));
+    let claims = serde_json::json!({"sub": "a", "roles": ["user"], "exp": unix_now() + 600});
+    for (alg, file) in [
+        (
+            jsonwebtoken::Algorithm::RS256,
+            "test_only_rsa2048_private.pem",
+        ),
+        (
+            jsonwebtoken::Algorithm::ES256,
+            "test_only_ec_p256_private.pem",
+        ),
+        (
+            jsonwebtoken::Algorithm::EdDSA,
+            "test_only_ed25519_private.pem",
+        ),
+    ] {
+        let pem = std::fs::read(format!("{fixtures}/{file}")).unwrap();
+        let key = match alg {
+            jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+            jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+            _ => jsonwebtoken::EncodingKey::from_ed_pem(&pem),
+        }
+        .unwrap();
+        let t = jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap();
+        run(async {
+            let (_c, m) = connect(&g, &t).await;
+            assert!(m.guid("/echo").is_some(), "{alg:?}");
+        });
+    }
+    // An RS256 token signed with a key that is not the configured one.
+    let other = std::fs::read(format!("{fixtures}/test_only_rsa2048_other_private.pem")).unwrap();
+    let t = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&other).unwrap(),
+    )
+    .unwrap();
+    expect_rejected(&g, with_token(&t), 401);
+}
+
+#[test]
+fn idle_client_gets_a_server_ping_and_a_silent_one_is_dropped() {
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "idle_ping_secs = 1\npong_timeout_secs = 1",
+        "",
+    ));
+    run(async {
+        let (mut silent, _) = connect(&g, &user_token(&["user"])).await;
+        // A client that answers pings (next() does) stays connected...
+        let (mut alive, m) = connect(&g, &user_token(&["user"])).await;
+        let start = Instant::now();
+        let mut pings = 0;
+        while start.elapsed() < Duration::from_millis(3500) {
+            if let Ok(Ok(Incoming::Ping(_))) =
+                monoio::time::timeout(Duration::from_millis(200), alive.next()).await
+            {
+                pings += 1;
+            }
+        }
+        assert!(pings >= 1, "no server ping in 3.5 s");
+        // ...while one that reads and sends nothing is dropped after the pong deadline.
+        let mut saw_ping = false;
+        let end = loop {
+            match silent.next().await {
+                Ok(Incoming::Ping(_)) => saw_ping = true,
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert!(saw_ping);
+        assert!(
+            matches!(
+                end,
+                ClientError::Closed { code: None, .. } | ClientError::Io(_)
+            ),
+            "{end:?}"
+        );
+        // The answering client still works.
+        let (h, _) = alive.call(m.guid("/echo").unwrap(), b"{}").await.unwrap();
+        assert_eq!(h.code, 0);
+    });
+}
+
+#[test]
+fn session_is_closed_with_4001_when_its_token_expires() {
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "", "leeway_secs = 0"));
+    run(async {
+        let t = token("a", &["user"], None, unix_now() + 2);
+        let (mut c, _) = connect(&g, &t).await;
+        let start = Instant::now();
+        let close = loop {
+            if let Incoming::Close(c) = c.next().await.unwrap() {
+                break c;
+            }
+        };
+        assert_eq!(close.map(|c| c.0), Some(4001));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn a_stalled_upgrade_is_cut_off_after_the_handshake_timeout() {
+    use std::io::{Read, Write};
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "handshake_timeout_ms = 300", ""));
+    let mut s = std::net::TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /connect HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        out.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
