@@ -18,7 +18,6 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
@@ -80,7 +79,8 @@ pub struct ConnShared {
     max_outbox: usize,
     metrics: std::sync::Arc<crate::metrics::ShardMetrics>,
     /// Ordered channels with a request in flight, and the requests waiting behind it.
-    pub channels: RefCell<AHashMap<u16, VecDeque<Queued>>>,
+    /// (A short list: it holds only channels busy right now, and costs nothing idle.)
+    pub channels: RefCell<Vec<(u16, VecDeque<Queued>)>>,
 }
 
 impl ConnShared {
@@ -205,11 +205,19 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     };
     ctx.metrics.handshake(HandshakeResult::Ok);
     let (shared, leftover) = upgraded;
+    // The session runs as a task of its own: this handshake task (with its timer and
+    // parse state) ends here, so a parked idle connection holds only what `session`
+    // needs.
+    monoio::spawn(session(ctx, stream, shared, leftover));
+}
+
+/// The upgraded connection's task, from the first frame to the close.
+async fn session(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, leftover: BytesMut) {
     let slot = ctx.add_conn(shared.clone());
     let mut conn = Conn {
         ctx: &ctx,
         shared: &shared,
-        fd,
+        fd: stream.as_raw_fd(),
         decoder: Decoder::new(
             Role::Server,
             Limits {

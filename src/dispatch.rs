@@ -140,11 +140,11 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
     let ordered = !meta && header.channel > 0;
     if ordered {
         let mut channels = shared.channels.borrow_mut();
-        if let Some(waiting) = channels.get_mut(&header.channel) {
+        if let Some((_, waiting)) = channels.iter_mut().find(|(c, _)| *c == header.channel) {
             waiting.push_back(q);
             return;
         }
-        channels.insert(header.channel, VecDeque::new());
+        channels.push((header.channel, VecDeque::new()));
     }
     monoio::spawn(run(ctx.clone(), shared.clone(), q, ordered));
 }
@@ -157,10 +157,13 @@ async fn run(ctx: Rc<ShardCtx>, shared: Rc<ConnShared>, first: Queued, ordered: 
         forward(&ctx, &shared, q).await;
         if ordered {
             let mut channels = shared.channels.borrow_mut();
-            match channels.get_mut(&channel).and_then(|w| w.pop_front()) {
+            let Some(i) = channels.iter().position(|(c, _)| *c == channel) else {
+                break; // the connection ended and cleared its queues
+            };
+            match channels[i].1.pop_front() {
                 Some(q) => next = Some(q),
                 None => {
-                    channels.remove(&channel);
+                    channels.swap_remove(i);
                 }
             }
         }

@@ -1,0 +1,7 @@
+//! Scenarios: each one drives the gateway in one way and reports what it measured.
+//!
+//! Why a module tree: every scenario has the same shape (a coordinator that plans and
+//! spawns workers, samples the gateway and reports; workers that hold the connections),
+//! so `rpc` and `connect` slot in beside `idle` reusing `spawn`, `conn` and `report`.
+
+pub mod idle;

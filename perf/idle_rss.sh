@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Benchmark (issue 2, "Benchmark to report"): the gateway's RSS per idle authenticated
+# connection. Builds release, starts ringgate on a private config (free ports,
+# idle_ping_secs = 300 so no pings during the hold), holds CONNS connections for HOLD
+# seconds with `ringgate-bench idle` (split over worker processes and source addresses
+# 127.0.0.x as RLIMIT_NOFILE requires), prints the report, stops the gateway.
+#
+#   CONNS=15000 HOLD=10 perf/idle_rss.sh        # defaults shown
+#   SHARDS=1 perf/idle_rss.sh                   # server.shards (default 0 = one per core)
+#   BENCH_ARGS="--concurrency 16" perf/idle_rss.sh   # extra `ringgate-bench idle` flags
+#
+# Outputs in perf/out/: idle_rss.json (report), idle_rss.gateway.log, idle_rss.metrics.txt
+# (the gateway's /metrics at the end of the hold). Exits non-zero if the gateway fails
+# to start, a connection fails or drops, or the gateway dies.
+set -euo pipefail
+
+CONNS=${CONNS:-15000}
+HOLD=${HOLD:-10}
+SHARDS=${SHARDS:-0}
+read -r -a EXTRA <<< "${BENCH_ARGS:-}"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=$ROOT/perf/out
+mkdir -p "$OUT"
+cd "$ROOT"
+
+echo "== building release (ringgate, ringgate-bench)"
+t0=$(date +%s)
+cargo build --release -p ringgate -p ringgate-bench
+echo "   build took $(( $(date +%s) - t0 )) s"
+GATEWAY=$ROOT/target/release/ringgate
+BENCH=$ROOT/target/release/ringgate-bench
+
+# A free TCP port outside the ephemeral range (so client sockets never take it).
+free_port() {
+    local p
+    for p in $(shuf -i 20000-32000 -n 200); do
+        if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+TMP=$(mktemp -d)
+GW_PID=""
+cleanup() {
+    if [[ -n "$GW_PID" ]] && kill -0 "$GW_PID" 2>/dev/null; then
+        kill -TERM "$GW_PID" 2>/dev/null || true
+        wait "$GW_PID" 2>/dev/null || true
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+LISTEN_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+while [[ "$ADMIN_PORT" == "$LISTEN_PORT" ]]; do ADMIN_PORT=$(free_port); done
+CFG=$TMP/ringgate.toml
+sed -e "s|^listen = .*|listen = \"127.0.0.1:$LISTEN_PORT\"|" \
+    -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$ADMIN_PORT\"|" \
+    -e "s|^idle_ping_secs = .*|idle_ping_secs = 300|" \
+    -e "s|^shards = .*|shards = $SHARDS|" \
+    configs/default.toml > "$CFG"
+for key in "listen = \"127.0.0.1:$LISTEN_PORT\"" "admin_listen = \"127.0.0.1:$ADMIN_PORT\"" \
+           "idle_ping_secs = 300" "shards = $SHARDS"; do
+    grep -qxF "$key" <(sed 's/ *#.*//; s/ *$//' "$CFG") || { echo "config edit failed: $key" >&2; exit 1; }
+done
+"$GATEWAY" --check-config "$CFG"
+
+echo "== starting gateway on 127.0.0.1:$LISTEN_PORT (admin $ADMIN_PORT, shards=$SHARDS)"
+"$GATEWAY" --config "$CFG" > "$OUT/idle_rss.gateway.log" 2>&1 &
+GW_PID=$!
+ready=0
+for _ in $(seq 1 100); do
+    if curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1; then ready=1; break; fi
+    kill -0 "$GW_PID" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ $ready != 1 ]]; then
+    echo "gateway did not become ready; its log:" >&2
+    cat "$OUT/idle_rss.gateway.log" >&2
+    exit 1
+fi
+echo "   gateway pid $GW_PID ready; fd limit $(awk '/Max open files/ {print $4"/"$5}' /proc/$GW_PID/limits)"
+
+echo "== ringgate-bench idle --conns $CONNS --hold $HOLD"
+set +e
+"$BENCH" idle --conns "$CONNS" --hold "$HOLD" --procs auto \
+    --gateway-pid "$GW_PID" --gateway-config "$CFG" --json "$OUT/idle_rss.json" "${EXTRA[@]}"
+status=$?
+set -e
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" > "$OUT/idle_rss.metrics.txt" 2>/dev/null || true
+
+if ! kill -0 "$GW_PID" 2>/dev/null; then
+    echo "gateway pid $GW_PID died during the run; last log lines:" >&2
+    tail -n 30 "$OUT/idle_rss.gateway.log" >&2
+    wait "$GW_PID" 2>/dev/null; echo "gateway exit status: $?" >&2
+    GW_PID=""
+    exit 1
+fi
+echo "== stopping gateway (SIGTERM to pid $GW_PID)"
+kill -TERM "$GW_PID"
+gw_status=0
+wait "$GW_PID" || gw_status=$?
+GW_PID=""
+echo "   gateway exited with status $gw_status"
+if grep -qiE ' (ERROR|WARN) ' "$OUT/idle_rss.gateway.log"; then
+    echo "   gateway log warnings/errors:"; grep -iE ' (ERROR|WARN) ' "$OUT/idle_rss.gateway.log" | head -n 20
+fi
+echo "== report: $OUT/idle_rss.json"
+if [[ $status -ne 0 || $gw_status -ne 0 ]]; then
+    echo "FAILED (bench status $status, gateway status $gw_status)" >&2
+    exit 1
+fi
