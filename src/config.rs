@@ -646,6 +646,20 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid_once_its_key_file_exists() {
+        let text = include_str!("../configs/example.toml").replace(
+            "/etc/ringgate/auth-rs256.pem",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/test_only_rsa2048_public.pem"
+            ),
+        );
+        let c = Config::from_toml_str(&text, &[]).unwrap();
+        assert_eq!(c.services.len(), 2);
+        assert!(c.server.guid_secret_bytes().unwrap().is_some());
+    }
+
+    #[test]
     fn guid_secret_must_be_64_hex_digits() {
         let e = Config::from_defaults(&env(&[("RINGGATE_SERVER_GUID_SECRET", "abc")])).unwrap_err();
         assert!(e.to_string().contains("server.guid_secret"), "{e}");

@@ -27,47 +27,37 @@ fn default_with(replace: &str, with: &str) -> String {
     text
 }
 
-#[test]
-fn check_config_accepts_a_valid_file() {
-    let dir = temp_dir("check-ok");
-    let p = write_config(&dir, "ok.toml", ringgate::config::DEFAULT_CONFIG_TOML);
+/// Runs `ringgate --check-config` on `text`; returns the exit code and stderr.
+fn check_config(name: &str, text: &str) -> (Option<i32>, String) {
+    let dir = temp_dir("check");
+    let p = write_config(&dir, name, text);
     let out = Command::new(BIN)
         .arg("--check-config")
         .arg(&p)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let (code, err) = check_config("ok.toml", ringgate::config::DEFAULT_CONFIG_TOML);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]
 fn check_config_fails_naming_the_offending_key() {
-    let dir = temp_dir("check-bad");
-    let p = write_config(
-        &dir,
-        "bad.toml",
-        &default_with("listen = \"127.0.0.1:8080\"", "listen = \"not-an-address\""),
-    );
-    let out = Command::new(BIN)
-        .arg("--check-config")
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let bad_addr = default_with("listen = \"127.0.0.1:8080\"", "listen = \"not-an-address\"");
+    let (code, err) = check_config("bad.toml", &bad_addr);
+    assert_eq!(code, Some(2));
     assert!(err.contains("server.listen"), "{err}");
 
-    let p = write_config(
-        &dir,
-        "typo.toml",
-        &default_with("[auth]", "[auth]\nallow_anonymus = true"),
-    );
-    let out = Command::new(BIN)
-        .arg("--check-config")
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let typo = default_with("[auth]", "[auth]\nallow_anonymus = true");
+    let (code, err) = check_config("typo.toml", &typo);
+    assert_eq!(code, Some(2));
     assert!(err.contains("allow_anonymus"), "{err}");
 }
 
