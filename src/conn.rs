@@ -680,3 +680,80 @@ impl Conn<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(max_outbox: usize) -> ConnShared {
+        ConnShared {
+            session: Session {
+                session_id: "s".into(),
+                account_id: None,
+                roles: vec![],
+                roles_header: "".into(),
+                key: SessionKey::derive(&[0; 32], "s"),
+                expires_at: Some(100),
+                manifest_version: Cell::new(0),
+            },
+            outbox: RefCell::default(),
+            notify: LocalNotify::default(),
+            close: Cell::new(None),
+            gone: Cell::new(false),
+            last_rx: Cell::new(0),
+            ping_sent: Cell::new(None),
+            max_outbox,
+            metrics: Default::default(),
+            channels: RefCell::default(),
+        }
+    }
+
+    #[test]
+    fn a_client_past_its_outbox_bound_is_closed_with_1013_and_its_backlog_dropped() {
+        let c = shared(4096);
+        let chunk = Bytes::from(vec![0u8; 1000]);
+        for _ in 0..4 {
+            assert!(c.send_binary(&[0; 16], chunk.clone()));
+        }
+        assert!(!c.send_binary(&[0; 16], chunk.clone()));
+        assert_eq!(
+            c.close.get(),
+            Some(CloseRequest::Close(
+                CLOSE_OVERLOADED,
+                "client too slow: outbox full"
+            ))
+        );
+        assert!(c.outbox.borrow().is_empty());
+        // Nothing more is queued once the close is decided.
+        assert!(!c.send_binary(&[0; 16], Bytes::from_static(b"x")));
+    }
+
+    #[test]
+    fn sweep_pings_an_idle_client_then_drops_it_after_the_pong_deadline() {
+        let c = shared(1 << 20);
+        c.on_tick(5, 0, 30, 10);
+        assert!(c.outbox.borrow().is_empty(), "not idle long enough");
+        c.on_tick(30, 0, 30, 10);
+        assert_eq!(c.ping_sent.get(), Some(30));
+        assert!(!c.outbox.borrow().is_empty(), "a ping was queued");
+        c.on_tick(39, 0, 30, 10);
+        assert_eq!(c.close.get(), None);
+        c.on_tick(40, 0, 30, 10);
+        assert_eq!(c.close.get(), Some(CloseRequest::Abort));
+    }
+
+    #[test]
+    fn sweep_closes_an_expired_session_with_4001() {
+        let c = shared(1 << 20);
+        c.on_tick(1, 99, 30, 10);
+        assert_eq!(c.close.get(), None);
+        c.on_tick(2, 100, 30, 10);
+        assert_eq!(
+            c.close.get(),
+            Some(CloseRequest::Close(
+                CLOSE_SESSION_EXPIRED,
+                "session expired"
+            ))
+        );
+    }
+}
