@@ -776,3 +776,39 @@ fn a_stalled_upgrade_is_cut_off_after_the_handshake_timeout() {
         String::from_utf8_lossy(&out)
     );
 }
+
+#[test]
+fn payload_over_the_services_request_limit_answers_11() {
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "", ""));
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let guid = m.guid("/echo/small").unwrap();
+        let (h, body) = c.call(guid, &[b'x'; 101]).await.unwrap();
+        assert_eq!(h.code, 11);
+        assert!(body.is_empty());
+        let (h, body) = c.call(guid, &[b'x'; 100]).await.unwrap();
+        assert_eq!(h.code, 0);
+        assert_eq!(body.len(), 100);
+        assert_eq!(backend.seen("/echo/small").len(), 1);
+    });
+}
+
+#[test]
+fn the_legacy_epoll_driver_serves_the_same_protocol() {
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "force_legacy_driver = true", ""));
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let payload = vec![7u8; 2000];
+        let (h, body) = c.call(m.guid("/echo").unwrap(), &payload).await.unwrap();
+        assert_eq!(h.code, 0);
+        assert_eq!(&body[..], &payload[..]);
+        c.send_frame(OpCode::Ping, b"p", true).await.unwrap();
+        match c.next().await.unwrap() {
+            Incoming::Pong(p) => assert_eq!(&p[..], b"p"),
+            other => panic!("{other:?}"),
+        }
+    });
+    assert!(g.stop());
+}

@@ -185,6 +185,11 @@ endpoints = [
   {{ path = "/delay/3000", roles = ["user"] }},
 ]
 [[services]]
+name = "small"
+url = "{url}"
+max_request_bytes = 100
+endpoints = [ {{ path = "/echo/small", roles = ["user"] }} ]
+[[services]]
 name = "dead"
 url = "http://127.0.0.1:1"
 endpoints = [ {{ path = "/dead/call", roles = ["user"] }} ]
