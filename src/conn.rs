@@ -208,12 +208,16 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     // The session runs as a task of its own: this handshake task (with its timer and
     // parse state) ends here, so a parked idle connection holds only what `session`
     // needs.
-    monoio::spawn(session(ctx, stream, shared, leftover));
+    crate::shard::spawn_isolated("connection", session(ctx, stream, shared, leftover));
 }
 
 /// The upgraded connection's task, from the first frame to the close.
 async fn session(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, leftover: BytesMut) {
-    let slot = ctx.add_conn(shared.clone());
+    let _registered = Registration {
+        slot: ctx.add_conn(shared.clone()),
+        ctx: &ctx,
+        shared: &shared,
+    };
     let mut conn = Conn {
         ctx: &ctx,
         shared: &shared,
@@ -228,8 +232,7 @@ async fn session(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
         bucket: TokenBucket::new(rate(&ctx), ctx.now_ms()),
         closing: None,
     };
-    let end = conn.run(&stream).await;
-    match &end {
+    match conn.run(&stream).await {
         Ok(()) => {
             tracing::debug!(shard = ctx.id, session = %shared.session.session_id, "connection closed")
         }
@@ -237,10 +240,27 @@ async fn session(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
             tracing::debug!(shard = ctx.id, session = %shared.session.session_id, error = %e, "connection ended")
         }
     }
-    shared.gone.set(true);
-    shared.outbox.borrow_mut().clear();
-    shared.channels.borrow_mut().clear();
-    ctx.remove_conn(slot);
+}
+
+/// A connection's place in its shard; leaving it (also by a panic) unregisters the
+/// connection and drops what was queued for it.
+struct Registration<'a> {
+    ctx: &'a ShardCtx,
+    shared: &'a ConnShared,
+    slot: usize,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.shared.gone.set(true);
+        if let Ok(mut out) = self.shared.outbox.try_borrow_mut() {
+            out.clear();
+        }
+        if let Ok(mut ch) = self.shared.channels.try_borrow_mut() {
+            ch.clear();
+        }
+        self.ctx.remove_conn(self.slot);
+    }
 }
 
 fn rate(ctx: &ShardCtx) -> Rate {

@@ -146,7 +146,7 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
         }
         channels.push((header.channel, VecDeque::new()));
     }
-    monoio::spawn(run(ctx.clone(), shared.clone(), q, ordered));
+    crate::shard::spawn_isolated("request", run(ctx.clone(), shared.clone(), q, ordered));
 }
 
 /// Forwards `first`, then (on an ordered channel) every request queued behind it.

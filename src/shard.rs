@@ -171,6 +171,46 @@ impl ShardCtx {
     }
 }
 
+/// Spawns a task on this shard whose panic ends only that task: the panic is caught,
+/// logged with `what`, and the shard's other connections carry on. (monoio would
+/// otherwise unwind through the whole shard runtime.)
+pub fn spawn_isolated<F>(what: &'static str, fut: F)
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    monoio::spawn(Isolated { what, fut });
+}
+
+struct Isolated<F> {
+    what: &'static str,
+    fut: F,
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Isolated<F> {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // SAFETY: a pin projection: `fut` is never moved out of the pinned `Isolated`
+        // (no method hands it out by value, and `Isolated` has no Drop impl).
+        let this = unsafe { self.get_unchecked_mut() };
+        let fut = unsafe { std::pin::Pin::new_unchecked(&mut this.fut) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(p) => p,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(task = this.what, panic = %msg, "task panicked; it alone was stopped");
+                std::task::Poll::Ready(())
+            }
+        }
+    }
+}
+
 /// Wall-clock time since the Unix epoch (JWT expiry, event timestamps).
 pub fn unix_now() -> Duration {
     SystemTime::now()
@@ -238,7 +278,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    monoio::spawn(conn::serve(ctx.clone(), stream));
+                    spawn_isolated("connection handshake", conn::serve(ctx.clone(), stream));
                 }
                 Err(e) => {
                     let limit = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
@@ -280,5 +320,30 @@ async fn sweep(ctx: Rc<ShardCtx>) {
         for c in conns {
             c.on_tick(now, unix, idle, pong);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_task_stops_alone_and_the_shard_runs_on() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let done = rt.block_on(async {
+            let done = std::rc::Rc::new(Cell::new(false));
+            spawn_isolated("test", async { panic!("boom") });
+            let d = done.clone();
+            spawn_isolated("test", async move {
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                d.set(true);
+            });
+            monoio::time::sleep(Duration::from_millis(50)).await;
+            done.get()
+        });
+        assert!(done);
     }
 }
