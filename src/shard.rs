@@ -341,7 +341,13 @@ mod tests {
                 monoio::time::sleep(Duration::from_millis(10)).await;
                 d.set(true);
             });
-            monoio::time::sleep(Duration::from_millis(50)).await;
+            // (Printing the panic, with a backtrace, can take a while.)
+            for _ in 0..500 {
+                if done.get() {
+                    break;
+                }
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
             done.get()
         });
         assert!(done);
