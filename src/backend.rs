@@ -352,8 +352,11 @@ impl Pool {
     }
 
     fn put_idle(&self, conn: TcpStream) {
+        // A request waiting for a slot will want a connection at once: keep this one
+        // for it even past the idle cap rather than close it and make it reconnect.
+        let waiting = !self.limiter.state.borrow().queue.is_empty();
         let mut idle = self.idle.borrow_mut();
-        if idle.len() < self.settings.max_idle_per_shard {
+        if waiting || idle.len() < self.settings.max_idle_per_shard {
             idle.push(conn);
         }
     }

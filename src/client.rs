@@ -138,6 +138,8 @@ pub struct Client {
     decoder: Decoder,
     mask_seed: u64,
     next_message_id: u64,
+    /// Reads in a row that found data without waiting (see `fill`).
+    eager_reads: u32,
 }
 
 impl std::fmt::Debug for Client {
@@ -202,6 +204,7 @@ impl Client {
             ),
             mask_seed: u64::from_le_bytes(sys::random_bytes()) | 1,
             next_message_id: 1,
+            eager_reads: 0,
         };
         client.write_all(req.as_bytes()).await?;
         // Read the response head.
@@ -260,12 +263,22 @@ impl Client {
     /// Reads more bytes into the buffer; false at EOF.
     async fn fill(&mut self) -> Result<bool, ClientError> {
         let fd = self.stream.as_raw_fd();
+        // A socket that always has data would let this task run forever without
+        // returning to the runtime, starving the other connections of its thread.
+        if self.eager_reads >= 16 {
+            self.eager_reads = 0;
+            yield_now().await;
+        }
         loop {
             self.buf.reserve(16 * 1024);
             match sys::recv_into(fd, &mut self.buf) {
                 Ok(Nb::Done(0)) => return Ok(false),
-                Ok(Nb::Done(_)) => return Ok(true),
+                Ok(Nb::Done(_)) => {
+                    self.eager_reads += 1;
+                    return Ok(true);
+                }
                 Ok(Nb::WouldBlock) => {
+                    self.eager_reads = 0;
                     if self.buf.is_empty() {
                         // Hold no buffer while parked with nothing pending.
                         self.buf = BytesMut::new();
@@ -450,6 +463,21 @@ impl Client {
             }
         }
     }
+}
+
+/// Returns to the runtime once, letting other tasks of the thread run.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 fn base64_encode(b: &[u8]) -> String {

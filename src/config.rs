@@ -185,7 +185,7 @@ fn d_request_timeout() -> u64 {
     30_000
 }
 fn d_max_idle() -> usize {
-    64
+    512
 }
 fn d_max_conns() -> usize {
     512

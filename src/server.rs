@@ -108,15 +108,16 @@ impl Gateway {
                 "io_uring is not available (kernel refused it); using monoio's legacy epoll driver"
             );
         }
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        // Pin within the CPU set this process was given (taskset, cgroups), not to CPU
+        // numbers counted from 0.
+        let cpus = allowed_cpus();
         let (started_tx, started_rx) = mpsc::channel::<(usize, std::io::Result<()>)>();
         let mut mailboxes = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
         for (id, listener) in listeners.into_iter().enumerate() {
             let mailbox = Arc::new(Mailbox::default());
             mailboxes.push(mailbox.clone());
+            let cpus = cpus.clone();
             let (config, auth, registry, metrics, ready, started_tx) = (
                 config.clone(),
                 auth.clone(),
@@ -128,7 +129,8 @@ impl Gateway {
             let handle = std::thread::Builder::new()
                 .name(format!("ringgate-shard-{id}"))
                 .spawn(move || {
-                    if let Err(e) = monoio::utils::bind_to_cpu_set([id % cores]) {
+                    let cpu = cpus[id % cpus.len()];
+                    if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
                         tracing::warn!(shard = id, error = ?e, "could not pin shard to its core");
                     }
                     let fail_tx = started_tx.clone();
@@ -320,6 +322,27 @@ fn bind_reuseport(
     Ok(out)
 }
 
+/// The CPUs this process may run on, in order (at least one entry).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills the set we pass, and
+    // CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1))
+        .collect()
+}
+
 /// The process's soft RLIMIT_NOFILE (for log lines that explain a descriptor limit).
 pub fn nofile_limit() -> u64 {
     let mut r = libc::rlimit {
@@ -356,4 +379,31 @@ pub fn raise_nofile_limit() -> (u64, u64) {
         }
     }
     (r.rlim_cur, r.rlim_max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_cpus_follow_the_inherited_affinity_mask() {
+        let all = allowed_cpus();
+        assert!(!all.is_empty());
+        // Restrict this thread to its last allowed CPU: the list follows.
+        let last = *all.last().unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: plain affinity calls on the current thread with a set we build.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(last, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+            assert_eq!(allowed_cpus(), vec![last]);
+        })
+        .join()
+        .unwrap();
+    }
 }
