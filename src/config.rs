@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub rate_limit_burst: u32,
     #[serde(default = "d_outbox")]
     pub max_outbox_bytes: usize,
+    /// Requests of one connection being forwarded or queued at once; past it the
+    /// connection is not read until some finish (TCP backpressure, nothing dropped).
+    #[serde(default = "d_inflight")]
+    pub max_inflight_per_connection: u32,
     #[serde(default = "d_grace")]
     pub shutdown_grace_ms: u64,
     #[serde(default = "d_backlog")]
@@ -113,6 +117,9 @@ fn d_burst() -> u32 {
 }
 fn d_outbox() -> usize {
     4 * 1024 * 1024
+}
+fn d_inflight() -> u32 {
+    256
 }
 fn d_grace() -> u64 {
     5000
@@ -306,6 +313,12 @@ impl Config {
             return Err(ConfigError::key(
                 "server.max_outbox_bytes",
                 "must be at least 4096",
+            ));
+        }
+        if s.max_inflight_per_connection == 0 {
+            return Err(ConfigError::key(
+                "server.max_inflight_per_connection",
+                "must be > 0",
             ));
         }
         if s.backlog <= 0 {

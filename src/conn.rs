@@ -77,6 +77,9 @@ pub struct ConnShared {
     last_rx: Cell<u32>,
     ping_sent: Cell<Option<u32>>,
     max_outbox: usize,
+    /// Requests forwarded or queued now, and the bound past which reading pauses.
+    inflight: Cell<u32>,
+    max_inflight: u32,
     metrics: std::sync::Arc<crate::metrics::ShardMetrics>,
     /// Ordered channels with a request in flight, and the requests waiting behind it.
     /// (A short list: it holds only channels busy right now, and costs nothing idle.)
@@ -138,6 +141,25 @@ impl ConnShared {
         true
     }
 
+    /// A request was accepted for forwarding.
+    pub fn request_started(&self) {
+        self.inflight.set(self.inflight.get() + 1);
+    }
+
+    /// A request finished; reading resumes when the count drops below the bound.
+    pub fn request_done(&self) {
+        let n = self.inflight.get().saturating_sub(1);
+        self.inflight.set(n);
+        if n + 1 == self.max_inflight {
+            self.notify.notify();
+        }
+    }
+
+    /// Whether the connection may read more requests now.
+    pub fn can_read(&self) -> bool {
+        self.inflight.get() < self.max_inflight
+    }
+
     /// Asks the connection to close (the first request wins).
     pub fn request_close(&self, code: u16, reason: &'static str) {
         if self.close.get().is_none() {
@@ -156,6 +178,11 @@ impl ConnShared {
                 self.request_close(CLOSE_SESSION_EXPIRED, "session expired");
                 return;
             }
+        }
+        if !self.can_read() {
+            // Reading is paused for backpressure: the client's silence is ours.
+            self.last_rx.set(now);
+            return;
         }
         match self.ping_sent.get() {
             Some(at) if now.saturating_sub(at) >= pong_timeout => {
@@ -231,6 +258,7 @@ async fn session(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
         partial: (!leftover.is_empty()).then_some(leftover),
         bucket: TokenBucket::new(rate(&ctx), ctx.now_ms()),
         closing: None,
+        stalled: false,
     };
     match conn.run(&stream).await {
         Ok(()) => {
@@ -332,6 +360,8 @@ async fn handshake(
         last_rx: Cell::new(ctx.now_secs()),
         ping_sent: Cell::new(None),
         max_outbox: ctx.config.server.max_outbox_bytes,
+        inflight: Cell::new(0),
+        max_inflight: ctx.config.server.max_inflight_per_connection,
         metrics: ctx.metrics.clone(),
         channels: RefCell::default(),
     });
@@ -436,6 +466,8 @@ struct Conn<'a> {
     partial: Option<BytesMut>,
     bucket: TokenBucket,
     closing: Option<Closing>,
+    /// Complete requests wait in `partial` because the in-flight bound was reached.
+    stalled: bool,
 }
 
 /// What woke the connection task.
@@ -460,6 +492,10 @@ impl Conn<'_> {
         let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
         let mut sleep: Option<Pin<Box<monoio::time::Sleep>>> = None;
         loop {
+            // 0. Requests read before the in-flight bound stopped us.
+            if self.stalled && self.shared.can_read() && self.resume_buffered() {
+                return Ok(());
+            }
             // 1. A close asked for from outside.
             if let Some(req) = self.shared.close.take() {
                 match req {
@@ -504,8 +540,12 @@ impl Conn<'_> {
                         return Poll::Ready(Wake::Writable(r));
                     }
                 }
-                if let Poll::Ready(r) = readable.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::Readable(r));
+                // Past the in-flight bound the client is not read (TCP backpressure)
+                // until a request finishes and notifies.
+                if self.shared.can_read() {
+                    if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Readable(r));
+                    }
                 }
                 if let Some(s) = sleep.as_mut() {
                     if s.as_mut().poll(cx).is_ready() {
@@ -607,23 +647,7 @@ impl Conn<'_> {
             }
             self.shared.last_rx.set(ctx.now_secs());
             self.shared.ping_sent.set(None);
-            let mut end = false;
-            loop {
-                match self.decoder.decode(buf) {
-                    Ok(Some(msg)) => {
-                        if self.on_message(msg) {
-                            end = true;
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        buf.clear();
-                        self.fail(&e);
-                        break;
-                    }
-                }
-            }
+            let end = self.consume(buf);
             // Keep only a partial frame, in a buffer of the connection's own.
             if matches!(self.closing, Some(Closing::FlushThenEnd)) || buf.is_empty() {
                 buf.clear();
@@ -638,12 +662,54 @@ impl Conn<'_> {
             if end {
                 return Ok(ReadOutcome::End);
             }
+            if self.stalled {
+                // At the in-flight bound: read no further until requests finish.
+                return Ok(ReadOutcome::More);
+            }
             if n < READ_CHUNK / 2 {
                 // A short read: the socket is most likely drained.
                 return Ok(ReadOutcome::More);
             }
         }
         Ok(ReadOutcome::More)
+    }
+
+    /// Decodes and handles the complete messages at the front of `buf`, stopping early
+    /// at the in-flight bound (the rest waits in the connection's own buffer; `stalled`
+    /// says so). Returns true when the connection should end now.
+    fn consume(&mut self, buf: &mut BytesMut) -> bool {
+        loop {
+            if !self.shared.can_read() {
+                self.stalled = !buf.is_empty();
+                return false;
+            }
+            match self.decoder.decode(buf) {
+                Ok(Some(msg)) => {
+                    if self.on_message(msg) {
+                        return true;
+                    }
+                }
+                Ok(None) => return false,
+                Err(e) => {
+                    buf.clear();
+                    self.fail(&e);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// After a stall at the in-flight bound: handles what was already read.
+    fn resume_buffered(&mut self) -> bool {
+        self.stalled = false;
+        let Some(mut buf) = self.partial.take() else {
+            return false;
+        };
+        let end = self.consume(&mut buf);
+        if !buf.is_empty() && !matches!(self.closing, Some(Closing::FlushThenEnd)) {
+            self.partial = Some(buf);
+        }
+        end
     }
 
     /// Handles one message; returns true when the connection should end now.
@@ -702,10 +768,10 @@ impl Conn<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
 
-    fn shared(max_outbox: usize) -> ConnShared {
+    pub fn shared(max_outbox: usize) -> ConnShared {
         ConnShared {
             session: Session {
                 session_id: "s".into(),
@@ -723,10 +789,18 @@ mod tests {
             last_rx: Cell::new(0),
             ping_sent: Cell::new(None),
             max_outbox,
+            inflight: Cell::new(0),
+            max_inflight: 2,
             metrics: Default::default(),
             channels: RefCell::default(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::shared;
+    use super::*;
 
     #[test]
     fn a_client_past_its_outbox_bound_is_closed_with_1013_and_its_backlog_dropped() {
@@ -774,6 +848,23 @@ mod tests {
                 CLOSE_SESSION_EXPIRED,
                 "session expired"
             ))
+        );
+    }
+
+    #[test]
+    fn reading_pauses_at_the_inflight_bound_and_resumes_below_it() {
+        let c = shared(1 << 20); // max_inflight = 2
+        assert!(c.can_read());
+        c.request_started();
+        c.request_started();
+        assert!(!c.can_read());
+        let w = std::task::Waker::noop();
+        let _ = c.notify.poll_take(w);
+        c.request_done();
+        assert!(c.can_read());
+        assert!(
+            c.notify.poll_take(w),
+            "the connection task is woken to read again"
         );
     }
 }

@@ -138,6 +138,7 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
         message,
     };
     let ordered = !meta && header.channel > 0;
+    shared.request_started();
     if ordered {
         let mut channels = shared.channels.borrow_mut();
         if let Some((_, waiting)) = channels.iter_mut().find(|(c, _)| *c == header.channel) {
@@ -155,6 +156,7 @@ async fn run(ctx: Rc<ShardCtx>, shared: Rc<ConnShared>, first: Queued, ordered: 
     let mut next = Some(first);
     while let Some(q) = next.take() {
         forward(&ctx, &shared, q).await;
+        shared.request_done();
         if ordered {
             let mut channels = shared.channels.borrow_mut();
             let Some(i) = channels.iter().position(|(c, _)| *c == channel) else {

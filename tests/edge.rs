@@ -812,3 +812,28 @@ fn the_legacy_epoll_driver_serves_the_same_protocol() {
     });
     assert!(g.stop());
 }
+
+#[test]
+fn past_the_inflight_bound_requests_wait_instead_of_failing() {
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "max_inflight_per_connection = 4", ""));
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let slow = m.guid("/delay/300").unwrap();
+        let start = Instant::now();
+        let mut ids = std::collections::HashSet::new();
+        for i in 0..12u32 {
+            ids.insert(c.send_request(0, 0, i, slow, b"{}").await.unwrap());
+        }
+        while !ids.is_empty() {
+            if let Incoming::Response(h, _) = c.next().await.unwrap() {
+                assert_eq!(h.code, 0, "nothing is refused or dropped");
+                assert!(ids.remove(&h.message_id));
+            }
+        }
+        // Four at a time: three waves of 300 ms, not one.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(850), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    });
+}
