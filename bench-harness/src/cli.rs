@@ -25,6 +25,25 @@ pub enum Command {
     /// Hold N authenticated idle connections; report the gateway's RSS and CPU per
     /// connection.
     Idle(IdleArgs),
+    /// N connections (token, upgrade, manifest) as fast as possible or at a set rate:
+    /// handshake + manifest latency percentiles, failures by cause.
+    Connect(ConnectArgs),
+    /// Run a plain WebSocket echo server (the "no gateway" baseline; no auth, any path).
+    WsEcho(WsEchoArgs),
+    /// Run the limit probe's server: raw TCP echo of length-prefixed messages.
+    ProbeServer(ProbeServerArgs),
+    /// Load the limit probe's server: ping-pong at a fixed rate or at saturation.
+    Probe(ProbeArgs),
+    /// Spawn the echo backend and a gateway on its embedded defaults, run an RPC load,
+    /// print the report, stop both.
+    Demo(DemoArgs),
+    /// RPC load: C connections calling an endpoint at a constant total rate (open loop,
+    /// latency from the intended send time) or at saturation (`--rate max`).
+    Rpc(Box<RpcArgs>),
+    /// Two `rpc` reports (JSON) side by side, with B/A ratios.
+    Compare(CompareArgs),
+    /// Draw the latency-percentile chart (SVG) of one or more `rpc` reports.
+    Chart(ChartArgs),
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +141,238 @@ pub struct IdleArgs {
     pub worker: WorkerArgs,
 }
 
+/// A load rate: messages (or attempts) per second, or `max` (saturation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LoadRate {
+    Max,
+    PerSec(f64),
+}
+
+impl FromStr for LoadRate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "max" {
+            return Ok(LoadRate::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(r) if r > 0.0 && r.is_finite() => Ok(LoadRate::PerSec(r)),
+            _ => Err(format!("expected `max` or a positive rate, got `{s}`")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Connections to open.
+    #[arg(long)]
+    pub conns: usize,
+    /// Attempts per second over all workers (default: as fast as possible, with
+    /// `--concurrency` attempts in flight per worker).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Worker processes (`auto`: enough for RLIMIT_NOFILE and the ephemeral ports;
+    /// each binds its sockets to its own source address 127.0.0.(2+i)).
+    #[arg(long, default_value = "auto")]
+    pub procs: Procs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Connection attempts in flight per worker process (without `--rate`).
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Time allowed for TCP connect + upgrade + manifest, per attempt.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WsEchoArgs {
+    /// Address to listen on (one SO_REUSEPORT socket per thread).
+    #[arg(long, default_value = "127.0.0.1:5002")]
+    pub listen: String,
+    /// Threads (one monoio runtime each); default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeServerArgs {
+    /// Address to listen on (one SO_REUSEPORT socket per thread).
+    #[arg(long, default_value = "127.0.0.1:5003")]
+    pub listen: String,
+    /// Threads (one monoio runtime each); default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// The probe server's address.
+    #[arg(long, default_value = "127.0.0.1:5003")]
+    pub server: String,
+    /// Connections.
+    #[arg(long, default_value_t = 100)]
+    pub conns: usize,
+    /// Messages per second over all connections (open loop), or `max`.
+    #[arg(long, default_value = "max")]
+    pub rate: LoadRate,
+    /// Seconds of measured load.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before the measured window (not recorded).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Payload bytes of the Bannou request each message stands for (the message is as
+    /// long as that request's WebSocket frame).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Messages in flight per connection with `--rate max` (as `rpc --window`).
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Threads (one monoio runtime each); default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// After the run, a message not echoed within this long counts as a timeout.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// One write per message (as `rpc`'s client does) instead of one write for all the
+    /// messages due (or freed) at once: the limit for that I/O pattern.
+    #[arg(long)]
+    pub write_per_message: bool,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Seconds of RPC load.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Simulated clients.
+    #[arg(long, default_value_t = 2000)]
+    pub conns: usize,
+    /// Requests per second over all clients (`max`: saturation).
+    #[arg(long, default_value = "10000")]
+    pub rate: String,
+    /// The gateway binary (default: `ringgate` next to this binary).
+    #[arg(long, value_name = "FILE")]
+    pub gateway_bin: Option<PathBuf>,
+    /// Write the RPC report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// What `rpc` speaks to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RpcMode {
+    /// Bannou Connect v1: manifest, the endpoint's GUID, responses by message id.
+    Bannou,
+    /// A plain WebSocket echo server: no manifest; the same 31-byte-header messages come
+    /// back as sent and are matched by their message id.
+    Echo,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RpcArgs {
+    /// Connections (simulated clients).
+    #[arg(long)]
+    pub conns: usize,
+    /// Requests per second over all connections (open loop), or `max` (closed loop with
+    /// `--window` requests in flight per connection).
+    #[arg(long)]
+    pub rate: LoadRate,
+    /// Seconds of measured load.
+    #[arg(long)]
+    pub duration: f64,
+    /// Seconds of load before the measured window (not recorded).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Request payload bytes (a JSON object of exactly this length when >= 8).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// The endpoint to call (mode bannou).
+    #[arg(long, default_value = "/echo")]
+    pub endpoint: String,
+    #[arg(long, value_enum, default_value_t = RpcMode::Bannou)]
+    pub mode: RpcMode,
+    /// Requests in flight per connection with `--rate max`.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Worker processes (`auto`: enough for RLIMIT_NOFILE and the ephemeral ports).
+    #[arg(long, default_value = "auto")]
+    pub procs: Procs,
+    /// Threads (monoio runtimes) per worker process; default: cores / processes.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// A request without a response after this long counts as a timeout.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// Start this gateway config with the gateway binary for the run (its `/readyz` is
+    /// awaited, its CPU and RSS sampled, SIGTERM at the end).
+    #[arg(long, value_name = "CONFIG")]
+    pub spawn_gateway: Option<PathBuf>,
+    /// The gateway binary for `--spawn-gateway` (default: `ringgate` beside this binary).
+    #[arg(long, value_name = "PATH", requires = "spawn_gateway")]
+    pub gateway_bin: Option<PathBuf>,
+    /// Where the spawned gateway's output goes (default: this terminal's stderr).
+    #[arg(long, value_name = "FILE", requires = "spawn_gateway")]
+    pub gateway_log: Option<PathBuf>,
+    /// Sample this (already running) gateway's CPU and RSS.
+    #[arg(long, conflicts_with = "spawn_gateway")]
+    pub gateway_pid: Option<u32>,
+    /// A name for this run in charts and `compare` (default: mode and target).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (one histogram a second) here.
+    #[arg(long, value_name = "FILE")]
+    pub hist_log: Option<PathBuf>,
+    /// Write the latency-percentile chart (SVG) here.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+    /// Connection attempts in flight per worker process during the ramp.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Time allowed for TCP connect + upgrade + manifest, per attempt.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Connections in the whole run (set by the parent for its workers).
+    #[arg(long, hide = true)]
+    pub total_conns: Option<usize>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// The baseline report (`rpc --json`).
+    pub a: PathBuf,
+    /// The report compared with it (ratios are B/A).
+    pub b: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChartArgs {
+    /// `rpc` reports (JSON), one curve each.
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    /// The SVG file to write.
+    #[arg(long, value_name = "FILE.svg")]
+    pub out: PathBuf,
+    /// Chart title.
+    #[arg(long, default_value = "RPC latency by percentile")]
+    pub title: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +389,13 @@ mod tests {
         assert_eq!("3".parse::<Procs>(), Ok(Procs::Fixed(3)));
         assert!("0".parse::<Procs>().is_err());
         assert!("x".parse::<Procs>().is_err());
+    }
+
+    #[test]
+    fn load_rate_parse() {
+        assert_eq!("max".parse::<LoadRate>(), Ok(LoadRate::Max));
+        assert_eq!("2500".parse::<LoadRate>(), Ok(LoadRate::PerSec(2500.0)));
+        assert!("0".parse::<LoadRate>().is_err());
+        assert!("fast".parse::<LoadRate>().is_err());
     }
 }

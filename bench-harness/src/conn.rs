@@ -151,20 +151,32 @@ pub async fn open(
 ) -> Result<(Client, Manifest), Failure> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
+    let mut client = open_ws(addr, source, opts, timeout).await?;
+    match monoio::time::timeout(left(), client.manifest()).await {
+        Ok(Ok(m)) => Ok((client, m)),
+        Ok(Err(e)) => Err(Failure::client("manifest", &e)),
+        Err(_) => Err(Failure::timeout("manifest")),
+    }
+}
+
+/// TCP connect + WebSocket upgrade only (no manifest: a plain WebSocket server), each
+/// stage bounded by what is left of `timeout`.
+pub async fn open_ws(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    opts: &ConnectOptions,
+    timeout: Duration,
+) -> Result<Client, Failure> {
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
     let stream = match monoio::time::timeout(left(), tcp_connect(addr, source)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Failure::io("tcp", &e)),
         Err(_) => return Err(Failure::timeout("tcp")),
     };
-    let mut client = match monoio::time::timeout(left(), Client::upgrade(stream, addr, opts)).await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(Failure::client("upgrade", &e)),
-        Err(_) => return Err(Failure::timeout("upgrade")),
-    };
-    match monoio::time::timeout(left(), client.manifest()).await {
-        Ok(Ok(m)) => Ok((client, m)),
-        Ok(Err(e)) => Err(Failure::client("manifest", &e)),
-        Err(_) => Err(Failure::timeout("manifest")),
+    match monoio::time::timeout(left(), Client::upgrade(stream, addr, opts)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(Failure::client("upgrade", &e)),
+        Err(_) => Err(Failure::timeout("upgrade")),
     }
 }

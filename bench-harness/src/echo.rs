@@ -52,7 +52,7 @@ pub fn run(args: &EchoArgs) -> anyhow::Result<()> {
 }
 
 /// An SO_REUSEPORT listener as a std socket (monoio adopts it on its own thread).
-fn bind_std(addr: SocketAddr, opts: &ListenerOpts) -> std::io::Result<socket2::Socket> {
+pub(crate) fn bind_std(addr: SocketAddr, opts: &ListenerOpts) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
     s.set_reuse_port(opts.reuse_port)?;

@@ -4,15 +4,22 @@
 //! under load they can reproduce; this binary produces that load (through the library's
 //! one Bannou client), the built-in backends, and the reports.
 
+mod chart;
 mod cli;
+mod compare;
 mod conn;
+mod demo;
 mod echo;
+mod gateway;
 mod jwt;
+mod probe;
 mod procstat;
 mod report;
 mod scenario;
+mod sched;
 mod spawn;
 mod target;
+mod wsecho;
 
 use std::process::ExitCode;
 
@@ -31,6 +38,14 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         cli::Command::EchoBackend(a) => echo::run(a).map(|()| ExitCode::SUCCESS),
         cli::Command::Idle(a) => scenario::idle::run(a),
+        cli::Command::Connect(a) => scenario::connect::run(a),
+        cli::Command::WsEcho(a) => wsecho::run(a).map(|()| ExitCode::SUCCESS),
+        cli::Command::ProbeServer(a) => probe::run_server(a).map(|()| ExitCode::SUCCESS),
+        cli::Command::Probe(a) => probe::run_client(a),
+        cli::Command::Demo(a) => demo::run(a),
+        cli::Command::Rpc(a) => scenario::rpc::run(a),
+        cli::Command::Compare(a) => compare::run(a),
+        cli::Command::Chart(a) => scenario::rpc::chart_reports(a),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,41 @@
 //! * `ConnectStats`: `{"attempted", "established", "retries", "failures": {cause: n},
 //!   "connect_us": HistData}`; a cause is `stage:reason`, e.g. `tcp:refused`,
 //!   `upgrade:http_401`, `manifest:timeout`.
+//!
+//! # The `rpc` report (`ringgate-bench rpc --json FILE`), `schema_version` 1
+//!
+//! [`RpcReport`], one JSON object. Times are microseconds unless the name says otherwise.
+//! * `scenario`: `"rpc"`; `schema_version`: 1; `label`: free text naming the run (charts
+//!   and `compare` show it); `started_unix_ms`: wall clock at the start of the schedule.
+//! * Setup: `mode` (`"bannou"`: the endpoint's GUID from the manifest, responses matched
+//!   by message id; `"echo"`: a plain WebSocket echo server, the echoed 31-byte header's
+//!   message id), `gateway_url`, `endpoint` (null in echo mode), `conns`, `procs`,
+//!   `per_proc` (connections per worker process), `threads_per_proc`,
+//!   `rate_target_per_sec` (null for `--rate max`), `window` (requests in flight per
+//!   connection with `--rate max`, else null), `payload_bytes`, `warmup_secs`,
+//!   `duration_secs` (the measured window), `timeout_ms`.
+//! * `connect`: `ConnectStats` of opening the connections; `connect_us`: its
+//!   `Percentiles`.
+//! * `requests`: [`RequestStats`] over the measured window (requests whose intended send
+//!   time falls in it): `sent`, `ok` (code 0), `errors` (`{"code:Name": n}` by response
+//!   code, e.g. `"12:TooManyRequests"`), `timeouts` (no response within `timeout_ms`),
+//!   `lost` (in flight on a connection that ended), `late` (answered after their
+//!   timeout), `conn_drops` (`{cause: n}`, connections that ended during the run).
+//! * `throughput_per_sec`: `requests.ok / duration_secs`; `send_rate_per_sec`:
+//!   `requests.sent / duration_secs`.
+//! * `latency_us`: `Percentiles` of the ok responses' latency measured from the request's
+//!   INTENDED send time (coordinated-omission corrected; with `--rate max`, from the
+//!   actual send); `latency_hist`: its `HistData` (for charts and re-analysis).
+//! * `service_time_us`: the same responses measured from the ACTUAL send (uncorrected).
+//! * `send_lag_us`: how late requests left the harness (actual − intended send time);
+//!   a large p99 here means the load generator itself fell behind.
+//! * `gateway`: [`GatewayUsage`] (null unless `--spawn-gateway` or `--gateway-pid`):
+//!   `pid`, `spawned`, `cpu_secs` and `cpu_percent_of_core` over the measured window,
+//!   `rss_start_bytes`, `rss_end_bytes`, `rss_peak_bytes` (largest sample), `hwm_bytes`
+//!   (VmHWM), `samples` (`[{"t_secs", "rss_bytes", "cpu_percent_of_core"}]`, one a second,
+//!   `t_secs` from the start of the schedule, negative during the ramp).
+//! * `worker_errors`: problems of the harness itself; `ok`: every connection opened, no
+//!   error, timeout or lost request, no worker error.
 
 use std::collections::BTreeMap;
 
@@ -188,6 +223,111 @@ pub fn fmt_bytes(b: f64) -> String {
     }
 }
 
+/// What happened to the requests of an `rpc` run (see the module doc for the schema).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStats {
+    pub sent: u64,
+    pub ok: u64,
+    /// Error responses by code, `"code:Name"`.
+    pub errors: BTreeMap<String, u64>,
+    pub timeouts: u64,
+    pub lost: u64,
+    pub late: u64,
+    pub conn_drops: BTreeMap<String, u64>,
+}
+
+impl RequestStats {
+    pub fn error_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Requests that did not end in an ok response, whatever the reason.
+    pub fn failed(&self) -> u64 {
+        self.error_total() + self.timeouts + self.lost
+    }
+
+    pub fn merge(&mut self, o: &RequestStats) {
+        self.sent += o.sent;
+        self.ok += o.ok;
+        add_counts(&mut self.errors, &o.errors);
+        self.timeouts += o.timeouts;
+        self.lost += o.lost;
+        self.late += o.late;
+        add_counts(&mut self.conn_drops, &o.conn_drops);
+    }
+}
+
+/// One reading of the gateway during a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewaySample {
+    /// Seconds from the start of the schedule (negative during the ramp).
+    pub t_secs: f64,
+    pub rss_bytes: u64,
+    /// CPU since the previous sample, percent of one core.
+    pub cpu_percent_of_core: f64,
+}
+
+/// The gateway's CPU and memory over an `rpc` run, from /proc.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayUsage {
+    pub pid: u32,
+    /// Started by the harness (`--spawn-gateway`).
+    pub spawned: bool,
+    /// User + system CPU over the measured window.
+    pub cpu_secs: Option<f64>,
+    pub cpu_percent_of_core: Option<f64>,
+    pub rss_start_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+    pub rss_peak_bytes: Option<u64>,
+    pub hwm_bytes: Option<u64>,
+    pub samples: Vec<GatewaySample>,
+}
+
+/// The `rpc` report; the schema is in the module doc (`schema_version` 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RpcReport {
+    pub scenario: String,
+    pub schema_version: u32,
+    pub label: String,
+    pub started_unix_ms: u64,
+    pub mode: String,
+    pub gateway_url: String,
+    pub endpoint: Option<String>,
+    pub conns: usize,
+    pub procs: usize,
+    pub per_proc: Vec<usize>,
+    pub threads_per_proc: usize,
+    pub rate_target_per_sec: Option<f64>,
+    pub window: Option<usize>,
+    pub payload_bytes: usize,
+    pub warmup_secs: f64,
+    pub duration_secs: f64,
+    pub timeout_ms: u64,
+    pub connect: ConnectStats,
+    pub connect_us: Percentiles,
+    pub requests: RequestStats,
+    pub throughput_per_sec: f64,
+    pub send_rate_per_sec: f64,
+    pub latency_us: Percentiles,
+    pub latency_hist: HistData,
+    pub service_time_us: Percentiles,
+    pub send_lag_us: Percentiles,
+    pub gateway: Option<GatewayUsage>,
+    pub worker_errors: Vec<String>,
+    pub ok: bool,
+}
+
+impl RpcReport {
+    /// Reads a report written with `--json`.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<RpcReport> {
+        use anyhow::Context;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an rpc report (schema 1)", path.display()))
+    }
+}
+
 /// Writes `value` as pretty JSON to `path` (creating parent directories).
 pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -200,7 +340,7 @@ pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Re
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn stats(values: &[u64], failures: &[(&str, u64)]) -> ConnectStats {
@@ -255,6 +395,168 @@ mod tests {
         let mut e = ConnectStats::default();
         e.merge(&a);
         assert_eq!(e, a);
+    }
+
+    /// Values spread over many buckets (1 µs .. ~1 s), deterministic.
+    fn spread(seed: u64, n: usize) -> Vec<u64> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                1 + (x % 1_000) * (1 + (x >> 20) % 1_000)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn histogram_merge_across_threads_and_processes_equals_direct_recording() {
+        let parts: Vec<Vec<u64>> = (1..=6).map(|s| spread(s * 7919, 5_000)).collect();
+        // Direct: everything recorded into one histogram.
+        let mut direct = new_histogram();
+        parts.iter().flatten().for_each(|&v| record(&mut direct, v));
+        // Threads: one histogram per thread, merged in the worker with `add`.
+        let per_thread: Vec<Histogram<u64>> = parts
+            .iter()
+            .map(|p| {
+                let mut h = new_histogram();
+                p.iter().for_each(|&v| record(&mut h, v));
+                h
+            })
+            .collect();
+        // Processes: workers 0 (threads 0-2) and 1 (threads 3-5) serialize to JSON...
+        let wire: Vec<String> = per_thread
+            .chunks(3)
+            .map(|threads| {
+                let mut w = new_histogram();
+                threads.iter().for_each(|h| w.add(h).unwrap());
+                serde_json::to_string(&HistData::from_histogram(&w)).unwrap()
+            })
+            .collect();
+        // ... and the coordinator deserializes and merges.
+        let mut merged = new_histogram();
+        for line in &wire {
+            serde_json::from_str::<HistData>(line)
+                .unwrap()
+                .add_to(&mut merged);
+        }
+        assert_eq!(merged.len(), direct.len());
+        assert_eq!(merged, direct, "bucket-for-bucket equal");
+        assert_eq!(Percentiles::of(&merged), Percentiles::of(&direct));
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0] {
+            assert_eq!(merged.value_at_quantile(q), direct.value_at_quantile(q));
+        }
+    }
+
+    #[test]
+    fn request_stats_merge() {
+        let mut a = RequestStats {
+            sent: 10,
+            ok: 7,
+            errors: [("12:TooManyRequests".to_string(), 2)].into(),
+            timeouts: 1,
+            ..Default::default()
+        };
+        let b = RequestStats {
+            sent: 5,
+            ok: 4,
+            errors: [("12:TooManyRequests".to_string(), 1)].into(),
+            lost: 0,
+            late: 1,
+            conn_drops: [("run:closed_1013".to_string(), 1)].into(),
+            ..Default::default()
+        };
+        a.merge(&b);
+        assert_eq!((a.sent, a.ok, a.timeouts, a.late), (15, 11, 1, 1));
+        assert_eq!(a.errors["12:TooManyRequests"], 3);
+        assert_eq!(a.failed(), 4);
+        assert_eq!(a.conn_drops["run:closed_1013"], 1);
+    }
+
+    pub(crate) fn sample_rpc_report() -> RpcReport {
+        let mut h = new_histogram();
+        spread(42, 1_000)
+            .into_iter()
+            .for_each(|v| record(&mut h, v));
+        RpcReport {
+            scenario: "rpc".into(),
+            schema_version: 1,
+            label: "ringgate /echo".into(),
+            started_unix_ms: 1_700_000_000_000,
+            mode: "bannou".into(),
+            gateway_url: "ws://127.0.0.1:8080/connect".into(),
+            endpoint: Some("/echo".into()),
+            conns: 100,
+            procs: 1,
+            per_proc: vec![100],
+            threads_per_proc: 2,
+            rate_target_per_sec: Some(20_000.0),
+            window: None,
+            payload_bytes: 64,
+            warmup_secs: 1.0,
+            duration_secs: 10.0,
+            timeout_ms: 10_000,
+            connect: stats(&[100, 200], &[]),
+            connect_us: Percentiles::of(&stats(&[100, 200], &[]).connect_us.to_histogram()),
+            requests: RequestStats {
+                sent: 1_000,
+                ok: 998,
+                errors: [("60:InternalError".to_string(), 2)].into(),
+                ..Default::default()
+            },
+            throughput_per_sec: 99.8,
+            send_rate_per_sec: 100.0,
+            latency_us: Percentiles::of(&h),
+            latency_hist: HistData::from_histogram(&h),
+            service_time_us: Percentiles::of(&h),
+            send_lag_us: Percentiles::default(),
+            gateway: Some(GatewayUsage {
+                pid: 4242,
+                spawned: true,
+                cpu_secs: Some(3.5),
+                cpu_percent_of_core: Some(35.0),
+                rss_start_bytes: Some(10 << 20),
+                rss_end_bytes: Some(11 << 20),
+                rss_peak_bytes: Some(12 << 20),
+                hwm_bytes: Some(12 << 20),
+                samples: vec![GatewaySample {
+                    t_secs: -0.5,
+                    rss_bytes: 10 << 20,
+                    cpu_percent_of_core: 1.5,
+                }],
+            }),
+            worker_errors: vec![],
+            ok: false,
+        }
+    }
+
+    #[test]
+    fn rpc_report_json_round_trip() {
+        let r = sample_rpc_report();
+        let dir = std::env::temp_dir().join(format!("rg-bench-report-{}", std::process::id()));
+        let path = dir.join("r.json");
+        write_json(&path, &r).unwrap();
+        let back = RpcReport::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(back, r);
+        // The documented top-level keys are there.
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        for k in [
+            "scenario",
+            "schema_version",
+            "requests",
+            "throughput_per_sec",
+            "latency_us",
+            "latency_hist",
+            "service_time_us",
+            "send_lag_us",
+            "gateway",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["latency_us"]["p99"], r.latency_us.p99);
+        assert!(v["rate_target_per_sec"].is_number());
     }
 
     #[test]

@@ -170,8 +170,17 @@ impl Workers {
         })
     }
 
-    pub fn len(&self) -> usize {
-        self.children.len()
+    /// Writes one line to worker `worker`'s stdin (a control message, e.g. `rpc`'s
+    /// `go`); the worker reads it with `control_lines`.
+    pub fn send_line(&mut self, worker: usize, line: &str) -> std::io::Result<()> {
+        match self.stdins.get_mut(worker).and_then(Option::as_mut) {
+            Some(s) => {
+                s.write_all(line.as_bytes())?;
+                s.write_all(b"\n")?;
+                s.flush()
+            }
+            None => Err(std::io::Error::other("worker stdin already closed")),
+        }
     }
 
     /// Tells every worker to stop (closes their stdin).
@@ -241,6 +250,24 @@ pub fn stop_flag() -> Arc<AtomicBool> {
         f.store(true, Ordering::SeqCst);
     });
     flag
+}
+
+/// Worker side: the control lines the parent sends on stdin (see `Workers::send_line`),
+/// and a flag set when stdin closes (the parent's stop signal, or its death).
+pub fn control_lines() -> (Arc<AtomicBool>, mpsc::Receiver<String>) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let f = flag.clone();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+        f.store(true, Ordering::SeqCst);
+    });
+    (flag, rx)
 }
 
 #[cfg(test)]

@@ -7,79 +7,21 @@
 //! connect (token, upgrade, manifest) and park every connection on readiness, samples
 //! again once all are connected and have settled, and samples CPU over the hold.
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use ringgate::client::{Client, ConnectOptions, Incoming, TokenVia};
 use serde::{Deserialize, Serialize};
 
+use super::fleet::{self, Collect, WorkerParams, WorkerReport};
 use crate::cli::IdleArgs;
-use crate::conn;
-use crate::jwt::Minter;
 use crate::procstat::{self, Sample};
-use crate::report::{self, fmt_bytes, fmt_counts, ConnectStats, HistData, Percentiles};
-use crate::spawn::{self, Event, Workers};
+use crate::report::{self, fmt_bytes, fmt_counts, ConnectStats, Percentiles};
+use crate::spawn::{self, Workers};
 use crate::target::Target;
 
 /// Per-idle-connection RSS target of the issue, bytes.
 pub const TARGET_BYTES_PER_CONN: f64 = 2048.0;
-
-/// What a worker tells its parent, one JSON object per stdout line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "phase", rename_all = "snake_case")]
-enum Msg {
-    /// Once a second during the ramp.
-    Progress { established: u64, failed: u64 },
-    /// Every attempt is over; the connections are now held.
-    Ready { report: WorkerReport },
-    /// After the stop signal: the final counts (including connections lost in the hold).
-    Done { report: WorkerReport },
-    /// The worker cannot run.
-    Fatal { error: String },
-}
-
-/// One worker's results.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WorkerReport {
-    pub worker: usize,
-    pub source: String,
-    pub connect: ConnectStats,
-    /// First attempt to last outcome, seconds.
-    pub ramp_secs: f64,
-    /// Established connections that ended before the stop signal, by cause.
-    pub dropped: BTreeMap<String, u64>,
-    /// Server pings answered while holding.
-    pub pings_answered: u64,
-}
-
-/// All workers' results added up.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Merged {
-    pub connect: ConnectStats,
-    /// The slowest worker's ramp.
-    pub ramp_secs: f64,
-    pub dropped: BTreeMap<String, u64>,
-    pub pings_answered: u64,
-}
-
-/// Adds the workers' reports up (counts add, histograms merge, the ramp is the longest).
-pub fn merge(reports: &[WorkerReport]) -> Merged {
-    let mut m = Merged::default();
-    for r in reports {
-        m.connect.merge(&r.connect);
-        m.ramp_secs = m.ramp_secs.max(r.ramp_secs);
-        report::add_counts(&mut m.dropped, &r.dropped);
-        m.pings_answered += r.pings_answered;
-    }
-    m
-}
 
 /// The gateway's cost as measured from /proc.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,25 +206,11 @@ fn coordinate(args: &IdleArgs) -> anyhow::Result<ExitCode> {
         None
     };
 
-    let reports: Vec<WorkerReport> = st
-        .done
-        .iter()
-        .zip(&st.ready)
-        .filter_map(|(d, r)| d.clone().or_else(|| r.clone()))
-        .collect();
-    let m = merge(&reports);
+    let reports: Vec<WorkerReport> = st.reports();
+    let m = fleet::merge(&reports);
     // Workers that never reported: their connections count as failed.
     let mut connect = m.connect.clone();
-    for (i, r) in st.ready.iter().enumerate() {
-        if r.is_none() && st.done[i].is_none() {
-            let n = plan.per_worker[i] as u64;
-            connect.attempted += n;
-            *connect
-                .failures
-                .entry("worker:no_report".into())
-                .or_default() += n;
-        }
-    }
+    st.charge_silent_workers(&mut connect, &plan.per_worker);
     let established = connect.established;
     let gateway = before.map(|b| {
         let per = |after: Option<u64>, before: u64| {
@@ -340,88 +268,6 @@ fn coordinate(args: &IdleArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// What the coordinator has heard from its workers.
-struct Collect {
-    ready: Vec<Option<WorkerReport>>,
-    done: Vec<Option<WorkerReport>>,
-    progress: Vec<(u64, u64)>,
-    exited: Vec<bool>,
-    errors: Vec<String>,
-}
-
-impl Collect {
-    fn new(p: usize) -> Collect {
-        Collect {
-            ready: vec![None; p],
-            done: vec![None; p],
-            progress: vec![(0, 0); p],
-            exited: vec![false; p],
-            errors: Vec::new(),
-        }
-    }
-
-    fn all_ready(&self) -> bool {
-        (0..self.ready.len()).all(|i| self.ready[i].is_some() || self.exited[i])
-    }
-
-    fn all_done(&self) -> bool {
-        (0..self.done.len()).all(|i| self.done[i].is_some() || self.exited[i])
-    }
-
-    fn progress(&self) -> (u64, u64) {
-        self.progress
-            .iter()
-            .fold((0, 0), |(e, f), &(e2, f2)| (e + e2, f + f2))
-    }
-
-    /// Handles the worker events arriving within `timeout`.
-    fn poll(&mut self, workers: &Workers, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match workers.events.recv_timeout(left) {
-                Ok(Event::Line { worker, line }) => self.line(worker, &line),
-                Ok(Event::Exited { worker }) => {
-                    self.exited[worker] = true;
-                    if self.ready[worker].is_none() {
-                        self.errors
-                            .push(format!("worker {worker} exited before it was ready"));
-                    } else if self.done[worker].is_none() && workers.len() > worker {
-                        // Stopped before reporting its end: its ready report stands.
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
-    }
-
-    fn line(&mut self, worker: usize, line: &str) {
-        match serde_json::from_str::<Msg>(line) {
-            Ok(Msg::Progress {
-                established,
-                failed,
-            }) => self.progress[worker] = (established, failed),
-            Ok(Msg::Ready { report }) => {
-                self.progress[worker] = (report.connect.established, report.connect.failed());
-                self.ready[worker] = Some(report);
-            }
-            Ok(Msg::Done { report }) => self.done[worker] = Some(report),
-            Ok(Msg::Fatal { error }) => self.errors.push(format!("worker {worker}: {error}")),
-            Err(e) => self
-                .errors
-                .push(format!("worker {worker}: unreadable line {line:?}: {e}")),
-        }
-    }
-
-    /// Sleeps `d` while handling worker events (a worker dying mid-hold is noticed).
-    fn wait(&mut self, workers: &Workers, d: Duration) {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            self.poll(workers, until.saturating_duration_since(Instant::now()));
-        }
-    }
 }
 
 fn print_table(r: &IdleReport) {
@@ -482,252 +328,17 @@ fn print_table(r: &IdleReport) {
 }
 
 // ---------------------------------------------------------------------------------
-// Worker (child process)
+// Worker (child process): the shared connection worker, as fast as `concurrency` allows
 
 fn worker(args: &IdleArgs, index: usize) -> anyhow::Result<ExitCode> {
-    let (soft, _) = spawn::raise_nofile();
-    if args.conns + spawn::FD_HEADROOM > soft as usize {
-        spawn::emit(&Msg::Fatal {
-            error: format!(
-                "{} connections + {} need more than RLIMIT_NOFILE {soft}",
-                args.conns,
-                spawn::FD_HEADROOM
-            ),
-        });
-        return Ok(ExitCode::from(2));
-    }
-    let target = match Target::resolve(&args.gateway) {
-        Ok(t) => t,
-        Err(e) => {
-            spawn::emit(&Msg::Fatal {
-                error: format!("{e:#}"),
-            });
-            return Ok(ExitCode::from(2));
-        }
+    let params = WorkerParams {
+        index,
+        conns: args.conns,
+        first: args.worker.worker_first,
+        run_id: args.worker.run_id.clone(),
+        concurrency: args.concurrency,
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        rate: None,
     };
-    let stop = spawn::stop_flag();
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()?;
-    let report = rt.block_on(worker_main(args.clone(), target, index, stop));
-    spawn::emit(&Msg::Done { report });
-    // Exit without tearing down thousands of tasks; the kernel closes the sockets.
-    std::process::exit(0)
-}
-
-/// A worker's live counters (single-threaded).
-struct State {
-    stats: RefCell<ConnectStats>,
-    hist: RefCell<Histogram<u64>>,
-    dropped: RefCell<BTreeMap<String, u64>>,
-    pings: Cell<u64>,
-    next: Cell<usize>,
-    ramp_over: Cell<bool>,
-}
-
-impl State {
-    fn report(&self, index: usize, ramp_secs: f64) -> WorkerReport {
-        let mut connect = self.stats.borrow().clone();
-        connect.connect_us = HistData::from_histogram(&self.hist.borrow());
-        WorkerReport {
-            worker: index,
-            source: spawn::source_ip(index).to_string(),
-            connect,
-            ramp_secs,
-            dropped: self.dropped.borrow().clone(),
-            pings_answered: self.pings.get(),
-        }
-    }
-}
-
-async fn worker_main(
-    args: IdleArgs,
-    target: Target,
-    index: usize,
-    stop: Arc<AtomicBool>,
-) -> WorkerReport {
-    let st = Rc::new(State {
-        stats: RefCell::default(),
-        hist: RefCell::new(report::new_histogram()),
-        dropped: RefCell::default(),
-        pings: Cell::new(0),
-        next: Cell::new(0),
-        ramp_over: Cell::new(false),
-    });
-    let minter = Rc::new(Minter::new(&target.secret));
-    let target = Rc::new(target);
-    let args = Rc::new(args);
-    let started = Instant::now();
-
-    let progress = {
-        let st = st.clone();
-        monoio::spawn(async move {
-            while !st.ramp_over.get() {
-                monoio::time::sleep(Duration::from_millis(500)).await;
-                let s = st.stats.borrow();
-                spawn::emit(&Msg::Progress {
-                    established: s.established,
-                    failed: s.failed(),
-                });
-            }
-        })
-    };
-    let ramps: Vec<_> = (0..args.concurrency.clamp(1, args.conns.max(1)))
-        .map(|_| {
-            monoio::spawn(ramp(
-                st.clone(),
-                minter.clone(),
-                target.clone(),
-                args.clone(),
-                index,
-            ))
-        })
-        .collect();
-    for r in ramps {
-        r.await;
-    }
-    st.ramp_over.set(true);
-    let ramp_secs = started.elapsed().as_secs_f64();
-    spawn::emit(&Msg::Ready {
-        report: st.report(index, ramp_secs),
-    });
-    while !stop.load(Ordering::SeqCst) {
-        monoio::time::sleep(Duration::from_millis(50)).await;
-    }
-    progress.await;
-    st.report(index, ramp_secs)
-}
-
-/// One lane of the ramp: takes the next connection index until none is left.
-async fn ramp(
-    st: Rc<State>,
-    minter: Rc<Minter>,
-    target: Rc<Target>,
-    args: Rc<IdleArgs>,
-    index: usize,
-) {
-    let source = spawn::source_ip(index);
-    let timeout = Duration::from_millis(args.connect_timeout_ms);
-    loop {
-        let i = st.next.get();
-        if i >= args.conns {
-            return;
-        }
-        st.next.set(i + 1);
-        let g = args.worker.worker_first + i;
-        st.stats.borrow_mut().attempted += 1;
-        let token = match minter.mint(
-            &format!("user-{g}"),
-            &format!("bench-{}-{g}", args.worker.run_id),
-            &["user"],
-        ) {
-            Ok(t) => t,
-            Err(_) => {
-                *st.stats
-                    .borrow_mut()
-                    .failures
-                    .entry("token:mint".into())
-                    .or_default() += 1;
-                continue;
-            }
-        };
-        let opts = ConnectOptions {
-            path: target.path.clone(),
-            token: Some(token),
-            token_via: TokenVia::Header,
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        let mut result = conn::open(target.addr, Some(source), &opts, timeout).await;
-        if matches!(&result, Err(f) if f.retryable) {
-            st.stats.borrow_mut().retries += 1;
-            monoio::time::sleep(Duration::from_millis(100)).await;
-            result = conn::open(target.addr, Some(source), &opts, timeout).await;
-        }
-        match result {
-            Ok((client, _manifest)) => {
-                report::record(&mut st.hist.borrow_mut(), t0.elapsed().as_micros() as u64);
-                st.stats.borrow_mut().established += 1;
-                monoio::spawn(hold(client, st.clone()));
-            }
-            Err(f) => {
-                *st.stats.borrow_mut().failures.entry(f.cause()).or_default() += 1;
-            }
-        }
-    }
-}
-
-/// Parks one connection on readiness until it ends (answering pings on the way).
-async fn hold(mut client: Client, st: Rc<State>) {
-    let cause = loop {
-        match client.next().await {
-            Ok(Incoming::Ping(_)) => st.pings.set(st.pings.get() + 1),
-            Ok(Incoming::Close(c)) => {
-                break format!("hold:closed_{}", c.map_or(1005, |(code, _)| code));
-            }
-            Ok(_) => {}
-            Err(e) => break conn::drop_cause("hold", &e),
-        }
-    };
-    *st.dropped.borrow_mut().entry(cause).or_default() += 1;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn worker_report(i: usize, values: &[u64], fail: u64, drop: u64, ramp: f64) -> WorkerReport {
-        let mut h = report::new_histogram();
-        values.iter().for_each(|&v| report::record(&mut h, v));
-        let mut connect = ConnectStats {
-            attempted: values.len() as u64 + fail,
-            established: values.len() as u64,
-            connect_us: HistData::from_histogram(&h),
-            ..Default::default()
-        };
-        if fail > 0 {
-            connect.failures.insert("upgrade:http_503".into(), fail);
-        }
-        let mut dropped = BTreeMap::new();
-        if drop > 0 {
-            dropped.insert("hold:closed_1001".into(), drop);
-        }
-        WorkerReport {
-            worker: i,
-            source: spawn::source_ip(i).to_string(),
-            connect,
-            ramp_secs: ramp,
-            dropped,
-            pings_answered: i as u64,
-        }
-    }
-
-    #[test]
-    fn merge_adds_workers_up() {
-        let a = worker_report(0, &[10, 20, 30], 1, 0, 1.5);
-        let b = worker_report(1, &[40, 50], 2, 3, 2.5);
-        let m = merge(&[a, b]);
-        assert_eq!(m.connect.attempted, 8);
-        assert_eq!(m.connect.established, 5);
-        assert_eq!(m.connect.failures["upgrade:http_503"], 3);
-        assert_eq!(m.dropped["hold:closed_1001"], 3);
-        assert_eq!(m.ramp_secs, 2.5);
-        assert_eq!(m.pings_answered, 1);
-        let p = Percentiles::of(&m.connect.connect_us.to_histogram());
-        assert_eq!((p.count, p.min, p.max), (5, 10, 50));
-        assert_eq!(merge(&[]), Merged::default());
-    }
-
-    #[test]
-    fn worker_messages_round_trip() {
-        let msg = Msg::Ready {
-            report: worker_report(3, &[7], 0, 0, 0.25),
-        };
-        let line = serde_json::to_string(&msg).unwrap();
-        assert!(line.starts_with(r#"{"phase":"ready""#), "{line}");
-        match serde_json::from_str::<Msg>(&line).unwrap() {
-            Msg::Ready { report } => assert_eq!(report, worker_report(3, &[7], 0, 0, 0.25)),
-            other => panic!("{other:?}"),
-        }
-    }
+    fleet::run_worker(params, &args.gateway)
 }

@@ -4,4 +4,7 @@
 //! spawns workers, samples the gateway and reports; workers that hold the connections),
 //! so `rpc` and `connect` slot in beside `idle` reusing `spawn`, `conn` and `report`.
 
+pub mod connect;
+pub mod fleet;
 pub mod idle;
+pub mod rpc;

@@ -1,0 +1,470 @@
+//! `ws-echo`: a plain WebSocket echo server, the "no gateway" baseline of the peers
+//! comparison (and the upstream nginx proxies to).
+//!
+//! Why it exists: to say what ringgate costs, the same load must run against a server
+//! that does only the WebSocket part. This one is built like the gateway so that the
+//! difference is the gateway's work, not a different I/O model: thread-per-core monoio
+//! with one SO_REUSEPORT listener per thread, the library's sans-IO codecs
+//! (`proto::handshake`, `proto::ws`), and the gateway's readiness discipline (park on
+//! readiness, `recv` into the thread's one read buffer, keep bytes only for a partial
+//! frame, flush a coalescing `Outbox` with one gathering `sendmsg`). No auth: any path,
+//! any (or no) credential is accepted. Binary and text messages are echoed as they came
+//! (same opcode, payload verbatim), pings are answered, a client close is echoed.
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use ringgate::outbox::{Flush, Outbox};
+use ringgate::proto::frame::OpCode;
+use ringgate::proto::handshake::{self, HandshakeError, UpgradeRequest};
+use ringgate::proto::ws::{self, Decoder, Limits, Message, Role};
+use ringgate::sys::{self, Nb};
+
+use crate::cli::WsEchoArgs;
+
+/// Bytes read per `recv` into the thread's read buffer (the gateway's `READ_CHUNK`).
+const READ_CHUNK: usize = 32 * 1024;
+/// Reads per readiness wakeup before yielding to other connections.
+const READS_PER_WAKEUP: usize = 8;
+/// Largest message echoed (close 1009 beyond).
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Stop reading while this much is queued for a client that does not read.
+const OUTBOX_HIGH_WATER: usize = 4 << 20;
+/// The whole upgrade request must arrive within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(args: &WsEchoArgs) -> anyhow::Result<()> {
+    let addr: SocketAddr = args.listen.parse()?;
+    serve_threads("ws-echo", addr, args.threads, |stream, rbuf| async move {
+        let _ = serve_conn(stream, rbuf).await;
+    })
+}
+
+/// The per-thread read buffer all of a thread's connections read into.
+pub type ReadBuf = Rc<RefCell<BytesMut>>;
+
+/// Binds one SO_REUSEPORT listener per thread (all before serving, so a bad address
+/// fails fast), then runs `handler` for every accepted connection on its thread's monoio
+/// runtime. Returns only if a thread fails.
+pub fn serve_threads<H, F>(
+    name: &'static str,
+    addr: SocketAddr,
+    threads: Option<usize>,
+    handler: H,
+) -> anyhow::Result<()>
+where
+    H: Fn(TcpStream, ReadBuf) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
+    let mut listeners = Vec::new();
+    for _ in 0..threads {
+        listeners.push(std::net::TcpListener::from(crate::echo::bind_std(
+            addr, &opts,
+        )?));
+    }
+    eprintln!("{name} listening on {addr} ({threads} threads)");
+    let handles: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let handler = handler.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || accept_loop(l, handler))
+        })
+        .collect::<Result<_, _>>()?;
+    for h in handles {
+        match h.join() {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("{name} thread panicked"),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn accept_loop<H, F>(l: std::net::TcpListener, handler: H) -> anyhow::Result<()>
+where
+    H: Fn(TcpStream, ReadBuf) -> F,
+    F: Future<Output = ()> + 'static,
+{
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(l)?;
+        let rbuf: ReadBuf = Rc::new(RefCell::new(BytesMut::with_capacity(READ_CHUNK)));
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    monoio::spawn(handler(stream, rbuf.clone()));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+/// The request target's path (no query) once the request line is complete.
+fn request_path(buf: &[u8]) -> Option<&str> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[..end]).ok()?;
+    let target = line.split(' ').nth(1)?;
+    Some(target.split_once('?').map_or(target, |(p, _)| p))
+}
+
+/// `parse_upgrade` with any path accepted: it compares the path with the one it is
+/// given, so the path is taken from the request line first.
+pub fn parse_upgrade_any_path(
+    buf: &[u8],
+) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    match request_path(buf) {
+        // An empty or non-origin-form target is rejected by the parser itself.
+        Some(path) if path.starts_with('/') => handshake::parse_upgrade(buf, path),
+        _ => handshake::parse_upgrade(buf, "/"),
+    }
+}
+
+async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    let mut outbox = Outbox::default();
+    let leftover = match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&stream)).await {
+        Ok(Ok(Ok((req, leftover)))) => {
+            outbox.push_bytes(handshake::switching_protocols(&req));
+            leftover
+        }
+        Ok(Ok(Err(e))) => {
+            outbox.push_bytes(e.response());
+            let _ = outbox.flush(fd);
+            return Ok(());
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Ok(()),
+    };
+    let mut conn = EchoConn {
+        fd,
+        decoder: Decoder::new(
+            Role::Server,
+            Limits {
+                max_message_bytes: MAX_MESSAGE_BYTES,
+            },
+        ),
+        partial: None,
+        outbox,
+        closing: false,
+    };
+    if !leftover.is_empty() {
+        // Frames that arrived with the upgrade request.
+        let mut buf = leftover;
+        conn.decode_all(&mut buf);
+        if !buf.is_empty() && !conn.closing {
+            conn.partial = Some(buf);
+        }
+    }
+    conn.run(&stream, &rbuf).await
+}
+
+/// Reads the upgrade request: `Ok(Err(_))` is a refusal to send back.
+async fn handshake(
+    stream: &TcpStream,
+) -> io::Result<Result<(UpgradeRequest, BytesMut), HandshakeError>> {
+    let fd = stream.as_raw_fd();
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(4096);
+        }
+        match sys::recv_into(fd, &mut buf)? {
+            Nb::Done(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Nb::Done(_) => {}
+            Nb::WouldBlock => {
+                stream.readable(false).await?;
+                continue;
+            }
+        }
+        match parse_upgrade_any_path(&buf) {
+            Ok(Some((req, n))) => return Ok(Ok((req, BytesMut::from(&buf[n..])))),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+}
+
+struct EchoConn {
+    fd: std::os::fd::RawFd,
+    decoder: Decoder,
+    /// Bytes of an incomplete frame (only then does a connection own a read buffer).
+    partial: Option<BytesMut>,
+    outbox: Outbox,
+    /// A close frame is queued: flush it, then end.
+    closing: bool,
+}
+
+enum Wake {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+}
+
+impl EchoConn {
+    async fn run(&mut self, stream: &TcpStream, rbuf: &ReadBuf) -> io::Result<()> {
+        let mut readable = pin!(stream.readable(false));
+        let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
+        loop {
+            if writable.is_none() {
+                if let (_, Flush::Blocked) = self.outbox.flush(self.fd)? {
+                    writable = Some(Box::pin(stream.writable(false)));
+                } else if self.closing {
+                    sys::shutdown_write(self.fd);
+                    return Ok(());
+                }
+            }
+            let may_read = !self.closing && self.outbox.len() < OUTBOX_HIGH_WATER;
+            let wake = poll_fn(|cx| {
+                if let Some(w) = writable.as_mut() {
+                    if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Writable(r));
+                    }
+                }
+                if may_read {
+                    if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Readable(r));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Writable(r) => {
+                    r?;
+                    writable = None;
+                }
+                Wake::Readable(r) => {
+                    r?;
+                    let more = self.read_ready(rbuf)?;
+                    readable.set(stream.readable(false));
+                    if !more {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what is there (bounded) and queues the answers; false at EOF.
+    fn read_ready(&mut self, rbuf: &ReadBuf) -> io::Result<bool> {
+        for _ in 0..READS_PER_WAKEUP {
+            let mut own = self.partial.take();
+            let from_shared = own.is_none();
+            let mut shared = None;
+            let buf: &mut BytesMut = match own.as_mut() {
+                Some(p) => {
+                    let want = self.decoder.pending_frame_len().unwrap_or(0);
+                    p.reserve(want.saturating_sub(p.len()).clamp(4096, READ_CHUNK));
+                    p
+                }
+                None => {
+                    let b = shared.insert(rbuf.borrow_mut());
+                    b.reserve(READ_CHUNK);
+                    b
+                }
+            };
+            let n = match sys::recv_into(self.fd, buf) {
+                Ok(Nb::Done(0)) => return Ok(false),
+                Ok(Nb::Done(n)) => n,
+                Ok(Nb::WouldBlock) => {
+                    self.partial = own;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            self.decode_all(buf);
+            if self.closing || buf.is_empty() {
+                buf.clear();
+            } else if from_shared {
+                let mut mine = BytesMut::with_capacity(buf.len().max(1024));
+                mine.extend_from_slice(buf);
+                buf.clear();
+                self.partial = Some(mine);
+            } else {
+                self.partial = own;
+            }
+            if self.closing || n < READ_CHUNK / 2 {
+                return Ok(true);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Answers every complete message in `buf`.
+    fn decode_all(&mut self, buf: &mut BytesMut) {
+        while !self.closing {
+            match self.decoder.decode(buf) {
+                Ok(Some(msg)) => self.on_message(msg),
+                Ok(None) => return,
+                Err(e) => {
+                    self.outbox.clear();
+                    self.outbox
+                        .push_bytes(ws::close_frame(Some((e.close_code(), "")), None));
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        match msg {
+            Message::Binary(p) => self
+                .outbox
+                .push(&ws::message_header(OpCode::Binary, p.len()), p),
+            Message::Text(p) => self
+                .outbox
+                .push(&ws::message_header(OpCode::Text, p.len()), p),
+            Message::Ping(p) => self.outbox.push_bytes(ws::pong_frame(&p, None)),
+            Message::Pong(_) => {}
+            Message::Close(frame) => {
+                // Echo the client's status code (none if it sent none), then end.
+                let code = frame.map(|f| f.code);
+                self.outbox
+                    .push_bytes(ws::close_frame(code.map(|c| (c, "")), None));
+                self.closing = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringgate::proto::frame::encode_frame_into;
+    use std::io::{Read, Write};
+
+    const UPGRADE: &str = "GET /any/path?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn any_path_is_accepted() {
+        let (req, n) = parse_upgrade_any_path(UPGRADE.as_bytes()).unwrap().unwrap();
+        assert_eq!(req.path, "/any/path");
+        assert_eq!(n, UPGRADE.len());
+        let root = UPGRADE.replace("/any/path?x=1", "/");
+        assert!(parse_upgrade_any_path(root.as_bytes()).unwrap().is_some());
+        // Incomplete, and not origin-form.
+        assert_eq!(parse_upgrade_any_path(&UPGRADE.as_bytes()[..10]), Ok(None));
+        assert_eq!(parse_upgrade_any_path(&UPGRADE.as_bytes()[..40]), Ok(None));
+        let bad = UPGRADE.replace("/any/path?x=1", "*");
+        assert!(parse_upgrade_any_path(bad.as_bytes()).is_err());
+        // A bearer token is accepted (and ignored).
+        let auth = UPGRADE.replace("Host: h\r\n", "Host: h\r\nAuthorization: Bearer abc\r\n");
+        assert!(parse_upgrade_any_path(auth.as_bytes()).unwrap().is_some());
+    }
+
+    fn frame(op: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        encode_frame_into(&mut b, true, op, payload, Some([1, 2, 3, 4]));
+        b.to_vec()
+    }
+
+    fn read_frame(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).unwrap();
+        assert_eq!(h[1] & 0x80, 0, "server frames are unmasked");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut p = vec![0u8; len];
+        s.read_exact(&mut p).unwrap();
+        (h[0], p)
+    }
+
+    #[test]
+    fn echoes_over_tcp() {
+        let l =
+            crate::echo::bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        let l = std::net::TcpListener::from(l);
+        std::thread::spawn(move || {
+            accept_loop(l, |s, b| async move {
+                let _ = serve_conn(s, b).await;
+            })
+        });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        // The upgrade and a first frame in one segment.
+        let mut first = UPGRADE.as_bytes().to_vec();
+        first.extend(frame(OpCode::Binary, b"early"));
+        s.write_all(&first).unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut c = [0u8; 1];
+            s.read_exact(&mut c).unwrap();
+            head.push(c[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        assert_eq!(read_frame(&mut s), (0x82, b"early".to_vec()));
+        // Text, a large binary split across writes, a ping, then close.
+        s.write_all(&frame(OpCode::Text, "héllo".as_bytes()))
+            .unwrap();
+        assert_eq!(read_frame(&mut s), (0x81, "héllo".as_bytes().to_vec()));
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let f = frame(OpCode::Binary, &big);
+        s.write_all(&f[..50_000]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        s.write_all(&f[50_000..]).unwrap();
+        assert_eq!(read_frame(&mut s), (0x82, big));
+        s.write_all(&frame(OpCode::Ping, b"p")).unwrap();
+        assert_eq!(read_frame(&mut s), (0x8A, b"p".to_vec()));
+        s.write_all(&frame(OpCode::Close, &1000u16.to_be_bytes()))
+            .unwrap();
+        assert_eq!(read_frame(&mut s), (0x88, 1000u16.to_be_bytes().to_vec()));
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn refuses_a_bad_upgrade() {
+        let l =
+            crate::echo::bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        let l = std::net::TcpListener::from(l);
+        std::thread::spawn(move || {
+            accept_loop(l, |s, b| async move {
+                let _ = serve_conn(s, b).await;
+            })
+        });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    }
+}

@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Peers side by side (issue 3): the same RPC load, in one sitting, against
+#   1. ringgate            in front of the built-in HTTP echo backend  (rpc --mode bannou)
+#   2. nginx               as a WebSocket reverse proxy in front of ws-echo (rpc --mode echo)
+#   3. ws-echo             the plain WebSocket echo server, no proxy     (rpc --mode echo)
+#   4. the limit probe     raw TCP ping-pong over io_uring, same message sizes (probe)
+#      and again with one write per message, as rpc's client writes (probe-1w): what the
+#      load generator's own I/O pattern allows; rpc against ws-echo should reach >= 80%
+# For each: max throughput (--rate max), then p50/p99/p99.9 at a fixed rate of half of
+# nginx's max. Prints one table with ratios to nginx and to the probe.
+#
+# Placement: everything on the server side (the server under test AND its backend) runs
+# on core SERVER_CORE, the load generator on core CLIENT_CORE (taskset). All servers are
+# started once, up front, and stay idle when not under test.
+#
+#   perf/peers.sh                                   # defaults below, ~3-4 minutes + build
+#   DURATION=5 WARMUP=1 perf/peers.sh               # quicker
+#   CONNS=200 PAYLOAD=256 WINDOW=8 perf/peers.sh    # another load shape
+#   FIXED_RATE=20000 perf/peers.sh                  # fixed-rate phase at this rate instead
+#   BUILD=0 perf/peers.sh                           # use the binaries already in target/release
+#
+# Environment: DURATION (measured seconds per run, 10), WARMUP (unmeasured seconds before
+# each run, 2), CONNS (100), PAYLOAD (request payload bytes, 64), WINDOW (requests in
+# flight per connection at --rate max, 16), SERVER_CORE (0), CLIENT_CORE (1),
+# FIXED_RATE (default: half of nginx's max), BUILD (1), BACKEND_IDLE (ringgate's
+# backend.max_idle_per_shard, 512), RG_DEFAULT_POOL (1: keep the shipped value instead).
+#
+# Outputs in perf/out/peers-<timestamp>/: one rpc-format JSON per run
+# (<target>-max.json, <target>-fixed.json), summary.json, table.txt, the fixed-rate
+# latency chart fixed.svg, and every server's log. Every process it starts is stopped
+# by pid on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-100}
+PAYLOAD=${PAYLOAD:-64}
+WINDOW=${WINDOW:-16}
+SERVER_CORE=${SERVER_CORE:-0}
+CLIENT_CORE=${CLIENT_CORE:-1}
+FIXED_RATE=${FIXED_RATE:-}
+BUILD=${BUILD:-1}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+OUT=$ROOT/perf/out/peers-$(date +%Y%m%d-%H%M%S)
+GATEWAY=$ROOT/target/release/ringgate
+BENCH=$ROOT/target/release/ringgate-bench
+
+for tool in taskset python3 curl ss; do
+    command -v "$tool" >/dev/null || { echo "peers.sh needs $tool" >&2; exit 1; }
+done
+ncpu=$(nproc --all)
+if (( SERVER_CORE >= ncpu || CLIENT_CORE >= ncpu || SERVER_CORE == CLIENT_CORE )); then
+    echo "SERVER_CORE=$SERVER_CORE and CLIENT_CORE=$CLIENT_CORE must be two different cores of $ncpu" >&2
+    exit 1
+fi
+
+if [[ $BUILD == 1 ]]; then
+    echo "== building release (ringgate, ringgate-bench)"
+    cargo build --release -p ringgate -p ringgate-bench
+fi
+[[ -x $GATEWAY && -x $BENCH ]] || { echo "missing $GATEWAY or $BENCH (run with BUILD=1)" >&2; exit 1; }
+mkdir -p "$OUT"
+
+NGINX=$(command -v nginx || true)
+[[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
+if [[ -z $NGINX ]]; then
+    echo "== nginx not found: installing nginx-light (Debian package)"
+    SUDO=""; [[ $(id -u) != 0 ]] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
+    NGINX=/usr/sbin/nginx
+fi
+
+# ---------------------------------------------------------------------------------
+# Processes: every pid we start is recorded and stopped on exit.
+PIDS=()
+TMP=$(mktemp -d)
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "   pid $pid ignored SIGTERM; SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    local i
+    for (( i=${#PIDS[@]}-1; i>=0; i-- )); do stop_pid "${PIDS[$i]}"; done
+    rm -rf "$TMP"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A free TCP port outside the ephemeral range (so client sockets never take it).
+USED_PORTS=" "
+free_port() {
+    local p
+    for p in $(shuf -i 20000-32000 -n 300); do
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if ! ss -Htln "sport = :$p" | grep -q .; then USED_PORTS+="$p "; echo "$p"; return 0; fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+wait_listen() { # port what pid
+    local i
+    for i in $(seq 1 100); do
+        ss -Htln "sport = :$1" | grep -q . && return 0
+        kill -0 "$3" 2>/dev/null || { echo "$2 exited during startup; see $OUT" >&2; return 1; }
+        sleep 0.05
+    done
+    echo "$2 is not listening on port $1 after 5 s" >&2
+    return 1
+}
+# Servers are started as `taskset -c CORE cmd ... &` (a simple command: bash execs it and
+# taskset execs the server, so $! is the server's own pid). Never wrap them in a shell
+# function: $! would be a subshell, and stopping it would orphan the server.
+on_client() { taskset -c "$CLIENT_CORE" "$@"; }
+
+ECHO_PORT=$(free_port); WSECHO_PORT=$(free_port); PROBE_PORT=$(free_port)
+GW_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port)
+
+echo "== starting servers on core $SERVER_CORE (load generator on core $CLIENT_CORE); out: $OUT"
+taskset -c "$SERVER_CORE" "$BENCH" echo-backend --listen "127.0.0.1:$ECHO_PORT" --threads 1 > "$OUT/echo-backend.log" 2>&1 &
+ECHO_PID=$!; PIDS+=("$ECHO_PID")
+taskset -c "$SERVER_CORE" "$BENCH" ws-echo --listen "127.0.0.1:$WSECHO_PORT" --threads 1 > "$OUT/ws-echo.log" 2>&1 &
+WSECHO_PID=$!; PIDS+=("$WSECHO_PID")
+taskset -c "$SERVER_CORE" "$BENCH" probe-server --listen "127.0.0.1:$PROBE_PORT" --threads 1 > "$OUT/probe-server.log" 2>&1 &
+PROBE_PID=$!; PIDS+=("$PROBE_PID")
+wait_listen "$ECHO_PORT" echo-backend "$ECHO_PID"
+wait_listen "$WSECHO_PORT" ws-echo "$WSECHO_PID"
+wait_listen "$PROBE_PORT" probe-server "$PROBE_PID"
+
+# ringgate: one shard, the echo service behind it, no per-connection rate limit (the
+# load is far above its default 1000/s per connection), no pings during a run, and
+# BACKEND_IDLE idle backend connections kept (default: as many as may be open, 512;
+# with the shipped 64, every request beyond 64 in flight closes its backend connection
+# after use and the next one reconnects: RG_DEFAULT_POOL=1 keeps the shipped value).
+CFG=$OUT/ringgate.toml
+BACKEND_IDLE=${BACKEND_IDLE:-512}
+[[ ${RG_DEFAULT_POOL:-0} == 1 ]] && BACKEND_IDLE=$(sed -n 's/^max_idle_per_shard = \([0-9]*\).*/\1/p' configs/default.toml)
+sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
+    -e "s|^max_idle_per_shard = .*|max_idle_per_shard = $BACKEND_IDLE|" \
+    -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$ADMIN_PORT\"|" \
+    -e "s|^shards = .*|shards = 1|" \
+    -e "s|^rate_limit_per_sec = .*|rate_limit_per_sec = 0|" \
+    -e "s|^idle_ping_secs = .*|idle_ping_secs = 300|" \
+    -e "s|^url = \"http://127.0.0.1:5001\"|url = \"http://127.0.0.1:$ECHO_PORT\"|" \
+    configs/default.toml > "$CFG"
+for key in "listen = \"127.0.0.1:$GW_PORT\"" "shards = 1" "rate_limit_per_sec = 0" \
+           "max_idle_per_shard = $BACKEND_IDLE" \
+           "url = \"http://127.0.0.1:$ECHO_PORT\""; do
+    grep -qxF "$key" <(sed 's/ *#.*//; s/ *$//' "$CFG") || { echo "config edit failed: $key" >&2; exit 1; }
+done
+"$GATEWAY" --check-config "$CFG" >/dev/null
+RUST_LOG=warn taskset -c "$SERVER_CORE" "$GATEWAY" --config "$CFG" > "$OUT/ringgate.log" 2>&1 &
+GW_PID=$!; PIDS+=("$GW_PID")
+for i in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
+    kill -0 "$GW_PID" 2>/dev/null || { echo "ringgate exited during startup:" >&2; cat "$OUT/ringgate.log" >&2; exit 1; }
+    sleep 0.05
+done
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null || { echo "ringgate not ready" >&2; exit 1; }
+
+# nginx: unprivileged-style private prefix (PEERS.md), one worker, in the foreground so
+# that its master is our child; its worker inherits the core.
+NGX=$OUT/nginx
+mkdir -p "$NGX/tmp"
+cat > "$NGX/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 40000;
+pid $NGX/nginx.pid;
+error_log $NGX/error.log warn;
+events { worker_connections 19000; use epoll; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $NGX/tmp/body;
+  proxy_temp_path $NGX/tmp/proxy;
+  fastcgi_temp_path $NGX/tmp/fastcgi;
+  uwsgi_temp_path $NGX/tmp/uwsgi;
+  scgi_temp_path $NGX/tmp/scgi;
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  upstream echo { server 127.0.0.1:$WSECHO_PORT; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport backlog=4096;
+    location / {
+      proxy_pass http://echo;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_read_timeout 3600s;
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+taskset -c "$SERVER_CORE" "$NGINX" -c "$NGX/nginx.conf" -p "$NGX/" > "$OUT/nginx.log" 2>&1 &
+NGINX_PID=$!; PIDS+=("$NGINX_PID")
+wait_listen "$NGINX_PORT" nginx "$NGINX_PID"
+NGINX_WORKER=""
+for i in $(seq 1 40); do
+    NGINX_WORKER=$(ps -o pid= --ppid "$NGINX_PID" | head -n 1 | tr -d ' ')
+    [[ -n $NGINX_WORKER ]] && break
+    sleep 0.05
+done
+for pid in "$ECHO_PID" "$WSECHO_PID" "$PROBE_PID" "$GW_PID" "$NGINX_PID"; do
+    case $(readlink "/proc/$pid/exe") in
+        */bash|*/sh|*/dash|*/taskset) echo "internal error: pid $pid is not the server itself" >&2; exit 1 ;;
+    esac
+done
+echo "   ringgate pid $GW_PID (:$GW_PORT), echo-backend $ECHO_PID (:$ECHO_PORT), nginx $NGINX_PID/worker ${NGINX_WORKER:-?} (:$NGINX_PORT),"
+echo "   ws-echo $WSECHO_PID (:$WSECHO_PORT), probe-server $PROBE_PID (:$PROBE_PORT)"
+
+# ---------------------------------------------------------------------------------
+# Runs. Each writes $OUT/<name>.json; a failed run is reported, not fatal.
+COMMON=(--conns "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --payload "$PAYLOAD" --window "$WINDOW")
+run_target() { # target rate name
+    local target=$1 rate=$2 name=$3 status=0
+    local json=$OUT/$name.json
+    echo "== $name: $target, rate $rate"
+    case $target in
+        ringgate)
+            on_client "$BENCH" rpc "${COMMON[@]}" --rate "$rate" --mode bannou \
+                --gateway-config "$CFG" --gateway-pid "$GW_PID" --label "ringgate" \
+                --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+        nginx)
+            on_client "$BENCH" rpc "${COMMON[@]}" --rate "$rate" --mode echo \
+                --gateway "ws://127.0.0.1:$NGINX_PORT/" ${NGINX_WORKER:+--gateway-pid "$NGINX_WORKER"} \
+                --label "nginx + ws-echo" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+        ws-echo)
+            on_client "$BENCH" rpc "${COMMON[@]}" --rate "$rate" --mode echo \
+                --gateway "ws://127.0.0.1:$WSECHO_PORT/" --gateway-pid "$WSECHO_PID" \
+                --label "ws-echo" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+        probe)
+            on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" \
+                --server "127.0.0.1:$PROBE_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+        probe-1w)
+            on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" --write-per-message \
+                --server "127.0.0.1:$PROBE_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+    esac
+    if [[ -f $json ]]; then
+        python3 - "$json" "$status" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1])); q = r["requests"]; l = r["latency_us"]
+print(f"   {r['throughput_per_sec']:.0f}/s  p50 {l['p50']}us  p99 {l['p99']}us  p99.9 {l['p999']}us"
+      f"  (sent {q['sent']}, ok {q['ok']}, errors {sum(q['errors'].values())}, timeouts {q['timeouts']},"
+      f" lost {q['lost']}; exit {sys.argv[2]})")
+EOF
+    else
+        echo "   no report (exit $status); output:" >&2
+        tail -n 20 "$OUT/$name.txt" >&2
+    fi
+    for pid in "$GW_PID" "$ECHO_PID" "$WSECHO_PID" "$PROBE_PID" "$NGINX_PID"; do
+        kill -0 "$pid" 2>/dev/null || { echo "server pid $pid died during $name; logs in $OUT" >&2; exit 1; }
+    done
+}
+
+TARGETS=(ringgate nginx ws-echo probe probe-1w)
+for t in "${TARGETS[@]}"; do run_target "$t" max "$t-max"; done
+
+if [[ -z $FIXED_RATE ]]; then
+    FIXED_RATE=$(python3 - "$OUT/nginx-max.json" <<'EOF'
+import json, sys
+try:
+    print(max(1, int(json.load(open(sys.argv[1]))["throughput_per_sec"] / 2)))
+except Exception:
+    print("")
+EOF
+)
+    [[ -n $FIXED_RATE ]] || { echo "no nginx max throughput to halve; set FIXED_RATE" >&2; exit 1; }
+fi
+echo "== fixed rate: $FIXED_RATE requests/s (half of nginx's max unless FIXED_RATE was set)"
+for t in "${TARGETS[@]}"; do run_target "$t" "$FIXED_RATE" "$t-fixed"; done
+
+fixed_reports=()
+for t in "${TARGETS[@]}"; do [[ -f $OUT/$t-fixed.json ]] && fixed_reports+=("$OUT/$t-fixed.json"); done
+if (( ${#fixed_reports[@]} > 0 )); then
+    "$BENCH" chart "${fixed_reports[@]}" --out "$OUT/fixed.svg" \
+        --title "RPC latency at $FIXED_RATE/s ($CONNS conns, $PAYLOAD B)" >/dev/null 2>&1 \
+        || echo "   (chart not written)" >&2
+fi
+
+# ---------------------------------------------------------------------------------
+# The table.
+python3 - "$OUT" "$FIXED_RATE" "$CONNS" "$PAYLOAD" "$WINDOW" "$DURATION" "${TARGETS[@]}" <<'EOF' | tee "$OUT/table.txt"
+import json, os, sys
+out, rate, conns, payload, window, duration = sys.argv[1:7]
+targets = sys.argv[7:]
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name + ".json")))
+    except Exception:
+        return None
+rows = {}
+for t in targets:
+    m, f = load(t + "-max"), load(t + "-fixed")
+    rows[t] = {
+        "max": m and m["throughput_per_sec"],
+        "max_ok": m and m["ok"],
+        "p50": f and f["latency_us"]["p50"], "p99": f and f["latency_us"]["p99"],
+        "p999": f and f["latency_us"]["p999"],
+        "fixed_ok": f and f["ok"],
+        "fixed_failed": f and (sum(f["requests"]["errors"].values()) + f["requests"]["timeouts"] + f["requests"]["lost"]),
+        "server_cpu_max": m and (m.get("gateway") or {}).get("cpu_percent_of_core"),
+    }
+def ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "-"
+def us(v):
+    return "-" if v is None else (f"{v}µs" if v < 1000 else f"{v / 1000:.2f}ms")
+ng, pr = rows.get("nginx", {}), rows.get("probe", {})
+print()
+print(f"peers: {conns} conns, payload {payload} B, window {window} at max, {duration} s per run; "
+      f"fixed rate {rate}/s (half of nginx's max unless FIXED_RATE)")
+hdr = f"{'target':<10} {'max req/s':>10} {'x nginx':>8} {'x probe':>8} {'srv CPU':>8} | {'p50':>9} {'p99':>9} {'p99.9':>9} {'p99 x nginx':>12} {'p99 x probe':>12}"
+print(hdr); print("-" * len(hdr))
+for t in targets:
+    r = rows[t]
+    cpu = r["server_cpu_max"]
+    flag = "" if (r["max_ok"] and r["fixed_ok"]) else "  (!)"
+    print(f"{t:<10} {(r['max'] or 0):>10.0f} {ratio(r['max'], ng.get('max')):>8} {ratio(r['max'], pr.get('max')):>8} "
+          f"{(f'{cpu:.0f}%' if cpu is not None else '-'):>8} | {us(r['p50']):>9} {us(r['p99']):>9} {us(r['p999']):>9} "
+          f"{ratio(r['p99'], ng.get('p99')):>12} {ratio(r['p99'], pr.get('p99')):>12}{flag}")
+print("(!) = that target's report is not ok (errors, timeouts, lost requests or failed connections): see its JSON")
+print("srv CPU: the server under test's CPU at max, percent of one core (its backend not included)")
+print("probe-1w: the probe with one write per message, as rpc's client sends; ratios are to the batched probe")
+rg = rows.get("ringgate", {})
+if rg.get("max") and ng.get("max") and pr.get("max"):
+    print(f"targets: max >= nginx: {'met' if rg['max'] >= ng['max'] else 'NOT met'}; "
+          f"p99 <= nginx: {'met' if (rg['p99'] or 1e18) <= (ng.get('p99') or 0) else 'NOT met'}; "
+          f">= 50% of probe: {'met' if rg['max'] >= 0.5 * pr['max'] else 'NOT met'}")
+json.dump({"fixed_rate": float(rate), "conns": int(conns), "payload": int(payload),
+           "window": int(window), "duration_secs": float(duration), "rows": rows},
+          open(os.path.join(out, "summary.json"), "w"), indent=2)
+EOF
+echo "== outputs: $OUT"
