@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringgate::{Config, Gateway};
+use ringgate::Config;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,68 +62,11 @@ fn main() -> ExitCode {
     if args.config.is_none() {
         tracing::info!("no --config given: running on the embedded defaults (localhost only)");
     }
-    let (soft, hard) = ringgate::server::raise_nofile_limit();
-    tracing::info!(soft, hard, "file descriptor limit (RLIMIT_NOFILE)");
-
-    // Block SIGTERM/SIGINT before any thread starts: every thread inherits the mask, so
-    // the signals stay pending until the main thread takes them with sigwait below. No
-    // handler runs on a shard thread and nothing can be lost in between.
-    let signals = match ShutdownSignals::block() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot block SIGTERM/SIGINT: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let gateway = match Gateway::start(config) {
-        Ok(g) => g,
+    match ringgate::server::run_until_signalled(config) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let sig = signals.wait();
-    tracing::info!(
-        signal = sig,
-        "shutting down: no new connections, closing open ones with 1001"
-    );
-    if gateway.stop() {
-        tracing::info!("stopped");
-    } else {
-        tracing::warn!("stopped; some shards did not finish within the grace period");
-    }
-    ExitCode::SUCCESS
-}
-
-/// SIGTERM and SIGINT, blocked in every thread and taken synchronously.
-struct ShutdownSignals(libc::sigset_t);
-
-impl ShutdownSignals {
-    fn block() -> std::io::Result<ShutdownSignals> {
-        // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the calls
-        // only read and write the set we pass.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if rc != 0 {
-                return Err(std::io::Error::from_raw_os_error(rc));
-            }
-            Ok(ShutdownSignals(set))
-        }
-    }
-
-    /// Waits for one of the signals; returns its number.
-    fn wait(&self) -> i32 {
-        let mut sig = 0;
-        loop {
-            // SAFETY: sigwait reads our set and writes the signal number.
-            let rc = unsafe { libc::sigwait(&self.0, &mut sig) };
-            if rc == 0 {
-                return sig;
-            }
+            ExitCode::FAILURE
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum StartError {
         shard: usize,
         source: std::io::Error,
     },
+    #[error("cannot block SIGTERM/SIGINT: {0}")]
+    Signals(std::io::Error),
 }
 
 /// A running gateway.
@@ -320,6 +322,62 @@ fn bind_reuseport(
         out.push(l);
     }
     Ok(out)
+}
+
+/// Runs a gateway until SIGTERM or SIGINT, then drains it: what the `ringgate` binary
+/// does (and `ringgate-bench gateway`). Call it before any other thread is started:
+/// it blocks the two signals in the calling thread, every thread the gateway starts
+/// inherits that mask, and the signals are then taken synchronously with `sigwait`, so
+/// no handler runs on a shard thread and none is lost.
+pub fn run_until_signalled(config: Config) -> Result<(), StartError> {
+    let (soft, hard) = raise_nofile_limit();
+    tracing::info!(soft, hard, "file descriptor limit (RLIMIT_NOFILE)");
+    let signals = ShutdownSignals::block().map_err(StartError::Signals)?;
+    let gateway = Gateway::start(config)?;
+    let sig = signals.wait();
+    tracing::info!(
+        signal = sig,
+        "shutting down: no new connections, closing open ones with 1001"
+    );
+    if gateway.stop() {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!("stopped; some shards did not finish within the grace period");
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, blocked in every thread and taken synchronously.
+struct ShutdownSignals(libc::sigset_t);
+
+impl ShutdownSignals {
+    fn block() -> std::io::Result<ShutdownSignals> {
+        // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the calls
+        // only read and write the set we pass.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(ShutdownSignals(set))
+        }
+    }
+
+    /// Waits for one of the signals; returns its number.
+    fn wait(&self) -> i32 {
+        let mut sig = 0;
+        loop {
+            // SAFETY: sigwait reads our set and writes the signal number.
+            let rc = unsafe { libc::sigwait(&self.0, &mut sig) };
+            if rc == 0 {
+                return sig;
+            }
+        }
+    }
 }
 
 /// The CPUs this process may run on, in order (at least one entry).

@@ -44,6 +44,17 @@ pub enum Command {
     Compare(CompareArgs),
     /// Draw the latency-percentile chart (SVG) of one or more `rpc` reports.
     Chart(ChartArgs),
+    /// Run the gateway itself (the `ringgate` library, as the `ringgate` binary runs it)
+    /// until SIGTERM/SIGINT: on its embedded defaults, or `--config FILE`. The demo uses
+    /// it when no `ringgate` binary has been built.
+    Gateway(ServeGatewayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeGatewayArgs {
+    /// Gateway config file (default: the embedded defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

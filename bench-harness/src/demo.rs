@@ -87,15 +87,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             bail!("{addr} (for {what}) is already in use: stop whatever listens there first");
         }
     }
-    let gateway_bin: PathBuf = args.gateway_bin.clone().unwrap_or_else(default_bin);
-    if !gateway_bin.is_file() {
-        bail!(
-            "gateway binary {} not found: `cargo build --release -p ringgate` (or pass \
-             --gateway-bin)",
-            gateway_bin.display()
-        );
-    }
     let me = std::env::current_exe().context("locating ringgate-bench")?;
+    // The `ringgate` binary next to this one if it was built (or the one given);
+    // otherwise this binary's `gateway` subcommand, which runs the same library the same
+    // way, so `cargo run --release -p ringgate-bench -- demo` works on a fresh checkout.
+    let (gateway_bin, gateway_args): (PathBuf, Vec<&str>) = match &args.gateway_bin {
+        Some(bin) if !bin.is_file() => bail!("gateway binary {} not found", bin.display()),
+        Some(bin) => (bin.clone(), vec![]),
+        None if default_bin().is_file() => (default_bin(), vec![]),
+        None => (me.clone(), vec!["gateway"]),
+    };
 
     eprintln!("demo: starting the echo backend on {ECHO_ADDR}");
     let mut echo = Stoppable {
@@ -111,12 +112,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     wait_for("echo backend", &mut echo, || accepts(ECHO_ADDR))?;
 
     eprintln!(
-        "demo: starting {} on its embedded defaults (ws://{GATEWAY_ADDR}/connect, admin {ADMIN_ADDR})",
-        gateway_bin.display()
+        "demo: starting {} {} on its embedded defaults (ws://{GATEWAY_ADDR}/connect, admin {ADMIN_ADDR})",
+        gateway_bin.display(),
+        gateway_args.join(" ")
     );
     let mut gw = Stoppable {
         name: "ringgate",
         child: Command::new(&gateway_bin)
+            .args(&gateway_args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

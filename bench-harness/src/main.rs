@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         cli::Command::EchoBackend(a) => echo::run(a).map(|()| ExitCode::SUCCESS),
         cli::Command::Idle(a) => scenario::idle::run(a),
+        cli::Command::Gateway(a) => run_gateway(a),
         cli::Command::Connect(a) => scenario::connect::run(a),
         cli::Command::WsEcho(a) => wsecho::run(a).map(|()| ExitCode::SUCCESS),
         cli::Command::ProbeServer(a) => probe::run_server(a).map(|()| ExitCode::SUCCESS),
@@ -54,4 +55,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ringgate-bench gateway`: the gateway library, run as the `ringgate` binary runs it.
+fn run_gateway(a: &cli::ServeGatewayArgs) -> anyhow::Result<ExitCode> {
+    let env = ringgate::Config::process_env();
+    let config = match &a.config {
+        Some(path) => ringgate::Config::from_file(path, &env)?,
+        None => ringgate::Config::from_defaults(&env)?,
+    };
+    ringgate::server::run_until_signalled(config)?;
+    Ok(ExitCode::SUCCESS)
 }
