@@ -163,14 +163,7 @@ fn coordinate(args: &ConnectArgs) -> anyhow::Result<ExitCode> {
     }
     let ramp_secs = started.elapsed().as_secs_f64();
 
-    workers.stop_all();
-    let stop_deadline = Instant::now() + Duration::from_secs(30);
-    while !st.all_done() && Instant::now() < stop_deadline {
-        st.poll(&workers, Duration::from_millis(100));
-    }
-    for (i, status) in workers.wait_all(Duration::from_secs(5)) {
-        st.errors.push(format!("worker {i} exited with {status}"));
-    }
+    fleet::stop_workers(&mut workers, &mut st, Duration::from_secs(30), None);
 
     let m = fleet::merge(&st.reports());
     let mut connect = m.connect.clone();

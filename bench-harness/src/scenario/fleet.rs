@@ -85,6 +85,56 @@ pub fn merge(reports: &[WorkerReport]) -> Merged {
 // ---------------------------------------------------------------------------------
 // Parent side
 
+/// The parent side of a multi-process scenario, as the shared stop sequence needs it.
+pub trait Coordinator {
+    /// Every worker has sent its final report or exited.
+    fn all_done(&self) -> bool;
+    /// Handles the worker events arriving within `timeout`.
+    fn poll(&mut self, workers: &Workers, timeout: Duration);
+    /// Problems to report with the run.
+    fn errors_mut(&mut self) -> &mut Vec<String>;
+}
+
+/// Stops the workers, collects their final reports for up to `drain`, reaps them, and
+/// (with a gateway pid) checks the gateway survived the run. Every problem goes into
+/// the coordinator's errors. Returns whether the gateway is alive (true without a pid).
+pub fn stop_workers(
+    workers: &mut Workers,
+    st: &mut impl Coordinator,
+    drain: Duration,
+    gateway_pid: Option<u32>,
+) -> bool {
+    workers.stop_all();
+    let stop_deadline = Instant::now() + drain;
+    while !st.all_done() && Instant::now() < stop_deadline {
+        st.poll(workers, Duration::from_millis(100));
+    }
+    for (i, status) in workers.wait_all(Duration::from_secs(5)) {
+        st.errors_mut()
+            .push(format!("worker {i} exited with {status}"));
+    }
+    let alive = gateway_pid.is_none_or(crate::procstat::alive);
+    if !alive {
+        st.errors_mut().push(format!(
+            "gateway pid {} is gone (crashed or stopped during the run)",
+            gateway_pid.unwrap_or(0)
+        ));
+    }
+    alive
+}
+
+impl Coordinator for Collect {
+    fn all_done(&self) -> bool {
+        Collect::all_done(self)
+    }
+    fn poll(&mut self, workers: &Workers, timeout: Duration) {
+        Collect::poll(self, workers, timeout)
+    }
+    fn errors_mut(&mut self) -> &mut Vec<String> {
+        &mut self.errors
+    }
+}
+
 /// What the coordinator has heard from its workers.
 pub struct Collect {
     pub ready: Vec<Option<WorkerReport>>,

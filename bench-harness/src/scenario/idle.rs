@@ -184,21 +184,7 @@ fn coordinate(args: &IdleArgs) -> anyhow::Result<ExitCode> {
     let hold_secs = connected.map_or(args.hold as f64, |c| c.at.elapsed().as_secs_f64());
 
     // Stop: collect the final reports, let the gateway see the closes, sample.
-    workers.stop_all();
-    let stop_deadline = Instant::now() + Duration::from_secs(30);
-    while !st.all_done() && Instant::now() < stop_deadline {
-        st.poll(&workers, Duration::from_millis(100));
-    }
-    for (i, status) in workers.wait_all(Duration::from_secs(5)) {
-        st.errors.push(format!("worker {i} exited with {status}"));
-    }
-    let gateway_alive = pid.is_none_or(procstat::alive);
-    if !gateway_alive {
-        st.errors.push(format!(
-            "gateway pid {} is gone (crashed or stopped during the run)",
-            pid.unwrap_or(0)
-        ));
-    }
+    let gateway_alive = fleet::stop_workers(&mut workers, &mut st, Duration::from_secs(30), pid);
     let after_close = if gateway_alive {
         std::thread::sleep(Duration::from_secs(1));
         sample("after close")

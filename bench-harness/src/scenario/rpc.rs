@@ -375,21 +375,7 @@ fn coordinate(args: &RpcArgs) -> anyhow::Result<ExitCode> {
         st.errors
             .push("some workers did not finish before the deadline".to_string());
     }
-    workers.stop_all();
-    let stop_deadline = Instant::now() + Duration::from_secs(10);
-    while !st.all_done() && Instant::now() < stop_deadline {
-        st.poll(&workers, Duration::from_millis(100));
-    }
-    for (i, status) in workers.wait_all(Duration::from_secs(5)) {
-        st.errors.push(format!("worker {i} exited with {status}"));
-    }
-    let gateway_alive = gateway_pid.is_none_or(procstat::alive);
-    if !gateway_alive {
-        st.errors.push(format!(
-            "gateway pid {} is gone (crashed or stopped during the run)",
-            gateway_pid.unwrap_or(0)
-        ));
-    }
+    super::fleet::stop_workers(&mut workers, &mut st, Duration::from_secs(10), gateway_pid);
     let stop_status = spawned.as_mut().map(|g| g.stop());
     if let Some(s) = &stop_status {
         eprintln!("rpc: gateway stopped (SIGTERM): {s}");
@@ -640,6 +626,18 @@ struct Collect {
     exited: Vec<bool>,
     intervals: Vec<Histogram<u64>>,
     errors: Vec<String>,
+}
+
+impl super::fleet::Coordinator for Collect {
+    fn all_done(&self) -> bool {
+        Collect::all_done(self)
+    }
+    fn poll(&mut self, workers: &Workers, timeout: Duration) {
+        Collect::poll(self, workers, timeout)
+    }
+    fn errors_mut(&mut self) -> &mut Vec<String> {
+        &mut self.errors
+    }
 }
 
 impl Collect {
