@@ -64,6 +64,15 @@ impl Plan {
     pub fn procs(&self) -> usize {
         self.per_worker.len()
     }
+
+    /// How long the slowest worker's ramp may take: every connection of its share,
+    /// `concurrency` at a time, each allowed twice the connect timeout plus 200 ms.
+    pub fn ramp_time(&self, connect_timeout_ms: u64, concurrency: usize) -> Duration {
+        let per_max = self.per_worker.iter().copied().max().unwrap_or(0);
+        Duration::from_millis(
+            (2 * connect_timeout_ms + 200) * per_max.div_ceil(concurrency.max(1)) as u64,
+        )
+    }
     /// Global index of worker `i`'s first connection.
     pub fn first(&self, i: usize) -> usize {
         self.per_worker[..i].iter().sum()
@@ -72,6 +81,24 @@ impl Plan {
 
 /// Splits `conns` over worker processes given the descriptor limit (`nofile`, after
 /// raising) and ports per source address; the error says plainly what would fit.
+/// Raises RLIMIT_NOFILE and plans `conns` connections over worker processes; returns
+/// the plan and the (soft, hard) limit. When no plan fits, says why (naming the
+/// `scenario`) and gives the exit code the scenario should end with (2).
+pub fn plan_for(
+    scenario: &str,
+    conns: usize,
+    procs: Procs,
+) -> Result<(Plan, u64, u64), std::process::ExitCode> {
+    let (soft, hard) = raise_nofile();
+    match plan(conns, procs, soft, ephemeral_ports()) {
+        Ok(p) => Ok((p, soft, hard)),
+        Err(msg) => {
+            eprintln!("ringgate-bench {scenario}: {msg}");
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
 pub fn plan(conns: usize, procs: Procs, nofile: u64, ports: usize) -> Result<Plan, String> {
     let fd_room = (nofile as usize).saturating_sub(FD_HEADROOM);
     if fd_room == 0 {
@@ -273,6 +300,16 @@ pub fn control_lines() -> (Arc<AtomicBool>, mpsc::Receiver<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ramp_time_covers_the_largest_share_in_waves_of_the_concurrency() {
+        let plan = Plan {
+            per_worker: vec![5, 3],
+        };
+        // 5 connections, 2 at a time: 3 waves of (2 × 100 + 200) ms.
+        assert_eq!(plan.ramp_time(100, 2), Duration::from_millis(1200));
+        assert_eq!(plan.ramp_time(100, 0), Duration::from_millis(2000));
+    }
 
     #[test]
     fn auto_fits_the_limits() {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::fleet::{self, Collect, WorkerParams};
+use super::fleet::{self, Collect, Coordinator, WorkerParams};
 use crate::cli::ConnectArgs;
 use crate::report::{self, fmt_counts, ConnectStats, Percentiles};
 use crate::spawn::{self, Workers};
@@ -84,13 +84,9 @@ fn coordinate(args: &ConnectArgs) -> anyhow::Result<ExitCode> {
     if matches!(args.rate, Some(r) if !(r > 0.0 && r.is_finite())) {
         anyhow::bail!("--rate must be a positive number of attempts per second");
     }
-    let (soft, hard) = spawn::raise_nofile();
-    let plan = match spawn::plan(args.conns, args.procs, soft, spawn::ephemeral_ports()) {
-        Ok(p) => p,
-        Err(msg) => {
-            eprintln!("ringgate-bench connect: {msg}");
-            return Ok(ExitCode::from(2));
-        }
+    let (plan, soft, hard) = match spawn::plan_for("connect", args.conns, args.procs) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
     };
     let target = Target::resolve(&args.gateway)?;
     let p = plan.procs();
@@ -136,12 +132,9 @@ fn coordinate(args: &ConnectArgs) -> anyhow::Result<ExitCode> {
     let mut st = Collect::new(p);
 
     // Until every worker's attempts are over (or it is gone).
-    let per_max = plan.per_worker.iter().copied().max().unwrap_or(0) as u64;
     let ramp_limit = match args.rate {
         Some(r) => Duration::from_secs_f64(args.conns as f64 / r),
-        None => Duration::from_millis(
-            (2 * args.connect_timeout_ms + 200) * per_max.div_ceil(args.concurrency.max(1) as u64),
-        ),
+        None => plan.ramp_time(args.connect_timeout_ms, args.concurrency),
     } + Duration::from_millis(2 * args.connect_timeout_ms)
         + Duration::from_secs(60);
     let mut last_print = Instant::now();

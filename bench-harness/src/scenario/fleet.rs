@@ -85,14 +85,37 @@ pub fn merge(reports: &[WorkerReport]) -> Merged {
 // ---------------------------------------------------------------------------------
 // Parent side
 
-/// The parent side of a multi-process scenario, as the shared stop sequence needs it.
+/// The parent side of a multi-process scenario: what every scenario's collector does
+/// with its workers' events (the event loop and the stop sequence are shared).
 pub trait Coordinator {
     /// Every worker has sent its final report or exited.
     fn all_done(&self) -> bool;
-    /// Handles the worker events arriving within `timeout`.
-    fn poll(&mut self, workers: &Workers, timeout: Duration);
     /// Problems to report with the run.
     fn errors_mut(&mut self) -> &mut Vec<String>;
+    /// One JSON line from worker `worker`.
+    fn on_line(&mut self, worker: usize, line: &str);
+    /// Worker `worker` exited; returns whether it had reported ready (a worker that
+    /// exits before that is an error; one stopped before its end report keeps its ready
+    /// report).
+    fn on_exit(&mut self, worker: usize) -> bool;
+
+    /// Handles the worker events arriving within `timeout`.
+    fn poll(&mut self, workers: &Workers, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match workers.events.recv_timeout(left) {
+                Ok(Event::Line { worker, line }) => self.on_line(worker, &line),
+                Ok(Event::Exited { worker }) => {
+                    if !self.on_exit(worker) {
+                        self.errors_mut()
+                            .push(format!("worker {worker} exited before it was ready"));
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
 }
 
 /// Stops the workers, collects their final reports for up to `drain`, reaps them, and
@@ -127,11 +150,15 @@ impl Coordinator for Collect {
     fn all_done(&self) -> bool {
         Collect::all_done(self)
     }
-    fn poll(&mut self, workers: &Workers, timeout: Duration) {
-        Collect::poll(self, workers, timeout)
-    }
     fn errors_mut(&mut self) -> &mut Vec<String> {
         &mut self.errors
+    }
+    fn on_line(&mut self, worker: usize, line: &str) {
+        self.line(worker, line)
+    }
+    fn on_exit(&mut self, worker: usize) -> bool {
+        self.exited[worker] = true;
+        self.ready[worker].is_some()
     }
 }
 
@@ -168,26 +195,6 @@ impl Collect {
         self.progress
             .iter()
             .fold((0, 0), |(e, f), &(e2, f2)| (e + e2, f + f2))
-    }
-
-    /// Handles the worker events arriving within `timeout`.
-    pub fn poll(&mut self, workers: &Workers, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match workers.events.recv_timeout(left) {
-                Ok(Event::Line { worker, line }) => self.line(worker, &line),
-                Ok(Event::Exited { worker }) => {
-                    self.exited[worker] = true;
-                    if self.ready[worker].is_none() {
-                        self.errors
-                            .push(format!("worker {worker} exited before it was ready"));
-                    }
-                    // Stopped before reporting its end: its ready report stands.
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
     }
 
     fn line(&mut self, worker: usize, line: &str) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::fleet::{self, Collect, WorkerParams, WorkerReport};
+use super::fleet::{self, Collect, Coordinator, WorkerParams, WorkerReport};
 use crate::cli::IdleArgs;
 use crate::procstat::{self, Sample};
 use crate::report::{self, fmt_bytes, fmt_counts, ConnectStats, Percentiles};
@@ -84,13 +84,9 @@ pub fn run(args: &IdleArgs) -> anyhow::Result<ExitCode> {
 // Coordinator (parent process)
 
 fn coordinate(args: &IdleArgs) -> anyhow::Result<ExitCode> {
-    let (soft, hard) = spawn::raise_nofile();
-    let plan = match spawn::plan(args.conns, args.procs, soft, spawn::ephemeral_ports()) {
-        Ok(p) => p,
-        Err(msg) => {
-            eprintln!("ringgate-bench idle: {msg}");
-            return Ok(ExitCode::from(2));
-        }
+    let (plan, soft, hard) = match spawn::plan_for("idle", args.conns, args.procs) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
     };
     let target = Target::resolve(&args.gateway)?;
     let p = plan.procs();
@@ -147,10 +143,8 @@ fn coordinate(args: &IdleArgs) -> anyhow::Result<ExitCode> {
     let mut st = Collect::new(p);
 
     // Ramp: until every worker is ready (or gone).
-    let per_max = plan.per_worker.iter().copied().max().unwrap_or(0);
-    let ramp_limit = Duration::from_millis(
-        (2 * args.connect_timeout_ms + 200) * per_max.div_ceil(args.concurrency.max(1)) as u64,
-    ) + Duration::from_secs(60);
+    let ramp_limit =
+        plan.ramp_time(args.connect_timeout_ms, args.concurrency) + Duration::from_secs(60);
     let mut last_print = Instant::now();
     while !st.all_ready() {
         st.poll(&workers, Duration::from_millis(100));

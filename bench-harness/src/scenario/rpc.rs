@@ -38,6 +38,7 @@ use ringgate::client::{Client, ConnectOptions, Incoming, TokenVia};
 use ringgate::proto::bannou::ResponseCode;
 use serde::{Deserialize, Serialize};
 
+use super::fleet::Coordinator;
 use crate::chart;
 use crate::cli::{ChartArgs, LoadRate, RpcArgs, RpcMode};
 use crate::conn;
@@ -49,7 +50,7 @@ use crate::report::{
     Percentiles, RequestStats, RpcReport,
 };
 use crate::sched::{mono_ns, race, unix_ns, Due, Pacer, Race, Schedule};
-use crate::spawn::{self, Event, Workers};
+use crate::spawn::{self, Workers};
 use crate::target::Target;
 
 /// Live counters of a thread, a worker or the run (everything since the start, warm-up
@@ -156,13 +157,9 @@ fn coordinate(args: &RpcArgs) -> anyhow::Result<ExitCode> {
     if args.conns == 0 || args.duration <= 0.0 || args.warmup < 0.0 || args.window == 0 {
         anyhow::bail!("--conns, --duration and --window must be positive, --warmup >= 0");
     }
-    let (soft, hard) = spawn::raise_nofile();
-    let plan = match spawn::plan(args.conns, args.procs, soft, spawn::ephemeral_ports()) {
-        Ok(p) => p,
-        Err(msg) => {
-            eprintln!("ringgate-bench rpc: {msg}");
-            return Ok(ExitCode::from(2));
-        }
+    let (plan, soft, hard) = match spawn::plan_for("rpc", args.conns, args.procs) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
     };
     let p = plan.procs();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -243,10 +240,8 @@ fn coordinate(args: &RpcArgs) -> anyhow::Result<ExitCode> {
 
     // Ramp: until every worker is ready (or gone).
     let ramp_started = Instant::now();
-    let per_max = plan.per_worker.iter().copied().max().unwrap_or(0);
-    let ramp_limit = Duration::from_millis(
-        (2 * args.connect_timeout_ms + 200) * per_max.div_ceil(args.concurrency.max(1)) as u64,
-    ) + Duration::from_secs(30);
+    let ramp_limit =
+        plan.ramp_time(args.connect_timeout_ms, args.concurrency) + Duration::from_secs(30);
     let mut last_print = Instant::now();
     while !st.all_ready() {
         st.poll(&workers, Duration::from_millis(100));
@@ -628,15 +623,19 @@ struct Collect {
     errors: Vec<String>,
 }
 
-impl super::fleet::Coordinator for Collect {
+impl Coordinator for Collect {
     fn all_done(&self) -> bool {
         Collect::all_done(self)
     }
-    fn poll(&mut self, workers: &Workers, timeout: Duration) {
-        Collect::poll(self, workers, timeout)
-    }
     fn errors_mut(&mut self) -> &mut Vec<String> {
         &mut self.errors
+    }
+    fn on_line(&mut self, worker: usize, line: &str) {
+        self.line(worker, line)
+    }
+    fn on_exit(&mut self, worker: usize) -> bool {
+        self.exited[worker] = true;
+        self.ready[worker].is_some()
     }
 }
 
@@ -668,24 +667,6 @@ impl Collect {
 
     fn take_intervals(&mut self) -> Vec<Histogram<u64>> {
         std::mem::take(&mut self.intervals)
-    }
-
-    fn poll(&mut self, workers: &Workers, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match workers.events.recv_timeout(left) {
-                Ok(Event::Line { worker, line }) => self.line(worker, &line),
-                Ok(Event::Exited { worker }) => {
-                    self.exited[worker] = true;
-                    if self.ready[worker].is_none() {
-                        self.errors
-                            .push(format!("worker {worker} exited before it was ready"));
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
     }
 
     fn line(&mut self, worker: usize, line: &str) {
