@@ -19,11 +19,17 @@
 #   FIXED_RATE=20000 perf/peers.sh                  # fixed-rate phase at this rate instead
 #   BUILD=0 perf/peers.sh                           # use the binaries already in target/release
 #
+# PROFILE=1 also samples ringgate with `perf record` during its max run and writes the
+# top of `perf report` to ringgate.perf.txt.
+#
 # Environment: DURATION (measured seconds per run, 10), WARMUP (unmeasured seconds before
 # each run, 2), CONNS (100), PAYLOAD (request payload bytes, 64), WINDOW (requests in
 # flight per connection at --rate max, 16), SERVER_CORE (0), CLIENT_CORE (1),
-# FIXED_RATE (default: half of nginx's max), BUILD (1), BACKEND_IDLE (ringgate's
-# backend.max_idle_per_shard, 512), RG_DEFAULT_POOL (1: keep the shipped value instead).
+# FIXED_RATE (default: half of nginx's max), BUILD (1), BACKEND_CONNS (ringgate's
+# backend.max_conns_per_shard, 32), PIPELINE (its backend.pipeline_depth, 64),
+# BACKEND_IDLE (its backend.max_idle_per_shard, 512), RG_DEFAULT_POOL (1: keep the shipped
+# values of those three instead), TARGETS (which targets to run, default all five:
+# "ringgate nginx ws-echo probe probe-1w"; without nginx, set FIXED_RATE).
 #
 # Outputs in perf/out/peers-<timestamp>/: one rpc-format JSON per run
 # (<target>-max.json, <target>-fixed.json), summary.json, table.txt, the fixed-rate
@@ -144,15 +150,25 @@ wait_listen "$WSECHO_PORT" ws-echo "$WSECHO_PID"
 wait_listen "$PROBE_PORT" probe-server "$PROBE_PID"
 
 # ringgate: one shard, the echo service behind it, no per-connection rate limit (the
-# load is far above its default 1000/s per connection), no pings during a run, and
-# BACKEND_IDLE idle backend connections kept (default: as many as may be open, 512;
-# with the shipped 64, every request beyond 64 in flight closes its backend connection
-# after use and the next one reconnects: RG_DEFAULT_POOL=1 keeps the shipped value).
+# load is far above its default 1000/s per connection), no pings during a run, and a
+# backend pool of BACKEND_CONNS connections with HTTP/1.1 pipelining PIPELINE deep
+# (the echo service answers pipelined requests in order, one write per batch; the
+# shipped default, pipeline_depth = 1, sends one request per connection at a time:
+# RG_DEFAULT_POOL=1 measures that).
 CFG=$OUT/ringgate.toml
 BACKEND_IDLE=${BACKEND_IDLE:-512}
-[[ ${RG_DEFAULT_POOL:-0} == 1 ]] && BACKEND_IDLE=$(sed -n 's/^max_idle_per_shard = \([0-9]*\).*/\1/p' configs/default.toml)
+BACKEND_CONNS=${BACKEND_CONNS:-32}
+PIPELINE=${PIPELINE:-64}
+shipped() { sed -n "s/^$1 = \([0-9]*\).*/\1/p" configs/default.toml; }
+if [[ ${RG_DEFAULT_POOL:-0} == 1 ]]; then
+    BACKEND_IDLE=$(shipped max_idle_per_shard)
+    BACKEND_CONNS=$(shipped max_conns_per_shard)
+    PIPELINE=$(shipped pipeline_depth)
+fi
 sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
     -e "s|^max_idle_per_shard = .*|max_idle_per_shard = $BACKEND_IDLE|" \
+    -e "s|^max_conns_per_shard = .*|max_conns_per_shard = $BACKEND_CONNS|" \
+    -e "s|^pipeline_depth = .*|pipeline_depth = $PIPELINE|" \
     -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$ADMIN_PORT\"|" \
     -e "s|^shards = .*|shards = 1|" \
     -e "s|^rate_limit_per_sec = .*|rate_limit_per_sec = 0|" \
@@ -160,7 +176,8 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
     -e "s|^url = \"http://127.0.0.1:5001\"|url = \"http://127.0.0.1:$ECHO_PORT\"|" \
     configs/default.toml > "$CFG"
 for key in "listen = \"127.0.0.1:$GW_PORT\"" "shards = 1" "rate_limit_per_sec = 0" \
-           "max_idle_per_shard = $BACKEND_IDLE" \
+           "max_idle_per_shard = $BACKEND_IDLE" "max_conns_per_shard = $BACKEND_CONNS" \
+           "pipeline_depth = $PIPELINE" \
            "url = \"http://127.0.0.1:$ECHO_PORT\""; do
     grep -qxF "$key" <(sed 's/ *#.*//; s/ *$//' "$CFG") || { echo "config edit failed: $key" >&2; exit 1; }
 done
@@ -231,6 +248,14 @@ run_target() { # target rate name
     local target=$1 rate=$2 name=$3 status=0
     local json=$OUT/$name.json
     echo "== $name: $target, rate $rate"
+    local perf_pid=""
+    if [[ ${PROFILE:-0} == 1 && $name == ringgate-max ]]; then
+        # Sample the gateway for the measured part of the run (cpu-clock: no hardware
+        # counters here).
+        ( sleep "$WARMUP"; exec perf record -q -e cpu-clock -g -p "$GW_PID" \
+              -o "$OUT/ringgate.perf.data" -- sleep "$DURATION" ) > "$OUT/perf-record.log" 2>&1 &
+        perf_pid=$!; PIDS+=("$perf_pid")
+    fi
     case $target in
         ringgate)
             on_client "$BENCH" rpc "${COMMON[@]}" --rate "$rate" --mode bannou \
@@ -251,6 +276,12 @@ run_target() { # target rate name
             on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" --write-per-message \
                 --server "127.0.0.1:$PROBE_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
     esac
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" 2>/dev/null || true
+        perf report -i "$OUT/ringgate.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+            | grep -v '^$' | grep -E '^ +[0-9]' | head -n 60 > "$OUT/ringgate.perf.txt" || true
+        echo "   profile: $OUT/ringgate.perf.txt (perf report -i $OUT/ringgate.perf.data)"
+    fi
     if [[ -f $json ]]; then
         python3 - "$json" "$status" <<'EOF'
 import json, sys
@@ -268,7 +299,7 @@ EOF
     done
 }
 
-TARGETS=(ringgate nginx ws-echo probe probe-1w)
+read -ra TARGETS <<< "${TARGETS:-ringgate nginx ws-echo probe probe-1w}"
 for t in "${TARGETS[@]}"; do run_target "$t" max "$t-max"; done
 
 if [[ -z $FIXED_RATE ]]; then

@@ -1,4 +1,4 @@
-//! Per-shard HTTP/1.1 keep-alive connection pool for backend services.
+//! Per-shard HTTP/1.1 connection pool for backend services, with pipelining.
 //!
 //! Why this exists: every client binary request that the gateway forwards
 //! becomes an HTTP/1.1 request to a backend service. Opening a TCP
@@ -7,42 +7,67 @@
 //! per backend service: `!Send`, `Rc`-shared within the shard, no
 //! cross-thread synchronisation anywhere.
 //!
-//! What it does:
-//! - keeps idle keep-alive connections and reuses them LIFO (warmest first),
-//!   dropping ones that the peer already closed;
-//! - caps open connections per shard; callers beyond the cap wait FIFO for a
-//!   free slot, bounded by the request timeout ([`BackendError::Saturated`]);
-//! - writes the request head and the body as one vectored write; the body
-//!   `Bytes` (a slice of the client's read buffer) is never copied;
-//! - reads into an owned `BytesMut` feeding
-//!   [`ResponseParser`](crate::proto::http1::ResponseParser);
-//! - retries exactly once, on a fresh connection, when a *reused* connection
-//!   turns out dead before any response byte arrived (EOF / reset);
-//! - one deadline covers waiting + connect + write + read; a connection whose
-//!   request timed out is closed, never returned to the pool.
+//! Why pipelining: on loopback the cost of a forwarded request is mostly the
+//! kernel's per-`sendmsg`/`recv` work on both ends. One request per connection
+//! at a time means one write and one read per request on the gateway AND on
+//! the backend. With `pipeline_depth > 1`, once every allowed connection is
+//! busy, further requests are queued behind the ones in flight on the least
+//! loaded connection, and each connection's writer sends everything queued
+//! in one gathering `sendmsg`, so a burst of requests costs the backend one
+//! read and one write (DESIGN §1, write coalescing). Below the connection cap
+//! the pool behaves like a plain keep-alive pool (an idle or new connection
+//! per request), so pipelining only engages under load, and `pipeline_depth
+//! = 1` (the default) never pipelines. HTTP/1.1 requires servers to answer
+//! pipelined requests in order; the cost is head-of-line blocking behind a
+//! slow request on the same connection.
 //!
-//! Requires a monoio runtime built with `enable_timer()`.
+//! Shape: a connection is a [`Lane`] with two tasks. The writer wakes when
+//! calls are queued and writes all of them (head and body `Bytes` as iovecs,
+//! the body never copied) with non-blocking `sendmsg`; the reader waits for
+//! readability, reads what is there and completes calls in FIFO order with
+//! [`ResponseParser`]. Because a reader is always waiting, a connection the
+//! backend closes while idle is noticed and dropped at once, with no probe
+//! per request.
+//!
+//! Guarantees:
+//! - open connections per shard are capped; calls beyond `max_conns ×
+//!   depth` wait FIFO for a slot, bounded by the request timeout
+//!   ([`BackendError::Saturated`]);
+//! - a request that never reached the backend (not yet written, or queued
+//!   behind a response that said `Connection: close`) is retried once on
+//!   another connection; so is one whose *reused* connection turned out dead
+//!   before any byte of its response arrived (EOF / reset). A request on a
+//!   fresh connection is never retried;
+//! - one deadline covers waiting + connect + write + read. A call that
+//!   times out after it was written leaves its connection "draining": no
+//!   new calls go there, its other calls still get their responses, and it
+//!   is closed once none is left, so a late response is never handed to
+//!   another request.
+//!
+//! Requires a monoio runtime built with `enable_timer()`. A pool belongs to
+//! the runtime that first used it (its connections' tasks run there).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::{IoBufMut, IoVecBuf};
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use crate::proto::http1::{encode_request_head, Http1Error, RequestHead, Response, ResponseParser};
+use crate::sys::{self, Nb, MAX_IOVECS};
 
-/// Initial read buffer size; it grows as needed for large bodies.
-const READ_CHUNK: usize = 8 * 1024;
+/// Read buffer growth step; it grows as needed for large bodies.
+const READ_CHUNK: usize = 16 * 1024;
+/// Reads per readiness wake-up before the reader lets other tasks run.
+const READS_PER_WAKEUP: usize = 4;
 
 /// Tuning for one backend service's pool on one shard.
 #[derive(Debug, Clone)]
@@ -55,8 +80,12 @@ pub struct BackendSettings {
     pub request_timeout: Duration,
     /// Idle keep-alive connections kept for reuse.
     pub max_idle_per_shard: usize,
-    /// Open (idle + busy) connections allowed; must be at least 1.
+    /// Open connections allowed; must be at least 1.
     pub max_conns_per_shard: usize,
+    /// Requests in flight on one connection at most (HTTP/1.1 pipelining);
+    /// 1 = one at a time. Pipelining starts only once `max_conns_per_shard`
+    /// connections are busy.
+    pub pipeline_depth: usize,
     /// Largest accepted response body.
     pub max_response_bytes: usize,
 }
@@ -68,21 +97,23 @@ impl Default for BackendSettings {
             request_timeout: Duration::from_secs(5),
             max_idle_per_shard: 32,
             max_conns_per_shard: 64,
+            pipeline_depth: 1,
             max_response_bytes: 1024 * 1024,
         }
     }
 }
 
-/// One request to the pool's service.
+/// One request to the pool's service. Borrowed: the head is encoded before the
+/// call first waits, so nothing here is copied into a `String` per request.
 #[derive(Debug, Clone)]
-pub struct BackendRequest {
+pub struct BackendRequest<'a> {
     /// `"POST"` or `"GET"` (any token is accepted; `"HEAD"` is handled).
     pub method: &'static str,
     /// Appended to the base path of the pool's URL (`/` inserted if missing).
-    pub path: String,
+    pub path: &'a str,
     /// Extra headers. `Host`, `Content-Length`, `Connection` and
     /// `Transfer-Encoding` are set by the codec and rejected here.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: &'a [(&'a str, &'a str)],
     /// Request body; written without copying.
     pub body: Bytes,
 }
@@ -161,31 +192,40 @@ impl BackendError {
 pub struct PoolStats {
     /// Idle connections kept for reuse.
     pub idle: usize,
-    /// Connection slots held by in-flight calls.
+    /// Call slots held by calls in progress.
     pub busy: usize,
     /// Calls waiting for a slot.
     pub waiting: usize,
 }
 
-/// Keep-alive connection pool for ONE backend service on ONE shard.
+/// Connection pool for ONE backend service on ONE shard.
 pub struct Pool {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
     /// `Host` header value (`host[:port]` as written in the URL).
     authority: String,
     /// Base path without trailing `/` (may be empty).
     base_path: String,
     addrs: Vec<SocketAddr>,
     settings: BackendSettings,
-    /// LIFO stack of idle connections.
-    idle: RefCell<Vec<TcpStream>>,
+    /// Every connection not yet torn down (open, draining or closing).
+    lanes: RefCell<Vec<Rc<Lane>>>,
+    /// Lanes in state `Open` (the ones counted against the cap).
+    open: Cell<usize>,
+    /// Connects in progress (counted against the cap too).
+    connecting: Cell<usize>,
+    /// Call slots: `max_conns_per_shard × pipeline_depth`.
     limiter: Limiter,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("authority", &self.authority)
-            .field("base_path", &self.base_path)
-            .field("addrs", &self.addrs)
+            .field("authority", &self.inner.authority)
+            .field("base_path", &self.inner.base_path)
+            .field("addrs", &self.inner.addrs)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -199,11 +239,16 @@ enum Phase {
     Exchanging,
 }
 
-/// Failure of one request/response exchange on one connection.
+/// How one attempt of a call failed.
+#[derive(Debug)]
 enum Failure {
-    /// The connection was dead before any response byte arrived; safe to
-    /// retry on a fresh connection if it was a reused one.
+    /// The connection was dead before any byte of the response arrived:
+    /// retried once if the connection was a reused one.
     Stale(BackendError),
+    /// The backend never processed the request (it was not written, or it
+    /// was queued behind a response that closed the connection): retried
+    /// once.
+    Unprocessed(BackendError),
     Fatal(BackendError),
 }
 
@@ -216,6 +261,11 @@ impl Pool {
         if settings.max_conns_per_shard == 0 {
             return Err(BackendError::InvalidSettings(
                 "max_conns_per_shard must be at least 1",
+            ));
+        }
+        if settings.pipeline_depth == 0 {
+            return Err(BackendError::InvalidSettings(
+                "pipeline_depth must be at least 1",
             ));
         }
         let origin = parse_url(url)?;
@@ -231,20 +281,27 @@ impl Pool {
                 origin.host
             )));
         }
+        let slots = settings
+            .max_conns_per_shard
+            .saturating_mul(settings.pipeline_depth);
         Ok(Pool {
-            authority: origin.authority,
-            base_path: origin.base_path,
-            addrs,
-            limiter: Limiter::new(settings.max_conns_per_shard),
-            settings,
-            idle: RefCell::new(Vec::new()),
+            inner: Rc::new(Inner {
+                authority: origin.authority,
+                base_path: origin.base_path,
+                addrs,
+                limiter: Limiter::new(slots),
+                settings,
+                lanes: RefCell::new(Vec::new()),
+                open: Cell::new(0),
+                connecting: Cell::new(0),
+            }),
         })
     }
 
     /// Send `req` and wait for the complete response, within the configured
     /// `request_timeout`.
-    pub async fn call(&self, req: BackendRequest) -> Result<Response, BackendError> {
-        self.call_with_timeout(req, self.settings.request_timeout)
+    pub async fn call(&self, req: BackendRequest<'_>) -> Result<Response, BackendError> {
+        self.call_with_timeout(req, self.inner.settings.request_timeout)
             .await
     }
 
@@ -252,18 +309,17 @@ impl Pool {
     /// `request_timeout`.
     pub async fn call_with_timeout(
         &self,
-        req: BackendRequest,
+        req: BackendRequest<'_>,
         timeout: Duration,
     ) -> Result<Response, BackendError> {
-        let head = self.encode_head(&req)?;
+        let head = self.inner.encode_head(&req)?;
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
         let phase = Cell::new(Phase::Queued);
-        let attempt = self.call_inner(&head, &req.body, head_request, &phase);
+        let attempt = self.call_inner(head, req.body, head_request, &phase);
         match monoio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
-            // Dropping `attempt` released the slot and closed any connection
-            // it held; an in-flight io_uring op keeps its buffers until the
-            // kernel has cancelled it.
+            // Dropping `attempt` released the slot; a call already written
+            // left its connection draining (see `Waiting`'s drop).
             Err(_elapsed) => Err(match phase.get() {
                 Phase::Queued => BackendError::Saturated,
                 Phase::Connecting => BackendError::Connect(io::Error::new(
@@ -277,23 +333,107 @@ impl Pool {
 
     /// Current occupancy.
     pub fn stats(&self) -> PoolStats {
-        let st = self.limiter.state.borrow();
+        let st = self.inner.limiter.state.borrow();
         PoolStats {
-            idle: self.idle.borrow().len(),
+            idle: self
+                .inner
+                .lanes
+                .borrow()
+                .iter()
+                .filter(|l| l.is_idle())
+                .count(),
             busy: st.in_use,
             waiting: st.queue.len(),
         }
     }
 
-    fn encode_head(&self, req: &BackendRequest) -> Result<Bytes, BackendError> {
-        let path = join_path(&self.base_path, &req.path);
-        let headers: Vec<(&str, &str)> =
-            req.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    async fn call_inner(
+        &self,
+        head: Bytes,
+        body: Bytes,
+        head_request: bool,
+        phase: &Cell<Phase>,
+    ) -> Result<Response, BackendError> {
+        // Held until the call ends, so at most `max_conns × depth` calls are
+        // ever placed on connections.
+        let _slot = self.inner.limiter.acquire().await;
+        let mut retried = false;
+        loop {
+            let lane = loop {
+                match self.inner.pick_lane() {
+                    Pick::Use(lane) => break lane,
+                    Pick::Connect => {
+                        phase.set(Phase::Connecting);
+                        break self.inner.open_lane().await?;
+                    }
+                    // Every connection is full and the cap is taken by
+                    // connects in progress: look again shortly.
+                    Pick::Wait => monoio::time::sleep(Duration::from_millis(1)).await,
+                }
+            };
+            phase.set(Phase::Exchanging);
+            let reused = lane.answered.get() > 0;
+            let call = Rc::new(Call {
+                head: head.clone(),
+                body: body.clone(),
+                head_request,
+                state: RefCell::new(CallState::Waiting(None)),
+            });
+            lane.submit(call.clone());
+            match (Waiting { lane, call }).await {
+                Ok(resp) => return Ok(resp),
+                Err(Failure::Stale(err)) if reused && !retried => {
+                    tracing::debug!(backend = %self.inner.authority, error = %err,
+                        "pooled backend connection was dead; retrying once on another connection");
+                    retried = true;
+                }
+                Err(Failure::Unprocessed(err)) if !retried => {
+                    tracing::debug!(backend = %self.inner.authority, error = %err,
+                        "request was not processed by the backend; retrying once");
+                    retried = true;
+                }
+                Err(Failure::Stale(err) | Failure::Unprocessed(err) | Failure::Fatal(err)) => {
+                    return Err(err)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Calls hold the pool (through their service), so every lane is idle
+        // or draining here: close them all.
+        let lanes: Vec<Rc<Lane>> = self.inner.lanes.borrow().clone();
+        for lane in lanes {
+            lane.shutdown(LaneEnd::Retired);
+        }
+    }
+}
+
+/// Where the next call goes.
+enum Pick {
+    Use(Rc<Lane>),
+    Connect,
+    Wait,
+}
+
+impl Inner {
+    fn encode_head(&self, req: &BackendRequest<'_>) -> Result<Bytes, BackendError> {
+        // The usual path (`/x`) follows the base as is; others are joined.
+        let joined;
+        let (base, path) = if req.path.starts_with('/') {
+            (self.base_path.as_str(), req.path)
+        } else {
+            joined = join_path(&self.base_path, req.path);
+            ("", joined.as_str())
+        };
         let head = RequestHead {
             method: req.method,
-            path: &path,
+            base,
+            path,
             host: &self.authority,
-            headers: &headers,
+            headers: req.headers,
             content_length: req.body.len(),
         };
         let mut out = BytesMut::with_capacity(256);
@@ -301,64 +441,62 @@ impl Pool {
         Ok(out.freeze())
     }
 
-    async fn call_inner(
-        &self,
-        head: &Bytes,
-        body: &Bytes,
-        head_request: bool,
-        phase: &Cell<Phase>,
-    ) -> Result<Response, BackendError> {
-        // Held until the end of this function, i.e. after the connection has
-        // been put back, so a woken waiter finds it idle.
-        let _slot = self.limiter.acquire().await;
-        let mut pooled = self.take_idle();
-        let mut retried = false;
-        loop {
-            let (mut conn, reused) = match pooled.take() {
-                Some(conn) => (conn, true),
-                None => {
-                    phase.set(Phase::Connecting);
-                    (self.connect().await?, false)
-                }
-            };
-            phase.set(Phase::Exchanging);
-            match self.exchange(&mut conn, head, body, head_request).await {
-                Ok((response, reusable)) => {
-                    if reusable {
-                        self.put_idle(conn);
-                    }
-                    return Ok(response);
-                }
-                Err(Failure::Stale(err)) if reused && !retried => {
-                    tracing::debug!(backend = %self.authority, error = %err,
-                        "pooled backend connection was dead; retrying once on a fresh connection");
-                    retried = true;
-                }
-                Err(Failure::Stale(err) | Failure::Fatal(err)) => return Err(err),
+    /// An idle connection (newest first); else a new one while under the
+    /// cap; else the least loaded connection with room in its pipeline.
+    fn pick_lane(&self) -> Pick {
+        let lanes = self.lanes.borrow();
+        let depth = self.settings.pipeline_depth;
+        let mut best: Option<(&Rc<Lane>, usize)> = None;
+        for lane in lanes.iter().rev() {
+            if lane.state.get() != LaneState::Open {
+                continue;
             }
+            let load = lane.calls.borrow().len();
+            if load == 0 {
+                return Pick::Use(lane.clone());
+            }
+            if load < depth && best.is_none_or(|(_, b)| load < b) {
+                best = Some((lane, load));
+            }
+        }
+        if self.open.get() + self.connecting.get() < self.settings.max_conns_per_shard {
+            return Pick::Connect;
+        }
+        match best {
+            Some((lane, _)) => Pick::Use(lane.clone()),
+            None => Pick::Wait,
         }
     }
 
-    /// Pop the most recently used idle connection that still looks alive.
-    fn take_idle(&self) -> Option<TcpStream> {
-        let mut idle = self.idle.borrow_mut();
-        while let Some(conn) = idle.pop() {
-            if idle_conn_usable(&conn) {
-                return Some(conn);
+    async fn open_lane(self: &Rc<Self>) -> Result<Rc<Lane>, BackendError> {
+        /// Keeps `connecting` right even if the connect is dropped (timeout).
+        struct Connecting<'a>(&'a Cell<usize>);
+        impl Drop for Connecting<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
             }
-            tracing::debug!(backend = %self.authority, "dropping idle backend connection closed by peer");
         }
-        None
-    }
-
-    fn put_idle(&self, conn: TcpStream) {
-        // A request waiting for a slot will want a connection at once: keep this one
-        // for it even past the idle cap rather than close it and make it reconnect.
-        let waiting = !self.limiter.state.borrow().queue.is_empty();
-        let mut idle = self.idle.borrow_mut();
-        if waiting || idle.len() < self.settings.max_idle_per_shard {
-            idle.push(conn);
-        }
+        self.connecting.set(self.connecting.get() + 1);
+        let guard = Connecting(&self.connecting);
+        let stream = self.connect().await?;
+        drop(guard);
+        let lane = Rc::new(Lane {
+            fd: stream.as_raw_fd(),
+            stream,
+            pool: Rc::downgrade(self),
+            calls: RefCell::new(VecDeque::new()),
+            written: Cell::new(0),
+            write_off: Cell::new(0),
+            state: Cell::new(LaneState::Open),
+            answered: Cell::new(0),
+            writer: RefCell::new(None),
+            end: RefCell::new(None),
+        });
+        self.lanes.borrow_mut().push(lane.clone());
+        self.open.set(self.open.get() + 1);
+        monoio::spawn(read_loop(lane.clone(), self.settings.max_response_bytes));
+        monoio::spawn(write_loop(lane.clone()));
+        Ok(lane)
     }
 
     async fn connect(&self) -> Result<TcpStream, BackendError> {
@@ -387,85 +525,487 @@ impl Pool {
         })))
     }
 
-    /// Write one request and read its response. On success also says
-    /// whether the connection can go back to the pool.
-    async fn exchange(
-        &self,
-        conn: &mut TcpStream,
-        head: &Bytes,
-        body: &Bytes,
-        head_request: bool,
-    ) -> Result<(Response, bool), Failure> {
-        let io_failure = |e: io::Error, received_any: bool| {
-            if !received_any && is_dead_connection(&e) {
-                Failure::Stale(BackendError::Io(e))
-            } else {
-                Failure::Fatal(BackendError::Io(e))
-            }
-        };
-
-        // Head + body as one writev. The buffer owns (refcounted) both
-        // `Bytes`, so if this future is dropped mid-write the runtime keeps
-        // them alive until the kernel is done with the iovecs.
-        let mut iov = BytesIoVec::new(head.clone(), body.clone());
-        while iov.remaining() > 0 {
-            let (res, back) = conn.writev(iov).await;
-            iov = back;
-            match res {
-                Ok(0) => {
-                    let e = io::Error::new(io::ErrorKind::WriteZero, "backend accepted no bytes");
-                    return Err(Failure::Fatal(BackendError::Io(e)));
-                }
-                Ok(n) => iov.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_failure(e, false)),
-            }
+    /// A lane just became idle: close it if more idle lanes are kept than
+    /// allowed and nobody is waiting for a slot.
+    fn idle_cap(&self, lane: &Lane) {
+        let max_idle = self.settings.max_idle_per_shard;
+        if self.open.get() <= max_idle || !self.limiter.state.borrow().queue.is_empty() {
+            return;
         }
-        drop(iov);
+        let idle = self.lanes.borrow().iter().filter(|l| l.is_idle()).count();
+        if idle > max_idle {
+            lane.shutdown(LaneEnd::Retired);
+        }
+    }
+}
 
-        let mut parser =
-            ResponseParser::new(self.settings.max_response_bytes).head_request(head_request);
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let mut received_any = false;
-        loop {
-            if received_any {
-                match parser.parse(&mut buf) {
-                    // Leftover bytes after the response mean the peer is out
-                    // of step with us: do not reuse such a connection.
-                    Ok(Some(resp)) => {
-                        let reusable = resp.keep_alive && buf.is_empty();
-                        return Ok((resp, reusable));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(Failure::Fatal(BackendError::Protocol(e))),
-                }
-            }
-            if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-                buf.reserve(READ_CHUNK);
-            }
-            // Read into the spare capacity: reading into a plain BytesMut
-            // would write at offset 0 and overwrite what is already there.
-            let (len, cap) = (buf.len(), buf.capacity());
-            let (res, slice) = conn.read(buf.slice_mut(len..cap)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) if !received_any => {
-                    return Err(Failure::Stale(BackendError::Protocol(
-                        Http1Error::ConnectionClosed,
-                    )));
-                }
-                Ok(0) => {
-                    return match parser.parse_eof(&mut buf) {
-                        Ok(resp) => Ok((resp, false)),
-                        Err(e) => Err(Failure::Fatal(BackendError::Protocol(e))),
-                    };
-                }
-                Ok(_) => received_any = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_failure(e, received_any)),
+/// One request on one connection, shared by the caller (awaiting it) and the
+/// lane (writing it, then completing it).
+struct Call {
+    head: Bytes,
+    body: Bytes,
+    head_request: bool,
+    state: RefCell<CallState>,
+}
+
+enum CallState {
+    Waiting(Option<Waker>),
+    Done(Result<Response, Failure>),
+    Taken,
+    /// The caller gave up (deadline); a response that still arrives is dropped.
+    Abandoned,
+}
+
+impl Call {
+    fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    fn is_abandoned(&self) -> bool {
+        matches!(*self.state.borrow(), CallState::Abandoned)
+    }
+
+    fn complete(&self, result: Result<Response, Failure>) {
+        let mut st = self.state.borrow_mut();
+        if let CallState::Waiting(waker) = &mut *st {
+            let waker = waker.take();
+            *st = CallState::Done(result);
+            drop(st);
+            if let Some(w) = waker {
+                w.wake();
             }
         }
     }
+}
+
+/// The caller's side of a [`Call`]; dropping it early abandons the call.
+struct Waiting {
+    lane: Rc<Lane>,
+    call: Rc<Call>,
+}
+
+impl Future for Waiting {
+    type Output = Result<Response, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.call.state.borrow_mut();
+        match &mut *st {
+            CallState::Waiting(w) => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            CallState::Done(_) => match std::mem::replace(&mut *st, CallState::Taken) {
+                CallState::Done(r) => Poll::Ready(r),
+                _ => unreachable!("matched Done above"),
+            },
+            CallState::Taken | CallState::Abandoned => {
+                unreachable!("a Waiting is polled until Ready and only then dropped")
+            }
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let waiting = matches!(*self.call.state.borrow(), CallState::Waiting(_));
+        if waiting {
+            *self.call.state.borrow_mut() = CallState::Abandoned;
+            self.lane.abandon(&self.call);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneState {
+    /// Takes new calls.
+    Open,
+    /// A written call was abandoned: no new calls; closed when no live call
+    /// is left.
+    Draining,
+    /// Shut down; the reader is failing what is left and removing the lane.
+    Closed,
+}
+
+/// Why a lane was shut down from outside its reader.
+#[derive(Debug)]
+enum LaneEnd {
+    /// By the pool, with no live call on it (idle cap, drained, pool dropped).
+    Retired,
+    /// The backend's last response closes the connection: calls behind it
+    /// were never processed.
+    BackendClosing,
+    /// The writer failed.
+    WriteError(io::Error),
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// `shutdown` was called (see the lane's `end`).
+    Shutdown,
+    Eof,
+    Io(io::Error),
+    Protocol(Http1Error),
+}
+
+/// One backend connection.
+struct Lane {
+    stream: TcpStream,
+    fd: RawFd,
+    pool: Weak<Inner>,
+    /// Calls in request order: `calls[..written]` are fully written, then
+    /// `write_off` bytes of `calls[written]`, then the unwritten rest.
+    calls: RefCell<VecDeque<Rc<Call>>>,
+    written: Cell<usize>,
+    write_off: Cell<usize>,
+    state: Cell<LaneState>,
+    /// Responses received (a lane with any is a "reused" connection).
+    answered: Cell<u64>,
+    writer: RefCell<Option<Waker>>,
+    end: RefCell<Option<LaneEnd>>,
+}
+
+impl Lane {
+    fn is_idle(&self) -> bool {
+        self.state.get() == LaneState::Open && self.calls.borrow().is_empty()
+    }
+
+    fn has_unsent(&self) -> bool {
+        self.written.get() < self.calls.borrow().len()
+    }
+
+    fn submit(&self, call: Rc<Call>) {
+        self.calls.borrow_mut().push_back(call);
+        self.wake_writer();
+    }
+
+    fn wake_writer(&self) {
+        if let Some(w) = self.writer.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Stops taking new calls.
+    fn leave_open(&self, to: LaneState) {
+        if self.state.get() == LaneState::Open {
+            if let Some(pool) = self.pool.upgrade() {
+                pool.open.set(pool.open.get() - 1);
+            }
+        }
+        self.state.set(to);
+    }
+
+    /// Closes the connection; the reader wakes up (EOF), fails what is
+    /// left and removes the lane.
+    fn shutdown(&self, why: LaneEnd) {
+        if self.state.get() == LaneState::Closed {
+            return;
+        }
+        self.leave_open(LaneState::Closed);
+        self.end.borrow_mut().get_or_insert(why);
+        // SAFETY: plain syscall on the descriptor this lane owns (still open:
+        // the stream is dropped only with the lane).
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+        self.wake_writer();
+    }
+
+    /// The caller of `call` gave up.
+    fn abandon(&self, call: &Rc<Call>) {
+        let mut calls = self.calls.borrow_mut();
+        let Some(i) = calls.iter().position(|c| Rc::ptr_eq(c, call)) else {
+            return; // already answered or failed
+        };
+        let w = self.written.get();
+        if i > w || (i == w && self.write_off.get() == 0) {
+            // Not a byte of it was written: forget it.
+            calls.remove(i);
+            return;
+        }
+        drop(calls);
+        // Its response will still come: let this connection finish what it
+        // owes and take nothing new.
+        if self.state.get() == LaneState::Open {
+            self.leave_open(LaneState::Draining);
+        }
+        self.retire_if_drained();
+    }
+
+    fn retire_if_drained(&self) {
+        if self.state.get() == LaneState::Draining
+            && self.calls.borrow().iter().all(|c| c.is_abandoned())
+        {
+            self.shutdown(LaneEnd::Retired);
+        }
+    }
+
+    /// Writes unwritten calls, as many per `sendmsg` as the iovec limit
+    /// allows. `Ok(true)`: all written; `Ok(false)`: the socket is full.
+    fn flush(&self) -> io::Result<bool> {
+        loop {
+            if self.state.get() == LaneState::Closed {
+                return Ok(true);
+            }
+            let calls = self.calls.borrow();
+            let first = self.written.get();
+            if first >= calls.len() {
+                return Ok(true);
+            }
+            let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
+            let mut n = 0;
+            let mut skip = self.write_off.get();
+            for c in calls.range(first..) {
+                if n + 2 > MAX_IOVECS {
+                    break;
+                }
+                let (head, body) = (&c.head[..], &c.body[..]);
+                if skip < head.len() {
+                    slices[n] = &head[skip..];
+                    n += 1;
+                    if !body.is_empty() {
+                        slices[n] = body;
+                        n += 1;
+                    }
+                } else {
+                    slices[n] = &body[skip - head.len()..];
+                    n += 1;
+                }
+                skip = 0;
+            }
+            let mut sent = match sys::send_vectored(self.fd, &slices[..n])? {
+                Nb::Done(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "backend accepted no bytes",
+                    ))
+                }
+                Nb::Done(k) => k,
+                Nb::WouldBlock => return Ok(false),
+            };
+            let (mut w, mut off) = (first, self.write_off.get());
+            while sent > 0 {
+                let left = calls[w].len() - off;
+                if sent >= left {
+                    sent -= left;
+                    w += 1;
+                    off = 0;
+                } else {
+                    off += sent;
+                    sent = 0;
+                }
+            }
+            self.written.set(w);
+            self.write_off.set(off);
+        }
+    }
+
+    /// Completes every call whose response is complete in `buf`.
+    fn deliver(
+        &self,
+        buf: &mut BytesMut,
+        parser: &mut Option<ResponseParser>,
+        max_body: usize,
+    ) -> Result<(), Http1Error> {
+        while !buf.is_empty() && self.state.get() != LaneState::Closed {
+            let Some(call) = self.calls.borrow().front().cloned() else {
+                return Err(Http1Error::Unsolicited);
+            };
+            let p = parser.get_or_insert_with(|| {
+                ResponseParser::new(max_body).head_request(call.head_request)
+            });
+            let Some(resp) = p.parse(buf)? else {
+                return Ok(());
+            };
+            *parser = None;
+            self.calls.borrow_mut().pop_front();
+            self.answered.set(self.answered.get() + 1);
+            // An early answer (before the request was fully written) ends the
+            // connection: the rest of the request cannot be sent any more.
+            let was_written = self.written.get() > 0;
+            if was_written {
+                self.written.set(self.written.get() - 1);
+            } else {
+                self.write_off.set(0);
+            }
+            let keep_alive = resp.keep_alive && was_written;
+            call.complete(Ok(resp));
+            if !keep_alive {
+                self.shutdown(LaneEnd::BackendClosing);
+                return Ok(());
+            }
+            if self.calls.borrow().is_empty() {
+                match self.state.get() {
+                    LaneState::Draining => self.retire_if_drained(),
+                    LaneState::Open => {
+                        if let Some(pool) = self.pool.upgrade() {
+                            pool.idle_cap(self);
+                        }
+                    }
+                    LaneState::Closed => {}
+                }
+            } else {
+                self.retire_if_drained();
+            }
+        }
+        Ok(())
+    }
+
+    /// The reader stopped: fail every call left, say why, and leave the pool.
+    fn finish(
+        &self,
+        why: ReadEnd,
+        buf: &mut BytesMut,
+        parser: Option<ResponseParser>,
+        max_body: usize,
+    ) {
+        self.shutdown(LaneEnd::Retired);
+        let end = self.end.borrow_mut().take();
+        let calls: Vec<Rc<Call>> = self.calls.borrow_mut().drain(..).collect();
+        let (written, partial) = (self.written.get(), self.write_off.get() > 0);
+        self.written.set(0);
+        self.write_off.set(0);
+        let mut parser = parser;
+        for (i, call) in calls.iter().enumerate() {
+            let sent = i < written || (i == written && partial);
+            let result = if !sent {
+                Err(Failure::Unprocessed(BackendError::Io(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "backend connection closed before the request was written",
+                ))))
+            } else {
+                match (&why, &end) {
+                    (_, Some(LaneEnd::BackendClosing)) => Err(Failure::Unprocessed(
+                        BackendError::Protocol(Http1Error::ConnectionClosed),
+                    )),
+                    (_, Some(LaneEnd::WriteError(e))) => Err(io_failure(e, false)),
+                    (ReadEnd::Eof, _) if i == 0 => {
+                        let mut p = parser.take().unwrap_or_else(|| {
+                            ResponseParser::new(max_body).head_request(call.head_request)
+                        });
+                        match p.parse_eof(buf) {
+                            Ok(resp) => Ok(resp),
+                            Err(Http1Error::ConnectionClosed) => Err(Failure::Stale(
+                                BackendError::Protocol(Http1Error::ConnectionClosed),
+                            )),
+                            Err(e) => Err(Failure::Fatal(BackendError::Protocol(e))),
+                        }
+                    }
+                    (ReadEnd::Eof, _) => Err(Failure::Stale(BackendError::Protocol(
+                        Http1Error::ConnectionClosed,
+                    ))),
+                    (ReadEnd::Io(e), _) => {
+                        let started = i == 0 && (parser.is_some() || !buf.is_empty());
+                        Err(io_failure(e, started))
+                    }
+                    (ReadEnd::Protocol(e), _) => {
+                        Err(Failure::Fatal(BackendError::Protocol(e.clone())))
+                    }
+                    (ReadEnd::Shutdown, _) => {
+                        Err(Failure::Fatal(BackendError::Io(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "backend connection closed by the gateway",
+                        ))))
+                    }
+                }
+            };
+            call.complete(result);
+        }
+        if let Some(pool) = self.pool.upgrade() {
+            pool.lanes
+                .borrow_mut()
+                .retain(|l| !std::ptr::eq(Rc::as_ptr(l), self));
+        }
+    }
+}
+
+/// A lane's I/O error as a call failure: a dead connection before any
+/// response byte is `Stale` (maybe retried), anything else is final.
+fn io_failure(e: &io::Error, response_started: bool) -> Failure {
+    let err = BackendError::Io(io::Error::new(e.kind(), e.to_string()));
+    if !response_started && is_dead_connection(e) {
+        Failure::Stale(err)
+    } else {
+        Failure::Fatal(err)
+    }
+}
+
+/// Writes whatever calls are queued on `lane`, until the lane closes.
+async fn write_loop(lane: Rc<Lane>) {
+    loop {
+        poll_fn(|cx| {
+            if lane.state.get() == LaneState::Closed || lane.has_unsent() {
+                Poll::Ready(())
+            } else {
+                *lane.writer.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if lane.state.get() == LaneState::Closed {
+            return;
+        }
+        let blocked = match lane.flush() {
+            Ok(done) => !done,
+            Err(e) => {
+                lane.shutdown(LaneEnd::WriteError(e));
+                return;
+            }
+        };
+        if blocked {
+            if let Err(e) = lane.stream.writable(false).await {
+                lane.shutdown(LaneEnd::WriteError(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Reads responses on `lane` and completes its calls, until the lane ends.
+async fn read_loop(lane: Rc<Lane>, max_body: usize) {
+    let mut buf = BytesMut::new();
+    let mut parser: Option<ResponseParser> = None;
+    let why = loop {
+        if lane.state.get() == LaneState::Closed {
+            break ReadEnd::Shutdown;
+        }
+        if let Err(e) = lane.stream.readable(false).await {
+            break ReadEnd::Io(e);
+        }
+        if lane.state.get() == LaneState::Closed {
+            break ReadEnd::Shutdown;
+        }
+        let mut stop = None;
+        for _ in 0..READS_PER_WAKEUP {
+            if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                buf.reserve(READ_CHUNK);
+            }
+            match sys::recv_into(lane.fd, &mut buf) {
+                Ok(Nb::Done(0)) => {
+                    stop = Some(ReadEnd::Eof);
+                    break;
+                }
+                Ok(Nb::Done(_)) => {}
+                Ok(Nb::WouldBlock) => break,
+                Err(e) => {
+                    stop = Some(ReadEnd::Io(e));
+                    break;
+                }
+            }
+        }
+        if let Err(e) = lane.deliver(&mut buf, &mut parser, max_body) {
+            break ReadEnd::Protocol(e);
+        }
+        if let Some(why) = stop {
+            break why;
+        }
+        if buf.is_empty() && lane.calls.borrow().is_empty() {
+            // Hold no buffer while idle.
+            buf = BytesMut::new();
+        }
+    };
+    lane.finish(why, &mut buf, parser, max_body);
 }
 
 /// Errors that mean the peer had already closed/reset the connection.
@@ -478,91 +1018,6 @@ fn is_dead_connection(e: &io::Error) -> bool {
             | io::ErrorKind::NotConnected
             | io::ErrorKind::UnexpectedEof
     )
-}
-
-/// Cheap liveness probe for an idle connection: a non-blocking 1-byte
-/// `MSG_PEEK`. `EAGAIN` means "alive and quiet"; EOF, an error, or
-/// unsolicited bytes (e.g. a `408` sent before closing) mean "discard".
-/// Works alongside both drivers: it consumes nothing and registers nothing.
-fn idle_conn_usable(conn: &TcpStream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: valid fd owned by `conn`; 1-byte buffer on the stack.
-    let n = unsafe {
-        libc::recv(
-            conn.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
-}
-
-/// Owned iovec buffer over `[head, body]` for `writev`, without copying.
-///
-/// Partial writes are handled by [`BytesIoVec::advance`], which adjusts the
-/// iovecs in place. (monoio's `write_vectored_all` is not used: it keeps the
-/// caller's buffer outside the in-flight op, so dropping it on timeout could
-/// free memory the kernel is still reading under io_uring.)
-struct BytesIoVec {
-    /// Keeps the memory the iovecs point into alive.
-    _bufs: [Bytes; 2],
-    /// Boxed so the array's address is stable while the value moves into
-    /// and out of the runtime's op.
-    iovecs: Box<[libc::iovec; 2]>,
-    first: usize,
-    end: usize,
-    remaining: usize,
-}
-
-impl BytesIoVec {
-    fn new(head: Bytes, body: Bytes) -> Self {
-        let iov = |b: &Bytes| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        };
-        let iovecs = Box::new([iov(&head), iov(&body)]);
-        BytesIoVec {
-            end: if body.is_empty() { 1 } else { 2 },
-            remaining: head.len() + body.len(),
-            iovecs,
-            first: 0,
-            _bufs: [head, body],
-        }
-    }
-
-    fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        self.remaining -= n;
-        while n > 0 && self.first < self.end {
-            let iov = &mut self.iovecs[self.first];
-            if n >= iov.iov_len {
-                n -= iov.iov_len;
-                self.first += 1;
-            } else {
-                // SAFETY: n < iov_len, so the pointer stays inside the buffer.
-                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(n).cast() };
-                iov.iov_len -= n;
-                n = 0;
-            }
-        }
-    }
-}
-
-// SAFETY: the iovecs point into `_bufs`, whose heap memory `Bytes` never moves
-// and which this value owns, and the iovec array is boxed, so both stay valid
-// and fixed for as long as the runtime holds the value.
-unsafe impl IoVecBuf for BytesIoVec {
-    fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iovecs[self.first..].as_ptr()
-    }
-
-    fn read_iovec_len(&self) -> usize {
-        self.end - self.first
-    }
 }
 
 /// FIFO connection-slot limiter (a local, `!Send` semaphore).
@@ -917,6 +1372,7 @@ mod tests {
     /// Routes (on the last path segment(s)):
     /// `echo` → 200 with the request body; `chunked`; `close-delimited`;
     /// `slow` → 1.5 s delay; `close-after` → respond, then close;
+    /// `close-header` → after 50 ms respond with `Connection: close`, then close;
     /// `hangup` → close without responding;
     /// `drop-next` / `reset-next` → respond, then read the next request on
     /// this connection and close (FIN / RST) without answering it;
@@ -947,6 +1403,13 @@ mod tests {
                 thread::sleep(Duration::from_millis(1500));
                 ok(b"too late")
             } else if path.ends_with("/hangup") {
+                return;
+            } else if path.ends_with("/close-header") {
+                // Late enough that requests pipelined behind it are sent.
+                thread::sleep(Duration::from_millis(50));
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast",
+                );
                 return;
             } else if path.ends_with("/close-after") {
                 let _ = s.write_all(&ok(b"first"));
@@ -1002,24 +1465,25 @@ mod tests {
             request_timeout: Duration::from_secs(3),
             max_idle_per_shard: 8,
             max_conns_per_shard: 8,
+            pipeline_depth: 1,
             max_response_bytes: 1 << 20,
         }
     }
 
-    fn get(path: &str) -> BackendRequest {
+    fn get(path: &str) -> BackendRequest<'_> {
         BackendRequest {
             method: "GET",
-            path: path.to_owned(),
-            headers: vec![],
+            path,
+            headers: &[],
             body: Bytes::new(),
         }
     }
 
-    fn post(path: &str, body: Bytes) -> BackendRequest {
+    fn post(path: &str, body: Bytes) -> BackendRequest<'_> {
         BackendRequest {
             method: "POST",
-            path: path.to_owned(),
-            headers: vec![],
+            path,
+            headers: &[],
             body,
         }
     }
@@ -1042,13 +1506,12 @@ mod tests {
         body.extend_from_slice(&pattern(200_000, 7));
         let body = Bytes::from(body);
         let req = BackendRequest {
-            headers: vec![
-                ("X-User-Id", "u-42".into()),
-                ("X-Claims", "a=1; b=\"x y\"".into()),
-            ],
+            headers: &[("X-User-Id", "u-42"), ("X-Claims", "a=1; b=\"x y\"")],
             ..post("/echo", body.clone())
         };
-        let resp = run(pool.call(req)).unwrap();
+        // One runtime for both calls: the pool's connections live on it.
+        let (resp, get_resp) = run(async { (pool.call(req).await, pool.call(get("echo")).await) });
+        let resp = resp.unwrap();
         assert_eq!((resp.status, resp.keep_alive), (200, true));
         assert_eq!(resp.body, body);
 
@@ -1065,7 +1528,7 @@ mod tests {
         assert_eq!(rec.header("X-Claims"), Some("a=1; b=\"x y\""));
 
         // GET without a body still sends Content-Length: 0.
-        let resp = run(pool.call(get("echo"))).unwrap();
+        let resp = get_resp.unwrap();
         assert!(resp.body.is_empty());
         let rec = &server.requests()[1];
         assert_eq!(
@@ -1359,7 +1822,7 @@ mod tests {
         let server = Server::start();
         let pool = Pool::new(&server.url(""), settings()).unwrap();
         let req = BackendRequest {
-            headers: vec![("X-User", "bob\r\nX-Admin: true".into())],
+            headers: &[("X-User", "bob\r\nX-Admin: true")],
             ..post("/echo", Bytes::from_static(b"x"))
         };
         let err = run(pool.call(req)).unwrap_err();
@@ -1387,6 +1850,148 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(pool.stats().idle, 0);
+    }
+
+    fn pipelined(max_conns: usize, depth: usize) -> BackendSettings {
+        BackendSettings {
+            max_conns_per_shard: max_conns,
+            max_idle_per_shard: max_conns,
+            pipeline_depth: depth,
+            ..settings()
+        }
+    }
+
+    /// Spawns `n` concurrent echo calls with distinct bodies; checks each
+    /// caller gets its own body back.
+    async fn concurrent_echoes(pool: &Rc<Pool>, n: u8, len: usize) {
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let pool = pool.clone();
+            handles.push(monoio::spawn(async move {
+                let body = pattern(len + usize::from(i), i);
+                let resp = pool.call(post("/echo", body.clone())).await.unwrap();
+                assert_eq!(resp.body, body, "call {i}");
+            }));
+        }
+        for h in handles {
+            h.await;
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_share_one_connection_and_are_answered_in_order() {
+        let server = Server::start();
+        let pool = Rc::new(Pool::new(&server.url(""), pipelined(1, 32)).unwrap());
+        run(concurrent_echoes(&pool, 32, 700));
+        assert_eq!(server.accepted(), 1);
+        assert_eq!(server.requests().len(), 32);
+        assert_eq!(pool.stats().idle, 1);
+    }
+
+    #[test]
+    fn pipelining_starts_only_when_every_connection_is_busy() {
+        let server = Server::start();
+        let pool = Rc::new(Pool::new(&server.url(""), pipelined(4, 8)).unwrap());
+        // 4 concurrent calls: one connection each, none pipelined.
+        run(async {
+            let mut handles = Vec::new();
+            for i in 0..4 {
+                let pool = pool.clone();
+                handles.push(monoio::spawn(async move {
+                    let resp = pool.call(get(&format!("/delay/50/p{i}"))).await.unwrap();
+                    assert_eq!(resp.body, format!("p{i}"));
+                }));
+            }
+            for h in handles {
+                h.await;
+            }
+            assert_eq!(server.accepted(), 4);
+            // 32 more: the cap holds, the rest is pipelined on those 4.
+            concurrent_echoes(&pool, 32, 10).await;
+        });
+        assert_eq!(server.accepted(), 4);
+        assert!(server.stats.max_open.load(SeqCst) <= 4);
+    }
+
+    #[test]
+    fn slots_beyond_conns_times_depth_wait_in_line() {
+        let server = Server::start();
+        let pool = Rc::new(Pool::new(&server.url(""), pipelined(2, 3)).unwrap());
+        run(async {
+            let mut handles = Vec::new();
+            for i in 0..10 {
+                let pool = pool.clone();
+                handles.push(monoio::spawn(async move {
+                    pool.call(get(&format!("/delay/40/w{i}"))).await.unwrap()
+                }));
+            }
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(
+                pool.stats(),
+                PoolStats {
+                    idle: 0,
+                    busy: 6,
+                    waiting: 4
+                }
+            );
+            for (i, h) in handles.into_iter().enumerate() {
+                assert_eq!(h.await.body, format!("w{i}"));
+            }
+        });
+        assert_eq!(server.accepted(), 2);
+    }
+
+    #[test]
+    fn requests_queued_behind_a_connection_close_are_retried_on_a_new_connection() {
+        let server = Server::start();
+        let pool = Rc::new(Pool::new(&server.url(""), pipelined(1, 4)).unwrap());
+        run(async {
+            let p = pool.clone();
+            let first = monoio::spawn(async move { p.call(get("/close-header")).await });
+            let p = pool.clone();
+            let second = monoio::spawn(async move { p.call(post("/echo", pattern(300, 4))).await });
+            let first = first.await.unwrap();
+            assert_eq!((&first.body[..], first.keep_alive), (&b"last"[..], false));
+            assert_eq!(second.await.unwrap().body, pattern(300, 4));
+        });
+        assert_eq!(server.accepted(), 2);
+        let echoed: Vec<usize> = server
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/echo")
+            .map(|r| r.conn)
+            .collect();
+        assert_eq!(echoed, [2], "answered once, on the new connection");
+    }
+
+    #[test]
+    fn a_timed_out_request_drains_its_connection_without_failing_the_others() {
+        let server = Server::start();
+        let pool = Rc::new(Pool::new(&server.url(""), pipelined(1, 4)).unwrap());
+        run(async {
+            let p = pool.clone();
+            let slow = monoio::spawn(async move {
+                p.call_with_timeout(get("/delay/400/a"), Duration::from_millis(150))
+                    .await
+            });
+            let p = pool.clone();
+            let behind = monoio::spawn(async move {
+                p.call_with_timeout(get("/delay/10/b"), Duration::from_secs(3))
+                    .await
+            });
+            let err = slow.await.unwrap_err();
+            assert!(matches!(err, BackendError::Timeout), "{err:?}");
+            // The connection takes nothing new while it drains.
+            let fresh = pool.call(post("/echo", pattern(20, 1))).await.unwrap();
+            assert_eq!(fresh.body, pattern(20, 1));
+            assert_eq!(&behind.await.unwrap().body[..], b"b");
+            // Drained, then closed: the late response went nowhere.
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            let again = pool.call(post("/echo", pattern(20, 2))).await.unwrap();
+            assert_eq!(again.body, pattern(20, 2));
+        });
+        assert_eq!(server.accepted(), 2);
+        assert_eq!(pool.stats().idle, 1);
     }
 
     #[test]
@@ -1489,37 +2094,5 @@ mod tests {
         assert_eq!(join_path("", "/a"), "/a");
         assert_eq!(join_path("/api", "a/b"), "/api/a/b");
         assert_eq!(join_path("/api", "/a?x=1"), "/api/a?x=1");
-    }
-
-    #[test]
-    fn iovec_advance_handles_partial_writes() {
-        let mut v = BytesIoVec::new(Bytes::from_static(b"head"), Bytes::from_static(b"body!"));
-        assert_eq!((v.remaining(), v.read_iovec_len()), (9, 2));
-        v.advance(2);
-        assert_eq!(
-            (v.remaining(), v.read_iovec_len(), v.iovecs[0].iov_len),
-            (7, 2, 2)
-        );
-        v.advance(3);
-        assert_eq!(
-            (v.remaining(), v.read_iovec_len(), v.iovecs[1].iov_len),
-            (4, 1, 4)
-        );
-        // SAFETY: the iovec points into the live `body!` buffer.
-        let rest = unsafe {
-            std::slice::from_raw_parts(v.read_iovec_ptr().read().iov_base as *const u8, 4)
-        };
-        assert_eq!(rest, b"ody!");
-        v.advance(4);
-        assert_eq!((v.remaining(), v.read_iovec_len()), (0, 0));
-        let v = BytesIoVec::new(Bytes::from_static(b"head"), Bytes::new());
-        assert_eq!(v.read_iovec_len(), 1);
-    }
-
-    #[test]
-    fn body_is_not_copied_into_the_iovec() {
-        let body = pattern(1000, 5);
-        let v = BytesIoVec::new(Bytes::from_static(b"h"), body.slice(10..));
-        assert_eq!(v.iovecs[1].iov_base as *const u8, body[10..].as_ptr());
     }
 }

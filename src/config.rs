@@ -169,6 +169,10 @@ pub struct BackendConfig {
     pub max_idle_per_shard: usize,
     #[serde(default = "d_max_conns")]
     pub max_conns_per_shard: usize,
+    /// Requests in flight per backend connection (HTTP/1.1 pipelining) once all
+    /// `max_conns_per_shard` connections are busy; 1 = never pipeline.
+    #[serde(default = "d_pipeline_depth")]
+    pub pipeline_depth: usize,
     #[serde(default = "d_max_response")]
     pub max_response_bytes: usize,
 }
@@ -180,6 +184,7 @@ impl Default for BackendConfig {
             request_timeout_ms: d_request_timeout(),
             max_idle_per_shard: d_max_idle(),
             max_conns_per_shard: d_max_conns(),
+            pipeline_depth: d_pipeline_depth(),
             max_response_bytes: d_max_response(),
         }
     }
@@ -196,6 +201,9 @@ fn d_max_idle() -> usize {
 }
 fn d_max_conns() -> usize {
     512
+}
+fn d_pipeline_depth() -> usize {
+    1
 }
 fn d_max_response() -> usize {
     16 * 1024 * 1024
@@ -388,6 +396,12 @@ impl Config {
             return Err(ConfigError::key(
                 "backend.max_conns_per_shard",
                 "must be > 0",
+            ));
+        }
+        if b.pipeline_depth == 0 || b.pipeline_depth > 1024 {
+            return Err(ConfigError::key(
+                "backend.pipeline_depth",
+                "must be between 1 (no pipelining) and 1024",
             ));
         }
 

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -26,7 +27,8 @@ pub struct Queued {
     header: RequestHeader,
     service: Rc<ServiceRuntime>,
     method: &'static str,
-    path: String,
+    /// The endpoint's path (shared with the registry), or a meta path.
+    path: Arc<str>,
     /// The whole client message; the payload is `message[31..]`.
     message: Bytes,
 }
@@ -125,10 +127,10 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
         let kind = MetaKind::from_channel(header.channel).unwrap_or(MetaKind::Info);
         (
             "GET",
-            format!("{}/meta/{}", endpoint.path, kind.path_suffix()),
+            Arc::from(format!("{}/meta/{}", endpoint.path, kind.path_suffix())),
         )
     } else {
-        ("POST", endpoint.path.to_string())
+        ("POST", endpoint.path.clone())
     };
     let q = Queued {
         header,
@@ -177,34 +179,38 @@ async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
         return;
     }
     let s = &shared.session;
-    let mut headers = Vec::with_capacity(6);
-    headers.push(("X-Bannou-Session-Id", s.session_id.to_string()));
-    headers.push((
-        "X-Correlation-Id",
-        format!("{}:{:016x}", s.session_id, q.header.message_id),
-    ));
-    if let Some(a) = &s.account_id {
-        headers.push(("X-Account-Id", a.to_string()));
-    }
-    headers.push(("X-Roles", s.roles_header.to_string()));
+    // Every header value is borrowed (the session's are formatted once, at its start);
+    // only the correlation id is formatted here, on the stack.
+    let mut cid_buf = [0u8; 160];
+    let cid = correlation_id(&mut cid_buf, &s.session_id, q.header.message_id);
     let body = q.message.slice(REQUEST_HEADER_LEN..);
-    if !body.is_empty() {
-        let ct = if q.header.flags & flags::BINARY != 0 {
-            "application/octet-stream"
-        } else {
-            "application/json; charset=utf-8"
-        };
-        headers.push(("Content-Type", ct.to_string()));
+    let content_type = (!body.is_empty()).then_some(if q.header.flags & flags::BINARY != 0 {
+        "application/octet-stream"
+    } else {
+        "application/json; charset=utf-8"
+    });
+    let wanted = [
+        Some(("X-Bannou-Session-Id", &*s.session_id)),
+        Some(("X-Correlation-Id", cid)),
+        s.account_id.as_deref().map(|a| ("X-Account-Id", a)),
+        Some(("X-Roles", &*s.roles_header)),
+        content_type.map(|c| ("Content-Type", c)),
+        Some(("Accept", "application/json")),
+    ];
+    let mut headers = [("", ""); 6];
+    let mut n = 0;
+    for h in wanted.into_iter().flatten() {
+        headers[n] = h;
+        n += 1;
     }
-    headers.push(("Accept", "application/json".to_string()));
     let service = &q.service;
     let started = Instant::now();
     let result = service
         .pool
         .call(BackendRequest {
             method: q.method,
-            path: q.path,
-            headers,
+            path: &q.path,
+            headers: &headers[..n],
             body,
         })
         .await;
@@ -230,4 +236,42 @@ async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
     }
     let head = ResponseHeader::answering(&q.header, code).encode();
     shared.send_binary(&head, payload);
+}
+
+/// `{session id}:{message id as 16 hex digits}` into `buf`; a session id too long for
+/// `buf` (ids are UUID-sized; the bound is generous) is cut short.
+fn correlation_id<'a>(buf: &'a mut [u8; 160], session_id: &str, message_id: u64) -> &'a str {
+    let sid = &session_id.as_bytes()[..session_id.len().min(buf.len() - 17)];
+    let n = sid.len();
+    buf[..n].copy_from_slice(sid);
+    buf[n] = b':';
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..16 {
+        buf[n + 1 + i] = HEX[((message_id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // Cutting may split a multi-byte character: keep the valid prefix then.
+    match std::str::from_utf8(&buf[..n + 17]) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_id_is_session_colon_sixteen_hex_digits() {
+        let mut buf = [0u8; 160];
+        assert_eq!(
+            correlation_id(&mut buf, "3f2a-b", 0x1234_abcd),
+            "3f2a-b:000000001234abcd"
+        );
+        assert_eq!(
+            correlation_id(&mut buf, "s", u64::MAX),
+            "s:ffffffffffffffff"
+        );
+        let long = "x".repeat(500);
+        assert_eq!(correlation_id(&mut buf, &long, 1).len(), 160);
+    }
 }

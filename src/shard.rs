@@ -121,6 +121,7 @@ impl ShardCtx {
             request_timeout: Duration::from_millis(b.request_timeout_ms),
             max_idle_per_shard: b.max_idle_per_shard,
             max_conns_per_shard: b.max_conns_per_shard,
+            pipeline_depth: b.pipeline_depth,
             max_response_bytes: b.max_response_bytes,
         };
         let old = self.services.take();

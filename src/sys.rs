@@ -53,12 +53,16 @@ pub fn recv_into(fd: RawFd, buf: &mut bytes::BytesMut) -> io::Result<Nb> {
     Ok(r)
 }
 
+/// Slices one [`send_vectored`] call passes to the kernel; later ones wait for the next
+/// call (callers advance by the byte count returned).
+pub const MAX_IOVECS: usize = 128;
+
 /// Writes the slices in order with one gathering `sendmsg`; returns bytes written.
 pub fn send_vectored(fd: RawFd, slices: &[&[u8]]) -> io::Result<Nb> {
-    let mut iov: [libc::iovec; 64] = [libc::iovec {
+    let mut iov: [libc::iovec; MAX_IOVECS] = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
-    }; 64];
+    }; MAX_IOVECS];
     let n = slices.len().min(iov.len());
     for (v, s) in iov.iter_mut().zip(slices) {
         v.iov_base = s.as_ptr() as *mut libc::c_void;

@@ -644,6 +644,44 @@ fn many_requests_on_channel_zero_are_in_flight_at_once() {
 }
 
 #[test]
+fn pipelined_backend_connection_answers_every_request_with_its_own_body() {
+    let backend = Backend::start();
+    let mut cfg = config(&backend, "", "");
+    // One backend connection per shard, 64 requests deep.
+    cfg.backend.max_conns_per_shard = 1;
+    cfg.backend.pipeline_depth = 64;
+    let g = gateway(cfg);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let echo = m.guid("/echo").unwrap();
+        let mut ids = std::collections::HashSet::new();
+        for i in 0..200u32 {
+            let body = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(i as usize * 7));
+            ids.insert(
+                c.send_request(0, 0, i, echo, body.as_bytes())
+                    .await
+                    .unwrap(),
+            );
+        }
+        while !ids.is_empty() {
+            if let Incoming::Response(h, body) = c.next().await.unwrap() {
+                assert_eq!(h.code, 0);
+                let want = format!(
+                    "{{\"i\":{},\"pad\":\"{}\"}}",
+                    h.sequence,
+                    "x".repeat(h.sequence as usize * 7)
+                );
+                assert_eq!(body, want.as_bytes());
+                assert!(ids.remove(&h.message_id));
+            }
+        }
+    });
+    // Every request went over the one connection of the client's shard.
+    assert_eq!(backend.seen("/echo").len(), 200);
+    assert_eq!(backend.connections(), 1);
+}
+
+#[test]
 fn asymmetric_keys_from_config_authenticate_sessions() {
     let backend = Backend::start();
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");

@@ -86,13 +86,19 @@ pub enum Http1Error {
     /// EOF in the middle of a response.
     #[error("connection closed in the middle of a response")]
     IncompleteResponse,
+    /// Bytes arrived while no request was outstanding on the connection.
+    #[error("response bytes arrived with no request outstanding")]
+    Unsolicited,
 }
 
 /// What [`encode_request_head`] needs to write a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
     pub method: &'a str,
-    /// Origin-form request target, e.g. `/api/v1/x?y=1`.
+    /// Written verbatim before `path` (a backend's base path such as `/api`, or
+    /// empty): saves joining the two into a new string per request.
+    pub base: &'a str,
+    /// Origin-form request target, e.g. `/v1/x?y=1` (after `base`).
     pub path: &'a str,
     /// Value of the Host header (`host[:port]`).
     pub host: &'a str,
@@ -111,7 +117,11 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
     if !is_token(head.method) {
         return Err(Http1Error::InvalidMethod);
     }
-    if !head.path.starts_with('/') || !head.path.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+    let target_byte = |b: u8| (0x21..=0x7e).contains(&b);
+    if !head.path.starts_with('/')
+        || !(head.base.is_empty() || head.base.starts_with('/'))
+        || !head.base.bytes().chain(head.path.bytes()).all(target_byte)
+    {
         return Err(Http1Error::InvalidRequestTarget);
     }
     if head.host.is_empty()
@@ -125,7 +135,12 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
     let mut len_digits = [0u8; 20];
     let len_digits = format_decimal(head.content_length as u64, &mut len_digits);
 
-    let mut size = head.method.len() + head.path.len() + head.host.len() + len_digits.len() + 80;
+    let mut size = head.method.len()
+        + head.base.len()
+        + head.path.len()
+        + head.host.len()
+        + len_digits.len()
+        + 80;
     for (name, value) in head.headers {
         if !is_token(name) {
             return Err(Http1Error::InvalidHeaderName((*name).to_owned()));
@@ -145,6 +160,7 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
     out.reserve(size);
     out.put_slice(head.method.as_bytes());
     out.put_u8(b' ');
+    out.put_slice(head.base.as_bytes());
     out.put_slice(head.path.as_bytes());
     out.put_slice(b" HTTP/1.1\r\nHost: ");
     out.put_slice(head.host.as_bytes());
@@ -680,7 +696,8 @@ mod tests {
     fn head<'a>(headers: &'a [(&'a str, &'a str)], len: usize) -> RequestHead<'a> {
         RequestHead {
             method: "POST",
-            path: "/svc/v1/do?x=1",
+            base: "/svc",
+            path: "/v1/do?x=1",
             host: "backend.local:8080",
             headers,
             content_length: len,
@@ -778,6 +795,17 @@ mod tests {
                 encode(&h),
                 Err(Http1Error::InvalidRequestTarget),
                 "{path:?}"
+            );
+        }
+        for base in ["svc", "/s c", "/s\r\n"] {
+            let h = RequestHead {
+                base,
+                ..head(&[], 0)
+            };
+            assert_eq!(
+                encode(&h),
+                Err(Http1Error::InvalidRequestTarget),
+                "{base:?}"
             );
         }
         for method in ["", "PO ST", "GET\r\n"] {

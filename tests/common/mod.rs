@@ -39,6 +39,7 @@ impl Recorded {
 pub struct Backend {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Backend {
@@ -47,14 +48,26 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let rec = requests.clone();
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let count = accepted.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let rec = rec.clone();
                 std::thread::spawn(move || serve_backend_conn(conn, rec));
             }
         });
-        Backend { addr, requests }
+        Backend {
+            addr,
+            requests,
+            accepted,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
