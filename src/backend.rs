@@ -56,7 +56,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
@@ -116,6 +116,9 @@ pub struct BackendRequest<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// Request body; written without copying.
     pub body: Bytes,
+    /// Requests with the same value share a connection when pipelining (the
+    /// gateway passes one per client connection); any value is correct.
+    pub affinity: u64,
 }
 
 /// Who is to blame for a failed call (for choosing a status / metrics).
@@ -218,6 +221,10 @@ struct Inner {
     connecting: Cell<usize>,
     /// Call slots: `max_conns_per_shard × pipeline_depth`.
     limiter: Limiter,
+    /// Whether the deadline sweeper task runs (it stops when no lane is left).
+    sweeping: Cell<bool>,
+    /// How often the sweeper looks for calls past their deadline.
+    sweep_every: Duration,
 }
 
 impl std::fmt::Debug for Pool {
@@ -229,14 +236,6 @@ impl std::fmt::Debug for Pool {
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
-}
-
-/// Where a call was when its deadline expired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Queued,
-    Connecting,
-    Exchanging,
 }
 
 /// How one attempt of a call failed.
@@ -284,6 +283,7 @@ impl Pool {
         let slots = settings
             .max_conns_per_shard
             .saturating_mul(settings.pipeline_depth);
+        let settings_timeout = settings.request_timeout;
         Ok(Pool {
             inner: Rc::new(Inner {
                 authority: origin.authority,
@@ -294,6 +294,8 @@ impl Pool {
                 lanes: RefCell::new(Vec::new()),
                 open: Cell::new(0),
                 connecting: Cell::new(0),
+                sweeping: Cell::new(false),
+                sweep_every: sweep_every(settings_timeout),
             }),
         })
     }
@@ -314,21 +316,9 @@ impl Pool {
     ) -> Result<Response, BackendError> {
         let head = self.inner.encode_head(&req)?;
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
-        let phase = Cell::new(Phase::Queued);
-        let attempt = self.call_inner(head, req.body, head_request, &phase);
-        match monoio::time::timeout(timeout, attempt).await {
-            Ok(result) => result,
-            // Dropping `attempt` released the slot; a call already written
-            // left its connection draining (see `Waiting`'s drop).
-            Err(_elapsed) => Err(match phase.get() {
-                Phase::Queued => BackendError::Saturated,
-                Phase::Connecting => BackendError::Connect(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request deadline expired while connecting",
-                )),
-                Phase::Exchanging => BackendError::Timeout,
-            }),
-        }
+        let deadline = Instant::now() + timeout;
+        self.call_inner(head, req.body, head_request, req.affinity, deadline)
+            .await
     }
 
     /// Current occupancy.
@@ -347,48 +337,78 @@ impl Pool {
         }
     }
 
+    /// One call until `deadline`. Only the waits that are not the common case
+    /// (for a slot, a connect, a full pipeline) carry a timer of their own,
+    /// boxed; a call placed on a connection is timed out by the pool's
+    /// sweeper, so the usual call costs no timer and its future stays small.
     async fn call_inner(
         &self,
         head: Bytes,
         body: Bytes,
         head_request: bool,
-        phase: &Cell<Phase>,
+        affinity: u64,
+        deadline: Instant,
     ) -> Result<Response, BackendError> {
+        let inner = &self.inner;
         // Held until the call ends, so at most `max_conns × depth` calls are
         // ever placed on connections.
-        let _slot = self.inner.limiter.acquire().await;
+        let _slot = match inner.limiter.try_acquire() {
+            Some(slot) => slot,
+            None => Box::pin(monoio::time::timeout_at(
+                deadline.into(),
+                inner.limiter.acquire(),
+            ))
+            .await
+            .map_err(|_| BackendError::Saturated)?,
+        };
         let mut retried = false;
         loop {
             let lane = loop {
-                match self.inner.pick_lane() {
+                match inner.pick_lane(affinity) {
                     Pick::Use(lane) => break lane,
                     Pick::Connect => {
-                        phase.set(Phase::Connecting);
-                        break self.inner.open_lane().await?;
+                        let connect = monoio::time::timeout_at(deadline.into(), inner.open_lane());
+                        match Box::pin(connect).await {
+                            Ok(lane) => break lane?,
+                            Err(_) => {
+                                return Err(BackendError::Connect(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "request deadline expired while connecting",
+                                )))
+                            }
+                        }
                     }
                     // Every connection is full and the cap is taken by
                     // connects in progress: look again shortly.
-                    Pick::Wait => monoio::time::sleep(Duration::from_millis(1)).await,
+                    Pick::Wait => {
+                        if Instant::now() >= deadline {
+                            return Err(BackendError::Saturated);
+                        }
+                        Box::pin(monoio::time::sleep(Duration::from_millis(1))).await
+                    }
                 }
             };
-            phase.set(Phase::Exchanging);
+            if Instant::now() >= deadline {
+                return Err(BackendError::Timeout);
+            }
             let reused = lane.answered.get() > 0;
             let call = Rc::new(Call {
                 head: head.clone(),
                 body: body.clone(),
                 head_request,
+                deadline,
                 state: RefCell::new(CallState::Waiting(None)),
             });
             lane.submit(call.clone());
             match (Waiting { lane, call }).await {
                 Ok(resp) => return Ok(resp),
                 Err(Failure::Stale(err)) if reused && !retried => {
-                    tracing::debug!(backend = %self.inner.authority, error = %err,
+                    tracing::debug!(backend = %inner.authority, error = %err,
                         "pooled backend connection was dead; retrying once on another connection");
                     retried = true;
                 }
                 Err(Failure::Unprocessed(err)) if !retried => {
-                    tracing::debug!(backend = %self.inner.authority, error = %err,
+                    tracing::debug!(backend = %inner.authority, error = %err,
                         "request was not processed by the backend; retrying once");
                     retried = true;
                 }
@@ -442,8 +462,13 @@ impl Inner {
     }
 
     /// An idle connection (newest first); else a new one while under the
-    /// cap; else the least loaded connection with room in its pipeline.
-    fn pick_lane(&self) -> Pick {
+    /// cap; else (pipelining) the connection `affinity` maps to if it has
+    /// room, else the least loaded one with room.
+    ///
+    /// Why affinity: a client's burst of requests then travels on one
+    /// connection and comes back in one read, so its answers leave in one
+    /// write to the client instead of trickling back from many connections.
+    fn pick_lane(&self, affinity: u64) -> Pick {
         let lanes = self.lanes.borrow();
         let depth = self.settings.pipeline_depth;
         let mut best: Option<(&Rc<Lane>, usize)> = None;
@@ -461,6 +486,11 @@ impl Inner {
         }
         if self.open.get() + self.connecting.get() < self.settings.max_conns_per_shard {
             return Pick::Connect;
+        }
+        if let Some(lane) = lanes.get((affinity % lanes.len().max(1) as u64) as usize) {
+            if lane.state.get() == LaneState::Open && lane.calls.borrow().len() < depth {
+                return Pick::Use(lane.clone());
+            }
         }
         match best {
             Some((lane, _)) => Pick::Use(lane.clone()),
@@ -496,7 +526,30 @@ impl Inner {
         self.open.set(self.open.get() + 1);
         monoio::spawn(read_loop(lane.clone(), self.settings.max_response_bytes));
         monoio::spawn(write_loop(lane.clone()));
+        if !self.sweeping.replace(true) {
+            monoio::spawn(sweep_loop(Rc::downgrade(self), self.sweep_every));
+        }
         Ok(lane)
+    }
+
+    /// Times out every call on a connection whose deadline has passed: an
+    /// unwritten one is dropped, a written one leaves its connection draining
+    /// (as if its caller had given up).
+    fn sweep(&self, now: Instant) {
+        let lanes: Vec<Rc<Lane>> = self.lanes.borrow().clone();
+        for lane in lanes {
+            let late: Vec<Rc<Call>> = lane
+                .calls
+                .borrow()
+                .iter()
+                .filter(|c| c.is_live() && c.deadline <= now)
+                .cloned()
+                .collect();
+            for call in late {
+                call.complete(Err(Failure::Fatal(BackendError::Timeout)));
+                lane.abandon(&call);
+            }
+        }
     }
 
     async fn connect(&self) -> Result<TcpStream, BackendError> {
@@ -545,6 +598,7 @@ struct Call {
     head: Bytes,
     body: Bytes,
     head_request: bool,
+    deadline: Instant,
     state: RefCell<CallState>,
 }
 
@@ -561,8 +615,9 @@ impl Call {
         self.head.len() + self.body.len()
     }
 
-    fn is_abandoned(&self) -> bool {
-        matches!(*self.state.borrow(), CallState::Abandoned)
+    /// Still awaited by its caller (not answered, failed, timed out or abandoned).
+    fn is_live(&self) -> bool {
+        matches!(*self.state.borrow(), CallState::Waiting(_))
     }
 
     fn complete(&self, result: Result<Response, Failure>) {
@@ -712,7 +767,7 @@ impl Lane {
         self.wake_writer();
     }
 
-    /// The caller of `call` gave up.
+    /// The caller of `call` gave up, or its deadline passed.
     fn abandon(&self, call: &Rc<Call>) {
         let mut calls = self.calls.borrow_mut();
         let Some(i) = calls.iter().position(|c| Rc::ptr_eq(c, call)) else {
@@ -735,7 +790,7 @@ impl Lane {
 
     fn retire_if_drained(&self) {
         if self.state.get() == LaneState::Draining
-            && self.calls.borrow().iter().all(|c| c.is_abandoned())
+            && !self.calls.borrow().iter().any(|c| c.is_live())
         {
             self.shutdown(LaneEnd::Retired);
         }
@@ -931,6 +986,26 @@ fn io_failure(e: &io::Error, response_started: bool) -> Failure {
     }
 }
 
+/// The sweeper's period: a tenth of the request timeout, within 5–100 ms.
+fn sweep_every(request_timeout: Duration) -> Duration {
+    (request_timeout / 10).clamp(Duration::from_millis(5), Duration::from_millis(100))
+}
+
+/// Enforces call deadlines for `pool` while it has connections.
+async fn sweep_loop(pool: Weak<Inner>, every: Duration) {
+    loop {
+        monoio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        if pool.lanes.borrow().is_empty() {
+            pool.sweeping.set(false);
+            return;
+        }
+        pool.sweep(Instant::now());
+    }
+}
+
 /// Writes whatever calls are queued on `lane`, until the lane closes.
 async fn write_loop(lane: Rc<Lane>) {
     loop {
@@ -1048,6 +1123,16 @@ impl Limiter {
                 queue: VecDeque::new(),
             }),
         }
+    }
+
+    /// A slot now, if one is free and nobody is waiting.
+    fn try_acquire(&self) -> Option<Slot<'_>> {
+        let mut st = self.state.borrow_mut();
+        if st.queue.is_empty() && st.in_use < st.max {
+            st.in_use += 1;
+            return Some(Slot(self));
+        }
+        None
     }
 
     fn acquire(&self) -> Acquire<'_> {
@@ -1476,6 +1561,7 @@ mod tests {
             path,
             headers: &[],
             body: Bytes::new(),
+            affinity: 0,
         }
     }
 
@@ -1485,6 +1571,7 @@ mod tests {
             path,
             headers: &[],
             body,
+            affinity: 0,
         }
     }
 

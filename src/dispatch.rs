@@ -212,6 +212,8 @@ async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
             path: &q.path,
             headers: &headers[..n],
             body,
+            // One client's requests travel together (see `Pool`'s lane choice).
+            affinity: std::ptr::from_ref(shared) as u64 >> 6,
         })
         .await;
     service.metrics.latency(started.elapsed());
