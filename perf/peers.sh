@@ -50,7 +50,7 @@ BUILD=${BUILD:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 OUT=$ROOT/perf/out/peers-$(date +%Y%m%d-%H%M%S)
-GATEWAY=$ROOT/target/release/ringgate
+GATEWAY=${GATEWAY:-$ROOT/target/release/ringgate}
 BENCH=$ROOT/target/release/ringgate-bench
 
 for tool in taskset python3 curl ss; do
