@@ -1056,11 +1056,14 @@ async fn read_loop(lane: Rc<Lane>, max_body: usize) {
             if buf.capacity() - buf.len() < READ_CHUNK / 2 {
                 buf.reserve(READ_CHUNK);
             }
+            let spare = buf.capacity() - buf.len();
             match sys::recv_into(lane.fd, &mut buf) {
                 Ok(Nb::Done(0)) => {
                     stop = Some(ReadEnd::Eof);
                     break;
                 }
+                // A short read drained the socket: asking again would only say EAGAIN.
+                Ok(Nb::Done(n)) if n < spare => break,
                 Ok(Nb::Done(_)) => {}
                 Ok(Nb::WouldBlock) => break,
                 Err(e) => {
