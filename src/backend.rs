@@ -317,7 +317,8 @@ impl Pool {
         let head = self.inner.encode_head(&req)?;
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
         let deadline = Instant::now() + timeout;
-        self.call_inner(head, req.body, head_request, req.affinity, deadline)
+        self.inner
+            .call_inner(head, req.body, head_request, req.affinity, deadline, false)
             .await
     }
 
@@ -337,19 +338,68 @@ impl Pool {
         }
     }
 
+    /// Starts a call whose result goes to `on_done` instead of to an awaiting
+    /// task: the gateway's path for requests that need no ordering. When a slot
+    /// and a connection are free at once (the usual case), the call is placed
+    /// right here and `on_done` runs in the connection's reader task when the
+    /// answer is parsed: no task, no timer, no future per request. Otherwise a
+    /// task waits for the slot or the connection as [`Pool::call`] does. Every
+    /// outcome, including a timeout (`request_timeout`), reaches `on_done`
+    /// exactly once.
+    pub fn start(&self, req: BackendRequest<'_>, on_done: OnDone) {
+        let head = match self.inner.encode_head(&req) {
+            Ok(h) => h,
+            Err(e) => return on_done(Err(e)),
+        };
+        let head_request = req.method.eq_ignore_ascii_case("HEAD");
+        let deadline = Instant::now() + self.inner.settings.request_timeout;
+        if let Some(slot) = self.inner.try_acquire_owned() {
+            if let Pick::Use(lane) = self.inner.pick_lane(req.affinity) {
+                let reused = lane.answered.get() > 0;
+                lane.submit(Rc::new(Call {
+                    head,
+                    body: req.body,
+                    head_request,
+                    deadline,
+                    state: RefCell::new(CallState::Detached(Detached {
+                        on_done,
+                        reused,
+                        affinity: req.affinity,
+                        _slot: slot,
+                    })),
+                }));
+                return;
+            }
+        }
+        let inner = self.inner.clone();
+        let (body, affinity) = (req.body, req.affinity);
+        crate::shard::spawn_isolated("backend call", async move {
+            let result = inner
+                .call_inner(head, body, head_request, affinity, deadline, false)
+                .await;
+            on_done(result);
+        });
+    }
+}
+
+/// Where a started call's result goes (see [`Pool::start`]).
+pub type OnDone = Box<dyn FnOnce(Result<Response, BackendError>)>;
+
+impl Inner {
     /// One call until `deadline`. Only the waits that are not the common case
     /// (for a slot, a connect, a full pipeline) carry a timer of their own,
     /// boxed; a call placed on a connection is timed out by the pool's
     /// sweeper, so the usual call costs no timer and its future stays small.
     async fn call_inner(
-        &self,
+        self: &Rc<Self>,
         head: Bytes,
         body: Bytes,
         head_request: bool,
         affinity: u64,
         deadline: Instant,
+        retried: bool,
     ) -> Result<Response, BackendError> {
-        let inner = &self.inner;
+        let inner = self;
         // Held until the call ends, so at most `max_conns × depth` calls are
         // ever placed on connections.
         let _slot = match inner.limiter.try_acquire() {
@@ -361,7 +411,7 @@ impl Pool {
             .await
             .map_err(|_| BackendError::Saturated)?,
         };
-        let mut retried = false;
+        let mut retried = retried;
         loop {
             let lane = loop {
                 match inner.pick_lane(affinity) {
@@ -524,10 +574,12 @@ impl Inner {
         });
         self.lanes.borrow_mut().push(lane.clone());
         self.open.set(self.open.get() + 1);
-        monoio::spawn(read_loop(lane.clone(), self.settings.max_response_bytes));
-        monoio::spawn(write_loop(lane.clone()));
+        let max_body = self.settings.max_response_bytes;
+        crate::shard::spawn_isolated("backend reader", read_loop(lane.clone(), max_body));
+        crate::shard::spawn_isolated("backend writer", write_loop(lane.clone()));
         if !self.sweeping.replace(true) {
-            monoio::spawn(sweep_loop(Rc::downgrade(self), self.sweep_every));
+            let every = self.sweep_every;
+            crate::shard::spawn_isolated("backend sweeper", sweep_loop(Rc::downgrade(self), every));
         }
         Ok(lane)
     }
@@ -578,6 +630,14 @@ impl Inner {
         })))
     }
 
+    /// A call slot now, owned (for a started call), if one is free.
+    fn try_acquire_owned(self: &Rc<Self>) -> Option<OwnedSlot> {
+        let slot = self.limiter.try_acquire()?;
+        // The owned slot releases it instead.
+        std::mem::forget(slot);
+        Some(OwnedSlot(self.clone()))
+    }
+
     /// A lane just became idle: close it if more idle lanes are kept than
     /// allowed and nobody is waiting for a slot.
     fn idle_cap(&self, lane: &Lane) {
@@ -603,7 +663,10 @@ struct Call {
 }
 
 enum CallState {
+    /// A task awaits it ([`Pool::call`]).
     Waiting(Option<Waker>),
+    /// Nobody awaits it: its result goes to a callback ([`Pool::start`]).
+    Detached(Detached),
     Done(Result<Response, Failure>),
     Taken,
     /// The caller gave up (deadline); a response that still arrives is dropped.
@@ -617,19 +680,93 @@ impl Call {
 
     /// Still awaited by its caller (not answered, failed, timed out or abandoned).
     fn is_live(&self) -> bool {
-        matches!(*self.state.borrow(), CallState::Waiting(_))
+        matches!(
+            *self.state.borrow(),
+            CallState::Waiting(_) | CallState::Detached(_)
+        )
     }
 
     fn complete(&self, result: Result<Response, Failure>) {
         let mut st = self.state.borrow_mut();
-        if let CallState::Waiting(waker) = &mut *st {
-            let waker = waker.take();
-            *st = CallState::Done(result);
-            drop(st);
-            if let Some(w) = waker {
-                w.wake();
+        match &mut *st {
+            CallState::Waiting(waker) => {
+                let waker = waker.take();
+                *st = CallState::Done(result);
+                drop(st);
+                if let Some(w) = waker {
+                    w.wake();
+                }
             }
+            CallState::Detached(_) => {
+                let CallState::Detached(d) = std::mem::replace(&mut *st, CallState::Taken) else {
+                    unreachable!("matched Detached above")
+                };
+                drop(st);
+                d.finish(self, result);
+            }
+            _ => {}
         }
+    }
+}
+
+/// A started call's callback and what a retry needs.
+struct Detached {
+    on_done: OnDone,
+    /// Placed on a connection that had answered before (a stale one may be retried).
+    reused: bool,
+    affinity: u64,
+    /// Its call slot (released when the call ends); holds the pool too.
+    _slot: OwnedSlot,
+}
+
+impl Detached {
+    /// Hands the result over, or retries once (in a task, like [`Pool::call`]'s
+    /// retry) when the backend certainly or probably never processed it.
+    fn finish(self, call: &Call, result: Result<Response, Failure>) {
+        let retry = match &result {
+            Err(Failure::Stale(_)) => self.reused,
+            Err(Failure::Unprocessed(_)) => true,
+            _ => false,
+        };
+        if retry {
+            if let Err(Failure::Stale(e) | Failure::Unprocessed(e)) = &result {
+                tracing::debug!(error = %e, "backend request not processed; retrying once");
+            }
+            let Detached {
+                on_done,
+                affinity,
+                _slot: slot,
+                ..
+            } = self;
+            // The retry takes a slot of its own: this one is given back first.
+            let pool = slot.0.clone();
+            drop(slot);
+            let (head, body, head_request, deadline) = (
+                call.head.clone(),
+                call.body.clone(),
+                call.head_request,
+                call.deadline,
+            );
+            crate::shard::spawn_isolated("backend retry", async move {
+                let result = pool
+                    .call_inner(head, body, head_request, affinity, deadline, true)
+                    .await;
+                on_done(result);
+            });
+            return;
+        }
+        (self.on_done)(result.map_err(|f| match f {
+            Failure::Stale(e) | Failure::Unprocessed(e) | Failure::Fatal(e) => e,
+        }));
+    }
+}
+
+/// A call slot owned by a started call (released on drop).
+struct OwnedSlot(Rc<Inner>);
+
+impl Drop for OwnedSlot {
+    fn drop(&mut self) {
+        self.0.limiter.release();
     }
 }
 
@@ -655,7 +792,7 @@ impl Future for Waiting {
                 CallState::Done(r) => Poll::Ready(r),
                 _ => unreachable!("matched Done above"),
             },
-            CallState::Taken | CallState::Abandoned => {
+            CallState::Taken | CallState::Abandoned | CallState::Detached(_) => {
                 unreachable!("a Waiting is polled until Ready and only then dropped")
             }
         }
@@ -2082,6 +2219,101 @@ mod tests {
         });
         assert_eq!(server.accepted(), 2);
         assert_eq!(pool.stats().idle, 1);
+    }
+
+    /// Starts a call; the returned receiver yields its result.
+    fn started(
+        pool: &Pool,
+        req: BackendRequest<'_>,
+    ) -> Rc<RefCell<Option<Result<Response, BackendError>>>> {
+        let out = Rc::new(RefCell::new(None));
+        let o = out.clone();
+        pool.start(
+            req,
+            Box::new(move |r| {
+                assert!(o.borrow_mut().replace(r).is_none(), "on_done ran twice");
+            }),
+        );
+        out
+    }
+
+    async fn until_done(
+        r: &Rc<RefCell<Option<Result<Response, BackendError>>>>,
+    ) -> Result<Response, BackendError> {
+        for _ in 0..400 {
+            if let Some(r) = r.borrow_mut().take() {
+                return r;
+            }
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("a started call never finished");
+    }
+
+    #[test]
+    fn started_calls_answer_through_their_callback_without_a_task() {
+        let server = Server::start();
+        let pool = Pool::new(&server.url(""), pipelined(1, 16)).unwrap();
+        run(async {
+            // No connection yet: the first goes the slow way (a task connects).
+            let first = started(&pool, post("/echo", pattern(10, 0)));
+            assert_eq!(until_done(&first).await.unwrap().body, pattern(10, 0));
+            // Now placed at once, pipelined on the one connection.
+            let results: Vec<_> = (1..=12u8)
+                .map(|i| started(&pool, post("/echo", pattern(50 + usize::from(i), i))))
+                .collect();
+            for (i, r) in results.iter().enumerate() {
+                let i = i as u8 + 1;
+                assert_eq!(
+                    until_done(r).await.unwrap().body,
+                    pattern(50 + usize::from(i), i)
+                );
+            }
+            // Encoding errors come back through the callback too.
+            let bad = started(
+                &pool,
+                BackendRequest {
+                    headers: &[("X", "a\r\nb")],
+                    ..get("/echo")
+                },
+            );
+            assert!(matches!(
+                until_done(&bad).await,
+                Err(BackendError::InvalidRequest(_))
+            ));
+        });
+        assert_eq!(server.accepted(), 1);
+        assert_eq!(pool.stats().busy, 0, "every slot was given back");
+    }
+
+    #[test]
+    fn started_calls_are_retried_and_timed_out_like_awaited_ones() {
+        let server = Server::start();
+        let mut s = pipelined(1, 4);
+        s.request_timeout = Duration::from_millis(200);
+        let pool = Pool::new(&server.url(""), s).unwrap();
+        run(async {
+            // Open the connection, then pipeline an echo behind a response that closes it:
+            // the echo is retried on a new connection.
+            let warm = started(&pool, post("/echo", pattern(5, 1)));
+            until_done(&warm).await.unwrap();
+            let closing = started(&pool, get("/close-header"));
+            let behind = started(&pool, post("/echo", pattern(30, 2)));
+            assert_eq!(&until_done(&closing).await.unwrap().body[..], b"last");
+            assert_eq!(until_done(&behind).await.unwrap().body, pattern(30, 2));
+            // Past the deadline the sweeper answers Timeout.
+            let slow = started(&pool, get("/slow"));
+            let t0 = Instant::now();
+            assert!(matches!(
+                until_done(&slow).await,
+                Err(BackendError::Timeout)
+            ));
+            assert!(
+                t0.elapsed() < Duration::from_millis(1000),
+                "{:?}",
+                t0.elapsed()
+            );
+        });
+        assert_eq!(pool.stats().busy, 0);
     }
 
     #[test]

@@ -13,12 +13,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::backend::BackendRequest;
+use crate::backend::{BackendError, BackendRequest};
 use crate::conn::ConnShared;
 use crate::proto::bannou::{
     flags, MetaKind, RequestHeader, ResponseCode, ResponseHeader, REQUEST_HEADER_LEN,
 };
 use crate::proto::guid::GuidTarget;
+use crate::proto::http1::Response;
 use crate::shard::{ServiceRuntime, ShardCtx};
 
 /// A request accepted for forwarding.
@@ -149,7 +150,28 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
         }
         channels.push((header.channel, VecDeque::new()));
     }
-    crate::shard::spawn_isolated("request", run(ctx.clone(), shared.clone(), q, ordered));
+    if ordered {
+        crate::shard::spawn_isolated("request", run(ctx.clone(), shared.clone(), q, ordered));
+    } else {
+        start(ctx, shared, q);
+    }
+}
+
+/// An unordered request (channel 0, meta): started on the pool with a callback that
+/// answers the client, so it needs no task of its own (`backend::Pool::start`).
+fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
+    let mut cid = [0u8; 160];
+    let mut headers = [("", ""); 6];
+    let req = backend_request(shared, &q, &mut cid, &mut headers);
+    let (sh, service, header, shard) = (shared.clone(), q.service.clone(), q.header, ctx.id);
+    let started = Instant::now();
+    q.service.pool.start(
+        req,
+        Box::new(move |result| {
+            answer(shard, &sh, &service, &header, started, result);
+            sh.request_done();
+        }),
+    );
 }
 
 /// Forwards `first`, then (on an ordered channel) every request queued behind it.
@@ -178,11 +200,24 @@ async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
     if shared.is_gone() {
         return;
     }
+    let mut cid = [0u8; 160];
+    let mut headers = [("", ""); 6];
+    let req = backend_request(shared, &q, &mut cid, &mut headers);
+    let started = Instant::now();
+    let result = q.service.pool.call(req).await;
+    answer(ctx.id, shared, &q.service, &q.header, started, result);
+}
+
+/// The backend request for `q`. Every header value is borrowed (the session's were
+/// formatted once, at its start); only the correlation id is formatted, into `cid`.
+fn backend_request<'a>(
+    shared: &'a ConnShared,
+    q: &'a Queued,
+    cid: &'a mut [u8; 160],
+    headers: &'a mut [(&'a str, &'a str); 6],
+) -> BackendRequest<'a> {
     let s = &shared.session;
-    // Every header value is borrowed (the session's are formatted once, at its start);
-    // only the correlation id is formatted here, on the stack.
-    let mut cid_buf = [0u8; 160];
-    let cid = correlation_id(&mut cid_buf, &s.session_id, q.header.message_id);
+    let cid = correlation_id(cid, &s.session_id, q.header.message_id);
     let body = q.message.slice(REQUEST_HEADER_LEN..);
     let content_type = (!body.is_empty()).then_some(if q.header.flags & flags::BINARY != 0 {
         "application/octet-stream"
@@ -197,25 +232,31 @@ async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
         content_type.map(|c| ("Content-Type", c)),
         Some(("Accept", "application/json")),
     ];
-    let mut headers = [("", ""); 6];
     let mut n = 0;
     for h in wanted.into_iter().flatten() {
         headers[n] = h;
         n += 1;
     }
-    let service = &q.service;
-    let started = Instant::now();
-    let result = service
-        .pool
-        .call(BackendRequest {
-            method: q.method,
-            path: &q.path,
-            headers: &headers[..n],
-            body,
-            // One client's requests travel together (see `Pool`'s lane choice).
-            affinity: std::ptr::from_ref(shared) as u64 >> 6,
-        })
-        .await;
+    BackendRequest {
+        method: q.method,
+        path: &q.path,
+        headers: &headers[..n],
+        body,
+        // One client's requests travel together (see `Pool`'s lane choice).
+        affinity: std::ptr::from_ref(shared) as u64 >> 6,
+    }
+}
+
+/// Answers the client from the backend's result (status → code; errors carry no
+/// payload) and records the service's metrics.
+fn answer(
+    shard: usize,
+    shared: &ConnShared,
+    service: &ServiceRuntime,
+    header: &RequestHeader,
+    started: Instant,
+    result: Result<Response, BackendError>,
+) {
     service.metrics.latency(started.elapsed());
     let (code, payload) = match result {
         Ok(resp) => {
@@ -223,20 +264,20 @@ async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
             if code == ResponseCode::Ok {
                 (code, resp.body)
             } else {
-                tracing::debug!(shard = ctx.id, service = %service.name, status = resp.status, "backend answered an error status");
+                tracing::debug!(shard, service = %service.name, status = resp.status, "backend answered an error status");
                 (code, Bytes::new())
             }
         }
         Err(e) => {
-            tracing::warn!(shard = ctx.id, service = %service.name, error = %e, "backend call failed");
+            tracing::warn!(shard, service = %service.name, error = %e, "backend call failed");
             (ResponseCode::InternalError, Bytes::new())
         }
     };
     service.metrics.response(code);
-    if q.header.flags & flags::EVENT != 0 {
+    if header.flags & flags::EVENT != 0 {
         return;
     }
-    let head = ResponseHeader::answering(&q.header, code).encode();
+    let head = ResponseHeader::answering(header, code).encode();
     shared.send_binary(&head, payload);
 }
 
