@@ -141,7 +141,7 @@ pub fn parse_upgrade_any_path(
     }
 }
 
-async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
+pub(crate) async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     let mut outbox = Outbox::default();
     let leftover = match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&stream)).await {
