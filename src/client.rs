@@ -411,7 +411,8 @@ impl Client {
     /// one `io_uring_enter`) instead of a `send` call right away. Under load this is much
     /// cheaper than [`Client::flush`]: the sends of many connections leave in one burst
     /// rather than each interleaved with the task that queued it (measured with
-    /// `ringgate-bench rpc` against `ws-echo`: ~1.5x the messages per second). Not
+    /// `ringgate-bench rpc --rate max` against `ws-echo`: ~1.3x the messages per
+    /// second). The send happens at the runtime's next submission, not at the call. Not
     /// cancel-safe: the buffer belongs to the operation until it completes, so a
     /// `flush_batched` that is dropped unfinished leaves the stream in an unknown state
     /// (only drop it with the connection). The write buffer's memory is kept for reuse.

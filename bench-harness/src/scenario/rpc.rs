@@ -11,7 +11,7 @@
 //! Batched, so that the harness is not what it measures: each connection sends
 //! everything that is due (or every free window slot) with one write and handles every
 //! response of one read before it waits again, through the client's batching primitives
-//! (`Client::queue_request`, `flush_batched`, `try_next`; see `run_conn`). One frame
+//! (`Client::queue_request`, `flush` / `flush_batched`, `try_next`; see `run_conn`). One frame
 //! per syscall topped out near 150k requests/s on one core. The worker threads run
 //! `sched::client_runtime` (io_uring without completion interrupts).
 //!
@@ -1364,8 +1364,9 @@ const TICK_NS: u64 = 100_000_000;
 /// Batched, like the limit probe's closed loop: each turn of the loop handles every
 /// complete message already read, then queues everything that is due (open loop: each
 /// request whose intended time has passed, with that intended time; closed loop: every
-/// free window slot) and writes it all with one `flush_batched` (one io_uring send,
-/// issued with the other connections' sends of the thread), then waits once: for
+/// free window slot) and writes it all with one write (closed loop: `flush_batched`, one
+/// io_uring send issued with the other connections' sends of the thread; open loop:
+/// `flush`, a `send` right away), then waits once: for
 /// readability or the connection's next deadline (the next intended send time, the
 /// oldest request's timeout, the end of the closed loop, or the stop tick), and reads
 /// once. The deadline is one pinned `Pacer` timer kept for the connection's life and
@@ -1474,7 +1475,18 @@ async fn run_conn(
             }
         }
         if client.queued() > 0 {
-            if let Err(e) = client.flush_batched().await {
+            // Closed loop: a window's worth per connection, handed to io_uring with the
+            // other connections' batches (far cheaper at saturation). Open loop: sent
+            // at once, so the actual send is the recorded one (at sane rates a
+            // connection has about one request due per turn: nothing to batch), and
+            // sends do not bunch into bursts at the runtime's next submission (that
+            // tipped a ws-echo near its limit into long queues at 80k/s).
+            let flushed = if due.is_some() {
+                client.flush().await
+            } else {
+                client.flush_batched().await
+            };
+            if let Err(e) = flushed {
                 drop_cause = Some(conn::drop_cause("send", &e));
                 break;
             }
