@@ -15,6 +15,9 @@
 //! rounded up), which would add 0–1 ms of harness lateness to every request measured
 //! from its intended time. [`Pacer`] is a nanosecond timer on one `timerfd` per thread
 //! (CLOCK_MONOTONIC, absolute deadlines), waking the tasks whose deadlines have passed.
+//!
+//! The runtime: [`client_runtime`] builds the monoio runtime every load-generating
+//! thread runs on (io_uring with cooperative task running; see there why).
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
