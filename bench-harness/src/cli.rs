@@ -250,10 +250,16 @@ pub struct ProbeArgs {
     /// After the run, a message not echoed within this long counts as a timeout.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
-    /// One write per message (as `rpc`'s client does) instead of one write for all the
-    /// messages due (or freed) at once: the limit for that I/O pattern.
+    /// One write per message instead of one write for all the messages due (or freed)
+    /// at once: the limit for a client that sends one frame per syscall.
     #[arg(long)]
     pub write_per_message: bool,
+    /// Speak WebSocket to a plain WebSocket echo server (`ws-echo`) instead of the raw
+    /// probe protocol: the upgrade, then the frames `rpc --mode echo` sends (masked,
+    /// 31-byte request header, ids matched from the echoes), with the probe's I/O. Against
+    /// `ws-echo` this is what a minimal client reaches: the yardstick for `rpc`'s client.
+    #[arg(long)]
+    pub ws: bool,
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -23,6 +23,14 @@
 //! whose intended send time falls in the measured window (after `--warmup`) count. The
 //! report is an `RpcReport` (`scenario` and `mode` `"probe"`), so `compare` and the
 //! peers script read it like any `rpc` report.
+//!
+//! `probe --ws` keeps the probe's client (same loops, same I/O, same accounting) but
+//! speaks WebSocket to a plain echo server (`ws-echo`): the upgrade, then exactly the
+//! frames `rpc --mode echo` sends (masked, 31-byte request header carrying the message
+//! id), matched from the echoes (mode `"probe-ws"`). Against `ws-echo` it answers "what
+//! does a minimal client get from this server", so `rpc --mode echo` over `probe --ws`
+//! on the same server says how much the harness's own client costs, with the server's
+//! cost factored out (the raw probe's ratio mixes both).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -38,6 +46,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use ringgate::proto::bannou::REQUEST_HEADER_LEN;
+use ringgate::proto::frame::{apply_mask, encode_header, parse_header, OpCode, MAX_HEADER_LEN};
 
 use crate::cli::{LoadRate, ProbeArgs, ProbeServerArgs};
 use crate::report::{
@@ -118,6 +127,101 @@ pub fn each_message(buf: &[u8], mut f: impl FnMut(u64)) -> Result<usize, BadLeng
         at += LEN_PREFIX + body;
     }
     Ok(end)
+}
+
+/// Bytes before the message id in a Bannou request header (flags, channel, sequence,
+/// GUID): where `--ws` finds the id in an echoed frame.
+const WS_ID_AT: usize = REQUEST_HEADER_LEN - ID_LEN;
+
+/// Appends one masked client frame (binary, FIN) carrying a Bannou request header with
+/// message id `id` and `payload`: what `rpc --mode echo` sends.
+pub fn encode_ws_message(out: &mut Vec<u8>, id: u64, payload: &[u8], mask: [u8; 4]) {
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let len = REQUEST_HEADER_LEN + payload.len();
+    let n = encode_header(&mut head, true, OpCode::Binary, Some(mask), len);
+    out.extend_from_slice(&head[..n]);
+    let start = out.len();
+    out.resize(start + WS_ID_AT, 0);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask, 0);
+}
+
+/// Calls `f(id)` for every complete server frame (unmasked, binary, FIN, at least a
+/// request header long) at the start of `buf`; returns the bytes they took.
+pub fn each_ws_message(buf: &[u8], mut f: impl FnMut(u64)) -> Result<usize, BadLength> {
+    let mut at = 0;
+    loop {
+        let (h, hlen) = match parse_header(&buf[at..]) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Ok(at),
+            Err(_) => return Err(BadLength(0)),
+        };
+        let len = h.payload_len as usize;
+        if h.opcode != OpCode::Binary || !h.fin || h.mask.is_some() || len < REQUEST_HEADER_LEN {
+            return Err(BadLength(len));
+        }
+        if len > MAX_BODY {
+            return Err(BadLength(len));
+        }
+        if buf.len() - at < hlen + len {
+            return Ok(at);
+        }
+        let id_at = at + hlen + WS_ID_AT;
+        f(u64::from_be_bytes(
+            buf[id_at..id_at + ID_LEN].try_into().expect("8 bytes"),
+        ));
+        at += hlen + len;
+    }
+}
+
+/// What a probe connection speaks: the raw length-prefixed probe messages, or (`--ws`)
+/// WebSocket frames as `rpc --mode echo` sends them, to a plain WebSocket echo server.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    /// Raw: bytes per message on the wire.
+    wire: usize,
+    /// WebSocket: the request payload (None: raw).
+    ws: Option<Rc<[u8]>>,
+}
+
+impl Codec {
+    pub fn raw(payload: usize) -> Codec {
+        Codec {
+            wire: probe_wire_bytes(payload),
+            ws: None,
+        }
+    }
+
+    pub fn ws(payload: usize) -> Codec {
+        Codec {
+            wire: probe_wire_bytes(payload),
+            ws: Some(crate::scenario::rpc::payload(payload).into()),
+        }
+    }
+
+    /// Appends message `id`; `mask_seed` advances per WebSocket frame.
+    fn encode(&self, out: &mut Vec<u8>, id: u64, mask_seed: &mut u32) {
+        match &self.ws {
+            None => encode_message(out, id, self.wire),
+            Some(p) => {
+                // xorshift32: a fresh mask per frame, as a client must use.
+                let mut x = *mask_seed;
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *mask_seed = x;
+                encode_ws_message(out, id, p, x.to_le_bytes());
+            }
+        }
+    }
+
+    fn each(&self, buf: &[u8], f: impl FnMut(u64)) -> Result<usize, BadLength> {
+        match self.ws {
+            None => each_message(buf, f),
+            Some(_) => each_ws_message(buf, f),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -222,11 +326,9 @@ pub fn run_client(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
             std::thread::Builder::new()
                 .name(format!("probe-{t}"))
                 .spawn(move || -> anyhow::Result<ThreadResult> {
-                    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                        .enable_timer()
-                        .build()?;
+                    let mut rt = crate::sched::client_runtime()?;
                     let r = rt.block_on(async move {
-                        let conns = connect_all(addr, n).await;
+                        let conns = connect_all(addr, n, args.ws).await;
                         // All threads start the schedule at the same instant.
                         barrier.wait();
                         let t0 = *t0_cell.get_or_init(|| sched::mono_ns() + 1_000_000);
@@ -236,7 +338,12 @@ pub fn run_client(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
                             measure_from: (args.warmup * 1e9) as u64,
                             end: ((args.warmup + args.duration) * 1e9) as u64,
                         };
-                        client_thread(conns, first, &args, w, wire).await
+                        let codec = if args.ws {
+                            Codec::ws(args.payload)
+                        } else {
+                            Codec::raw(args.payload)
+                        };
+                        client_thread(conns, first, &args, w, codec).await
                     });
                     // Connections and tasks may still be pending: skip the teardown.
                     std::mem::forget(rt);
@@ -272,9 +379,13 @@ pub fn run_client(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let r = RpcReport {
         scenario: "probe".into(),
         schema_version: 1,
-        label: format!("limit probe (raw TCP, {wire} B)"),
+        label: if args.ws {
+            format!("ws probe (WebSocket frames, {wire} B)")
+        } else {
+            format!("limit probe (raw TCP, {wire} B)")
+        },
         started_unix_ms: started_unix_ms.get().copied().unwrap_or(0),
-        mode: "probe".into(),
+        mode: if args.ws { "probe-ws" } else { "probe" }.into(),
         gateway_url: format!("tcp://{addr}"),
         endpoint: None,
         conns: args.conns,
@@ -352,26 +463,61 @@ fn print_table(r: &RpcReport) {
     println!("  result: {}", if r.ok { "ok" } else { "FAILED" });
 }
 
-/// Opens `n` connections (TCP connect latency and failures recorded).
-async fn connect_all(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, ConnectStats) {
+/// Opens `n` connections, with the WebSocket upgrade when `ws` (connect latency and
+/// failures recorded).
+async fn connect_all(addr: SocketAddr, n: usize, ws: bool) -> (Vec<TcpStream>, ConnectStats) {
     let mut stats = ConnectStats::default();
     let mut h = report::new_histogram();
     let mut streams = Vec::with_capacity(n);
     for _ in 0..n {
         stats.attempted += 1;
         let t = Instant::now();
-        match TcpStream::connect_addr(addr).await {
+        let opened = match TcpStream::connect_addr(addr).await {
+            Ok(s) if ws => upgrade(s, addr).await,
+            Ok(s) => Ok(s),
+            Err(e) => Err(io_cause("tcp", &e)),
+        };
+        match opened {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
                 report::record(&mut h, t.elapsed().as_micros() as u64);
                 stats.established += 1;
                 streams.push(s);
             }
-            Err(e) => *stats.failures.entry(io_cause("tcp", &e)).or_default() += 1,
+            Err(cause) => *stats.failures.entry(cause).or_default() += 1,
         }
     }
     stats.connect_us = HistData::from_histogram(&h);
     (streams, stats)
+}
+
+/// The WebSocket upgrade (`--ws`): request, then the `101` head; the server must send
+/// nothing more before the first frame.
+async fn upgrade(mut s: TcpStream, addr: SocketAddr) -> Result<TcpStream, String> {
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let (res, _) = s.write_all(req.into_bytes()).await;
+    res.map_err(|e| io_cause("upgrade", &e))?;
+    let mut head: Vec<u8> = Vec::with_capacity(1024);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err("upgrade:head_too_large".into());
+        }
+        // One byte at a time: nothing after the head may be consumed (a few hundred
+        // bytes, once per connection).
+        let (res, b) = s.read(Vec::with_capacity(1)).await;
+        match res {
+            Ok(0) => return Err("upgrade:eof".into()),
+            Ok(_) => head.extend_from_slice(&b),
+            Err(e) => return Err(io_cause("upgrade", &e)),
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err("upgrade:refused".into());
+    }
+    Ok(s)
 }
 
 /// A thread's live counters.
@@ -452,7 +598,7 @@ async fn client_thread(
     first: usize,
     args: &ProbeArgs,
     w: Window,
-    wire: usize,
+    codec: Codec,
 ) -> anyhow::Result<ThreadResult> {
     let pacer = sched::Pacer::new()?;
     monoio::spawn(pacer.clone().drive());
@@ -473,7 +619,7 @@ async fn client_thread(
                 monoio::spawn(closed_loop(
                     s,
                     args.window.max(1),
-                    wire,
+                    codec.clone(),
                     args.write_per_message,
                     sh.clone(),
                 ));
@@ -486,11 +632,11 @@ async fn client_thread(
                     wr,
                     due,
                     in_flight.clone(),
-                    wire,
+                    codec.clone(),
                     args.write_per_message,
                     sh.clone(),
                 ));
-                monoio::spawn(open_loop_reader(rd, in_flight, sh.clone()));
+                monoio::spawn(open_loop_reader(rd, in_flight, codec.clone(), sh.clone()));
             }
         }
     }
@@ -521,12 +667,13 @@ async fn open_loop_writer(
     mut wr: monoio::net::tcp::TcpOwnedWriteHalf,
     mut due: sched::Due,
     in_flight: InFlight,
-    wire: usize,
+    codec: Codec,
     per_message: bool,
     sh: Rc<Shared>,
 ) {
     let t0 = sh.w.t0;
-    let mut out: Vec<u8> = Vec::with_capacity(wire * 4);
+    let mut out: Vec<u8> = Vec::with_capacity(codec.wire * 4);
+    let mut mask_seed = 0x9e37_79b9u32;
     let mut batch: Vec<Sent> = Vec::new();
     'run: while let Some(off) = due.peek() {
         sh.pacer.sleep_until(t0 + off).await;
@@ -536,7 +683,7 @@ async fn open_loop_writer(
             out.clear();
             batch.clear();
             while let Some((j, intended)) = due.next_due(now - t0) {
-                encode_message(&mut out, j, wire);
+                codec.encode(&mut out, j, &mut mask_seed);
                 batch.push(Sent {
                     id: j,
                     intended: t0 + intended,
@@ -570,6 +717,7 @@ async fn open_loop_writer(
 async fn open_loop_reader(
     mut rd: monoio::net::tcp::TcpOwnedReadHalf,
     in_flight: InFlight,
+    codec: Codec,
     sh: Rc<Shared>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
@@ -588,7 +736,7 @@ async fn open_loop_reader(
         let now = sched::mono_ns();
         let mut fl = in_flight.borrow_mut();
         let mut bad = false;
-        let used = each_message(&buf, |id| match fl.pop_front() {
+        let used = codec.each(&buf, |id| match fl.pop_front() {
             Some(s) if s.id == id => sh.echoed(&s, now),
             _ => bad = true,
         });
@@ -609,7 +757,7 @@ async fn open_loop_reader(
 async fn closed_loop(
     mut s: TcpStream,
     window: usize,
-    wire: usize,
+    codec: Codec,
     per_message: bool,
     sh: Rc<Shared>,
 ) {
@@ -617,7 +765,8 @@ async fn closed_loop(
     let end = t0 + sh.w.end;
     let mut in_flight: VecDeque<Sent> = VecDeque::with_capacity(window);
     let mut next_id = 0u64;
-    let mut out: Vec<u8> = Vec::with_capacity(wire * window);
+    let mut out: Vec<u8> = Vec::with_capacity(codec.wire * window);
+    let mut mask_seed = 0x9e37_79b9u32;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut to_send = window;
     // Wait for the common start.
@@ -637,7 +786,7 @@ async fn closed_loop(
                 let n = if per_message { 1 } else { to_send };
                 out.clear();
                 for _ in 0..n {
-                    encode_message(&mut out, next_id, wire);
+                    codec.encode(&mut out, next_id, &mut mask_seed);
                     let m = Sent {
                         id: next_id,
                         intended: now,
@@ -672,7 +821,7 @@ async fn closed_loop(
         }
         let now = sched::mono_ns();
         let mut bad = false;
-        let used = each_message(&buf, |id| match in_flight.pop_front() {
+        let used = codec.each(&buf, |id| match in_flight.pop_front() {
             Some(m) if m.id == id => {
                 sh.echoed(&m, now);
                 to_send += 1;
@@ -734,19 +883,63 @@ mod tests {
     }
 
     #[test]
-    fn probe_against_probe_server() {
-        let l = crate::echo::bind_std(
-            "127.0.0.1:0".parse().unwrap(),
-            &monoio::net::ListenerOpts::new(),
-        )
-        .unwrap();
-        let addr = l.local_addr().unwrap().as_socket().unwrap();
-        let l = std::net::TcpListener::from(l);
-        std::thread::spawn(move || {
-            crate::wsecho::accept_loop(l, |s, _| async move {
-                let _ = serve_conn(s).await;
-            })
-        });
+    fn ws_messages_are_the_frames_rpc_sends_and_echoes_are_matched_in_pieces() {
+        use bytes::BytesMut;
+        use ringgate::proto::bannou::RequestHeader;
+        use ringgate::proto::ws::{encode_message_into, Decoder, Limits, Message, Role};
+        let payload = crate::scenario::rpc::payload(64);
+        let mut out = Vec::new();
+        for (id, mask) in [(7u64, [1, 2, 3, 4]), (u64::MAX, [9, 8, 7, 6])] {
+            encode_ws_message(&mut out, id, &payload, mask);
+        }
+        assert_eq!(out.len(), 2 * probe_wire_bytes(64));
+        // A server reads them as two masked Bannou requests carrying the ids.
+        let mut buf = BytesMut::from(&out[..]);
+        let mut dec = Decoder::new(Role::Server, Limits::default());
+        let mut got = Vec::new();
+        while let Some(m) = dec.decode(&mut buf).unwrap() {
+            let Message::Binary(b) = m else {
+                panic!("{m:?}")
+            };
+            assert_eq!(&b[REQUEST_HEADER_LEN..], &payload[..]);
+            got.push(RequestHeader::decode(&b).unwrap().message_id);
+        }
+        assert_eq!(got, vec![7, u64::MAX]);
+        // Echoes (unmasked, as ws-echo sends them) are matched whatever the split point.
+        let mut echo = BytesMut::new();
+        for id in [7u64, 8] {
+            let mut msg = RequestHeader {
+                flags: 0,
+                channel: 0,
+                sequence: 0,
+                guid: [0; 16],
+                message_id: id,
+            }
+            .encode()
+            .to_vec();
+            msg.extend_from_slice(&payload);
+            encode_message_into(&mut echo, OpCode::Binary, &msg, None);
+        }
+        let one = echo.len() / 2;
+        let mut ids = Vec::new();
+        assert_eq!(each_ws_message(&echo, |id| ids.push(id)), Ok(echo.len()));
+        assert_eq!(ids, vec![7, 8]);
+        for cut in [1, 2, 20, one - 1, one, one + 3] {
+            let mut ids = Vec::new();
+            let n = each_ws_message(&echo[..cut], |id| ids.push(id)).unwrap();
+            assert_eq!(n, if cut >= one { one } else { 0 }, "cut {cut}");
+            assert_eq!(ids.len(), n / one);
+        }
+        // A masked or text frame is not an echo of ours.
+        assert!(each_ws_message(&out, |_| {}).is_err());
+        let mut text = BytesMut::new();
+        encode_message_into(&mut text, OpCode::Text, &[b'x'; 40], None);
+        assert!(each_ws_message(&text, |_| {}).is_err());
+    }
+
+    /// Both loops (open at 2000/s, closed with a window of 2) over 4 connections to a
+    /// server on a free port: every measured message echoed, none lost.
+    fn load_both_ways(addr: SocketAddr, ws: bool) {
         for rate in [LoadRate::PerSec(2000.0), LoadRate::Max] {
             let args = ProbeArgs {
                 server: addr.to_string(),
@@ -759,21 +952,20 @@ mod tests {
                 threads: Some(1),
                 timeout_ms: 2000,
                 write_per_message: rate == LoadRate::Max,
+                ws,
                 json: None,
             };
             let r = std::thread::spawn(move || {
-                let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                    .enable_timer()
-                    .build()
-                    .unwrap();
+                let mut rt = crate::sched::client_runtime().unwrap();
                 let r = rt.block_on(async {
-                    let conns = connect_all(addr, 4).await;
+                    let conns = connect_all(addr, 4, ws).await;
                     let w = Window {
                         t0: sched::mono_ns() + 1_000_000,
                         measure_from: 100_000_000,
                         end: 400_000_000,
                     };
-                    client_thread(conns, 0, &args, w, probe_wire_bytes(64)).await
+                    let codec = if ws { Codec::ws(64) } else { Codec::raw(64) };
+                    client_thread(conns, 0, &args, w, codec).await
                 });
                 std::mem::forget(rt);
                 r.unwrap()
@@ -793,5 +985,37 @@ mod tests {
                 assert!(q.sent > 100, "{}", q.sent);
             }
         }
+    }
+
+    fn listener() -> (SocketAddr, std::net::TcpListener) {
+        let l = crate::echo::bind_std(
+            "127.0.0.1:0".parse().unwrap(),
+            &monoio::net::ListenerOpts::new(),
+        )
+        .unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        (addr, std::net::TcpListener::from(l))
+    }
+
+    #[test]
+    fn probe_against_probe_server() {
+        let (addr, l) = listener();
+        std::thread::spawn(move || {
+            crate::wsecho::accept_loop(l, |s, _| async move {
+                let _ = serve_conn(s).await;
+            })
+        });
+        load_both_ways(addr, false);
+    }
+
+    #[test]
+    fn ws_probe_against_ws_echo() {
+        let (addr, l) = listener();
+        std::thread::spawn(move || {
+            crate::wsecho::accept_loop(l, |s, b| async move {
+                let _ = crate::wsecho::serve_conn(s, b).await;
+            })
+        });
+        load_both_ways(addr, true);
     }
 }

@@ -15,6 +15,9 @@
 //! rounded up), which would add 0–1 ms of harness lateness to every request measured
 //! from its intended time. [`Pacer`] is a nanosecond timer on one `timerfd` per thread
 //! (CLOCK_MONOTONIC, absolute deadlines), waking the tasks whose deadlines have passed.
+//!
+//! The runtime: [`client_runtime`] builds the monoio runtime every load-generating
+//! thread runs on (io_uring with cooperative task running; see there why).
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -43,6 +46,39 @@ pub fn unix_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// The monoio runtime of a load-generating thread (`rpc`'s workers, `probe`).
+pub type ClientRuntime = monoio::FusionRuntime<
+    monoio::time::TimeDriver<monoio::IoUringDriver>,
+    monoio::time::TimeDriver<monoio::LegacyDriver>,
+>;
+
+/// A runtime for a load-generating thread: monoio with its timer, io_uring set up with
+/// `IORING_SETUP_COOP_TASKRUN` when the kernel has it (5.19+; else the default setup).
+///
+/// Why: by default io_uring interrupts a task that is running in user space (an
+/// inter-processor interrupt) as soon as a completion arrives for it. On loopback the
+/// server under test would pay for that: its `send` wakes the client's pending read, and
+/// waking a busy client costs an IPI in the server's send path (on a VM, an exit each).
+/// A real client sits on another host, so that cost is an artefact of the harness. With
+/// cooperative task running the client picks completions up at its next
+/// `io_uring_enter`, which monoio makes on every turn of its loop. Every client of the
+/// harness (`rpc` and the probes) runs this way, so comparisons between them stay fair;
+/// the servers (`ws-echo`, `probe-server`, the gateway) keep the default setup.
+pub fn client_runtime() -> io::Result<ClientRuntime> {
+    let mut urb = io_uring::IoUring::builder();
+    urb.setup_coop_taskrun();
+    let coop = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .uring_builder(urb)
+        .build();
+    match coop {
+        Ok(rt) => Ok(rt),
+        Err(_) => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build(),
+    }
 }
 
 /// The intended send times of one connection's requests, as offsets from the run's start.

@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use ringgate::outbox::{Flush, Outbox};
-use ringgate::proto::frame::OpCode;
+use ringgate::proto::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 use ringgate::proto::handshake::{self, HandshakeError, UpgradeRequest};
 use ringgate::proto::ws::{self, Decoder, Limits, Message, Role};
 use ringgate::sys::{self, Nb};
@@ -141,7 +141,7 @@ pub fn parse_upgrade_any_path(
     }
 }
 
-async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
+pub(crate) async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     let mut outbox = Outbox::default();
     let leftover = match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&stream)).await {
@@ -328,14 +328,18 @@ impl EchoConn {
         }
     }
 
+    /// Queues one unmasked frame carrying `payload` (the header is built on the stack:
+    /// no allocation per message).
+    fn echo(&mut self, opcode: OpCode, payload: bytes::Bytes) {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut head, true, opcode, None, payload.len());
+        self.outbox.push(&head[..n], payload);
+    }
+
     fn on_message(&mut self, msg: Message) {
         match msg {
-            Message::Binary(p) => self
-                .outbox
-                .push(&ws::message_header(OpCode::Binary, p.len()), p),
-            Message::Text(p) => self
-                .outbox
-                .push(&ws::message_header(OpCode::Text, p.len()), p),
+            Message::Binary(p) => self.echo(OpCode::Binary, p),
+            Message::Text(p) => self.echo(OpCode::Text, p),
             Message::Ping(p) => self.outbox.push_bytes(ws::pong_frame(&p, None)),
             Message::Pong(_) => {}
             Message::Close(frame) => {
