@@ -4,8 +4,8 @@
 #   2. nginx               as a WebSocket reverse proxy in front of ws-echo (rpc --mode echo)
 #   3. ws-echo             the plain WebSocket echo server, no proxy     (rpc --mode echo)
 #   4. the limit probe     raw TCP ping-pong over io_uring, same message sizes (probe)
-#      and again with one write per message, as rpc's client writes (probe-1w): what the
-#      load generator's own I/O pattern allows; rpc against ws-echo should reach >= 80%
+#   and, for the load generator's own cost, the probe's minimal client speaking
+#   WebSocket to ws-echo (probe-ws): rpc against ws-echo next to it and next to the probe.
 # For each: max throughput (--rate max), then p50/p99/p99.9 at a fixed rate of half of
 # nginx's max. Prints one table with ratios to nginx and to the probe.
 #
@@ -29,7 +29,7 @@
 # backend.max_conns_per_shard, 32), PIPELINE (its backend.pipeline_depth, 64),
 # BACKEND_IDLE (its backend.max_idle_per_shard, 512), RG_DEFAULT_POOL (1: keep the shipped
 # values of those three instead), TARGETS (which targets to run, default all five:
-# "ringgate nginx ws-echo probe probe-1w"; without nginx, set FIXED_RATE).
+# "ringgate nginx ws-echo probe probe-ws"; without nginx, set FIXED_RATE).
 #
 # Outputs in perf/out/peers-<timestamp>/: one rpc-format JSON per run
 # (<target>-max.json, <target>-fixed.json), summary.json, table.txt, the fixed-rate
@@ -272,9 +272,9 @@ run_target() { # target rate name
         probe)
             on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" \
                 --server "127.0.0.1:$PROBE_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
-        probe-1w)
-            on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" --write-per-message \
-                --server "127.0.0.1:$PROBE_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+        probe-ws)
+            on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" --ws \
+                --server "127.0.0.1:$WSECHO_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
     esac
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" 2>/dev/null || true
@@ -299,7 +299,7 @@ EOF
     done
 }
 
-read -ra TARGETS <<< "${TARGETS:-ringgate nginx ws-echo probe probe-1w}"
+read -ra TARGETS <<< "${TARGETS:-ringgate nginx ws-echo probe probe-ws}"
 for t in "${TARGETS[@]}"; do run_target "$t" max "$t-max"; done
 
 if [[ -z $FIXED_RATE ]]; then
@@ -366,7 +366,11 @@ for t in targets:
           f"{ratio(r['p99'], ng.get('p99')):>12} {ratio(r['p99'], pr.get('p99')):>12}{flag}")
 print("(!) = that target's report is not ok (errors, timeouts, lost requests or failed connections): see its JSON")
 print("srv CPU: the server under test's CPU at max, percent of one core (its backend not included)")
-print("probe-1w: the probe with one write per message, as rpc's client sends; ratios are to the batched probe")
+print("probe-ws: the probe's minimal client speaking WebSocket to ws-echo (the same frames as rpc --mode echo)")
+we, pw = rows.get("ws-echo", {}), rows.get("probe-ws", {})
+if we.get("max") and pr.get("max"):
+    print(f"harness: rpc -> ws-echo at max = {we['max'] / pr['max']:.2f} x the raw probe"
+          + (f", {we['max'] / pw['max']:.2f} x probe-ws (a minimal client on the same server)" if pw.get("max") else ""))
 rg = rows.get("ringgate", {})
 if rg.get("max") and ng.get("max") and pr.get("max"):
     print(f"targets: max >= nginx: {'met' if rg['max'] >= ng['max'] else 'NOT met'}; "
