@@ -151,50 +151,45 @@ enum Parse {
     Bad(u16),
 }
 
+/// Parses the request at the front of `buf` with `httparse` (SIMD scanning: this runs
+/// once per request on the same core as the gateway under test, so it must be cheap).
 fn parse(buf: &[u8]) -> Parse {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD {
-            Parse::Bad(431)
-        } else {
-            Parse::Partial
-        };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Parse::Bad(431),
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parse::Bad(431),
+        Err(httparse::Error::Version) => {
+            // An HTTP version we do not speak (505), or no version at all (400).
+            let line_end = buf.iter().position(|&b| b == b'\r').unwrap_or(buf.len());
+            let has_version = buf[..line_end].windows(6).any(|w| w == b" HTTP/");
+            return Parse::Bad(if has_version { 505 } else { 400 });
+        }
+        Err(_) => return Parse::Bad(400),
     };
-    let head_len = end + 4;
-    let Ok(head) = std::str::from_utf8(&buf[..end]) else {
-        return Parse::Bad(400);
-    };
-    let mut lines = head.split("\r\n");
-    let mut parts = lines.next().unwrap_or("").split(' ');
-    let (Some(method), Some(_path), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Parse::Bad(400);
-    };
-    let mut close = match version {
-        "HTTP/1.1" => false,
-        "HTTP/1.0" => true,
-        _ => return Parse::Bad(505),
-    };
+    let http10 = req.version == Some(0);
+    let mut close = http10;
     let mut body_len = 0usize;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Parse::Bad(400);
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            match value.parse::<usize>() {
-                Ok(n) if n <= MAX_BODY => body_len = n,
-                Ok(_) => return Parse::Bad(413),
-                Err(_) => return Parse::Bad(400),
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match std::str::from_utf8(h.value)
+                .ok()
+                .map(|v| v.trim().parse::<usize>())
+            {
+                Some(Ok(n)) if n <= MAX_BODY => body_len = n,
+                Some(Ok(_)) => return Parse::Bad(413),
+                _ => return Parse::Bad(400),
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // The gateway always sends Content-Length; chunked uploads are not needed.
             return Parse::Bad(411);
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && version == "HTTP/1.0" {
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
                     close = false;
                 }
             }
@@ -203,6 +198,7 @@ fn parse(buf: &[u8]) -> Parse {
     if buf.len() < head_len + body_len {
         return Parse::Partial;
     }
+    let method = req.method.unwrap_or("");
     Parse::Request(Request {
         head_len,
         body_len,
@@ -212,14 +208,21 @@ fn parse(buf: &[u8]) -> Parse {
     })
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 fn respond(out: &mut Vec<u8>, r: &Request, body: &[u8]) {
     let body: &[u8] = if r.get { b"{}" } else { body };
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = body.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
     if r.close {
         out.extend_from_slice(b"\r\nConnection: close");
     }
