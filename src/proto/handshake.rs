@@ -28,6 +28,7 @@
 //! * `Sec-WebSocket-Extensions` is ignored: no extension is ever negotiated.
 //! * `Origin` is returned verbatim; checking it is the caller's policy.
 
+use super::http1::is_token; // RFC 7230 `token` (the tchar table lives with the HTTP/1.1 codec)
 use std::fmt::{self, Write as _};
 
 use base64::engine::general_purpose::STANDARD;
@@ -468,31 +469,6 @@ fn trim(mut v: &[u8]) -> &[u8] {
 fn list_has_token(list: &str, token: &str) -> bool {
     list.split(',')
         .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// RFC 7230 `token`: one or more tchars.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
 }
 
 fn is_bearer_protocol(p: &str) -> bool {

@@ -219,7 +219,8 @@ static TCHAR: [bool; 256] = {
     t
 };
 
-fn is_token(s: &str) -> bool {
+/// RFC 9110 `token`: one or more tchars.
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| TCHAR[usize::from(b)])
 }
 
