@@ -42,7 +42,9 @@
 //!   times out after it was written leaves its connection "draining": no
 //!   new calls go there, its other calls still get their responses, and it
 //!   is closed once none is left, so a late response is never handed to
-//!   another request.
+//!   another request. A draining connection no longer counts against the
+//!   cap (so a hung backend cannot starve the pool of slots); it is closed
+//!   at the latest when its last call's deadline passes.
 //!
 //! Requires a monoio runtime built with `enable_timer()`. A pool belongs to
 //! the runtime that first used it (its connections' tasks run there).
