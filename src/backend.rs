@@ -63,7 +63,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use crate::proto::http1::{encode_request_head, Http1Error, RequestHead, Response, ResponseParser};
+use crate::proto::http1::{
+    encode_request_head, HeaderBlock, Http1Error, RequestHead, Response, ResponseParser,
+};
 use crate::sys::{self, Nb, MAX_IOVECS};
 
 /// Read buffer growth step; it grows as needed for large bodies.
@@ -116,6 +118,8 @@ pub struct BackendRequest<'a> {
     /// Extra headers. `Host`, `Content-Length`, `Connection` and
     /// `Transfer-Encoding` are set by the codec and rejected here.
     pub headers: &'a [(&'a str, &'a str)],
+    /// More headers, checked and encoded beforehand (a client's session headers).
+    pub block: &'a HeaderBlock,
     /// Request body; written without copying.
     pub body: Bytes,
     /// Requests with the same value share a connection when pipelining (the
@@ -506,6 +510,7 @@ impl Inner {
             path,
             host: &self.authority,
             headers: req.headers,
+            block: req.block,
             content_length: req.body.len(),
         };
         let mut out = BytesMut::with_capacity(256);
@@ -1702,6 +1707,7 @@ mod tests {
             method: "GET",
             path,
             headers: &[],
+            block: HeaderBlock::empty(),
             body: Bytes::new(),
             affinity: 0,
         }
@@ -1712,6 +1718,7 @@ mod tests {
             method: "POST",
             path,
             headers: &[],
+            block: HeaderBlock::empty(),
             body,
             affinity: 0,
         }

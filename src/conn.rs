@@ -30,6 +30,7 @@ use crate::proto::event::{manifest_message, ApiEntry};
 use crate::proto::frame::{encode_header, OpCode, CLOSE_NORMAL};
 use crate::proto::guid::SessionKey;
 use crate::proto::handshake::{self, parse_upgrade, Credential, HandshakeError, UpgradeRequest};
+use crate::proto::http1::{HeaderBlock, Http1Error};
 use crate::proto::ratelimit::{Rate, TokenBucket};
 use crate::proto::ws::{self, Decoder, Limits, Message, ProtocolError, Role};
 use crate::shard::{unix_now, ShardCtx, READ_CHUNK};
@@ -50,8 +51,10 @@ pub struct Session {
     pub session_id: Box<str>,
     pub account_id: Option<Box<str>>,
     pub roles: Vec<String>,
-    /// `roles` joined with commas, for the `X-Roles` header.
-    pub roles_header: Box<str>,
+    /// The headers every backend request of this session carries (`X-Bannou-Session-Id`,
+    /// `X-Account-Id`, `X-Roles`), checked and encoded once; an error (a claim with a
+    /// control character) fails each request as it would have failed per request.
+    pub backend_headers: Result<HeaderBlock, Http1Error>,
     pub key: SessionKey,
     pub expires_at: Option<u64>,
     pub manifest_version: Cell<u64>,
@@ -406,11 +409,18 @@ fn new_session(ctx: &ShardCtx, id: Identity) -> Session {
     if id.anonymous && !roles.iter().any(|r| r == "anonymous") {
         roles.push("anonymous".to_string());
     }
+    let roles_header = roles.join(",");
+    let mut headers = vec![("X-Bannou-Session-Id", session_id.as_str())];
+    if let Some(a) = &id.account_id {
+        headers.push(("X-Account-Id", a.as_str()));
+    }
+    headers.push(("X-Roles", roles_header.as_str()));
+    let backend_headers = HeaderBlock::new(&headers);
     Session {
         key: SessionKey::derive(&ctx.guid_secret, &session_id),
         session_id: session_id.into(),
         account_id: id.account_id.map(Into::into),
-        roles_header: roles.join(",").into(),
+        backend_headers,
         roles,
         expires_at: id.expires_at,
         manifest_version: Cell::new(0),
@@ -777,7 +787,7 @@ mod tests_support {
                 session_id: "s".into(),
                 account_id: None,
                 roles: vec![],
-                roles_header: "".into(),
+                backend_headers: Ok(HeaderBlock::default()),
                 key: SessionKey::derive(&[0; 32], "s"),
                 expires_at: Some(100),
                 manifest_version: Cell::new(0),

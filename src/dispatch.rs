@@ -161,10 +161,17 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
 /// answers the client, so it needs no task of its own (`backend::Pool::start`).
 fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     let mut cid = [0u8; 160];
-    let mut headers = [("", ""); 6];
-    let req = backend_request(shared, &q, &mut cid, &mut headers);
-    let (sh, service, header, shard) = (shared.clone(), q.service.clone(), q.header, ctx.id);
+    let mut headers = [("", ""); 3];
     let started = Instant::now();
+    let req = match backend_request(shared, &q, &mut cid, &mut headers) {
+        Ok(req) => req,
+        Err(e) => {
+            answer(ctx.id, shared, &q.service, &q.header, started, Err(e));
+            shared.request_done();
+            return;
+        }
+    };
+    let (sh, service, header, shard) = (shared.clone(), q.service.clone(), q.header, ctx.id);
     q.service.pool.start(
         req,
         Box::new(move |result| {
@@ -201,22 +208,29 @@ async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
         return;
     }
     let mut cid = [0u8; 160];
-    let mut headers = [("", ""); 6];
-    let req = backend_request(shared, &q, &mut cid, &mut headers);
+    let mut headers = [("", ""); 3];
     let started = Instant::now();
-    let result = q.service.pool.call(req).await;
+    let result = match backend_request(shared, &q, &mut cid, &mut headers) {
+        Ok(req) => q.service.pool.call(req).await,
+        Err(e) => Err(e),
+    };
     answer(ctx.id, shared, &q.service, &q.header, started, result);
 }
 
-/// The backend request for `q`. Every header value is borrowed (the session's were
-/// formatted once, at its start); only the correlation id is formatted, into `cid`.
+/// The backend request for `q`. The session's headers were checked and encoded once, at
+/// its start; per request only the correlation id is formatted (into `cid`) and the
+/// content type chosen. Fails if the session's headers could not be encoded.
 fn backend_request<'a>(
     shared: &'a ConnShared,
     q: &'a Queued,
     cid: &'a mut [u8; 160],
-    headers: &'a mut [(&'a str, &'a str); 6],
-) -> BackendRequest<'a> {
+    headers: &'a mut [(&'a str, &'a str); 3],
+) -> Result<BackendRequest<'a>, BackendError> {
     let s = &shared.session;
+    let block = s
+        .backend_headers
+        .as_ref()
+        .map_err(|e| BackendError::InvalidRequest(e.clone()))?;
     let cid = correlation_id(cid, &s.session_id, q.header.message_id);
     let body = q.message.slice(REQUEST_HEADER_LEN..);
     let content_type = (!body.is_empty()).then_some(if q.header.flags & flags::BINARY != 0 {
@@ -225,10 +239,7 @@ fn backend_request<'a>(
         "application/json; charset=utf-8"
     });
     let wanted = [
-        Some(("X-Bannou-Session-Id", &*s.session_id)),
         Some(("X-Correlation-Id", cid)),
-        s.account_id.as_deref().map(|a| ("X-Account-Id", a)),
-        Some(("X-Roles", &*s.roles_header)),
         content_type.map(|c| ("Content-Type", c)),
         Some(("Accept", "application/json")),
     ];
@@ -237,14 +248,15 @@ fn backend_request<'a>(
         headers[n] = h;
         n += 1;
     }
-    BackendRequest {
+    Ok(BackendRequest {
         method: q.method,
         path: &q.path,
         headers: &headers[..n],
+        block,
         body,
         // One client's requests travel together (see `Pool`'s lane choice).
         affinity: std::ptr::from_ref(shared) as u64 >> 6,
-    }
+    })
 }
 
 /// Answers the client from the backend's result (status → code; errors carry no

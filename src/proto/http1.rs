@@ -104,6 +104,9 @@ pub struct RequestHead<'a> {
     pub host: &'a str,
     /// Extra header fields, written in order after the codec's own.
     pub headers: &'a [(&'a str, &'a str)],
+    /// Header lines already checked by [`HeaderBlock::new`] (written after `headers`):
+    /// the ones that are the same for every request of a client, checked once.
+    pub block: &'a HeaderBlock,
     /// Exact body length; `Content-Length` is always written (also for 0).
     pub content_length: usize,
 }
@@ -142,20 +145,10 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
         + len_digits.len()
         + 80;
     for (name, value) in head.headers {
-        if !is_token(name) {
-            return Err(Http1Error::InvalidHeaderName((*name).to_owned()));
-        }
-        if is_reserved(name) {
-            return Err(Http1Error::ReservedHeader((*name).to_owned()));
-        }
-        // field-value: no CTLs except HTAB (this rejects CR, LF and NUL).
-        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(Http1Error::InvalidHeaderValue {
-                name: (*name).to_owned(),
-            });
-        }
+        check_header(name, value)?;
         size += name.len() + value.len() + 4;
     }
+    size += head.block.0.len();
 
     out.reserve(size);
     out.put_slice(head.method.as_bytes());
@@ -173,7 +166,52 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
+    out.put_slice(&head.block.0);
     out.put_slice(b"\r\n");
+    Ok(())
+}
+
+/// Header lines checked once and kept encoded (`Name: value\r\n` each), for headers
+/// that every request of one client carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderBlock(Bytes);
+
+impl HeaderBlock {
+    /// Checks and encodes `headers` (the same rules as [`RequestHead::headers`]).
+    pub fn new(headers: &[(&str, &str)]) -> Result<HeaderBlock, Http1Error> {
+        let mut out = Vec::new();
+        for (name, value) in headers {
+            check_header(name, value)?;
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Ok(HeaderBlock(Bytes::from(out)))
+    }
+
+    /// No headers.
+    pub fn empty() -> &'static HeaderBlock {
+        static EMPTY: HeaderBlock = HeaderBlock(Bytes::from_static(b""));
+        &EMPTY
+    }
+}
+
+/// A header field the caller may send: a token name the codec does not own, and a
+/// value without control characters.
+fn check_header(name: &str, value: &str) -> Result<(), Http1Error> {
+    if !is_token(name) {
+        return Err(Http1Error::InvalidHeaderName(name.to_owned()));
+    }
+    if is_reserved(name) {
+        return Err(Http1Error::ReservedHeader(name.to_owned()));
+    }
+    // field-value: no CTLs except HTAB (this rejects CR, LF and NUL).
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(Http1Error::InvalidHeaderValue {
+            name: name.to_owned(),
+        });
+    }
     Ok(())
 }
 
@@ -711,6 +749,7 @@ mod tests {
             path: "/v1/do?x=1",
             host: "backend.local:8080",
             headers,
+            block: HeaderBlock::empty(),
             content_length: len,
         }
     }
@@ -833,6 +872,30 @@ mod tests {
             };
             assert_eq!(encode(&h), Err(Http1Error::InvalidHost));
         }
+    }
+
+    #[test]
+    fn header_block_is_checked_once_and_written_after_the_extra_headers() {
+        let block = HeaderBlock::new(&[("X-Session", "s-1"), ("X-Roles", "a,b")]).unwrap();
+        let h = RequestHead {
+            block: &block,
+            ..head(&[("X-Correlation-Id", "s-1:01")], 0)
+        };
+        let text = encode(&h).unwrap();
+        assert!(
+            text.ends_with("X-Correlation-Id: s-1:01\r\nX-Session: s-1\r\nX-Roles: a,b\r\n\r\n"),
+            "{text:?}"
+        );
+        assert_eq!(
+            HeaderBlock::new(&[("X-Roles", "a\r\nX-Admin: yes")]),
+            Err(Http1Error::InvalidHeaderValue {
+                name: "X-Roles".into()
+            })
+        );
+        assert_eq!(
+            HeaderBlock::new(&[("Host", "h")]),
+            Err(Http1Error::ReservedHeader("Host".into()))
+        );
     }
 
     #[test]
