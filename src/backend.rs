@@ -513,7 +513,8 @@ impl Inner {
             block: req.block,
             content_length: req.body.len(),
         };
-        let mut out = BytesMut::with_capacity(256);
+        // Sized by the encoder (it reserves exactly what the head needs).
+        let mut out = BytesMut::new();
         encode_request_head(&head, &mut out).map_err(BackendError::InvalidRequest)?;
         Ok(out.freeze())
     }

@@ -207,7 +207,7 @@ fn check_header(name: &str, value: &str) -> Result<(), Http1Error> {
         return Err(Http1Error::ReservedHeader(name.to_owned()));
     }
     // field-value: no CTLs except HTAB (this rejects CR, LF and NUL).
-    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if !value.bytes().all(|b| FIELD_VALUE[usize::from(b)]) {
         return Err(Http1Error::InvalidHeaderValue {
             name: name.to_owned(),
         });
@@ -252,6 +252,17 @@ static TCHAR: [bool; 256] = {
                     | b'|'
                     | b'~'
             );
+        b += 1;
+    }
+    t
+};
+
+/// Bytes allowed in a header value: no controls but HTAB (so no CR, LF, NUL), no DEL.
+static FIELD_VALUE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b >= 0x20 && b != 0x7f) || b == 0x09;
         b += 1;
     }
     t
