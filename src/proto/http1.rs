@@ -501,14 +501,20 @@ impl ResponseParser {
     fn find_head_end(&mut self, buf: &[u8]) -> Result<Option<usize>, Http1Error> {
         let limit = buf.len().min(MAX_HEAD_BYTES);
         let mut i = self.scanned;
-        while i < limit {
-            if buf[i] == b'\n' {
-                match (buf.get(i + 1), buf.get(i + 2)) {
-                    (Some(b'\n'), _) => return Ok(Some(i + 2)),
-                    (Some(b'\r'), Some(b'\n')) => return Ok(Some(i + 3)),
-                    (None, _) | (Some(b'\r'), None) => break,
-                    _ => {}
-                }
+        // Line ends found with memchr (SIMD), not byte by byte.
+        loop {
+            let Some(at) = memchr::memchr(b'\n', &buf[i.min(limit)..limit]) else {
+                // Scanned to the end: start from there when more bytes arrive.
+                i = limit;
+                break;
+            };
+            i += at;
+            match (buf.get(i + 1), buf.get(i + 2)) {
+                (Some(b'\n'), _) => return Ok(Some(i + 2)),
+                (Some(b'\r'), Some(b'\n')) => return Ok(Some(i + 3)),
+                // The end may be here once more bytes arrive: look again from it.
+                (None, _) | (Some(b'\r'), None) => break,
+                _ => {}
             }
             i += 1;
         }
@@ -524,9 +530,15 @@ impl ResponseParser {
         if head.len() > MAX_HEAD_BYTES {
             return Err(Http1Error::HeadTooLarge);
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(head).map_err(Http1Error::Parse)? {
+        // Left uninitialised for httparse to fill: zeroing 64 headers per response
+        // cost more than parsing a small head.
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, head, &mut headers)
+            .map_err(Http1Error::Parse)?
+        {
             httparse::Status::Complete(n) if n == head.len() => {}
             _ => return Err(Http1Error::Parse(httparse::Error::NewLine)),
         }
