@@ -51,13 +51,31 @@ pub struct Session {
     pub session_id: Box<str>,
     pub account_id: Option<Box<str>>,
     pub roles: Vec<String>,
-    /// The headers every backend request of this session carries (`X-Bannou-Session-Id`,
-    /// `X-Account-Id`, `X-Roles`), checked and encoded once; an error (a claim with a
-    /// control character) fails each request as it would have failed per request.
-    pub backend_headers: Result<HeaderBlock, Http1Error>,
+    /// The headers every backend request of this session carries; see
+    /// [`Session::backend_headers`]. Built at the first request, so an idle connection
+    /// does not hold them.
+    backend_headers: std::cell::OnceCell<Result<HeaderBlock, Http1Error>>,
     pub key: SessionKey,
     pub expires_at: Option<u64>,
     pub manifest_version: Cell<u64>,
+}
+
+impl Session {
+    /// The headers every backend request of this session carries (`X-Bannou-Session-Id`,
+    /// `X-Account-Id`, `X-Roles`), checked and encoded once, at the first request. An
+    /// error (a claim with a control character) fails each request, as it would have
+    /// failed when checked per request.
+    pub fn backend_headers(&self) -> &Result<HeaderBlock, Http1Error> {
+        self.backend_headers.get_or_init(|| {
+            let roles = self.roles.join(",");
+            let mut headers = vec![("X-Bannou-Session-Id", &*self.session_id)];
+            if let Some(a) = &self.account_id {
+                headers.push(("X-Account-Id", a));
+            }
+            headers.push(("X-Roles", &roles));
+            HeaderBlock::new(&headers)
+        })
+    }
 }
 
 /// A request to end the connection, made from outside its task.
@@ -409,18 +427,11 @@ fn new_session(ctx: &ShardCtx, id: Identity) -> Session {
     if id.anonymous && !roles.iter().any(|r| r == "anonymous") {
         roles.push("anonymous".to_string());
     }
-    let roles_header = roles.join(",");
-    let mut headers = vec![("X-Bannou-Session-Id", session_id.as_str())];
-    if let Some(a) = &id.account_id {
-        headers.push(("X-Account-Id", a.as_str()));
-    }
-    headers.push(("X-Roles", roles_header.as_str()));
-    let backend_headers = HeaderBlock::new(&headers);
     Session {
         key: SessionKey::derive(&ctx.guid_secret, &session_id),
         session_id: session_id.into(),
         account_id: id.account_id.map(Into::into),
-        backend_headers,
+        backend_headers: std::cell::OnceCell::new(),
         roles,
         expires_at: id.expires_at,
         manifest_version: Cell::new(0),
@@ -787,7 +798,7 @@ mod tests_support {
                 session_id: "s".into(),
                 account_id: None,
                 roles: vec![],
-                backend_headers: Ok(HeaderBlock::default()),
+                backend_headers: std::cell::OnceCell::new(),
                 key: SessionKey::derive(&[0; 32], "s"),
                 expires_at: Some(100),
                 manifest_version: Cell::new(0),

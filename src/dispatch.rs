@@ -228,7 +228,7 @@ fn backend_request<'a>(
 ) -> Result<BackendRequest<'a>, BackendError> {
     let s = &shared.session;
     let block = s
-        .backend_headers
+        .backend_headers()
         .as_ref()
         .map_err(|e| BackendError::InvalidRequest(e.clone()))?;
     let cid = correlation_id(cid, &s.session_id, q.header.message_id);
