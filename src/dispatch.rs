@@ -281,7 +281,9 @@ fn answer(
             }
         }
         Err(e) => {
-            tracing::warn!(shard, service = %service.name, error = %e, "backend call failed");
+            if let Some(unlogged) = service.failures.admit(Instant::now()) {
+                tracing::warn!(shard, service = %service.name, error = %e, unlogged_since_last = unlogged, "backend call failed");
+            }
             (ResponseCode::InternalError, Bytes::new())
         }
     };
