@@ -234,17 +234,23 @@ pub fn run_server(args: &ProbeServerArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Reads once into `buf`'s spare room (grown when short), after the bytes it already
+/// holds; returns how many arrived (0 at EOF). Every probe loop reads this way.
+async fn read_more<R: AsyncReadRent>(rd: &mut R, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let len = buf.len();
+    if buf.capacity() - len < READ_BUF / 4 {
+        buf.reserve(READ_BUF);
+    }
+    let (res, slice) = rd.read(std::mem::take(buf).slice_mut(len..)).await;
+    *buf = slice.into_inner();
+    res
+}
+
 /// Echoes every complete message, written back from the buffer it was read into.
 async fn serve_conn(mut stream: TcpStream) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     loop {
-        let len = buf.len();
-        if buf.capacity() - len < READ_BUF / 4 {
-            buf.reserve(READ_BUF);
-        }
-        let (res, slice) = stream.read(buf.slice_mut(len..)).await;
-        buf = slice.into_inner();
-        if res? == 0 {
+        if read_more(&mut stream, &mut buf).await? == 0 {
             return Ok(());
         }
         let n = match complete_prefix(&buf) {
@@ -722,13 +728,7 @@ async fn open_loop_reader(
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let cause = loop {
-        let len = buf.len();
-        if buf.capacity() - len < READ_BUF / 4 {
-            buf.reserve(READ_BUF);
-        }
-        let (res, slice) = rd.read(buf.slice_mut(len..)).await;
-        buf = slice.into_inner();
-        match res {
+        match read_more(&mut rd, &mut buf).await {
             Ok(0) => break "run:eof".to_string(),
             Ok(_) => {}
             Err(e) => break io_cause("run", &e),
@@ -808,13 +808,7 @@ async fn closed_loop(
                 break cause;
             }
         }
-        let len = buf.len();
-        if buf.capacity() - len < READ_BUF / 4 {
-            buf.reserve(READ_BUF);
-        }
-        let (res, slice) = s.read(buf.slice_mut(len..)).await;
-        buf = slice.into_inner();
-        match res {
+        match read_more(&mut s, &mut buf).await {
             Ok(0) => break "run:eof".to_string(),
             Ok(_) => {}
             Err(e) => break io_cause("run", &e),
