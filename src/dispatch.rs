@@ -142,7 +142,11 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
     };
     let ordered = !meta && header.channel > 0;
     shared.request_started();
-    if ordered {
+    if !ordered {
+        start(ctx, shared, q);
+        return;
+    }
+    {
         let mut channels = shared.channels.borrow_mut();
         if let Some((_, waiting)) = channels.iter_mut().find(|(c, _)| *c == header.channel) {
             waiting.push_back(q);
@@ -150,11 +154,10 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
         }
         channels.push((header.channel, VecDeque::new()));
     }
-    if ordered {
-        crate::shard::spawn_isolated("request", run(ctx.clone(), shared.clone(), q, ordered));
-    } else {
-        start(ctx, shared, q);
-    }
+    crate::shard::spawn_isolated(
+        "ordered channel",
+        run_channel(ctx.clone(), shared.clone(), q),
+    );
 }
 
 /// An unordered request (channel 0, meta): started on the pool with a callback that
@@ -181,23 +184,22 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     );
 }
 
-/// Forwards `first`, then (on an ordered channel) every request queued behind it.
-async fn run(ctx: Rc<ShardCtx>, shared: Rc<ConnShared>, first: Queued, ordered: bool) {
+/// An ordered channel's task: forwards `first`, then every request queued behind it on
+/// its channel, one at a time, until the queue is empty.
+async fn run_channel(ctx: Rc<ShardCtx>, shared: Rc<ConnShared>, first: Queued) {
     let channel = first.header.channel;
     let mut next = Some(first);
     while let Some(q) = next.take() {
         forward(&ctx, &shared, q).await;
         shared.request_done();
-        if ordered {
-            let mut channels = shared.channels.borrow_mut();
-            let Some(i) = channels.iter().position(|(c, _)| *c == channel) else {
-                break; // the connection ended and cleared its queues
-            };
-            match channels[i].1.pop_front() {
-                Some(q) => next = Some(q),
-                None => {
-                    channels.swap_remove(i);
-                }
+        let mut channels = shared.channels.borrow_mut();
+        let Some(i) = channels.iter().position(|(c, _)| *c == channel) else {
+            break; // the connection ended and cleared its queues
+        };
+        match channels[i].1.pop_front() {
+            Some(q) => next = Some(q),
+            None => {
+                channels.swap_remove(i);
             }
         }
     }
