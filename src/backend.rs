@@ -257,6 +257,31 @@ enum Failure {
     Fatal(BackendError),
 }
 
+impl Failure {
+    /// Whether a first attempt that failed this way may be retried (once): never
+    /// processed, or dead before any answer on a connection that had answered before
+    /// (`reused`).
+    fn may_retry(&self, reused: bool) -> bool {
+        match self {
+            Failure::Stale(_) => reused,
+            Failure::Unprocessed(_) => true,
+            Failure::Fatal(_) => false,
+        }
+    }
+
+    fn error(&self) -> &BackendError {
+        match self {
+            Failure::Stale(e) | Failure::Unprocessed(e) | Failure::Fatal(e) => e,
+        }
+    }
+
+    fn into_error(self) -> BackendError {
+        match self {
+            Failure::Stale(e) | Failure::Unprocessed(e) | Failure::Fatal(e) => e,
+        }
+    }
+}
+
 impl Pool {
     /// Pool for the service at `url` = `http://host[:port][/base/path]`.
     ///
@@ -458,19 +483,12 @@ impl Inner {
             lane.submit(call.clone());
             match (Waiting { lane, call }).await {
                 Ok(resp) => return Ok(resp),
-                Err(Failure::Stale(err)) if reused && !retried => {
-                    tracing::debug!(backend = %inner.authority, error = %err,
-                        "pooled backend connection was dead; retrying once on another connection");
+                Err(f) if !retried && f.may_retry(reused) => {
+                    tracing::debug!(backend = %inner.authority, error = %f.error(),
+                        "request not processed by the backend; retrying once on another connection");
                     retried = true;
                 }
-                Err(Failure::Unprocessed(err)) if !retried => {
-                    tracing::debug!(backend = %inner.authority, error = %err,
-                        "request was not processed by the backend; retrying once");
-                    retried = true;
-                }
-                Err(Failure::Stale(err) | Failure::Unprocessed(err) | Failure::Fatal(err)) => {
-                    return Err(err)
-                }
+                Err(f) => return Err(f.into_error()),
             }
         }
     }
@@ -731,14 +749,10 @@ impl Detached {
     /// Hands the result over, or retries once (in a task, like [`Pool::call`]'s
     /// retry) when the backend certainly or probably never processed it.
     fn finish(self, call: &Call, result: Result<Response, Failure>) {
-        let retry = match &result {
-            Err(Failure::Stale(_)) => self.reused,
-            Err(Failure::Unprocessed(_)) => true,
-            _ => false,
-        };
+        let retry = matches!(&result, Err(f) if f.may_retry(self.reused));
         if retry {
-            if let Err(Failure::Stale(e) | Failure::Unprocessed(e)) = &result {
-                tracing::debug!(error = %e, "backend request not processed; retrying once");
+            if let Err(f) = &result {
+                tracing::debug!(error = %f.error(), "backend request not processed; retrying once");
             }
             let Detached {
                 on_done,
@@ -763,9 +777,7 @@ impl Detached {
             });
             return;
         }
-        (self.on_done)(result.map_err(|f| match f {
-            Failure::Stale(e) | Failure::Unprocessed(e) | Failure::Fatal(e) => e,
-        }));
+        (self.on_done)(result.map_err(Failure::into_error));
     }
 }
 
