@@ -8,6 +8,7 @@
 //! - [`event`]: server push events (capability manifest, disconnect notice).
 //! - [`ratelimit`]: the per-connection token bucket.
 //! - [`http1`]: the backend HTTP/1.1 client codec.
+//! - [`link`]: the backend link messages (one multiplexed WebSocket per shard).
 
 pub mod bannou;
 pub mod event;
@@ -15,5 +16,6 @@ pub mod frame;
 pub mod guid;
 pub mod handshake;
 pub mod http1;
+pub mod link;
 pub mod ratelimit;
 pub mod ws;
