@@ -170,6 +170,9 @@ pub enum BackendError {
     /// Nothing was sent.
     #[error("invalid backend request: {0}")]
     InvalidRequest(#[source] Http1Error),
+    /// A call over the backend link failed (`crate::link`).
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkFailure),
 }
 
 impl BackendError {
@@ -192,6 +195,15 @@ impl BackendError {
             | BackendError::InvalidUrl(_)
             | BackendError::InvalidSettings(_) => ErrorSide::Gateway,
             BackendError::InvalidRequest(_) => ErrorSide::Request,
+            BackendError::Link(l) => match l {
+                crate::link::LinkFailure::Down | crate::link::LinkFailure::Lost => {
+                    ErrorSide::Backend
+                }
+                crate::link::LinkFailure::Overloaded(_) | crate::link::LinkFailure::Retired => {
+                    ErrorSide::Gateway
+                }
+                crate::link::LinkFailure::Encode(_) => ErrorSide::Request,
+            },
         }
     }
 }

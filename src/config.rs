@@ -175,6 +175,10 @@ pub struct BackendConfig {
     pub pipeline_depth: usize,
     #[serde(default = "d_max_response")]
     pub max_response_bytes: usize,
+    /// Calls waiting for a reply on one shard's link to a service; more are answered
+    /// with code 60 at once (docs/LINK.md).
+    #[serde(default = "d_link_max_inflight")]
+    pub link_max_inflight: usize,
 }
 
 impl Default for BackendConfig {
@@ -186,6 +190,7 @@ impl Default for BackendConfig {
             max_conns_per_shard: d_max_conns(),
             pipeline_depth: d_pipeline_depth(),
             max_response_bytes: d_max_response(),
+            link_max_inflight: d_link_max_inflight(),
         }
     }
 }
@@ -208,13 +213,23 @@ fn d_pipeline_depth() -> usize {
 fn d_max_response() -> usize {
     16 * 1024 * 1024
 }
+fn d_link_max_inflight() -> usize {
+    65_536
+}
 
 /// `[[services]]`: a backend service and the endpoints it exposes to clients.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     pub name: String,
+    /// `http://host:port[/base]`: each request is an HTTP/1.1 `POST`. Exactly one of
+    /// `url` and `link` is set.
+    #[serde(default)]
     pub url: String,
+    /// `ws://host:port/path`: requests travel over the backend link, one WebSocket per
+    /// shard (docs/LINK.md).
+    #[serde(default)]
+    pub link: Option<String>,
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
     /// Largest request payload forwarded to this service; larger ones answer code 11.
@@ -398,6 +413,12 @@ impl Config {
                 "must be > 0",
             ));
         }
+        if b.link_max_inflight == 0 || b.link_max_inflight > u32::MAX as usize / 2 {
+            return Err(ConfigError::key(
+                "backend.link_max_inflight",
+                "must be between 1 and 2147483647",
+            ));
+        }
         if b.pipeline_depth == 0 || b.pipeline_depth > 1024 {
             return Err(ConfigError::key(
                 "backend.pipeline_depth",
@@ -426,11 +447,30 @@ impl Config {
                     format!("duplicate service name {:?}", svc.name),
                 ));
             }
-            if !svc.url.starts_with("http://") {
-                return Err(ConfigError::key(
+            match (&svc.link, svc.url.is_empty()) {
+                (Some(_), false) => {
+                    return Err(ConfigError::key(
+                        at("link"),
+                        "set either url (HTTP) or link (WebSocket link), not both",
+                    ))
+                }
+                (Some(link), true) => {
+                    if let Err(e) = crate::link::LinkUrl::parse(link) {
+                        return Err(ConfigError::key(at("link"), e.to_string()));
+                    }
+                }
+                (None, true) => return Err(ConfigError::key(
                     at("url"),
-                    "must be an http:// URL (https backends are not supported yet)",
-                ));
+                    "missing: set url = \"http://host:port\" (or link = \"ws://host:port/path\")",
+                )),
+                (None, false) => {
+                    if !svc.url.starts_with("http://") {
+                        return Err(ConfigError::key(
+                            at("url"),
+                            "must be an http:// URL (https backends are not supported yet)",
+                        ));
+                    }
+                }
             }
             for (j, ep) in svc.endpoints.iter().enumerate() {
                 let key = format!("services[{i}].endpoints[{j}].path");

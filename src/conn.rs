@@ -56,6 +56,8 @@ pub struct Session {
     /// does not hold them.
     backend_headers: std::cell::OnceCell<Result<HeaderBlock, Http1Error>>,
     pub key: SessionKey,
+    /// The session's number on backend links (unique within the shard; docs/LINK.md).
+    pub link_ref: u64,
     pub expires_at: Option<u64>,
     pub manifest_version: Cell<u64>,
 }
@@ -79,12 +81,33 @@ impl Session {
 }
 
 /// A request to end the connection, made from outside its task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseRequest {
-    /// Send a close frame with this code and reason, then close.
-    Close(u16, &'static str),
+    /// Send a close frame with this code and reason, then close. (The reason is
+    /// borrowed for the gateway's own closes, owned for one a backend asked for.)
+    Close(u16, std::borrow::Cow<'static, str>),
     /// Drop the connection now (the peer is gone).
     Abort,
+}
+
+/// A connection's pending close request (a `Cell`; `Debug` without needing `Copy`).
+#[derive(Default)]
+pub struct CloseSlot(Cell<Option<CloseRequest>>);
+
+impl std::ops::Deref for CloseSlot {
+    type Target = Cell<Option<CloseRequest>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CloseSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let req = self.0.take();
+        let r = write!(f, "{req:?}");
+        self.0.set(req);
+        r
+    }
 }
 
 /// The part of a connection that other tasks of its shard reach.
@@ -93,7 +116,7 @@ pub struct ConnShared {
     pub session: Session,
     outbox: RefCell<Outbox>,
     notify: LocalNotify,
-    close: Cell<Option<CloseRequest>>,
+    close: CloseSlot,
     gone: Cell<bool>,
     last_rx: Cell<u32>,
     ping_sent: Cell<Option<u32>>,
@@ -116,7 +139,7 @@ impl ConnShared {
     /// Queues a binary message `head ++ payload`; `head` is the Bannou header. Returns
     /// false if the connection is gone or was just closed for overflowing.
     pub fn send_binary(&self, head: &[u8], payload: Bytes) -> bool {
-        if self.gone.get() || self.close.get().is_some() {
+        if self.gone.get() || self.closing() {
             return false;
         }
         let mut buf = [0u8; 14 + 31];
@@ -152,7 +175,7 @@ impl ConnShared {
             drop(out);
             self.close.set(Some(CloseRequest::Close(
                 CLOSE_OVERLOADED,
-                "client too slow: outbox full",
+                "client too slow: outbox full".into(),
             )));
             self.notify.notify();
             return false;
@@ -181,17 +204,33 @@ impl ConnShared {
         self.inflight.get() < self.max_inflight
     }
 
+    /// Whether a close was asked for (or decided) already.
+    pub fn closing(&self) -> bool {
+        let req = self.close.take();
+        let closing = req.is_some();
+        self.close.set(req);
+        closing
+    }
+
+    /// The close asked for, if any (left in place).
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        let req = self.close.take();
+        self.close.set(req.clone());
+        req
+    }
+
     /// Asks the connection to close (the first request wins).
-    pub fn request_close(&self, code: u16, reason: &'static str) {
-        if self.close.get().is_none() {
-            self.close.set(Some(CloseRequest::Close(code, reason)));
+    pub fn request_close(&self, code: u16, reason: impl Into<std::borrow::Cow<'static, str>>) {
+        if !self.closing() {
+            self.close
+                .set(Some(CloseRequest::Close(code, reason.into())));
             self.notify.notify();
         }
     }
 
     /// The once-a-second sweep: session expiry, idle ping, pong deadline.
     pub fn on_tick(&self, now: u32, unix_now: u64, idle_ping: u32, pong_timeout: u32) {
-        if self.gone.get() || self.close.get().is_some() {
+        if self.gone.get() || self.closing() {
             return;
         }
         if let Some(exp) = self.session.expires_at {
@@ -309,6 +348,7 @@ impl Drop for Registration<'_> {
             ch.clear();
         }
         self.ctx.remove_conn(self.slot);
+        self.ctx.session_ended(&self.shared.session);
     }
 }
 
@@ -376,7 +416,7 @@ async fn handshake(
         session,
         outbox: RefCell::default(),
         notify: LocalNotify::default(),
-        close: Cell::new(None),
+        close: CloseSlot::default(),
         gone: Cell::new(false),
         last_rx: Cell::new(ctx.now_secs()),
         ping_sent: Cell::new(None),
@@ -429,6 +469,7 @@ fn new_session(ctx: &ShardCtx, id: Identity) -> Session {
     }
     Session {
         key: SessionKey::derive(&ctx.guid_secret, &session_id),
+        link_ref: ctx.next_link_ref(),
         session_id: session_id.into(),
         account_id: id.account_id.map(Into::into),
         backend_headers: std::cell::OnceCell::new(),
@@ -519,11 +560,11 @@ impl Conn<'_> {
             }
             // 1. A close asked for from outside.
             if let Some(req) = self.shared.close.take() {
-                match req {
+                match &req {
                     CloseRequest::Abort => return Ok(()),
                     CloseRequest::Close(code, reason) => {
                         if self.closing.is_none() {
-                            self.begin_close(code, reason);
+                            self.begin_close(*code, reason);
                         }
                     }
                 }
@@ -620,7 +661,7 @@ impl Conn<'_> {
         drop(out);
         self.shared
             .close
-            .set(Some(CloseRequest::Close(e.close_code(), "")));
+            .set(Some(CloseRequest::Close(e.close_code(), "".into())));
         self.closing = Some(Closing::FlushThenEnd);
         self.partial = None;
     }
@@ -777,9 +818,10 @@ impl Conn<'_> {
                         .outbox
                         .borrow_mut()
                         .push_bytes(ws::close_frame(code.map(|c| (c, "")), None));
-                    self.shared
-                        .close
-                        .set(Some(CloseRequest::Close(code.unwrap_or(CLOSE_NORMAL), "")));
+                    self.shared.close.set(Some(CloseRequest::Close(
+                        code.unwrap_or(CLOSE_NORMAL),
+                        "".into(),
+                    )));
                     self.closing = Some(Closing::FlushThenEnd);
                     false
                 }
@@ -800,12 +842,13 @@ mod tests_support {
                 roles: vec![],
                 backend_headers: std::cell::OnceCell::new(),
                 key: SessionKey::derive(&[0; 32], "s"),
+                link_ref: 1,
                 expires_at: Some(100),
                 manifest_version: Cell::new(0),
             },
             outbox: RefCell::default(),
             notify: LocalNotify::default(),
-            close: Cell::new(None),
+            close: CloseSlot::default(),
             gone: Cell::new(false),
             last_rx: Cell::new(0),
             ping_sent: Cell::new(None),
@@ -832,10 +875,10 @@ mod tests {
         }
         assert!(!c.send_binary(&[0; 16], chunk.clone()));
         assert_eq!(
-            c.close.get(),
+            c.close_request(),
             Some(CloseRequest::Close(
                 CLOSE_OVERLOADED,
-                "client too slow: outbox full"
+                "client too slow: outbox full".into()
             ))
         );
         assert!(c.outbox.borrow().is_empty());
@@ -852,22 +895,22 @@ mod tests {
         assert_eq!(c.ping_sent.get(), Some(30));
         assert!(!c.outbox.borrow().is_empty(), "a ping was queued");
         c.on_tick(39, 0, 30, 10);
-        assert_eq!(c.close.get(), None);
+        assert_eq!(c.close_request(), None);
         c.on_tick(40, 0, 30, 10);
-        assert_eq!(c.close.get(), Some(CloseRequest::Abort));
+        assert_eq!(c.close_request(), Some(CloseRequest::Abort));
     }
 
     #[test]
     fn sweep_closes_an_expired_session_with_4001() {
         let c = shared(1 << 20);
         c.on_tick(1, 99, 30, 10);
-        assert_eq!(c.close.get(), None);
+        assert_eq!(c.close_request(), None);
         c.on_tick(2, 100, 30, 10);
         assert_eq!(
-            c.close.get(),
+            c.close_request(),
             Some(CloseRequest::Close(
                 CLOSE_SESSION_EXPIRED,
-                "session expired"
+                "session expired".into()
             ))
         );
     }

@@ -1,5 +1,6 @@
 //! Routing a client's binary request: header checks, GUID → endpoint, channel ordering,
-//! the HTTP call to the backend, and the response back into the client's outbox.
+//! the call to the backend (HTTP pool or backend link), and the response back into the
+//! client's outbox.
 //!
 //! Why apart from `conn`: this is the Bannou Connect request semantics (DESIGN §2, §5) —
 //! which code answers which situation, that channel 0 runs requests concurrently while
@@ -13,14 +14,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::backend::{BackendError, BackendRequest};
+use crate::backend::{BackendError, BackendRequest, OnDone};
 use crate::conn::ConnShared;
+use crate::link::LinkRequest;
 use crate::proto::bannou::{
     flags, MetaKind, RequestHeader, ResponseCode, ResponseHeader, REQUEST_HEADER_LEN,
 };
 use crate::proto::guid::GuidTarget;
 use crate::proto::http1::Response;
-use crate::shard::{ServiceRuntime, ShardCtx};
+use crate::shard::{Backend, ServiceRuntime, ShardCtx};
 
 /// A request accepted for forwarding.
 #[derive(Debug)]
@@ -160,28 +162,26 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
     );
 }
 
-/// An unordered request (channel 0, meta): started on the pool with a callback that
-/// answers the client, so it needs no task of its own (`backend::Pool::start`).
+/// An unordered request (channel 0, meta): started with a callback that answers the
+/// client, so it needs no task of its own (`backend::Pool::start`, `link::Link::start`).
 fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
-    let mut cid = [0u8; 160];
-    let mut headers = [("", ""); 3];
     let started = Instant::now();
-    let req = match backend_request(shared, &q, &mut cid, &mut headers) {
-        Ok(req) => req,
-        Err(e) => {
-            answer(ctx.id, shared, &q.service, &q.header, started, Err(e));
-            shared.request_done();
-            return;
-        }
-    };
     let (sh, service, header, shard) = (shared.clone(), q.service.clone(), q.header, ctx.id);
-    q.service.pool.start(
-        req,
-        Box::new(move |result| {
-            answer(shard, &sh, &service, &header, started, result);
-            sh.request_done();
-        }),
-    );
+    let on_done: OnDone = Box::new(move |result| {
+        answer(shard, &sh, &service, &header, started, result);
+        sh.request_done();
+    });
+    match &q.service.backend {
+        Backend::Http(pool) => {
+            let mut cid = [0u8; 160];
+            let mut headers = [("", ""); 3];
+            match backend_request(shared, &q, &mut cid, &mut headers) {
+                Ok(req) => pool.start(req, on_done),
+                Err(e) => on_done(Err(e)),
+            }
+        }
+        Backend::Link(link) => link.start(shared, link_request(&q), on_done),
+    }
 }
 
 /// An ordered channel's task: forwards `first`, then every request queued behind it on
@@ -205,18 +205,33 @@ async fn run_channel(ctx: Rc<ShardCtx>, shared: Rc<ConnShared>, first: Queued) {
     }
 }
 
-async fn forward(ctx: &ShardCtx, shared: &ConnShared, q: Queued) {
+async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     if shared.is_gone() {
         return;
     }
-    let mut cid = [0u8; 160];
-    let mut headers = [("", ""); 3];
     let started = Instant::now();
-    let result = match backend_request(shared, &q, &mut cid, &mut headers) {
-        Ok(req) => q.service.pool.call(req).await,
-        Err(e) => Err(e),
+    let result = match &q.service.backend {
+        Backend::Http(pool) => {
+            let mut cid = [0u8; 160];
+            let mut headers = [("", ""); 3];
+            match backend_request(shared, &q, &mut cid, &mut headers) {
+                Ok(req) => pool.call(req).await,
+                Err(e) => Err(e),
+            }
+        }
+        Backend::Link(link) => link.call(shared, link_request(&q)).await,
     };
     answer(ctx.id, shared, &q.service, &q.header, started, result);
+}
+
+/// The link request for `q` (the payload is a slice of the client's frame).
+fn link_request(q: &Queued) -> LinkRequest<'_> {
+    LinkRequest {
+        message_id: q.header.message_id,
+        flags: q.header.flags,
+        path: &q.path,
+        payload: &q.message[REQUEST_HEADER_LEN..],
+    }
 }
 
 /// The backend request for `q`. The session's headers were checked and encoded once, at

@@ -14,6 +14,7 @@
 //! - [`conn`]: one client connection: handshake, read/decode, outbox flush, close.
 //! - [`dispatch`]: a client request → backend call → response (channels, codes).
 //! - [`backend`]: the per-shard HTTP/1.1 keep-alive pools.
+//! - [`link`]: the per-shard backend link (one multiplexed WebSocket per service).
 //! - [`outbox`]: per-connection write coalescing and the shard-local wakeup.
 //! - [`sys`]: the few raw non-blocking socket calls.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
@@ -27,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod dispatch;
+pub mod link;
 pub mod mailbox;
 pub mod metrics;
 pub mod outbox;

@@ -108,6 +108,14 @@ pub struct ServiceMetrics {
     responses: [AtomicU64; 19],
     latency_buckets: [AtomicU64; 16],
     latency_sum_us: AtomicU64,
+    /// Set for a service reached over the backend link (its link metrics are rendered).
+    pub link: std::sync::atomic::AtomicBool,
+    /// Shards whose link to the service is up now (0 or 1 per shard block).
+    pub link_up: AtomicU64,
+    /// Link connections established.
+    pub link_connects: AtomicU64,
+    /// Replies that arrived after their call timed out (dropped).
+    pub link_late_replies: AtomicU64,
 }
 
 impl ServiceMetrics {
@@ -301,6 +309,47 @@ impl Metrics {
                 out,
                 "ringgate_backend_latency_seconds_count{{service=\"{name}\"}} {cumulative}"
             );
+        }
+        let links: Vec<&&Arc<str>> = names
+            .iter()
+            .filter(|name| {
+                list.iter()
+                    .any(|(_, n, m)| n == **name && m.link.load(Relaxed))
+            })
+            .collect();
+        for (metric, kind, help, get) in [
+            (
+                "ringgate_link_up",
+                "gauge",
+                "Shards whose backend link to the service is up.",
+                (|m: &ServiceMetrics| m.link_up.load(Relaxed)) as fn(&ServiceMetrics) -> u64,
+            ),
+            (
+                "ringgate_link_connects_total",
+                "counter",
+                "Backend link connections established.",
+                |m| m.link_connects.load(Relaxed),
+            ),
+            (
+                "ringgate_link_late_replies_total",
+                "counter",
+                "Link replies that came after their call timed out (dropped).",
+                |m| m.link_late_replies.load(Relaxed),
+            ),
+        ] {
+            if links.is_empty() {
+                break;
+            }
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} {kind}");
+            for name in &links {
+                let v: u64 = list
+                    .iter()
+                    .filter(|(_, n, _)| n == **name)
+                    .map(|(_, _, m)| get(m))
+                    .sum();
+                let _ = writeln!(out, "{metric}{{service=\"{name}\"}} {v}");
+            }
         }
         out
     }

@@ -17,7 +17,10 @@ use crate::config::{endpoint_id, Config};
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: Arc<str>,
+    /// The HTTP base URL (empty for a link service).
     pub url: String,
+    /// The backend link's `ws://` URL, for a service reached over a link.
+    pub link: Option<String>,
     pub max_request_bytes: Option<usize>,
 }
 
@@ -61,6 +64,7 @@ impl Registry {
             r.services.push(Service {
                 name: svc.name.as_str().into(),
                 url: svc.url.clone(),
+                link: svc.link.clone(),
                 max_request_bytes: svc.max_request_bytes,
             });
             for ep in &svc.endpoints {

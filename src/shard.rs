@@ -21,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::backend::{BackendSettings, Pool};
 use crate::config::Config;
 use crate::conn::{self, ConnShared};
+use crate::link::{Link, LinkSettings};
 use crate::mailbox::{Mailbox, ShardMsg};
 use crate::metrics::{Metrics, ServiceMetrics, ShardMetrics};
 use crate::outbox::LocalNotify;
@@ -29,11 +30,20 @@ use crate::registry::Registry;
 /// Size of a shard read: what one readiness wakeup reads at most per `recv`.
 pub const READ_CHUNK: usize = 32 * 1024;
 
+/// How a shard reaches a service.
+pub enum Backend {
+    /// HTTP/1.1 `POST` per request over the shard's pool (`url`).
+    Http(Rc<Pool>),
+    /// The backend link: one multiplexed WebSocket (`link`, docs/LINK.md).
+    Link(Link),
+}
+
 /// A backend service as one shard uses it.
 pub struct ServiceRuntime {
     pub name: Arc<str>,
+    /// The `url` or the `link` URL, as configured.
     pub url: String,
-    pub pool: Rc<Pool>,
+    pub backend: Backend,
     pub metrics: Arc<ServiceMetrics>,
     /// Throttles the warning logged per failed backend call.
     pub failures: FailureLog,
@@ -89,7 +99,9 @@ pub struct ShardCtx {
     pub draining: Cell<bool>,
     stop_accept: LocalNotify,
     conns_changed: LocalNotify,
-    push_counter: Cell<u16>,
+    push_counter: Rc<Cell<u16>>,
+    /// Numbers sessions for the backend links (never reused while the process runs).
+    link_refs: Cell<u64>,
     epoch: Instant,
 }
 
@@ -116,7 +128,8 @@ impl ShardCtx {
             draining: Cell::new(false),
             stop_accept: LocalNotify::default(),
             conns_changed: LocalNotify::default(),
-            push_counter: Cell::new(0),
+            push_counter: Rc::default(),
+            link_refs: Cell::new(0),
             epoch: Instant::now(),
         };
         ctx.apply_registry(registry);
@@ -136,13 +149,32 @@ impl ShardCtx {
     /// A fresh message id for a server push, in Bannou's `(unix_ms << 16) | counter`
     /// scheme.
     pub fn next_push_id(&self) -> u64 {
-        let c = self.push_counter.get().wrapping_add(1);
-        self.push_counter.set(c);
-        crate::proto::event::push_message_id(unix_now().as_millis() as u64, c)
+        next_push_id(&self.push_counter)
     }
 
-    /// Swaps in a new registry snapshot; pools of services whose URL did not change are
-    /// kept (with their idle connections).
+    /// A session's number on the backend links.
+    pub fn next_link_ref(&self) -> u64 {
+        let n = self.link_refs.get() + 1;
+        self.link_refs.set(n);
+        n
+    }
+
+    /// A session ended: the links that were told about it are told it is gone.
+    pub fn session_ended(&self, session: &crate::conn::Session) {
+        let Ok(services) = self.services.try_borrow() else {
+            return;
+        };
+        for svc in services.iter() {
+            if let Backend::Link(link) = &svc.backend {
+                link.session_closed(session.link_ref);
+            }
+        }
+    }
+
+    /// Swaps in a new registry snapshot; pools and links of services whose URL did not
+    /// change are kept (with their connections); links no longer used are retired (their
+    /// calls in flight still get answers). Must run on the shard's runtime: new links
+    /// start dialing here.
     pub fn apply_registry(&self, reg: Arc<Registry>) {
         let b = &self.config.backend;
         let settings = BackendSettings {
@@ -153,28 +185,65 @@ impl ShardCtx {
             pipeline_depth: b.pipeline_depth,
             max_response_bytes: b.max_response_bytes,
         };
+        let link_settings = LinkSettings {
+            connect_timeout: settings.connect_timeout,
+            request_timeout: settings.request_timeout,
+            max_inflight: b.link_max_inflight,
+            max_message_bytes: self
+                .config
+                .server
+                .max_message_bytes
+                .max(b.max_response_bytes),
+            shard: self.id,
+        };
         let old = self.services.take();
         let mut services = Vec::with_capacity(reg.services.len());
         for svc in &reg.services {
+            let url = svc.link.as_ref().unwrap_or(&svc.url);
             let reuse = old
                 .iter()
-                .find(|o| o.name == svc.name && o.url == svc.url)
+                .find(|o| o.name == svc.name && &o.url == url)
                 .cloned();
             let rt = match reuse {
                 Some(rt) => rt,
                 None => {
-                    let pool = Pool::new(&svc.url, settings.clone())
-                        .expect("service URLs are validated with the config");
+                    let metrics = self.all_metrics.service(self.id, &svc.name);
+                    let backend = match &svc.link {
+                        Some(link) => {
+                            let counter = self.push_counter.clone();
+                            let link = Link::new(
+                                svc.name.clone(),
+                                link,
+                                link_settings.clone(),
+                                Rc::new(move || next_push_id(&counter)),
+                                metrics.clone(),
+                            )
+                            .expect("link URLs are validated with the config");
+                            link.ensure_running();
+                            Backend::Link(link)
+                        }
+                        None => Backend::Http(Rc::new(
+                            Pool::new(&svc.url, settings.clone())
+                                .expect("service URLs are validated with the config"),
+                        )),
+                    };
                     Rc::new(ServiceRuntime {
                         name: svc.name.clone(),
-                        url: svc.url.clone(),
-                        pool: Rc::new(pool),
-                        metrics: self.all_metrics.service(self.id, &svc.name),
+                        url: url.clone(),
+                        backend,
+                        metrics,
                         failures: FailureLog::default(),
                     })
                 }
             };
             services.push(rt);
+        }
+        for o in &old {
+            if let Backend::Link(link) = &o.backend {
+                if !services.iter().any(|n| Rc::ptr_eq(n, o)) {
+                    link.retire();
+                }
+            }
         }
         *self.services.borrow_mut() = services;
         *self.registry.borrow_mut() = reg;
@@ -240,6 +309,14 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for Isolated<F> {
             }
         }
     }
+}
+
+/// A fresh push message id from the shard's counter, in Bannou's
+/// `(unix_ms << 16) | counter` scheme.
+fn next_push_id(counter: &Cell<u16>) -> u64 {
+    let c = counter.get().wrapping_add(1);
+    counter.set(c);
+    crate::proto::event::push_message_id(unix_now().as_millis() as u64, c)
 }
 
 /// Wall-clock time since the Unix epoch (JWT expiry, event timestamps).

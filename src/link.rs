@@ -1,0 +1,957 @@
+//! The backend link (DESIGN §5, `docs/LINK.md`): one persistent, multiplexed WebSocket
+//! per shard to a service, carrying that shard's requests for the service and the
+//! service's replies and actions (push to a session, close it) back.
+//!
+//! Why: over HTTP every forwarded request costs a request head to build and a response
+//! head to parse (and the backend the reverse). Over the link a request is one binary
+//! message with a 24-byte prefix (`proto::link`), everything queued leaves in one
+//! `sendmsg`, and replies come back in any order, matched by a call id, so one slow
+//! request blocks nothing behind it.
+//!
+//! Shape, per shard and link service (all `Rc`, no locks):
+//! - [`Link::start`] encodes the request (and, for a session's first request on this
+//!   connection, its OPEN) straight into the link's write buffer, masked in place, and
+//!   registers the call with its callback. No task and no timer per request.
+//! - A writer task sends the whole write buffer with one `sendmsg` whenever it is not
+//!   empty; the connection's reader (the link task itself) waits for readability, reads
+//!   what is there and runs the callbacks of the replies it decodes, in the order they
+//!   arrive. Replies' payloads are slices of the read buffer, queued into the clients'
+//!   outboxes without a copy.
+//! - One sweeper task answers calls past their deadline with a timeout; their late
+//!   replies are dropped and counted.
+//! - The link task dials, upgrades (subprotocol `ringgate-link.v1`), serves, and on any
+//!   failure answers every call in flight with [`LinkFailure::Lost`] and redials with
+//!   backoff. While it is down requests fail at once ([`LinkFailure::Down`]); while it
+//!   dials they wait in the write buffer (bounded by their deadline).
+//!
+//! A session is announced (OPEN) on first use per connection and CLOSED when its client
+//! goes away ([`Link::session_closed`]); the link keeps a weak reference per announced
+//! session, which is how SEND and CLOSE actions find the client.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+
+use crate::backend::{BackendError, OnDone};
+use crate::conn::ConnShared;
+use crate::metrics::ServiceMetrics;
+use crate::outbox::LocalNotify;
+use crate::proto::bannou::{flags, RequestHeader};
+use crate::proto::frame::{apply_mask, encode_header, OpCode, CLOSE_PROTOCOL_ERROR};
+use crate::proto::http1::Response;
+use crate::proto::link::{self as wire, FromBackend, LinkError, ToBackend, UpgradeError};
+use crate::proto::ws::{self, Decoder, Limits, Message, Role};
+use crate::sys::{self, Nb};
+
+/// Unsent bytes a link may hold; requests beyond fail with [`LinkFailure::Overloaded`]
+/// (a backend that stops reading must not grow the gateway's memory without bound).
+pub const MAX_UNSENT_BYTES: usize = 64 << 20;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per readiness wakeup before other tasks run.
+const READS_PER_WAKEUP: usize = 8;
+/// First and longest wait before redialing a failed link.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A link service's address: `ws://host[:port][/path]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkUrl {
+    /// `host[:port]` as written (the `Host` header).
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+    /// Starts with `/`.
+    pub path: String,
+}
+
+/// Why a `link` URL is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkUrlError {
+    #[error("must start with ws:// (wss:// is not supported yet)")]
+    Scheme,
+    #[error("has no host")]
+    NoHost,
+    #[error("has an invalid port")]
+    Port,
+    #[error("must not contain spaces or control characters")]
+    Characters,
+}
+
+impl LinkUrl {
+    pub fn parse(url: &str) -> Result<LinkUrl, LinkUrlError> {
+        let rest = url.strip_prefix("ws://").ok_or(LinkUrlError::Scheme)?;
+        if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(LinkUrlError::Characters);
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h, p.parse::<u16>().map_err(|_| LinkUrlError::Port)?)
+            }
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(LinkUrlError::NoHost);
+        }
+        Ok(LinkUrl {
+            authority: authority.to_string(),
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+}
+
+/// Tuning for one shard's link to one service.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub connect_timeout: Duration,
+    /// Deadline of each call, from `start` to its reply.
+    pub request_timeout: Duration,
+    /// Calls waiting for a reply at most.
+    pub max_inflight: usize,
+    /// Largest message either way (a larger action closes the link with 1009).
+    pub max_message_bytes: usize,
+    /// Sent to the backend as `X-Ringgate-Shard`.
+    pub shard: usize,
+}
+
+/// How a call over the link failed (other than by timing out:
+/// [`BackendError::Timeout`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkFailure {
+    /// The link is down (redialing); the request was not sent.
+    #[error("backend link is down")]
+    Down,
+    /// The link failed after the request was queued; it may or may not have been
+    /// processed.
+    #[error("backend link lost before the reply")]
+    Lost,
+    /// Too many calls waiting or too many bytes unsent; the request was not sent.
+    #[error("backend link overloaded ({0})")]
+    Overloaded(&'static str),
+    /// The request could not be encoded (a field too long); nothing was sent.
+    #[error("request cannot be encoded for the link: {0}")]
+    Encode(LinkError),
+    /// The service's link was replaced by a registry update before the request.
+    #[error("backend link retired")]
+    Retired,
+}
+
+/// Why a link connection ended (logged).
+#[derive(Debug, thiserror::Error)]
+enum LinkEnd {
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("upgrade refused: {0}")]
+    Upgrade(#[from] UpgradeError),
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("backend closed the connection")]
+    Eof,
+    #[error("backend closed the link (close code {0:?})")]
+    Closed(Option<u16>),
+    #[error("WebSocket protocol error: {0}")]
+    Ws(#[from] ws::ProtocolError),
+    #[error("bad action from backend: {0}")]
+    Action(#[from] LinkError),
+    #[error("text message from backend (link messages are binary)")]
+    Text,
+    #[error("link retired by a registry update")]
+    Retired,
+}
+
+/// One client request for the link (borrowed; encoded into the write buffer at once).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkRequest<'a> {
+    /// The client's message id.
+    pub message_id: u64,
+    /// The client's Bannou flags (0x10 = an event: no reply).
+    pub flags: u8,
+    /// The endpoint path (a meta request's ends in `/meta/<kind>`).
+    pub path: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// Where an awaited call's result lands (see [`Link::call`]).
+type CallSlot = Rc<RefCell<(Option<Result<Response, BackendError>>, Option<Waker>)>>;
+
+/// Supplies message ids for server pushes (the shard's counter).
+pub type PushIds = Rc<dyn Fn() -> u64>;
+
+/// Counters of one link (tests, logs).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Connections established.
+    pub connects: u64,
+    /// Calls waiting for a reply now.
+    pub inflight: usize,
+    /// Replies that came after their call timed out (dropped).
+    pub late_replies: u64,
+    /// SEND/CLOSE actions for sessions that are gone (dropped).
+    pub stale_actions: u64,
+}
+
+/// One shard's link to one service. Cheap to clone (an `Rc`).
+#[derive(Clone)]
+pub struct Link {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Link({} at ws://{}{})",
+            self.inner.service, self.inner.url.authority, self.inner.url.path
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Dialing: requests queue (their deadline bounds the wait).
+    Connecting,
+    Up,
+    /// Waiting to redial: requests fail at once.
+    Down,
+}
+
+struct Pending {
+    on_done: OnDone,
+    deadline: Instant,
+}
+
+struct State {
+    phase: Phase,
+    /// Masked frames not yet sent; `wbuf[sent..]` is what is left.
+    wbuf: Vec<u8>,
+    sent: usize,
+    mask_seed: u64,
+    calls: HashMap<u32, Pending, ahash::RandomState>,
+    next_call: u32,
+    /// Sessions announced (OPEN) on the current connection.
+    sessions: HashMap<u64, Weak<ConnShared>, ahash::RandomState>,
+    stats: LinkStats,
+}
+
+struct Inner {
+    service: Arc<str>,
+    url: LinkUrl,
+    addrs: Vec<SocketAddr>,
+    settings: LinkSettings,
+    push_ids: PushIds,
+    metrics: Arc<ServiceMetrics>,
+    st: RefCell<State>,
+    /// The writer task's waker (woken when the write buffer gets bytes).
+    writer: RefCell<Option<Waker>>,
+    /// Wakes the link task out of its backoff sleep or its read wait (retire).
+    wake: LocalNotify,
+    running: Cell<bool>,
+    retired: Cell<bool>,
+}
+
+impl Link {
+    /// A link to `url` (`ws://host:port/path`) for `service`. Host names are resolved
+    /// here, once. Nothing is dialed before [`Link::ensure_running`].
+    pub fn new(
+        service: Arc<str>,
+        url: &str,
+        settings: LinkSettings,
+        push_ids: PushIds,
+        metrics: Arc<ServiceMetrics>,
+    ) -> Result<Link, BackendError> {
+        let url = LinkUrl::parse(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
+        let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(|e| BackendError::InvalidUrl(format!("cannot resolve {}: {e}", url.host)))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(BackendError::InvalidUrl(format!(
+                "{} resolves to no address",
+                url.host
+            )));
+        }
+        metrics
+            .link
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(Link {
+            inner: Rc::new(Inner {
+                service,
+                url,
+                addrs,
+                settings,
+                push_ids,
+                metrics,
+                st: RefCell::new(State {
+                    phase: Phase::Connecting,
+                    wbuf: Vec::new(),
+                    sent: 0,
+                    mask_seed: u64::from_le_bytes(sys::random_bytes()) | 1,
+                    calls: HashMap::default(),
+                    next_call: 0,
+                    sessions: HashMap::default(),
+                    stats: LinkStats::default(),
+                }),
+                writer: RefCell::new(None),
+                wake: LocalNotify::default(),
+                running: Cell::new(false),
+                retired: Cell::new(false),
+            }),
+        })
+    }
+
+    /// Starts the link's tasks (dial, serve, redial; deadline sweeper) on the current
+    /// monoio runtime, once.
+    pub fn ensure_running(&self) {
+        if self.inner.running.replace(true) {
+            return;
+        }
+        crate::shard::spawn_isolated("backend link", run(self.inner.clone()));
+        crate::shard::spawn_isolated("backend link sweeper", sweep_loop(self.inner.clone()));
+    }
+
+    /// Takes the link out of service (a registry update replaced or removed it): no new
+    /// calls; the calls in flight still get their replies (or time out), then the
+    /// connection is closed and the tasks end.
+    pub fn retire(&self) {
+        self.inner.retired.set(true);
+        self.inner.wake.notify();
+        self.inner.wake_writer();
+    }
+
+    /// Forwards one request (`payload` is copied, masked, into the write buffer). Every outcome — the reply, a failure, the timeout — reaches
+    /// `on_done` exactly once; a failure known at once runs it before `start` returns. A
+    /// client event (flag 0x10) goes out with call 0 (the backend sends no reply) and
+    /// `on_done` gets `202` with no body as soon as it is queued.
+    pub fn start(&self, session: &Rc<ConnShared>, req: LinkRequest<'_>, on_done: OnDone) {
+        match self.inner.place(session, req, on_done) {
+            Ok(None) => {}
+            Ok(Some(on_done)) => on_done(Ok(Response {
+                status: 202,
+                body: bytes::Bytes::new(),
+                keep_alive: true,
+            })),
+            Err((on_done, e)) => on_done(Err(BackendError::Link(e))),
+        }
+    }
+
+    /// Like [`Link::start`], awaiting the reply (ordered channels).
+    pub async fn call(
+        &self,
+        session: &Rc<ConnShared>,
+        req: LinkRequest<'_>,
+    ) -> Result<Response, BackendError> {
+        let slot: CallSlot = Rc::default();
+        let s = slot.clone();
+        self.start(
+            session,
+            req,
+            Box::new(move |r| {
+                let mut s = s.borrow_mut();
+                s.0 = Some(r);
+                if let Some(w) = s.1.take() {
+                    w.wake();
+                }
+            }),
+        );
+        poll_fn(|cx| {
+            let mut s = slot.borrow_mut();
+            match s.0.take() {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    s.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// A session ended: if it was announced on the current connection, the backend is
+    /// told (CLOSED).
+    pub fn session_closed(&self, session: u64) {
+        let mut st = self.inner.st.borrow_mut();
+        if st.sessions.remove(&session).is_some() && st.phase != Phase::Down {
+            encode_frame(&mut st, &ToBackend::Closed { session });
+            drop(st);
+            self.inner.wake_writer();
+        }
+    }
+
+    /// Whether a connection is established now.
+    pub fn is_up(&self) -> bool {
+        self.inner.st.borrow().phase == Phase::Up
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        let st = self.inner.st.borrow();
+        LinkStats {
+            inflight: st.calls.len(),
+            ..st.stats
+        }
+    }
+}
+
+/// Appends `msg` as one masked binary frame. `msg` must have passed `check()`.
+fn encode_frame(st: &mut State, msg: &ToBackend<'_>) {
+    let len = msg.encoded_len();
+    let mut x = st.mask_seed;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    st.mask_seed = x;
+    let mask = (x as u32).to_le_bytes();
+    let mut head = [0u8; 14];
+    let n = encode_header(&mut head, true, OpCode::Binary, Some(mask), len);
+    st.wbuf.reserve(n + len);
+    st.wbuf.extend_from_slice(&head[..n]);
+    let start = st.wbuf.len();
+    msg.encode(&mut st.wbuf).expect("checked before");
+    apply_mask(&mut st.wbuf[start..], mask, 0);
+}
+
+/// Appends a masked control frame (pong, close).
+fn encode_control(st: &mut State, opcode: OpCode, payload: &[u8]) {
+    let mask = (st.mask_seed as u32).to_be_bytes();
+    let mut head = [0u8; 14];
+    let n = encode_header(&mut head, true, opcode, Some(mask), payload.len());
+    st.wbuf.extend_from_slice(&head[..n]);
+    let start = st.wbuf.len();
+    st.wbuf.extend_from_slice(payload);
+    apply_mask(&mut st.wbuf[start..], mask, 0);
+}
+
+/// A call that could not be placed hands its callback back with the reason.
+type Refused = (OnDone, LinkFailure);
+
+impl Inner {
+    /// Queues `req` (after its session's OPEN if this connection has not seen the
+    /// session). `Ok(None)`: the call waits for its reply; `Ok(Some)`: an event, queued,
+    /// whose callback the caller runs now.
+    fn place(
+        &self,
+        session: &Rc<ConnShared>,
+        req: LinkRequest<'_>,
+        on_done: OnDone,
+    ) -> Result<Option<OnDone>, Refused> {
+        let event = req.flags & flags::EVENT != 0;
+        let fail = |on_done: OnDone, e: LinkFailure| Err((on_done, e));
+        if self.retired.get() {
+            return fail(on_done, LinkFailure::Retired);
+        }
+        let mut st = self.st.borrow_mut();
+        if st.phase == Phase::Down {
+            return fail(on_done, LinkFailure::Down);
+        }
+        if st.calls.len() >= self.settings.max_inflight {
+            return fail(on_done, LinkFailure::Overloaded("too many calls waiting"));
+        }
+        if st.wbuf.len() - st.sent > MAX_UNSENT_BYTES {
+            return fail(on_done, LinkFailure::Overloaded("backend not reading"));
+        }
+        let s = &session.session;
+        let sref = s.link_ref;
+        let announce = !st.sessions.contains_key(&sref);
+        let roles;
+        let open = if announce {
+            roles = s.roles.join(",");
+            let open = ToBackend::Open {
+                session: sref,
+                session_id: &s.session_id,
+                account_id: s.account_id.as_deref().unwrap_or(""),
+                roles: &roles,
+            };
+            if let Err(e) = open.check() {
+                return fail(on_done, LinkFailure::Encode(e));
+            }
+            Some(open)
+        } else {
+            None
+        };
+        let call = if !event {
+            loop {
+                st.next_call = st.next_call.wrapping_add(1);
+                let c = st.next_call;
+                if c != 0 && !st.calls.contains_key(&c) {
+                    break c;
+                }
+            }
+        } else {
+            0
+        };
+        let req = ToBackend::Request {
+            session: sref,
+            call,
+            message_id: req.message_id,
+            flags: req.flags,
+            path: req.path,
+            payload: req.payload,
+        };
+        if let Err(e) = req.check() {
+            return fail(on_done, LinkFailure::Encode(e));
+        }
+        if req.encoded_len() > self.settings.max_message_bytes {
+            return fail(
+                on_done,
+                LinkFailure::Encode(LinkError::TooLong {
+                    kind: wire::kind::REQUEST,
+                    field: "message",
+                    len: req.encoded_len(),
+                }),
+            );
+        }
+        if let Some(open) = open {
+            encode_frame(&mut st, &open);
+            st.sessions.insert(sref, Rc::downgrade(session));
+        }
+        encode_frame(&mut st, &req);
+        let unfinished = if event {
+            Some(on_done)
+        } else {
+            let deadline = Instant::now() + self.settings.request_timeout;
+            st.calls.insert(call, Pending { on_done, deadline });
+            None
+        };
+        drop(st);
+        self.wake_writer();
+        Ok(unfinished)
+    }
+
+    fn wake_writer(&self) {
+        if let Some(w) = self.writer.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Sends what is unsent: `Ok(true)` when all of it went, `Ok(false)` when the socket
+    /// is full.
+    fn flush(&self, fd: RawFd) -> io::Result<bool> {
+        let mut st = self.st.borrow_mut();
+        while st.sent < st.wbuf.len() {
+            match sys::send_vectored(fd, &[&st.wbuf[st.sent..]])? {
+                Nb::Done(n) => st.sent += n,
+                Nb::WouldBlock => return Ok(false),
+            }
+        }
+        st.wbuf.clear();
+        st.sent = 0;
+        if st.wbuf.capacity() > 4 * READ_CHUNK {
+            st.wbuf = Vec::new();
+        }
+        Ok(true)
+    }
+
+    /// Ends the current connection's life: every call in flight fails with `why`,
+    /// announcements and unsent bytes are forgotten, and new calls fail fast until the
+    /// next dial.
+    fn tear_down(&self, why: LinkFailure) {
+        let calls = {
+            let mut st = self.st.borrow_mut();
+            if st.phase == Phase::Up {
+                self.metrics.link_up.fetch_sub(1, Relaxed);
+            }
+            st.phase = Phase::Down;
+            st.wbuf = Vec::new();
+            st.sent = 0;
+            st.sessions.clear();
+            std::mem::take(&mut st.calls)
+        };
+        for (_, p) in calls {
+            (p.on_done)(Err(BackendError::Link(why.clone())));
+        }
+    }
+
+    /// Handles one message from the backend.
+    fn on_message(&self, msg: Message) -> Result<(), LinkEnd> {
+        match msg {
+            Message::Binary(b) => self.on_action(FromBackend::decode(&b)?),
+            Message::Text(_) => return Err(LinkEnd::Text),
+            Message::Ping(p) => {
+                encode_control(&mut self.st.borrow_mut(), OpCode::Pong, &p);
+                self.wake_writer();
+            }
+            Message::Pong(_) => {}
+            Message::Close(c) => return Err(LinkEnd::Closed(c.map(|c| c.code))),
+        }
+        Ok(())
+    }
+
+    fn on_action(&self, action: FromBackend) {
+        match action {
+            FromBackend::Reply {
+                call,
+                status,
+                payload,
+            } => {
+                let pending = {
+                    let mut st = self.st.borrow_mut();
+                    let p = st.calls.remove(&call);
+                    if p.is_none() {
+                        st.stats.late_replies += 1;
+                        self.metrics.link_late_replies.fetch_add(1, Relaxed);
+                    }
+                    p
+                };
+                if let Some(p) = pending {
+                    (p.on_done)(Ok(Response {
+                        status,
+                        body: payload,
+                        keep_alive: true,
+                    }));
+                }
+            }
+            FromBackend::Send {
+                session,
+                flags: f,
+                payload,
+            } => match self.session(session) {
+                Some(c) => {
+                    let mut head = RequestHeader::push((self.push_ids)());
+                    head.flags |= f & flags::BINARY;
+                    c.send_binary(&head.encode(), payload);
+                }
+                None => self.st.borrow_mut().stats.stale_actions += 1,
+            },
+            FromBackend::Close {
+                session,
+                code,
+                reason,
+            } => match self.session(session) {
+                Some(c) => {
+                    let reason = String::from_utf8_lossy(&reason).into_owned();
+                    c.request_close(code, reason);
+                }
+                None => self.st.borrow_mut().stats.stale_actions += 1,
+            },
+        }
+    }
+
+    fn session(&self, session: u64) -> Option<Rc<ConnShared>> {
+        self.st
+            .borrow()
+            .sessions
+            .get(&session)
+            .and_then(Weak::upgrade)
+            .filter(|c| !c.is_gone())
+    }
+
+    /// Dials and upgrades one connection; the bytes read past the 101 are returned.
+    async fn dial(&self) -> Result<(TcpStream, BytesMut), LinkEnd> {
+        let mut last = LinkEnd::ConnectTimeout;
+        for &addr in &self.addrs {
+            let stream = match monoio::time::timeout(
+                self.settings.connect_timeout,
+                TcpStream::connect_addr(addr),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    last = LinkEnd::Connect(e);
+                    continue;
+                }
+                Err(_) => {
+                    last = LinkEnd::ConnectTimeout;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            return match monoio::time::timeout(self.settings.connect_timeout, self.upgrade(&stream))
+                .await
+            {
+                Ok(Ok(rest)) => Ok((stream, rest)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(LinkEnd::Upgrade(UpgradeError::Malformed(
+                    "no complete answer within the connect timeout".into(),
+                ))),
+            };
+        }
+        Err(last)
+    }
+
+    async fn upgrade(&self, stream: &TcpStream) -> Result<BytesMut, LinkEnd> {
+        let key_bytes: [u8; 16] = sys::random_bytes();
+        let key = base64_key(&key_bytes);
+        let req = wire::upgrade_request(
+            &self.url.authority,
+            &self.url.path,
+            &key,
+            self.settings.shard,
+        );
+        let fd = stream.as_raw_fd();
+        let mut out = req.as_bytes();
+        while !out.is_empty() {
+            match sys::send_vectored(fd, &[out])? {
+                Nb::Done(n) => out = &out[n..],
+                Nb::WouldBlock => stream.writable(false).await?,
+            }
+        }
+        let mut buf = BytesMut::with_capacity(1024);
+        loop {
+            stream.readable(false).await?;
+            buf.reserve(1024);
+            match sys::recv_into(fd, &mut buf)? {
+                Nb::Done(0) => return Err(LinkEnd::Eof),
+                Nb::Done(_) => {}
+                Nb::WouldBlock => continue,
+            }
+            if let Some(n) = wire::check_upgrade_response(&buf, &key)? {
+                let _ = buf.split_to(n);
+                return Ok(buf);
+            }
+        }
+    }
+
+    /// Serves one established connection until it fails or the link retires.
+    async fn serve(self: &Rc<Self>, stream: TcpStream, mut rbuf: BytesMut) -> LinkEnd {
+        let stream = Rc::new(stream);
+        let fd = stream.as_raw_fd();
+        let dead = Rc::new(Cell::new(false));
+        crate::shard::spawn_isolated(
+            "backend link writer",
+            write_loop(self.clone(), stream.clone(), dead.clone()),
+        );
+        let mut decoder = Decoder::new(
+            Role::Client,
+            Limits {
+                max_message_bytes: self.settings.max_message_bytes,
+            },
+        );
+        let end = 'serve: loop {
+            // Messages already buffered (also what followed the 101).
+            loop {
+                match decoder.decode(&mut rbuf) {
+                    Ok(Some(msg)) => {
+                        if let Err(e) = self.on_message(msg) {
+                            break 'serve e;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let mut st = self.st.borrow_mut();
+                        encode_control(
+                            &mut st,
+                            OpCode::Close,
+                            &crate::proto::frame::close_payload(e.close_code(), ""),
+                        );
+                        drop(st);
+                        let _ = self.flush(fd);
+                        break 'serve LinkEnd::Ws(e);
+                    }
+                }
+            }
+            if self.retired.get() && self.st.borrow().calls.is_empty() {
+                break LinkEnd::Retired;
+            }
+            if dead.get() {
+                break LinkEnd::Eof;
+            }
+            monoio::select! {
+                r = stream.readable(false) => {
+                    if let Err(e) = r {
+                        break LinkEnd::Io(e);
+                    }
+                }
+                _ = self.wake.notified() => continue,
+            }
+            for _ in 0..READS_PER_WAKEUP {
+                if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+                    rbuf.reserve(READ_CHUNK);
+                }
+                let spare = rbuf.capacity() - rbuf.len();
+                match sys::recv_into(fd, &mut rbuf) {
+                    Ok(Nb::Done(0)) => break 'serve LinkEnd::Eof,
+                    Ok(Nb::Done(n)) if n < spare => break,
+                    Ok(Nb::Done(_)) => {}
+                    Ok(Nb::WouldBlock) => break,
+                    Err(e) => break 'serve LinkEnd::Io(e),
+                }
+            }
+        };
+        if matches!(end, LinkEnd::Action(_) | LinkEnd::Text) {
+            // The backend broke the protocol: say so before closing.
+            let mut st = self.st.borrow_mut();
+            encode_control(
+                &mut st,
+                OpCode::Close,
+                &crate::proto::frame::close_payload(CLOSE_PROTOCOL_ERROR, "bad link message"),
+            );
+            drop(st);
+            let _ = self.flush(fd);
+        } else if matches!(end, LinkEnd::Retired | LinkEnd::Closed(_)) {
+            encode_control(
+                &mut self.st.borrow_mut(),
+                OpCode::Close,
+                &crate::proto::frame::close_payload(crate::proto::frame::CLOSE_NORMAL, ""),
+            );
+            let _ = self.flush(fd);
+        }
+        dead.set(true);
+        self.wake_writer();
+        // A writer waiting for writability wakes with an error and lets the stream go.
+        // SAFETY: plain syscall on the descriptor `stream` still owns.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+        end
+    }
+}
+
+/// Sends the write buffer whenever it has bytes, until the connection is dead.
+async fn write_loop(link: Rc<Inner>, stream: Rc<TcpStream>, dead: Rc<Cell<bool>>) {
+    let fd = stream.as_raw_fd();
+    loop {
+        poll_fn(|cx| {
+            let st = link.st.borrow();
+            if dead.get() || st.sent < st.wbuf.len() {
+                Poll::Ready(())
+            } else {
+                *link.writer.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if dead.get() {
+            return;
+        }
+        match link.flush(fd) {
+            Ok(true) => {}
+            Ok(false) => {
+                if stream.writable(false).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(service = %link.service, error = %e, "backend link write failed");
+                break;
+            }
+        }
+    }
+    // Wake the reader with EOF: the link task notices and tears down.
+    dead.set(true);
+    // SAFETY: plain syscall on a descriptor the link still owns (the stream is alive).
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// The link's life: dial, serve, and after a failure redial with backoff.
+async fn run(link: Rc<Inner>) {
+    let mut backoff = BACKOFF_MIN;
+    let ws_url = format!("ws://{}{}", link.url.authority, link.url.path);
+    loop {
+        if link.retired.get() {
+            break;
+        }
+        link.st.borrow_mut().phase = Phase::Connecting;
+        match link.dial().await {
+            Ok((stream, rest)) => {
+                backoff = BACKOFF_MIN;
+                {
+                    let mut st = link.st.borrow_mut();
+                    st.phase = Phase::Up;
+                    st.stats.connects += 1;
+                    link.metrics.link_up.fetch_add(1, Relaxed);
+                    link.metrics.link_connects.fetch_add(1, Relaxed);
+                }
+                tracing::info!(shard = link.settings.shard, service = %link.service, url = %ws_url, "backend link up");
+                link.wake_writer();
+                let end = link.serve(stream, rest).await;
+                if matches!(end, LinkEnd::Retired) {
+                    link.tear_down(LinkFailure::Retired);
+                    break;
+                }
+                tracing::warn!(shard = link.settings.shard, service = %link.service, url = %ws_url, reason = %end, "backend link lost; calls in flight answered 60, redialing");
+                link.tear_down(LinkFailure::Lost);
+            }
+            Err(e) => {
+                tracing::warn!(shard = link.settings.shard, service = %link.service, url = %ws_url, error = %e, retry_in_ms = backoff.as_millis() as u64, "backend link dial failed");
+                link.tear_down(LinkFailure::Down);
+            }
+        }
+        let _ = monoio::time::timeout(backoff, link.wake.notified()).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    link.tear_down(LinkFailure::Retired);
+}
+
+/// Answers calls past their deadline with [`BackendError::Timeout`].
+async fn sweep_loop(link: Rc<Inner>) {
+    let every = (link.settings.request_timeout / 10)
+        .clamp(Duration::from_millis(5), Duration::from_millis(100));
+    loop {
+        monoio::time::sleep(every).await;
+        let expired: Vec<Pending> = {
+            let mut st = link.st.borrow_mut();
+            if st.calls.is_empty() {
+                if link.retired.get() {
+                    return;
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let ids: Vec<u32> = st
+                .calls
+                .iter()
+                .filter(|(_, p)| p.deadline <= now)
+                .map(|(&id, _)| id)
+                .collect();
+            ids.iter().filter_map(|id| st.calls.remove(id)).collect()
+        };
+        for p in expired {
+            (p.on_done)(Err(BackendError::Timeout));
+        }
+    }
+}
+
+fn base64_key(b: &[u8; 16]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_urls_need_ws_a_host_and_a_valid_port() {
+        let u = LinkUrl::parse("ws://127.0.0.1:5002/link").unwrap();
+        assert_eq!(
+            (
+                u.authority.as_str(),
+                u.host.as_str(),
+                u.port,
+                u.path.as_str()
+            ),
+            ("127.0.0.1:5002", "127.0.0.1", 5002, "/link")
+        );
+        let u = LinkUrl::parse("ws://backend").unwrap();
+        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        let u = LinkUrl::parse("ws://[::1]:9/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        assert_eq!(LinkUrl::parse("http://a:1/"), Err(LinkUrlError::Scheme));
+        assert_eq!(LinkUrl::parse("wss://a:1/"), Err(LinkUrlError::Scheme));
+        assert_eq!(LinkUrl::parse("ws://:1/"), Err(LinkUrlError::NoHost));
+        assert_eq!(LinkUrl::parse("ws://a:x/"), Err(LinkUrlError::Port));
+        assert_eq!(LinkUrl::parse("ws://a b/"), Err(LinkUrlError::Characters));
+    }
+}

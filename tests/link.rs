@@ -1,0 +1,623 @@
+//! Integration tests of the backend link (docs/LINK.md) on real sockets: a scripted
+//! link backend (std threads, the library's sans-IO codecs) behind a real gateway.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use ringgate::client::Incoming;
+use ringgate::config::Config;
+use ringgate::proto::bannou::{flags, ResponseCode};
+use ringgate::proto::frame::{encode_frame, OpCode};
+use ringgate::proto::link::{FromBackend, ToBackend};
+use ringgate::proto::ws::{Decoder, Limits, Message, Role};
+
+/// What the backend saw, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Open {
+        session: u64,
+        session_id: String,
+        account_id: String,
+        roles: String,
+    },
+    Request {
+        session: u64,
+        call: u32,
+        flags: u8,
+        path: String,
+        payload: Vec<u8>,
+    },
+    Closed {
+        session: u64,
+    },
+}
+
+/// A scripted link backend. Paths: `/echo` (reply 200 with the payload), `/status/N`
+/// (reply N), `/slow/MS` (reply after MS, from another thread), `/push` (SEND the
+/// payload to the session, then reply), `/kick` (CLOSE the session with 4002),
+/// `/garbage` (an unknown action kind), anything else: no reply.
+struct LinkBackend {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl LinkBackend {
+    fn start() -> LinkBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (s, n) = (seen.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                n.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                std::thread::spawn(move || serve(stream, s));
+            }
+        });
+        LinkBackend {
+            addr,
+            seen,
+            connections,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/link", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, what: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+        let t0 = Instant::now();
+        loop {
+            let seen = self.seen();
+            if what(&seen) {
+                return seen;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "backend saw {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
+    // The upgrade: answer with the accept key and the link subprotocol.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (key, head_len) = loop {
+        let n = stream.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
+            let h = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            };
+            assert_eq!(
+                h("sec-websocket-protocol").as_deref(),
+                Some("ringgate-link.v1")
+            );
+            assert!(h("x-ringgate-shard").is_some());
+            break (h("sec-websocket-key").unwrap(), len);
+        }
+    };
+    let accept = ringgate::proto::handshake::accept_key(&key);
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: ringgate-link.v1\r\n\r\n"
+    );
+    stream.write_all(resp.as_bytes()).unwrap();
+    let writer = Arc::new(Mutex::new(stream.try_clone().unwrap()));
+    let send = move |w: &Arc<Mutex<TcpStream>>, a: FromBackend| {
+        let mut body = Vec::new();
+        a.encode(&mut body);
+        let frame = encode_frame(OpCode::Binary, &body, None);
+        let _ = w.lock().unwrap().write_all(&frame);
+    };
+    let mut rbuf = BytesMut::from(&buf[head_len..]);
+    let mut dec = Decoder::new(Role::Server, Limits::default());
+    loop {
+        while let Ok(Some(msg)) = dec.decode(&mut rbuf) {
+            let Message::Binary(b) = msg else { continue };
+            let m = ToBackend::decode(&b).expect("ringgate sends valid link messages");
+            let (session, call, path, payload) = match m {
+                ToBackend::Open {
+                    session,
+                    session_id,
+                    account_id,
+                    roles,
+                } => {
+                    seen.lock().unwrap().push(Seen::Open {
+                        session,
+                        session_id: session_id.into(),
+                        account_id: account_id.into(),
+                        roles: roles.into(),
+                    });
+                    continue;
+                }
+                ToBackend::Closed { session } => {
+                    seen.lock().unwrap().push(Seen::Closed { session });
+                    continue;
+                }
+                ToBackend::Request {
+                    session,
+                    call,
+                    flags,
+                    path,
+                    payload,
+                    ..
+                } => {
+                    seen.lock().unwrap().push(Seen::Request {
+                        session,
+                        call,
+                        flags,
+                        path: path.into(),
+                        payload: payload.to_vec(),
+                    });
+                    (
+                        session,
+                        call,
+                        path.to_string(),
+                        Bytes::copy_from_slice(payload),
+                    )
+                }
+            };
+            let reply = |status| FromBackend::Reply {
+                call,
+                status,
+                payload: payload.clone(),
+            };
+            if call == 0 {
+                // An event: the protocol forbids a reply.
+            } else if path == "/echo" {
+                send(&writer, reply(200));
+            } else if let Some(code) = path.strip_prefix("/status/") {
+                send(&writer, reply(code.parse().unwrap()));
+            } else if let Some(ms) = path.strip_prefix("/slow/") {
+                let (w, ms) = (writer.clone(), ms.parse().unwrap());
+                let r = reply(200);
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    send(&w, r);
+                });
+            } else if path == "/push" {
+                send(
+                    &writer,
+                    FromBackend::Send {
+                        session,
+                        flags: 0,
+                        payload: payload.clone(),
+                    },
+                );
+                send(&writer, reply(200));
+            } else if path == "/kick" {
+                send(
+                    &writer,
+                    FromBackend::Close {
+                        session,
+                        code: 4002,
+                        reason: Bytes::from_static(b"kicked by test"),
+                    },
+                );
+            } else if path == "/garbage" {
+                let frame = encode_frame(OpCode::Binary, &[0x7f, 1, 2], None);
+                let _ = writer.lock().unwrap().write_all(&frame);
+            }
+        }
+        rbuf.reserve(4096);
+        let n = stream.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        rbuf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+const PATHS: &[&str] = &[
+    "/echo",
+    "/status/404",
+    "/status/500",
+    "/slow/300",
+    "/slow/1500",
+    "/push",
+    "/kick",
+    "/garbage",
+    "/silent",
+];
+
+fn link_config(link_url: &str, extra_backend: &str) -> Config {
+    Config::from_toml_str(&link_config_text(link_url, extra_backend), &[])
+        .expect("link test config is valid")
+}
+
+fn link_config_text(link_url: &str, extra_backend: &str) -> String {
+    let endpoints: Vec<String> = PATHS
+        .iter()
+        .map(|p| format!("{{ path = \"{p}\", roles = [\"user\"] }}"))
+        .collect();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+path = "/connect"
+shards = 1
+admin_listen = "127.0.0.1:0"
+max_message_bytes = 4096
+[auth]
+hs256_secret = "{SECRET}"
+[backend]
+request_timeout_ms = 1000
+connect_timeout_ms = 1000
+{extra_backend}
+[[services]]
+name = "game"
+link = "{link_url}"
+endpoints = [ {} ]
+"#,
+        endpoints.join(", ")
+    )
+}
+
+/// Starts a gateway on `link_config` and waits until its link is up (the backend saw a
+/// connection).
+fn gateway_with_link(backend: &LinkBackend) -> ringgate::Gateway {
+    let g = gateway(link_config(&backend.url(), ""));
+    let t0 = Instant::now();
+    while backend.connections.load(Ordering::SeqCst) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "link never dialed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    g
+}
+
+#[test]
+fn a_request_travels_over_the_link_after_its_sessions_open_and_the_reply_reaches_the_client() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let tok = token(
+            "acct-9",
+            &["user", "tester"],
+            Some("sess-9"),
+            unix_now() + 3600,
+        );
+        let (mut c, m) = connect(&g, &tok).await;
+        let (h, body) = c
+            .call(m.guid("/echo").unwrap(), b"{\"x\":1}")
+            .await
+            .unwrap();
+        assert_eq!(h.code, 0);
+        assert_eq!(&body[..], b"{\"x\":1}");
+        let (h, _) = c.call(m.guid("/echo").unwrap(), b"2").await.unwrap();
+        assert_eq!(h.code, 0);
+    });
+    let seen = backend.seen();
+    let Seen::Open {
+        session,
+        session_id,
+        account_id,
+        roles,
+    } = &seen[0]
+    else {
+        panic!("first message is not OPEN: {seen:?}");
+    };
+    assert_eq!(
+        (session_id.as_str(), account_id.as_str(), roles.as_str()),
+        ("sess-9", "acct-9", "user,tester")
+    );
+    let opens = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Open { .. }))
+        .count();
+    assert_eq!(opens, 1, "a session is announced once per link connection");
+    assert!(
+        matches!(&seen[1], Seen::Request { session: s, call, path, payload, flags: 0 }
+        if s == session && *call != 0 && path == "/echo" && payload == b"{\"x\":1}")
+    );
+}
+
+#[test]
+fn backend_statuses_map_to_codes_over_the_link() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let (h, body) = c.call(m.guid("/status/404").unwrap(), b"x").await.unwrap();
+        assert_eq!((h.code, body.len()), (ResponseCode::NotFound as u8, 0));
+        let (h, body) = c.call(m.guid("/status/500").unwrap(), b"x").await.unwrap();
+        assert_eq!((h.code, body.len()), (ResponseCode::InternalError as u8, 0));
+    });
+}
+
+#[test]
+fn replies_may_come_out_of_order_and_each_reaches_its_request() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let slow = c
+            .send_request(0, 0, 0, m.guid("/slow/300").unwrap(), b"slow")
+            .await
+            .unwrap();
+        let fast = c
+            .send_request(0, 0, 0, m.guid("/echo").unwrap(), b"fast")
+            .await
+            .unwrap();
+        let mut order = Vec::new();
+        while order.len() < 2 {
+            if let Incoming::Response(h, body) = c.next().await.unwrap() {
+                assert_eq!(h.code, 0);
+                order.push((h.message_id, body));
+            }
+        }
+        assert_eq!(order[0].0, fast, "the fast call overtakes the slow one");
+        assert_eq!(&order[0].1[..], b"fast");
+        assert_eq!((order[1].0, &order[1].1[..]), (slow, &b"slow"[..]));
+    });
+}
+
+#[test]
+fn an_ordered_channel_over_the_link_keeps_its_order() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let first = c
+            .send_request(0, 1, 1, m.guid("/slow/300").unwrap(), b"1")
+            .await
+            .unwrap();
+        let second = c
+            .send_request(0, 1, 2, m.guid("/echo").unwrap(), b"2")
+            .await
+            .unwrap();
+        let mut order = Vec::new();
+        while order.len() < 2 {
+            if let Incoming::Response(h, _) = c.next().await.unwrap() {
+                order.push(h.message_id);
+            }
+        }
+        assert_eq!(order, vec![first, second]);
+    });
+}
+
+#[test]
+fn the_backend_pushes_to_a_session_and_closes_it_with_its_code() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let id = c
+            .send_request(
+                0,
+                0,
+                0,
+                m.guid("/push").unwrap(),
+                b"{\"eventName\":\"npc.moved\"}",
+            )
+            .await
+            .unwrap();
+        let mut pushed = None;
+        loop {
+            match c.next().await.unwrap() {
+                Incoming::Push(h, body) => {
+                    assert_eq!(h.flags, flags::EVENT);
+                    assert_eq!(h.guid, [0; 16]);
+                    pushed = Some(body);
+                }
+                Incoming::Response(h, _) if h.message_id == id => break,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            &pushed.expect("push before the reply")[..],
+            b"{\"eventName\":\"npc.moved\"}"
+        );
+        c.send_request(0, 0, 0, m.guid("/kick").unwrap(), b"k")
+            .await
+            .unwrap();
+        let closed = loop {
+            match c.next().await {
+                Ok(Incoming::Close(cl)) => break cl,
+                Ok(_) => {}
+                Err(e) => panic!("no close frame: {e}"),
+            }
+        };
+        assert_eq!(closed, Some((4002, "kicked by test".to_string())));
+    });
+}
+
+#[test]
+fn a_client_that_goes_away_is_reported_closed_to_the_backend() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        c.call(m.guid("/echo").unwrap(), b"x").await.unwrap();
+        c.close(1000).await.unwrap();
+    });
+    let seen = backend.wait_for(|s| s.iter().any(|e| matches!(e, Seen::Closed { .. })));
+    let Seen::Open { session, .. } = &seen[0] else {
+        panic!("{seen:?}")
+    };
+    assert!(seen.contains(&Seen::Closed { session: *session }));
+}
+
+#[test]
+fn an_event_goes_out_with_call_zero_and_gets_no_response() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        c.send_request(flags::EVENT, 0, 0, m.guid("/echo").unwrap(), b"ev")
+            .await
+            .unwrap();
+        // The next response is the call's, not an answer to the event.
+        let (h, body) = c.call(m.guid("/echo").unwrap(), b"after").await.unwrap();
+        assert_eq!((h.code, &body[..]), (0, &b"after"[..]));
+    });
+    let seen = backend.seen();
+    assert!(seen.iter().any(
+        |s| matches!(s, Seen::Request { call: 0, flags: f, payload, .. }
+        if *f == flags::EVENT && payload == b"ev")
+    ));
+}
+
+#[test]
+fn a_reply_after_the_timeout_is_dropped_and_the_client_gets_60() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let t0 = Instant::now();
+        let (h, _) = c.call(m.guid("/slow/1500").unwrap(), b"x").await.unwrap();
+        assert_eq!(h.code, ResponseCode::InternalError as u8);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_millis(1400),
+            "{:?}",
+            t0.elapsed()
+        );
+        // The late reply arrives while the next call is in flight and goes nowhere.
+        let (h, body) = c.call(m.guid("/slow/300").unwrap(), b"next").await.unwrap();
+        assert_eq!((h.code, &body[..]), (0, &b"next"[..]));
+    });
+    // The late reply comes 1.5 s after its request.
+    let t0 = Instant::now();
+    let mut metrics = admin_metrics(&g);
+    while !metrics.contains("ringgate_link_late_replies_total{service=\"game\"} 1")
+        && t0.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        metrics = admin_metrics(&g);
+    }
+    for needle in [
+        "ringgate_link_late_replies_total{service=\"game\"} 1",
+        "ringgate_link_up{service=\"game\"} 1",
+        "ringgate_link_connects_total{service=\"game\"} 1",
+        "ringgate_requests_total{service=\"game\",code=\"60\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+}
+
+fn admin_metrics(g: &ringgate::Gateway) -> String {
+    let mut s = TcpStream::connect(g.admin_addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_backend_that_breaks_the_protocol_loses_the_link_its_calls_get_60_and_it_is_redialed() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let silent = c
+            .send_request(0, 0, 0, m.guid("/silent").unwrap(), b"s")
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let garbage = c
+            .send_request(0, 0, 0, m.guid("/garbage").unwrap(), b"g")
+            .await
+            .unwrap();
+        // Both calls fail when the link goes (in no particular order).
+        let mut failed = Vec::new();
+        while failed.len() < 2 {
+            if let Incoming::Response(h, _) = c.next().await.unwrap() {
+                assert_eq!(h.code, ResponseCode::InternalError as u8);
+                failed.push(h.message_id);
+            }
+        }
+        failed.sort();
+        assert_eq!(failed, vec![silent, garbage]);
+        assert!(t0.elapsed() < Duration::from_millis(900), "not by timeout");
+        // Redialed after the backoff; the session is announced again.
+        let t0 = Instant::now();
+        loop {
+            let (h, _) = c.call(m.guid("/echo").unwrap(), b"again").await.unwrap();
+            if h.code == 0 {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(3), "link not redialed");
+            monoio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(backend.connections.load(Ordering::SeqCst) >= 2);
+    let opens = backend
+        .seen()
+        .iter()
+        .filter(|s| matches!(s, Seen::Open { .. }))
+        .count();
+    assert_eq!(opens, 2);
+}
+
+#[test]
+fn with_nothing_listening_on_the_link_requests_answer_60_at_once() {
+    // A port that refuses connections.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/link", dead.local_addr().unwrap());
+    drop(dead);
+    let g = gateway(link_config(&url, ""));
+    std::thread::sleep(Duration::from_millis(50)); // the first dial fails
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let t0 = Instant::now();
+        let (h, _) = c.call(m.guid("/echo").unwrap(), b"x").await.unwrap();
+        assert_eq!(h.code, ResponseCode::InternalError as u8);
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+    });
+}
+
+#[test]
+fn a_link_url_and_an_http_url_on_one_service_are_refused_naming_the_key() {
+    let text = link_config_text("ws://127.0.0.1:2/link", "");
+    let both = text.replace("link = ", "url = \"http://127.0.0.1:1\"\nlink = ");
+    let e = Config::from_toml_str(&both, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("services[0].link") && e.contains("not both"),
+        "{e}"
+    );
+    let wss = text.replace("ws://", "wss://");
+    let e = Config::from_toml_str(&wss, &[]).unwrap_err().to_string();
+    assert!(e.contains("services[0].link") && e.contains("ws://"), "{e}");
+    let neither = text.replace("link = \"ws://127.0.0.1:2/link\"", "");
+    let e = Config::from_toml_str(&neither, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("services[0].url") && e.contains("missing"),
+        "{e}"
+    );
+}
