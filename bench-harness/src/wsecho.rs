@@ -19,6 +19,7 @@ use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -65,18 +66,36 @@ where
     H: Fn(TcpStream, ReadBuf) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + 'static,
 {
+    let listeners = bind_listeners(addr, threads)?;
+    eprintln!("{name} listening on {addr} ({} threads)", listeners.len());
+    join_threads(name, spawn_accept_threads(name, listeners, handler)?)
+}
+
+/// One SO_REUSEPORT listener on `addr` per thread (`threads`, default one per core).
+pub fn bind_listeners(
+    addr: SocketAddr,
+    threads: Option<usize>,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
     let threads = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
-    let mut listeners = Vec::new();
-    for _ in 0..threads {
-        listeners.push(std::net::TcpListener::from(crate::echo::bind_std(
-            addr, &opts,
-        )?));
-    }
-    eprintln!("{name} listening on {addr} ({threads} threads)");
-    let handles: Vec<_> = listeners
+    (0..threads)
+        .map(|_| Ok(crate::echo::bind_std(addr, &opts)?.into()))
+        .collect()
+}
+
+/// A thread (`name-i`) per listener, each running [`accept_loop`] with `handler`.
+pub fn spawn_accept_threads<H, F>(
+    name: &'static str,
+    listeners: Vec<std::net::TcpListener>,
+    handler: H,
+) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>>
+where
+    H: Fn(TcpStream, ReadBuf) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let handles = listeners
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
@@ -86,6 +105,14 @@ where
                 .spawn(move || accept_loop(l, handler))
         })
         .collect::<Result<_, _>>()?;
+    Ok(handles)
+}
+
+/// Waits for the threads (they return only on failure) and passes a failure on.
+pub fn join_threads(
+    name: &'static str,
+    handles: Vec<JoinHandle<anyhow::Result<()>>>,
+) -> anyhow::Result<()> {
     for h in handles {
         match h.join() {
             Ok(r) => r?,
