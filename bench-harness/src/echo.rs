@@ -5,6 +5,10 @@
 //! thread-per-core on monoio (one SO_REUSEPORT listener per thread), keeps connections
 //! alive, answers pipelined requests in order with one write per batch, echoes the body
 //! of any request with one (POST, PUT, ...) and answers `{}` to GET/HEAD.
+//!
+//! With `--link-listen` the same process also serves the echo over the backend link
+//! (`crate::linkecho`), on threads of its own, so one backend serves both of the
+//! gateway's paths to a service.
 
 use std::net::SocketAddr;
 
@@ -21,17 +25,36 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 
 pub fn run(args: &EchoArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = args.listen.parse()?;
+    let link_addr: Option<SocketAddr> = args.link_listen.as_deref().map(str::parse).transpose()?;
     // Bind every listener before serving, so a bad address fails fast and the service
-    // is fully up when the message below is printed.
+    // is fully up when the messages below are printed.
     let listeners = wsecho::bind_listeners(addr, args.threads)?;
+    let link_listeners = match link_addr {
+        Some(a) => wsecho::bind_listeners(a, args.threads)?,
+        None => Vec::new(),
+    };
     eprintln!(
         "echo-backend listening on http://{addr} ({} threads)",
         listeners.len()
     );
-    let handles = wsecho::spawn_accept_threads("echo", listeners, |stream, _| async move {
+    if let Some(a) = link_addr {
+        eprintln!(
+            "echo-backend serving the link on ws://{a} (subprotocol {}, {} threads)",
+            ringgate::proto::link::SUBPROTOCOL,
+            link_listeners.len()
+        );
+    }
+    let mut handles = wsecho::spawn_accept_threads("echo", listeners, |stream, _| async move {
         let _ = serve_conn(stream).await;
     })?;
-    wsecho::join_threads("echo", handles)
+    handles.extend(wsecho::spawn_accept_threads(
+        "echo-link",
+        link_listeners,
+        |stream, rbuf| async move {
+            let _ = crate::linkecho::serve_conn(stream, rbuf).await;
+        },
+    )?);
+    wsecho::join_threads("echo-backend", handles)
 }
 
 /// An SO_REUSEPORT listener as a std socket (monoio adopts it on its own thread).
