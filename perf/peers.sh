@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Peers side by side (issue 3): the same RPC load, in one sitting, against
 #   1. ringgate            in front of the built-in HTTP echo backend  (rpc --mode bannou)
-#   2. nginx               as a WebSocket reverse proxy in front of ws-echo (rpc --mode echo)
-#   3. ws-echo             the plain WebSocket echo server, no proxy     (rpc --mode echo)
-#   4. the limit probe     raw TCP ping-pong over io_uring, same message sizes (probe)
+#   2. ringgate-link       a second ringgate in front of the same echo over the backend
+#                          link (docs/LINK.md: one WebSocket per shard) (rpc --mode bannou)
+#   3. nginx               as a WebSocket reverse proxy in front of ws-echo (rpc --mode echo)
+#   4. ws-echo             the plain WebSocket echo server, no proxy     (rpc --mode echo)
+#   5. the limit probe     raw TCP ping-pong over io_uring, same message sizes (probe)
 #   and, for the load generator's own cost, the probe's minimal client speaking
 #   WebSocket to ws-echo (probe-ws): rpc against ws-echo next to it and next to the probe.
 # For each: max throughput (--rate max), then p50/p99/p99.9 at a fixed rate of half of
@@ -11,7 +13,9 @@
 #
 # Placement: everything on the server side (the server under test AND its backend) runs
 # on core SERVER_CORE, the load generator on core CLIENT_CORE (taskset). All servers are
-# started once, up front, and stay idle when not under test.
+# started once, up front, and stay idle when not under test (the ringgate-link gateway
+# only when ringgate-link is one of the TARGETS: it needs a ringgate that knows `link`).
+# The echo backend is one process serving HTTP and the link (echo-backend --link-listen).
 #
 #   perf/peers.sh                                   # defaults below, ~3-4 minutes + build
 #   DURATION=5 WARMUP=1 perf/peers.sh               # quicker
@@ -19,8 +23,8 @@
 #   FIXED_RATE=20000 perf/peers.sh                  # fixed-rate phase at this rate instead
 #   BUILD=0 perf/peers.sh                           # use the binaries already in target/release
 #
-# PROFILE=1 also samples ringgate with `perf record` during its max run and writes the
-# top of `perf report` to ringgate.perf.txt.
+# PROFILE=1 also samples ringgate (and ringgate-link) with `perf record` during its max
+# run and writes the top of `perf report` to ringgate.perf.txt (ringgate-link.perf.txt).
 #
 # Environment: DURATION (measured seconds per run, 10), WARMUP (unmeasured seconds before
 # each run, 2), CONNS (100), PAYLOAD (request payload bytes, 64), WINDOW (requests in
@@ -28,8 +32,9 @@
 # FIXED_RATE (default: half of nginx's max), BUILD (1), BACKEND_CONNS (ringgate's
 # backend.max_conns_per_shard, 32), PIPELINE (its backend.pipeline_depth, 64),
 # BACKEND_IDLE (its backend.max_idle_per_shard, 512), RG_DEFAULT_POOL (1: keep the shipped
-# values of those three instead), TARGETS (which targets to run, default all five:
-# "ringgate nginx ws-echo probe probe-ws"; without nginx, set FIXED_RATE).
+# values of those three instead; the link has no pool), TARGETS (which targets to run,
+# default all six: "ringgate ringgate-link nginx ws-echo probe probe-ws"; without nginx,
+# set FIXED_RATE).
 #
 # Outputs in perf/out/peers-<timestamp>/: one rpc-format JSON per run
 # (<target>-max.json, <target>-fixed.json), summary.json, table.txt, the fixed-rate
@@ -135,17 +140,29 @@ wait_listen() { # port what pid
 # function: $! would be a subshell, and stopping it would orphan the server.
 on_client() { taskset -c "$CLIENT_CORE" "$@"; }
 
-ECHO_PORT=$(free_port); WSECHO_PORT=$(free_port); PROBE_PORT=$(free_port)
+ECHO_PORT=$(free_port); LINK_PORT=$(free_port); WSECHO_PORT=$(free_port); PROBE_PORT=$(free_port)
 GW_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port)
+GWL_PORT=$(free_port); ADMINL_PORT=$(free_port)
+read -ra TARGETS <<< "${TARGETS:-ringgate ringgate-link nginx ws-echo probe probe-ws}"
+WANT_LINK=0
+for t in "${TARGETS[@]}"; do
+    case $t in
+        ringgate-link) WANT_LINK=1 ;;
+        ringgate|nginx|ws-echo|probe|probe-ws) ;;
+        *) echo "unknown target $t (known: ringgate ringgate-link nginx ws-echo probe probe-ws)" >&2; exit 1 ;;
+    esac
+done
 
 echo "== starting servers on core $SERVER_CORE (load generator on core $CLIENT_CORE); out: $OUT"
-taskset -c "$SERVER_CORE" "$BENCH" echo-backend --listen "127.0.0.1:$ECHO_PORT" --threads 1 > "$OUT/echo-backend.log" 2>&1 &
+taskset -c "$SERVER_CORE" "$BENCH" echo-backend --listen "127.0.0.1:$ECHO_PORT" \
+    --link-listen "127.0.0.1:$LINK_PORT" --threads 1 > "$OUT/echo-backend.log" 2>&1 &
 ECHO_PID=$!; PIDS+=("$ECHO_PID")
 taskset -c "$SERVER_CORE" "$BENCH" ws-echo --listen "127.0.0.1:$WSECHO_PORT" --threads 1 > "$OUT/ws-echo.log" 2>&1 &
 WSECHO_PID=$!; PIDS+=("$WSECHO_PID")
 taskset -c "$SERVER_CORE" "$BENCH" probe-server --listen "127.0.0.1:$PROBE_PORT" --threads 1 > "$OUT/probe-server.log" 2>&1 &
 PROBE_PID=$!; PIDS+=("$PROBE_PID")
 wait_listen "$ECHO_PORT" echo-backend "$ECHO_PID"
+wait_listen "$LINK_PORT" "echo-backend (link)" "$ECHO_PID"
 wait_listen "$WSECHO_PORT" ws-echo "$WSECHO_PID"
 wait_listen "$PROBE_PORT" probe-server "$PROBE_PID"
 
@@ -182,14 +199,40 @@ for key in "listen = \"127.0.0.1:$GW_PORT\"" "shards = 1" "rate_limit_per_sec = 
     grep -qxF "$key" <(sed 's/ *#.*//; s/ *$//' "$CFG") || { echo "config edit failed: $key" >&2; exit 1; }
 done
 "$GATEWAY" --check-config "$CFG" >/dev/null
+wait_ready() { # admin-port name pid
+    local i
+    for i in $(seq 1 100); do
+        curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return 0
+        kill -0 "$3" 2>/dev/null || { echo "$2 exited during startup:" >&2; cat "$OUT/$2.log" >&2; return 1; }
+        sleep 0.05
+    done
+    curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null || { echo "$2 not ready" >&2; return 1; }
+}
 RUST_LOG=warn taskset -c "$SERVER_CORE" "$GATEWAY" --config "$CFG" > "$OUT/ringgate.log" 2>&1 &
 GW_PID=$!; PIDS+=("$GW_PID")
-for i in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
-    kill -0 "$GW_PID" 2>/dev/null || { echo "ringgate exited during startup:" >&2; cat "$OUT/ringgate.log" >&2; exit 1; }
-    sleep 0.05
-done
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null || { echo "ringgate not ready" >&2; exit 1; }
+wait_ready "$ADMIN_PORT" ringgate "$GW_PID"
+
+# ringgate-link: the same config on its own ports, the echo service reached over the
+# backend link (`link = "ws://…"` instead of `url`; one WebSocket per shard to the echo
+# backend's link listener). Started only when it is a target.
+CFG_LINK=$OUT/ringgate-link.toml
+GWL_PID=""
+if [[ $WANT_LINK == 1 ]]; then
+    sed -e "s|^listen = \"127.0.0.1:$GW_PORT\"|listen = \"127.0.0.1:$GWL_PORT\"|" \
+        -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$ADMINL_PORT\"|" \
+        -e "s|^url = \"http://127.0.0.1:$ECHO_PORT\"|link = \"ws://127.0.0.1:$LINK_PORT/link\"|" \
+        "$CFG" > "$CFG_LINK"
+    for key in "listen = \"127.0.0.1:$GWL_PORT\"" "admin_listen = \"127.0.0.1:$ADMINL_PORT\"" \
+               "link = \"ws://127.0.0.1:$LINK_PORT/link\""; do
+        grep -qxF "$key" <(sed 's/ *#.*//; s/ *$//' "$CFG_LINK") || { echo "link config edit failed: $key" >&2; exit 1; }
+    done
+    if grep -q '^url = ' "$CFG_LINK"; then echo "link config still has a url" >&2; exit 1; fi
+    "$GATEWAY" --check-config "$CFG_LINK" >/dev/null \
+        || { echo "$GATEWAY rejects $CFG_LINK (does it know services.link?)" >&2; exit 1; }
+    RUST_LOG=warn taskset -c "$SERVER_CORE" "$GATEWAY" --config "$CFG_LINK" > "$OUT/ringgate-link.log" 2>&1 &
+    GWL_PID=$!; PIDS+=("$GWL_PID")
+    wait_ready "$ADMINL_PORT" ringgate-link "$GWL_PID"
+fi
 
 # nginx: unprivileged-style private prefix (PEERS.md), one worker, in the foreground so
 # that its master is our child; its worker inherits the core.
@@ -233,13 +276,14 @@ for i in $(seq 1 40); do
     [[ -n $NGINX_WORKER ]] && break
     sleep 0.05
 done
-for pid in "$ECHO_PID" "$WSECHO_PID" "$PROBE_PID" "$GW_PID" "$NGINX_PID"; do
+SERVER_PIDS=("$ECHO_PID" "$WSECHO_PID" "$PROBE_PID" "$GW_PID" "$NGINX_PID" ${GWL_PID:+"$GWL_PID"})
+for pid in "${SERVER_PIDS[@]}"; do
     case $(readlink "/proc/$pid/exe") in
         */bash|*/sh|*/dash|*/taskset) echo "internal error: pid $pid is not the server itself" >&2; exit 1 ;;
     esac
 done
-echo "   ringgate pid $GW_PID (:$GW_PORT), echo-backend $ECHO_PID (:$ECHO_PORT), nginx $NGINX_PID/worker ${NGINX_WORKER:-?} (:$NGINX_PORT),"
-echo "   ws-echo $WSECHO_PID (:$WSECHO_PORT), probe-server $PROBE_PID (:$PROBE_PORT)"
+echo "   ringgate pid $GW_PID (:$GW_PORT), echo-backend $ECHO_PID (:$ECHO_PORT, link :$LINK_PORT), nginx $NGINX_PID/worker ${NGINX_WORKER:-?} (:$NGINX_PORT),"
+echo "   ws-echo $WSECHO_PID (:$WSECHO_PORT), probe-server $PROBE_PID (:$PROBE_PORT)${GWL_PID:+, ringgate-link $GWL_PID (:$GWL_PORT)}"
 
 # ---------------------------------------------------------------------------------
 # Runs. Each writes $OUT/<name>.json; a failed run is reported, not fatal.
@@ -248,18 +292,23 @@ run_target() { # target rate name
     local target=$1 rate=$2 name=$3 status=0
     local json=$OUT/$name.json
     echo "== $name: $target, rate $rate"
-    local perf_pid=""
-    if [[ ${PROFILE:-0} == 1 && $name == ringgate-max ]]; then
+    local perf_pid="" perf_target=""
+    case $name in ringgate-max) perf_target=$GW_PID ;; ringgate-link-max) perf_target=$GWL_PID ;; esac
+    if [[ ${PROFILE:-0} == 1 && -n $perf_target ]]; then
         # Sample the gateway for the measured part of the run (cpu-clock: no hardware
         # counters here).
-        ( sleep "$WARMUP"; exec perf record -q -e cpu-clock -g -p "$GW_PID" \
-              -o "$OUT/ringgate.perf.data" -- sleep "$DURATION" ) > "$OUT/perf-record.log" 2>&1 &
+        ( sleep "$WARMUP"; exec perf record -q -e cpu-clock -g -p "$perf_target" \
+              -o "$OUT/$target.perf.data" -- sleep "$DURATION" ) > "$OUT/perf-record-$target.log" 2>&1 &
         perf_pid=$!; PIDS+=("$perf_pid")
     fi
     case $target in
         ringgate)
             on_client "$BENCH" rpc "${COMMON[@]}" --rate "$rate" --mode bannou \
                 --gateway-config "$CFG" --gateway-pid "$GW_PID" --label "ringgate" \
+                --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+        ringgate-link)
+            on_client "$BENCH" rpc "${COMMON[@]}" --rate "$rate" --mode bannou \
+                --gateway-config "$CFG_LINK" --gateway-pid "$GWL_PID" --label "ringgate-link" \
                 --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
         nginx)
             on_client "$BENCH" rpc "${COMMON[@]}" --rate "$rate" --mode echo \
@@ -278,9 +327,9 @@ run_target() { # target rate name
     esac
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" 2>/dev/null || true
-        perf report -i "$OUT/ringgate.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-            | grep -v '^$' | grep -E '^ +[0-9]' | head -n 60 > "$OUT/ringgate.perf.txt" || true
-        echo "   profile: $OUT/ringgate.perf.txt (perf report -i $OUT/ringgate.perf.data)"
+        perf report -i "$OUT/$target.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+            | grep -v '^$' | grep -E '^ +[0-9]' | head -n 60 > "$OUT/$target.perf.txt" || true
+        echo "   profile: $OUT/$target.perf.txt (perf report -i $OUT/$target.perf.data)"
     fi
     if [[ -f $json ]]; then
         python3 - "$json" "$status" <<'EOF'
@@ -294,12 +343,11 @@ EOF
         echo "   no report (exit $status); output:" >&2
         tail -n 20 "$OUT/$name.txt" >&2
     fi
-    for pid in "$GW_PID" "$ECHO_PID" "$WSECHO_PID" "$PROBE_PID" "$NGINX_PID"; do
+    for pid in "${SERVER_PIDS[@]}"; do
         kill -0 "$pid" 2>/dev/null || { echo "server pid $pid died during $name; logs in $OUT" >&2; exit 1; }
     done
 }
 
-read -ra TARGETS <<< "${TARGETS:-ringgate nginx ws-echo probe probe-ws}"
 for t in "${TARGETS[@]}"; do run_target "$t" max "$t-max"; done
 
 if [[ -z $FIXED_RATE ]]; then
@@ -355,23 +403,29 @@ ng, pr = rows.get("nginx", {}), rows.get("probe", {})
 print()
 print(f"peers: {conns} conns, payload {payload} B, window {window} at max, {duration} s per run; "
       f"fixed rate {rate}/s (half of nginx's max unless FIXED_RATE)")
-hdr = f"{'target':<10} {'max req/s':>10} {'x nginx':>8} {'x probe':>8} {'srv CPU':>8} | {'p50':>9} {'p99':>9} {'p99.9':>9} {'p99 x nginx':>12} {'p99 x probe':>12}"
+hdr = f"{'target':<13} {'max req/s':>10} {'x nginx':>8} {'x probe':>8} {'srv CPU':>8} | {'p50':>9} {'p99':>9} {'p99.9':>9} {'p99 x nginx':>12} {'p99 x probe':>12}"
 print(hdr); print("-" * len(hdr))
 for t in targets:
     r = rows[t]
     cpu = r["server_cpu_max"]
     flag = "" if (r["max_ok"] and r["fixed_ok"]) else "  (!)"
-    print(f"{t:<10} {(r['max'] or 0):>10.0f} {ratio(r['max'], ng.get('max')):>8} {ratio(r['max'], pr.get('max')):>8} "
+    print(f"{t:<13} {(r['max'] or 0):>10.0f} {ratio(r['max'], ng.get('max')):>8} {ratio(r['max'], pr.get('max')):>8} "
           f"{(f'{cpu:.0f}%' if cpu is not None else '-'):>8} | {us(r['p50']):>9} {us(r['p99']):>9} {us(r['p999']):>9} "
           f"{ratio(r['p99'], ng.get('p99')):>12} {ratio(r['p99'], pr.get('p99')):>12}{flag}")
 print("(!) = that target's report is not ok (errors, timeouts, lost requests or failed connections): see its JSON")
 print("srv CPU: the server under test's CPU at max, percent of one core (its backend not included)")
+if "ringgate-link" in targets:
+    print("ringgate-link: a second ringgate, the same echo backend reached over the backend link (docs/LINK.md)")
 print("probe-ws: the probe's minimal client speaking WebSocket to ws-echo (the same frames as rpc --mode echo)")
 we, pw = rows.get("ws-echo", {}), rows.get("probe-ws", {})
 if we.get("max") and pr.get("max"):
     print(f"harness: rpc -> ws-echo at max = {we['max'] / pr['max']:.2f} x the raw probe"
           + (f", {we['max'] / pw['max']:.2f} x probe-ws (a minimal client on the same server)" if pw.get("max") else ""))
 rg = rows.get("ringgate", {})
+lk = rows.get("ringgate-link", {})
+if rg.get("max") and lk.get("max"):
+    print(f"link vs HTTP: ringgate-link max = {ratio(lk['max'], rg['max'])} x ringgate"
+          + (f", p99 = {ratio(lk['p99'], rg['p99'])} x" if lk.get("p99") and rg.get("p99") else ""))
 if rg.get("max") and ng.get("max") and pr.get("max"):
     print(f"targets: max >= nginx: {'met' if rg['max'] >= ng['max'] else 'NOT met'}; "
           f"p99 <= nginx: {'met' if (rg['p99'] or 1e18) <= (ng.get('p99') or 0) else 'NOT met'}; "

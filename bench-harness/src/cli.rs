@@ -20,7 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the built-in HTTP/1.1 keep-alive echo service (the gateway's default backend).
+    /// Run the built-in HTTP/1.1 keep-alive echo service (the gateway's default backend),
+    /// and with `--link-listen` the same echo over the backend link.
     EchoBackend(EchoArgs),
     /// Hold N authenticated idle connections; report the gateway's RSS and CPU per
     /// connection.
@@ -62,7 +63,13 @@ pub struct EchoArgs {
     /// Address to listen on (one SO_REUSEPORT socket per thread).
     #[arg(long, default_value = "127.0.0.1:5001")]
     pub listen: String,
-    /// Threads (one monoio runtime each); default: one per core.
+    /// Also serve the backend link (docs/LINK.md) here: a WebSocket server (any path)
+    /// that requires the subprotocol ringgate-link.v1 and answers every REQUEST with a
+    /// REPLY (status 200) carrying the request's payload. For a service configured with
+    /// `link = "ws://ADDR/link"`.
+    #[arg(long, value_name = "ADDR")]
+    pub link_listen: Option<String>,
+    /// Threads (one monoio runtime each) per listener; default: one per core.
     #[arg(long)]
     pub threads: Option<usize>,
 }

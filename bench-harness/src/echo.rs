@@ -5,13 +5,18 @@
 //! thread-per-core on monoio (one SO_REUSEPORT listener per thread), keeps connections
 //! alive, answers pipelined requests in order with one write per batch, echoes the body
 //! of any request with one (POST, PUT, ...) and answers `{}` to GET/HEAD.
+//!
+//! With `--link-listen` the same process also serves the echo over the backend link
+//! (`crate::linkecho`), on threads of its own, so one backend serves both of the
+//! gateway's paths to a service.
 
 use std::net::SocketAddr;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::{ListenerOpts, TcpStream};
 
 use crate::cli::EchoArgs;
+use crate::wsecho;
 
 /// Largest request head accepted (431 beyond).
 const MAX_HEAD: usize = 16 * 1024;
@@ -20,35 +25,36 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 
 pub fn run(args: &EchoArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = args.listen.parse()?;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
+    let link_addr: Option<SocketAddr> = args.link_listen.as_deref().map(str::parse).transpose()?;
     // Bind every listener before serving, so a bad address fails fast and the service
-    // is fully up when the message below is printed.
-    let mut listeners = Vec::new();
-    for _ in 0..threads {
-        let l = std::net::TcpListener::from(bind_std(addr, &opts)?);
-        listeners.push(l);
+    // is fully up when the messages below are printed.
+    let listeners = wsecho::bind_listeners(addr, args.threads)?;
+    let link_listeners = match link_addr {
+        Some(a) => wsecho::bind_listeners(a, args.threads)?,
+        None => Vec::new(),
+    };
+    eprintln!(
+        "echo-backend listening on http://{addr} ({} threads)",
+        listeners.len()
+    );
+    if let Some(a) = link_addr {
+        eprintln!(
+            "echo-backend serving the link on ws://{a} (subprotocol {}, {} threads)",
+            ringgate::proto::link::SUBPROTOCOL,
+            link_listeners.len()
+        );
     }
-    eprintln!("echo-backend listening on http://{addr} ({threads} threads)");
-    let handles: Vec<_> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| {
-            std::thread::Builder::new()
-                .name(format!("echo-{i}"))
-                .spawn(move || serve_thread(l))
-        })
-        .collect::<Result<_, _>>()?;
-    for h in handles {
-        match h.join() {
-            Ok(r) => r?,
-            Err(_) => anyhow::bail!("echo thread panicked"),
-        }
-    }
-    Ok(())
+    let mut handles = wsecho::spawn_accept_threads("echo", listeners, |stream, _| async move {
+        let _ = serve_conn(stream).await;
+    })?;
+    handles.extend(wsecho::spawn_accept_threads(
+        "echo-link",
+        link_listeners,
+        |stream, rbuf| async move {
+            let _ = crate::linkecho::serve_conn(stream, rbuf).await;
+        },
+    )?);
+    wsecho::join_threads("echo-backend", handles)
 }
 
 /// An SO_REUSEPORT listener as a std socket (monoio adopts it on its own thread).
@@ -61,30 +67,6 @@ pub(crate) fn bind_std(addr: SocketAddr, opts: &ListenerOpts) -> std::io::Result
     s.bind(&addr.into())?;
     s.listen(opts.backlog)?;
     Ok(s)
-}
-
-fn serve_thread(l: std::net::TcpListener) -> anyhow::Result<()> {
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()?;
-    rt.block_on(async move {
-        let listener = TcpListener::from_std(l)?;
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    monoio::spawn(async move {
-                        let _ = serve_conn(stream).await;
-                    });
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-                    // Out of descriptors: back off instead of spinning.
-                    monoio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                Err(_) => {}
-            }
-        }
-    })
 }
 
 async fn serve_conn(mut stream: TcpStream) -> std::io::Result<()> {
@@ -318,7 +300,11 @@ mod tests {
         let l = bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
         let addr = l.local_addr().unwrap().as_socket().unwrap();
         let l = std::net::TcpListener::from(l);
-        std::thread::spawn(move || serve_thread(l));
+        std::thread::spawn(move || {
+            wsecho::accept_loop(l, |s, _| async move {
+                let _ = serve_conn(s).await;
+            })
+        });
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(
             b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\

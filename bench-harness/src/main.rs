@@ -12,6 +12,7 @@ mod demo;
 mod echo;
 mod gateway;
 mod jwt;
+mod linkecho;
 mod probe;
 mod procstat;
 mod report;

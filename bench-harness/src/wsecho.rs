@@ -10,6 +10,11 @@
 //! frame, flush a coalescing `Outbox` with one gathering `sendmsg`). No auth: any path,
 //! any (or no) credential is accepted. Binary and text messages are echoed as they came
 //! (same opcode, payload verbatim), pings are answered, a client close is echoed.
+//!
+//! The connection loop is generic over a [`WsService`] (what to do with the upgrade and
+//! with data messages), so the backend link's echo (`crate::linkecho`) runs on the same
+//! loop; the listener plumbing ([`serve_threads`] and its parts) serves every built-in
+//! server.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -19,14 +24,15 @@ use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use ringgate::outbox::{Flush, Outbox};
 use ringgate::proto::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 use ringgate::proto::handshake::{self, HandshakeError, UpgradeRequest};
-use ringgate::proto::ws::{self, Decoder, Limits, Message, Role};
+use ringgate::proto::ws::{self, Decoder, Limits, Message, ProtocolError, Role};
 use ringgate::sys::{self, Nb};
 
 use crate::cli::WsEchoArgs;
@@ -65,18 +71,36 @@ where
     H: Fn(TcpStream, ReadBuf) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + 'static,
 {
+    let listeners = bind_listeners(addr, threads)?;
+    eprintln!("{name} listening on {addr} ({} threads)", listeners.len());
+    join_threads(name, spawn_accept_threads(name, listeners, handler)?)
+}
+
+/// One SO_REUSEPORT listener on `addr` per thread (`threads`, default one per core).
+pub fn bind_listeners(
+    addr: SocketAddr,
+    threads: Option<usize>,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
     let threads = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
-    let mut listeners = Vec::new();
-    for _ in 0..threads {
-        listeners.push(std::net::TcpListener::from(crate::echo::bind_std(
-            addr, &opts,
-        )?));
-    }
-    eprintln!("{name} listening on {addr} ({threads} threads)");
-    let handles: Vec<_> = listeners
+    (0..threads)
+        .map(|_| Ok(crate::echo::bind_std(addr, &opts)?.into()))
+        .collect()
+}
+
+/// A thread (`name-i`) per listener, each running [`accept_loop`] with `handler`.
+pub fn spawn_accept_threads<H, F>(
+    name: &'static str,
+    listeners: Vec<std::net::TcpListener>,
+    handler: H,
+) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>>
+where
+    H: Fn(TcpStream, ReadBuf) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let handles = listeners
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
@@ -86,6 +110,14 @@ where
                 .spawn(move || accept_loop(l, handler))
         })
         .collect::<Result<_, _>>()?;
+    Ok(handles)
+}
+
+/// Waits for the threads (they return only on failure) and passes a failure on.
+pub fn join_threads(
+    name: &'static str,
+    handles: Vec<JoinHandle<anyhow::Result<()>>>,
+) -> anyhow::Result<()> {
     for h in handles {
         match h.join() {
             Ok(r) => r?,
@@ -141,23 +173,100 @@ pub fn parse_upgrade_any_path(
     }
 }
 
+/// What a WebSocket server built on this module's connection loop does: accept or refuse
+/// the upgrade, and answer data messages. The loop owns everything else (reads, the
+/// frame codec, pings, the close handshake, flushing). ws-echo is one service
+/// ([`Echo`]); the backend link's echo (`crate::linkecho`) is another.
+pub(crate) trait WsService: Sized {
+    /// A complete upgrade request (any path; `head` is its raw bytes, for headers the
+    /// parsed request does not carry): `Ok` holds the connection's state and the 101
+    /// response, `Err` the response to send before closing.
+    fn upgrade(
+        req: &UpgradeRequest,
+        head: &[u8],
+        peer: Option<SocketAddr>,
+    ) -> Result<(Self, Bytes), Bytes>;
+
+    /// One whole text or binary message: queue the answers on `out`. `Err` fails the
+    /// connection: what is queued goes out, then a close frame with that code and reason.
+    fn on_data(&mut self, opcode: OpCode, payload: Bytes, out: &mut Outbox) -> Result<(), Fail>;
+
+    /// The peer broke the WebSocket protocol (the loop closes with the error's code).
+    fn on_protocol_error(&mut self, _e: &ProtocolError) {}
+
+    /// The connection is over: closed by either side (`None`) or failed.
+    fn on_end(&mut self, _error: Option<&io::Error>) {}
+}
+
+/// A message that fails the connection: the close frame to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fail {
+    pub code: u16,
+    /// Cut to 123 bytes (at a character boundary) by `ws::close_frame`.
+    pub reason: String,
+}
+
+/// ws-echo's service: any upgrade is accepted (the first offered subprotocol, if any,
+/// selected), data messages are echoed as they came.
+pub(crate) struct Echo;
+
+impl WsService for Echo {
+    fn upgrade(
+        req: &UpgradeRequest,
+        _: &[u8],
+        _: Option<SocketAddr>,
+    ) -> Result<(Self, Bytes), Bytes> {
+        Ok((Echo, handshake::switching_protocols(req)))
+    }
+
+    fn on_data(&mut self, opcode: OpCode, payload: Bytes, out: &mut Outbox) -> Result<(), Fail> {
+        push_frame(out, opcode, &[], payload);
+        Ok(())
+    }
+}
+
+/// Longest `prefix` [`push_frame`] takes.
+pub(crate) const MAX_FRAME_PREFIX: usize = 16;
+
+/// Queues one final, unmasked frame whose payload is `prefix` followed by `payload`. The
+/// frame header and the prefix are built on the stack and copied into the outbox with
+/// it; `payload` is queued as the `Bytes` it is (copied only when small). No allocation
+/// per message.
+pub(crate) fn push_frame(out: &mut Outbox, opcode: OpCode, prefix: &[u8], payload: Bytes) {
+    let mut head = [0u8; MAX_HEADER_LEN + MAX_FRAME_PREFIX];
+    let (frame_head, _) = head
+        .split_first_chunk_mut::<MAX_HEADER_LEN>()
+        .expect("head is longer than a frame header");
+    let n = encode_header(frame_head, true, opcode, None, prefix.len() + payload.len());
+    head[n..n + prefix.len()].copy_from_slice(prefix);
+    out.push(&head[..n + prefix.len()], payload);
+}
+
+/// ws-echo's connection.
 pub(crate) async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
+    serve_ws::<Echo>(stream, rbuf).await
+}
+
+/// One WebSocket connection served by `S`: the upgrade (within [`HANDSHAKE_TIMEOUT`]),
+/// then the readiness loop until either side closes.
+pub(crate) async fn serve_ws<S: WsService>(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     let mut outbox = Outbox::default();
-    let leftover = match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&stream)).await {
-        Ok(Ok(Ok((req, leftover)))) => {
-            outbox.push_bytes(handshake::switching_protocols(&req));
-            leftover
-        }
-        Ok(Ok(Err(e))) => {
-            outbox.push_bytes(e.response());
-            let _ = outbox.flush(fd);
-            return Ok(());
-        }
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Ok(()),
-    };
-    let mut conn = EchoConn {
+    let (service, leftover) =
+        match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake::<S>(&stream)).await {
+            Ok(Ok(Ok((service, response, leftover)))) => {
+                outbox.push_bytes(response);
+                (service, leftover)
+            }
+            Ok(Ok(Err(refusal))) => {
+                outbox.push_bytes(refusal);
+                let _ = outbox.flush(fd);
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+    let mut conn = Conn {
         fd,
         decoder: Decoder::new(
             Role::Server,
@@ -168,6 +277,7 @@ pub(crate) async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<(
         partial: None,
         outbox,
         closing: false,
+        service,
     };
     if !leftover.is_empty() {
         // Frames that arrived with the upgrade request.
@@ -177,13 +287,15 @@ pub(crate) async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<(
             conn.partial = Some(buf);
         }
     }
-    conn.run(&stream, &rbuf).await
+    let result = conn.run(&stream, &rbuf).await;
+    conn.service.on_end(result.as_ref().err());
+    result
 }
 
-/// Reads the upgrade request: `Ok(Err(_))` is a refusal to send back.
-async fn handshake(
+/// Reads the upgrade request and asks `S`: `Ok(Err(_))` is a refusal to send back.
+async fn handshake<S: WsService>(
     stream: &TcpStream,
-) -> io::Result<Result<(UpgradeRequest, BytesMut), HandshakeError>> {
+) -> io::Result<Result<(S, Bytes, BytesMut), Bytes>> {
     let fd = stream.as_raw_fd();
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -199,14 +311,18 @@ async fn handshake(
             }
         }
         match parse_upgrade_any_path(&buf) {
-            Ok(Some((req, n))) => return Ok(Ok((req, BytesMut::from(&buf[n..])))),
+            Ok(Some((req, n))) => {
+                let leftover = BytesMut::from(&buf[n..]);
+                return Ok(S::upgrade(&req, &buf[..n], stream.peer_addr().ok())
+                    .map(|(service, response)| (service, response, leftover)));
+            }
             Ok(None) => {}
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(e.response())),
         }
     }
 }
 
-struct EchoConn {
+struct Conn<S> {
     fd: std::os::fd::RawFd,
     decoder: Decoder,
     /// Bytes of an incomplete frame (only then does a connection own a read buffer).
@@ -214,6 +330,7 @@ struct EchoConn {
     outbox: Outbox,
     /// A close frame is queued: flush it, then end.
     closing: bool,
+    service: S,
 }
 
 enum Wake {
@@ -221,7 +338,7 @@ enum Wake {
     Writable(io::Result<()>),
 }
 
-impl EchoConn {
+impl<S: WsService> Conn<S> {
     async fn run(&mut self, stream: &TcpStream, rbuf: &ReadBuf) -> io::Result<()> {
         let mut readable = pin!(stream.readable(false));
         let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
@@ -319,6 +436,7 @@ impl EchoConn {
                 Ok(Some(msg)) => self.on_message(msg),
                 Ok(None) => return,
                 Err(e) => {
+                    self.service.on_protocol_error(&e);
                     self.outbox.clear();
                     self.outbox
                         .push_bytes(ws::close_frame(Some((e.close_code(), "")), None));
@@ -328,27 +446,28 @@ impl EchoConn {
         }
     }
 
-    /// Queues one unmasked frame carrying `payload` (the header is built on the stack:
-    /// no allocation per message).
-    fn echo(&mut self, opcode: OpCode, payload: bytes::Bytes) {
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let n = encode_header(&mut head, true, opcode, None, payload.len());
-        self.outbox.push(&head[..n], payload);
-    }
-
     fn on_message(&mut self, msg: Message) {
-        match msg {
-            Message::Binary(p) => self.echo(OpCode::Binary, p),
-            Message::Text(p) => self.echo(OpCode::Text, p),
-            Message::Ping(p) => self.outbox.push_bytes(ws::pong_frame(&p, None)),
-            Message::Pong(_) => {}
+        let answered = match msg {
+            Message::Binary(p) => self.service.on_data(OpCode::Binary, p, &mut self.outbox),
+            Message::Text(p) => self.service.on_data(OpCode::Text, p, &mut self.outbox),
+            Message::Ping(p) => {
+                self.outbox.push_bytes(ws::pong_frame(&p, None));
+                Ok(())
+            }
+            Message::Pong(_) => Ok(()),
             Message::Close(frame) => {
                 // Echo the client's status code (none if it sent none), then end.
                 let code = frame.map(|f| f.code);
                 self.outbox
                     .push_bytes(ws::close_frame(code.map(|c| (c, "")), None));
                 self.closing = true;
+                Ok(())
             }
+        };
+        if let Err(fail) = answered {
+            self.outbox
+                .push_bytes(ws::close_frame(Some((fail.code, &fail.reason)), None));
+            self.closing = true;
         }
     }
 }

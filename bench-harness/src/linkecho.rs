@@ -1,0 +1,512 @@
+//! The backend link's echo (`ringgate-bench echo-backend --link-listen ADDR`): a link
+//! backend (docs/LINK.md) that answers every request with its own payload.
+//!
+//! Why it exists: the gateway's side of the link needs a backend to be tested and
+//! measured against, and `perf/peers.sh` compares the link with the HTTP path on the same
+//! echo (`ringgate-link` next to `ringgate`). In those runs it shares the gateway's core,
+//! so it is built to cost as little per message as it can: the ws-echo connection loop
+//! (`crate::wsecho`: readiness, the thread's one read buffer, every answer of a read
+//! batch in one coalescing write), the library's link codec, and a REPLY that is a frame
+//! header and a 7-byte prefix built on the stack, followed by the request's payload as
+//! the `Bytes` it arrived in (copied into the outbox only when small).
+//!
+//! What it does:
+//! * the upgrade (any path) must offer `Sec-WebSocket-Protocol: ringgate-link.v1`, which
+//!   the 101 selects; without it the answer is 400, and a line on stderr says why;
+//! * REQUEST with call ≠ 0 → REPLY {call, status 200, the request's payload}; call 0 (an
+//!   event) → nothing;
+//! * OPEN and CLOSED keep the link's set of live sessions (each logged at debug level;
+//!   a repeated OPEN or a CLOSED for an unknown session warns: the gateway broke the
+//!   protocol's promise);
+//! * a text message, or a binary one the codec rejects, closes the link with 1002 (after
+//!   the replies already queued) and a line on stderr naming the fault;
+//! * one line on stderr when a link comes up and when it goes down (one link per gateway
+//!   shard, so these are rare).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::{Buf, Bytes};
+use ringgate::outbox::Outbox;
+use ringgate::proto::frame::{OpCode, CLOSE_PROTOCOL_ERROR};
+use ringgate::proto::handshake::{self, UpgradeRequest, BEARER_PROTOCOL_PREFIX};
+use ringgate::proto::link::{FromBackend, ToBackend, REPLY_PREFIX_LEN, SUBPROTOCOL};
+use ringgate::proto::ws::ProtocolError;
+
+use crate::wsecho::{push_frame, Fail, ReadBuf, WsService};
+
+/// The header ringgate names the dialing shard with.
+const SHARD_HEADER: &str = "X-Ringgate-Shard";
+
+/// One link connection.
+pub(crate) async fn serve_conn(stream: monoio::net::TcpStream, rbuf: ReadBuf) -> io::Result<()> {
+    crate::wsecho::serve_ws::<LinkEcho>(stream, rbuf).await
+}
+
+/// One link connection's state.
+pub(crate) struct LinkEcho {
+    /// Who dialed, for the log lines.
+    from: Peer,
+    /// Sessions announced by OPEN and not yet CLOSED.
+    sessions: HashSet<u64>,
+    replies: u64,
+    events: u64,
+}
+
+/// The dialing gateway as the log lines name it.
+struct Peer {
+    addr: Option<SocketAddr>,
+    shard: Option<String>,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            Some(a) => write!(f, "{a}")?,
+            None => f.write_str("?")?,
+        }
+        match &self.shard {
+            Some(s) => write!(f, " (shard {s})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl WsService for LinkEcho {
+    fn upgrade(
+        req: &UpgradeRequest,
+        head: &[u8],
+        peer: Option<SocketAddr>,
+    ) -> Result<(Self, Bytes), Bytes> {
+        let from = Peer {
+            addr: peer,
+            shard: header(head, SHARD_HEADER).map(str::to_owned),
+        };
+        if !req.protocols.iter().any(|p| p == SUBPROTOCOL) {
+            eprintln!(
+                "link-echo: refused an upgrade from {from}: Sec-WebSocket-Protocol does not \
+                 offer {SUBPROTOCOL} (offered: {:?})",
+                offered(req)
+            );
+            return Err(handshake::error_response(
+                400,
+                &format!("Sec-WebSocket-Protocol must offer {SUBPROTOCOL}"),
+            ));
+        }
+        // `switching_protocols` selects the first offered protocol; make it this one.
+        let selected = UpgradeRequest {
+            protocols: vec![SUBPROTOCOL.to_owned()],
+            token_protocol: None,
+            ..req.clone()
+        };
+        eprintln!("link-echo: link up from {from}");
+        let link = LinkEcho {
+            from,
+            sessions: HashSet::new(),
+            replies: 0,
+            events: 0,
+        };
+        Ok((link, handshake::switching_protocols(&selected)))
+    }
+
+    fn on_data(&mut self, opcode: OpCode, mut msg: Bytes, out: &mut Outbox) -> Result<(), Fail> {
+        if opcode != OpCode::Binary {
+            return Err(self.fail("a text message (link messages are binary)"));
+        }
+        let (call, payload_len) = match ToBackend::decode(&msg) {
+            Ok(ToBackend::Request { call: 0, .. }) => {
+                self.events += 1;
+                return Ok(());
+            }
+            Ok(ToBackend::Request { call, payload, .. }) => (call, payload.len()),
+            Ok(ToBackend::Open {
+                session,
+                session_id,
+                account_id,
+                roles,
+            }) => {
+                if !self.sessions.insert(session) {
+                    tracing::warn!(from = %self.from, session, "link OPEN for a session already open");
+                }
+                tracing::debug!(
+                    from = %self.from, session, session_id, account_id, roles,
+                    live = self.sessions.len(), "link OPEN"
+                );
+                return Ok(());
+            }
+            Ok(ToBackend::Closed { session }) => {
+                if !self.sessions.remove(&session) {
+                    tracing::warn!(from = %self.from, session, "link CLOSED for a session not open");
+                }
+                tracing::debug!(from = %self.from, session, live = self.sessions.len(), "link CLOSED");
+                return Ok(());
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        self.replies += 1;
+        let mut prefix = [0u8; REPLY_PREFIX_LEN];
+        FromBackend::Reply {
+            call,
+            status: 200,
+            payload: Bytes::new(),
+        }
+        .encode(&mut &mut prefix[..]);
+        // A REQUEST's payload is the message's tail: the reply carries those bytes as
+        // they are (no copy, no reference count change).
+        msg.advance(msg.len() - payload_len);
+        push_frame(out, OpCode::Binary, &prefix, msg);
+        Ok(())
+    }
+
+    fn on_protocol_error(&mut self, e: &ProtocolError) {
+        eprintln!(
+            "link-echo: closing the link from {} with {}: {e}",
+            self.from,
+            e.close_code()
+        );
+    }
+
+    fn on_end(&mut self, error: Option<&io::Error>) {
+        let how = match error {
+            Some(e) => format!("failed ({e})"),
+            None => "closed".to_owned(),
+        };
+        eprintln!(
+            "link-echo: link from {} {how}: {} replies, {} events, {} sessions still open",
+            self.from,
+            self.replies,
+            self.events,
+            self.sessions.len()
+        );
+    }
+}
+
+impl LinkEcho {
+    /// A fault of the gateway's: logged, and the link closed with 1002 naming it.
+    fn fail(&self, what: impl fmt::Display) -> Fail {
+        let reason = what.to_string();
+        eprintln!(
+            "link-echo: closing the link from {} with {CLOSE_PROTOCOL_ERROR}: {reason}",
+            self.from
+        );
+        Fail {
+            code: CLOSE_PROTOCOL_ERROR,
+            reason,
+        }
+    }
+}
+
+/// The offered subprotocols fit for a log line (token-carrying `bearer.` entries left out).
+fn offered(req: &UpgradeRequest) -> Vec<&str> {
+    req.protocols
+        .iter()
+        .filter(|p| {
+            !p.get(..BEARER_PROTOCOL_PREFIX.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(BEARER_PROTOCOL_PREFIX))
+        })
+        .map(String::as_str)
+        .collect()
+}
+
+/// A header's value in a complete request head (which `parse_upgrade` has accepted).
+fn header<'h>(head: &'h [u8], name: &str) -> Option<&'h str> {
+    let mut headers = [httparse::EMPTY_HEADER; handshake::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head).ok()?;
+    let value = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))?
+        .value;
+    std::str::from_utf8(value).ok().map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use monoio::net::ListenerOpts;
+    use ringgate::proto::frame::encode_frame_into;
+    use ringgate::proto::link::LinkError;
+    use ringgate::proto::ws::{CloseFrame, Decoder, Limits, Message, Role};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    /// A link echo on an ephemeral port of 127.0.0.1, on its own thread.
+    fn start() -> SocketAddr {
+        let l =
+            crate::echo::bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        let l = std::net::TcpListener::from(l);
+        std::thread::spawn(move || {
+            crate::wsecho::accept_loop(l, |s, b| async move {
+                let _ = serve_conn(s, b).await;
+            })
+        });
+        addr
+    }
+
+    fn upgrade_request(protocols: Option<&str>) -> String {
+        let mut r = format!(
+            "GET /link HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nX-Ringgate-Shard: 3\r\n"
+        );
+        if let Some(p) = protocols {
+            r.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        }
+        r.push_str("\r\n");
+        r
+    }
+
+    /// The gateway's end of a link: a blocking socket, masked frames out, the server's
+    /// frames decoded by the library's client-side decoder.
+    struct Gateway {
+        s: TcpStream,
+        buf: BytesMut,
+        decoder: Decoder,
+    }
+
+    impl Gateway {
+        /// Upgrades with `protocols` offered; returns the response head too.
+        fn connect(addr: SocketAddr, protocols: Option<&str>) -> (Gateway, String) {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(upgrade_request(protocols).as_bytes()).unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut c = [0u8; 1];
+                if s.read(&mut c).unwrap() == 0 {
+                    break;
+                }
+                head.push(c[0]);
+            }
+            let gw = Gateway {
+                s,
+                buf: BytesMut::new(),
+                decoder: Decoder::new(
+                    Role::Client,
+                    Limits {
+                        max_message_bytes: 1 << 24,
+                    },
+                ),
+            };
+            (gw, String::from_utf8(head).unwrap())
+        }
+
+        fn linked(addr: SocketAddr) -> Gateway {
+            let (gw, head) = Gateway::connect(addr, Some(SUBPROTOCOL));
+            assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+            gw
+        }
+
+        /// Every message as one masked binary frame, all of them in one write.
+        fn send(&mut self, msgs: &[Vec<u8>]) {
+            let mut out = BytesMut::new();
+            for m in msgs {
+                encode_frame_into(&mut out, true, OpCode::Binary, m, Some([9, 8, 7, 6]));
+            }
+            self.s.write_all(&out).unwrap();
+        }
+
+        /// The next message from the link echo; `None` once it closed the connection.
+        fn next(&mut self) -> Option<Message> {
+            loop {
+                if let Some(m) = self.decoder.decode(&mut self.buf).unwrap() {
+                    return Some(m);
+                }
+                let mut chunk = [0u8; 64 * 1024];
+                let n = self.s.read(&mut chunk).expect("a message within 5 s");
+                if n == 0 {
+                    return None;
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+
+        /// The next message, which must be a REPLY: its call, status and payload.
+        fn reply(&mut self) -> (u32, u16, Bytes) {
+            match self.next() {
+                Some(Message::Binary(b)) => match FromBackend::decode(&b).unwrap() {
+                    FromBackend::Reply {
+                        call,
+                        status,
+                        payload,
+                    } => (call, status, payload),
+                    other => panic!("not a reply: {other:?}"),
+                },
+                other => panic!("not a binary message: {other:?}"),
+            }
+        }
+
+        /// The close frame the link echo ends with, and that it then closes the socket.
+        fn close_frame(&mut self) -> CloseFrame {
+            let Some(Message::Close(Some(frame))) = self.next() else {
+                panic!("no close frame with a code");
+            };
+            assert!(self.next().is_none(), "closed after the close frame");
+            frame
+        }
+    }
+
+    fn encode(m: ToBackend<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.encode(&mut out).unwrap();
+        out
+    }
+
+    fn request(call: u32, payload: &[u8]) -> Vec<u8> {
+        encode(ToBackend::Request {
+            session: 1,
+            call,
+            message_id: u64::from(call) + 1000,
+            flags: 0,
+            path: "/echo",
+            payload,
+        })
+    }
+
+    fn open(session: u64) -> Vec<u8> {
+        encode(ToBackend::Open {
+            session,
+            session_id: "sid",
+            account_id: "acct",
+            roles: "user",
+        })
+    }
+
+    #[test]
+    fn an_upgrade_without_the_link_subprotocol_is_refused() {
+        let addr = start();
+        for offered in [
+            None,
+            Some("bannou.v1"),
+            Some("ringgate-link.v2, bearer.tok"),
+        ] {
+            let (mut gw, head) = Gateway::connect(addr, offered);
+            assert!(head.starts_with("HTTP/1.1 400 "), "{offered:?}: {head}");
+            let mut body = String::new();
+            gw.s.read_to_string(&mut body).unwrap();
+            assert!(body.contains(SUBPROTOCOL), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_upgrade_selects_the_link_subprotocol_wherever_it_is_offered() {
+        let addr = start();
+        for offered in [SUBPROTOCOL, "bannou.v1, ringgate-link.v1"] {
+            let (_gw, head) = Gateway::connect(addr, Some(offered));
+            assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+            assert!(
+                head.contains(&format!(
+                    "Sec-WebSocket-Accept: {}\r\n",
+                    handshake::accept_key(KEY)
+                )),
+                "{head}"
+            );
+            let protocols: Vec<&str> = head
+                .lines()
+                .filter_map(|l| l.strip_prefix("Sec-WebSocket-Protocol: "))
+                .collect();
+            assert_eq!(protocols, [SUBPROTOCOL], "{head}");
+        }
+    }
+
+    #[test]
+    fn a_request_is_answered_with_a_reply_of_its_call_id_and_payload() {
+        let mut gw = Gateway::linked(start());
+        gw.send(&[open(1), request(7, b"{\"a\":1}")]);
+        assert_eq!(gw.reply(), (7, 200, Bytes::from_static(b"{\"a\":1}")));
+        gw.send(&[request(u32::MAX, b"")]);
+        assert_eq!(gw.reply(), (u32::MAX, 200, Bytes::new()));
+        // A payload large enough to be queued by reference, sent in two parts.
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut frame = BytesMut::new();
+        encode_frame_into(
+            &mut frame,
+            true,
+            OpCode::Binary,
+            &request(8, &big),
+            Some([1, 2, 3, 4]),
+        );
+        gw.s.write_all(&frame[..70_000]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        gw.s.write_all(&frame[70_000..]).unwrap();
+        assert_eq!(gw.reply(), (8, 200, Bytes::from(big)));
+    }
+
+    #[test]
+    fn every_request_of_one_write_is_answered_in_order() {
+        let mut gw = Gateway::linked(start());
+        let payload = [b'x'; 64];
+        let mut msgs = vec![open(1)];
+        msgs.extend((1..=2000u32).map(|call| request(call, &payload)));
+        gw.send(&msgs);
+        for call in 1..=2000u32 {
+            assert_eq!(gw.reply(), (call, 200, Bytes::copy_from_slice(&payload)));
+        }
+    }
+
+    #[test]
+    fn events_and_session_notices_get_no_reply() {
+        let mut gw = Gateway::linked(start());
+        gw.send(&[
+            open(5),
+            request(0, b"an event"),
+            encode(ToBackend::Closed { session: 5 }),
+            // A CLOSED for a session never opened is logged, not fatal.
+            encode(ToBackend::Closed { session: 6 }),
+            request(9, b"after"),
+        ]);
+        // The first answer is the request's: nothing came before it.
+        assert_eq!(gw.reply(), (9, 200, Bytes::from_static(b"after")));
+    }
+
+    #[test]
+    fn a_malformed_message_closes_the_link_with_1002_after_the_replies_before_it() {
+        let mut gw = Gateway::linked(start());
+        gw.send(&[request(1, b"ok"), vec![0x7f, 1, 2, 3], request(2, b"never")]);
+        assert_eq!(gw.reply(), (1, 200, Bytes::from_static(b"ok")));
+        let close = gw.close_frame();
+        assert_eq!(close.code, 1002);
+        assert_eq!(
+            close.reason,
+            LinkError::UnknownKind(0x7f).to_string().as_bytes()
+        );
+
+        // A truncated request, and an action kind (the wrong direction).
+        for garbage in [
+            request(3, b"")[..10].to_vec(),
+            vec![0x81, 0, 0, 0, 1, 0, 200],
+        ] {
+            let mut gw = Gateway::linked(start());
+            gw.send(&[garbage]);
+            assert_eq!(gw.close_frame().code, 1002);
+        }
+    }
+
+    #[test]
+    fn a_text_message_closes_the_link_with_1002() {
+        let mut gw = Gateway::linked(start());
+        let mut out = BytesMut::new();
+        encode_frame_into(&mut out, true, OpCode::Text, b"{}", Some([1, 2, 3, 4]));
+        gw.s.write_all(&out).unwrap();
+        assert_eq!(gw.close_frame().code, 1002);
+    }
+
+    #[test]
+    fn the_shard_header_names_the_link_in_log_lines() {
+        let head = upgrade_request(Some(SUBPROTOCOL));
+        assert_eq!(header(head.as_bytes(), SHARD_HEADER), Some("3"));
+        assert_eq!(header(head.as_bytes(), "X-Missing"), None);
+        let peer = Peer {
+            addr: Some("127.0.0.1:9".parse().unwrap()),
+            shard: Some("3".into()),
+        };
+        assert_eq!(peer.to_string(), "127.0.0.1:9 (shard 3)");
+    }
+}
