@@ -426,10 +426,12 @@ lk = rows.get("ringgate-link", {})
 if rg.get("max") and lk.get("max"):
     print(f"link vs HTTP: ringgate-link max = {ratio(lk['max'], rg['max'])} x ringgate"
           + (f", p99 = {ratio(lk['p99'], rg['p99'])} x" if lk.get("p99") and rg.get("p99") else ""))
-if rg.get("max") and ng.get("max") and pr.get("max"):
-    print(f"targets: max >= nginx: {'met' if rg['max'] >= ng['max'] else 'NOT met'}; "
-          f"p99 <= nginx: {'met' if (rg['p99'] or 1e18) <= (ng.get('p99') or 0) else 'NOT met'}; "
-          f">= 50% of probe: {'met' if rg['max'] >= 0.5 * pr['max'] else 'NOT met'}")
+for name in ("ringgate", "ringgate-link"):
+    r = rows.get(name, {})
+    if r.get("max") and ng.get("max") and pr.get("max"):
+        print(f"targets ({name}): max >= nginx: {'met' if r['max'] >= ng['max'] else 'NOT met'}; "
+              f"p99 <= nginx: {'met' if (r.get('p99') or 1e18) <= (ng.get('p99') or 0) else 'NOT met'}; "
+              f">= 50% of probe: {'met' if r['max'] >= 0.5 * pr['max'] else 'NOT met'}")
 json.dump({"fixed_rate": float(rate), "conns": int(conns), "payload": int(payload),
            "window": int(window), "duration_secs": float(duration), "rows": rows},
           open(os.path.join(out, "summary.json"), "w"), indent=2)
