@@ -395,7 +395,7 @@ impl Pool {
             Err(e) => return on_done(Err(e)),
         };
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
-        let deadline = Instant::now() + self.inner.settings.request_timeout;
+        let deadline = crate::clock::recent() + self.inner.settings.request_timeout;
         if let Some(slot) = self.inner.try_acquire_owned() {
             if let Pick::Use(lane) = self.inner.pick_lane(req.affinity) {
                 let reused = lane.answered.get() > 0;
@@ -1171,7 +1171,7 @@ async fn sweep_loop(pool: Weak<Inner>, every: Duration) {
             pool.sweeping.set(false);
             return;
         }
-        pool.sweep(Instant::now());
+        pool.sweep(crate::clock::refresh());
     }
 }
 
@@ -1220,6 +1220,7 @@ async fn read_loop(lane: Rc<Lane>, max_body: usize) {
         if lane.state.get() == LaneState::Closed {
             break ReadEnd::Shutdown;
         }
+        crate::clock::refresh();
         let mut stop = None;
         for _ in 0..READS_PER_WAKEUP {
             if buf.capacity() - buf.len() < READ_CHUNK / 2 {

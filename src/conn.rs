@@ -707,6 +707,7 @@ impl Conn<'_> {
                 buf.clear();
                 continue;
             }
+            crate::clock::refresh();
             self.shared.last_rx.set(ctx.now_secs());
             self.shared.ping_sent.set(None);
             let end = self.consume(buf);

@@ -85,7 +85,10 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
         answer_error(shared, &header, ResponseCode::InvalidChannel);
         return;
     }
-    let target = shared.session.key.open(&header.guid);
+    let target = ctx
+        .guid_cache
+        .borrow_mut()
+        .open(&shared.session.key, &header.guid);
     let endpoint_id = match target {
         Some(GuidTarget::Endpoint(id)) => id,
         Some(GuidTarget::Peer { .. }) => {
@@ -165,7 +168,7 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
 /// An unordered request (channel 0, meta): started with a callback that answers the
 /// client, so it needs no task of its own (`backend::Pool::start`, `link::Link::start`).
 fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
-    let started = Instant::now();
+    let started = crate::clock::recent();
     let (sh, service, header, shard) = (shared.clone(), q.service.clone(), q.header, ctx.id);
     let on_done: OnDone = Box::new(move |result| {
         answer(shard, &sh, &service, &header, started, result);
@@ -209,7 +212,7 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     if shared.is_gone() {
         return;
     }
-    let started = Instant::now();
+    let started = crate::clock::recent();
     let result = match &q.service.backend {
         Backend::Http(pool) => {
             let mut cid = [0u8; 160];
@@ -286,7 +289,16 @@ fn answer(
     started: Instant,
     result: Result<Response, BackendError>,
 ) {
-    service.metrics.latency(started.elapsed());
+    // Answers come from a read batch (which refreshed the clock); failures may come
+    // from a timer, so they read it afresh.
+    let now = if result.is_ok() {
+        crate::clock::recent()
+    } else {
+        crate::clock::refresh()
+    };
+    service
+        .metrics
+        .latency(now.saturating_duration_since(started));
     let (code, payload) = match result {
         Ok(resp) => {
             let code = ResponseCode::from_http_status(resp.status);
@@ -298,7 +310,7 @@ fn answer(
             }
         }
         Err(e) => {
-            if let Some(unlogged) = service.failures.admit(Instant::now()) {
+            if let Some(unlogged) = service.failures.admit(now) {
                 tracing::warn!(shard, service = %service.name, error = %e, unlogged_since_last = unlogged, "backend call failed");
             }
             (ResponseCode::InternalError, Bytes::new())

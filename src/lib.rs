@@ -17,6 +17,7 @@
 //! - [`link`]: the per-shard backend link (one multiplexed WebSocket per service).
 //! - [`outbox`]: per-connection write coalescing and the shard-local wakeup.
 //! - [`sys`]: the few raw non-blocking socket calls.
+//! - [`clock`]: the per-thread cached clock (one reading per batch of work).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: per-shard counters and Prometheus rendering.
 //! - [`client`]: a Bannou Connect v1 client (tests and the bench harness use it).
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod dispatch;

@@ -527,7 +527,7 @@ impl Inner {
         let unfinished = if event {
             Some(on_done)
         } else {
-            let deadline = Instant::now() + self.settings.request_timeout;
+            let deadline = crate::clock::recent() + self.settings.request_timeout;
             st.calls.insert(call, Pending { on_done, deadline });
             None
         };
@@ -773,6 +773,7 @@ impl Inner {
                 }
                 _ = self.wake.notified() => continue,
             }
+            crate::clock::refresh();
             for _ in 0..READS_PER_WAKEUP {
                 if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
                     rbuf.reserve(READ_CHUNK);
@@ -908,7 +909,7 @@ async fn sweep_loop(link: Rc<Inner>) {
                 }
                 continue;
             }
-            let now = Instant::now();
+            let now = crate::clock::refresh();
             let ids: Vec<u32> = st
                 .calls
                 .iter()

@@ -96,6 +96,8 @@ pub struct ShardCtx {
     pub all_metrics: Arc<Metrics>,
     /// The one read buffer all of this shard's connections read into.
     pub read_buf: RefCell<BytesMut>,
+    /// The last session key expanded for opening GUIDs (a read batch is one session's).
+    pub guid_cache: RefCell<crate::proto::guid::OpenCache>,
     pub draining: Cell<bool>,
     stop_accept: LocalNotify,
     conns_changed: LocalNotify,
@@ -125,6 +127,7 @@ impl ShardCtx {
             conns: RefCell::new(Slab::new()),
             all_metrics,
             read_buf: RefCell::new(BytesMut::new()),
+            guid_cache: RefCell::default(),
             draining: Cell::new(false),
             stop_accept: LocalNotify::default(),
             conns_changed: LocalNotify::default(),
@@ -138,12 +141,16 @@ impl ShardCtx {
 
     /// Seconds since the shard started (the coarse clock of idle and ping timers).
     pub fn now_secs(&self) -> u32 {
-        self.epoch.elapsed().as_secs() as u32
+        crate::clock::recent()
+            .saturating_duration_since(self.epoch)
+            .as_secs() as u32
     }
 
     /// Milliseconds since the shard started (rate limiting).
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        crate::clock::recent()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
     }
 
     /// A fresh message id for a server push, in Bannou's `(unix_ms << 16) | counter`
@@ -421,6 +428,7 @@ async fn sweep(ctx: Rc<ShardCtx>) {
         if ctx.draining.get() {
             return;
         }
+        crate::clock::refresh();
         let now = ctx.now_secs();
         let unix = unix_now().as_secs();
         let conns: Vec<Rc<ConnShared>> =
