@@ -267,6 +267,12 @@ struct Inner {
     wake: LocalNotify,
     running: Cell<bool>,
     retired: Cell<bool>,
+    /// The connection being served (the sweeper shuts it down when it is unresponsive).
+    conn_fd: Cell<Option<RawFd>>,
+    /// When the current connection last delivered bytes.
+    last_read: Cell<Instant>,
+    /// A liveness ping in flight on the current connection, and when it was sent.
+    ping_at: Cell<Option<Instant>>,
 }
 
 impl Link {
@@ -315,6 +321,9 @@ impl Link {
                 wake: LocalNotify::default(),
                 running: Cell::new(false),
                 retired: Cell::new(false),
+                conn_fd: Cell::new(None),
+                last_read: Cell::new(Instant::now()),
+                ping_at: Cell::new(None),
             }),
         })
     }
@@ -549,7 +558,14 @@ impl Inner {
         while st.sent < st.wbuf.len() {
             match sys::send_vectored(fd, &[&st.wbuf[st.sent..]])? {
                 Nb::Done(n) => st.sent += n,
-                Nb::WouldBlock => return Ok(false),
+                Nb::WouldBlock => {
+                    // A socket that never drains completely must not keep what was sent.
+                    if st.sent >= READ_CHUNK && st.sent * 2 >= st.wbuf.len() {
+                        let sent = std::mem::take(&mut st.sent);
+                        st.wbuf.drain(..sent);
+                    }
+                    return Ok(false);
+                }
             }
         }
         st.wbuf.clear();
@@ -725,6 +741,9 @@ impl Inner {
     async fn serve(self: &Rc<Self>, stream: TcpStream, mut rbuf: BytesMut) -> LinkEnd {
         let stream = Rc::new(stream);
         let fd = stream.as_raw_fd();
+        self.conn_fd.set(Some(fd));
+        self.last_read.set(crate::clock::refresh());
+        self.ping_at.set(None);
         let dead = Rc::new(Cell::new(false));
         crate::shard::spawn_isolated(
             "backend link writer",
@@ -773,7 +792,7 @@ impl Inner {
                 }
                 _ = self.wake.notified() => continue,
             }
-            crate::clock::refresh();
+            self.last_read.set(crate::clock::refresh());
             for _ in 0..READS_PER_WAKEUP {
                 if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
                     rbuf.reserve(READ_CHUNK);
@@ -806,6 +825,7 @@ impl Inner {
             );
             let _ = self.flush(fd);
         }
+        self.conn_fd.set(None);
         dead.set(true);
         self.wake_writer();
         // A writer waiting for writability wakes with an error and lets the stream go.
@@ -895,12 +915,20 @@ async fn run(link: Rc<Inner>) {
     link.tear_down(LinkFailure::Retired);
 }
 
-/// Answers calls past their deadline with [`BackendError::Timeout`].
+/// Answers calls past their deadline with [`BackendError::Timeout`], and watches the
+/// connection's liveness: when a call times out and the connection has delivered
+/// nothing since that call was sent, a ping goes out; if nothing at all arrives within
+/// the connect timeout after it (not even the pong, which WebSocket libraries send by
+/// themselves), the backend host is taken for gone (one that vanished without a reset
+/// looks like this) and the connection is shut down, so the link redials instead of
+/// timing out every call. A slow backend that answers pings keeps its link.
 async fn sweep_loop(link: Rc<Inner>) {
     let every = (link.settings.request_timeout / 10)
         .clamp(Duration::from_millis(5), Duration::from_millis(100));
     loop {
         monoio::time::sleep(every).await;
+        let now = crate::clock::refresh();
+        link.check_liveness(now);
         let expired: Vec<Pending> = {
             let mut st = link.st.borrow_mut();
             if st.calls.is_empty() {
@@ -909,7 +937,6 @@ async fn sweep_loop(link: Rc<Inner>) {
                 }
                 continue;
             }
-            let now = crate::clock::refresh();
             let ids: Vec<u32> = st
                 .calls
                 .iter()
@@ -918,8 +945,44 @@ async fn sweep_loop(link: Rc<Inner>) {
                 .collect();
             ids.iter().filter_map(|id| st.calls.remove(id)).collect()
         };
+        let oldest_sent = expired
+            .iter()
+            .map(|p| p.deadline - link.settings.request_timeout)
+            .min();
+        if let Some(sent) = oldest_sent {
+            if link.last_read.get() < sent && link.ping_at.get().is_none() {
+                if let Some(_fd) = link.conn_fd.get() {
+                    encode_control(&mut link.st.borrow_mut(), OpCode::Ping, b"liveness");
+                    link.ping_at.set(Some(now));
+                    link.wake_writer();
+                }
+            }
+        }
         for p in expired {
             (p.on_done)(Err(BackendError::Timeout));
+        }
+    }
+}
+
+impl Inner {
+    /// Settles a liveness ping: answered (anything arrived since) or overdue (the
+    /// connection is shut down; its reader sees EOF and the link redials).
+    fn check_liveness(&self, now: Instant) {
+        let Some(sent) = self.ping_at.get() else {
+            return;
+        };
+        if self.last_read.get() >= sent {
+            self.ping_at.set(None);
+        } else if now.saturating_duration_since(sent) >= self.settings.connect_timeout {
+            self.ping_at.set(None);
+            if let Some(fd) = self.conn_fd.get() {
+                tracing::warn!(shard = self.settings.shard, service = %self.service, "backend link unresponsive: a call timed out and a ping got no answer; closing it to redial");
+                // SAFETY: plain syscall on the descriptor the link's reader still owns;
+                // the reader wakes with EOF and tears the connection down.
+                unsafe {
+                    libc::shutdown(fd, libc::SHUT_RDWR);
+                }
+            }
         }
     }
 }

@@ -42,7 +42,8 @@ enum Seen {
 /// A scripted link backend. Paths: `/echo` (reply 200 with the payload), `/status/N`
 /// (reply N), `/slow/MS` (reply after MS, from another thread), `/push` (SEND the
 /// payload to the session, then reply), `/kick` (CLOSE the session with 4002),
-/// `/garbage` (an unknown action kind), anything else: no reply.
+/// `/garbage` (an unknown action kind), `/freeze` (go silent: read and answer nothing,
+/// pings included), anything else: no reply. Pings are answered.
 struct LinkBackend {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -139,7 +140,15 @@ fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
     let mut dec = Decoder::new(Role::Server, Limits::default());
     loop {
         while let Ok(Some(msg)) = dec.decode(&mut rbuf) {
-            let Message::Binary(b) = msg else { continue };
+            let b = match msg {
+                Message::Binary(b) => b,
+                Message::Ping(p) => {
+                    let pong = encode_frame(OpCode::Pong, &p, None);
+                    let _ = writer.lock().unwrap().write_all(&pong);
+                    continue;
+                }
+                _ => continue,
+            };
             let m = ToBackend::decode(&b).expect("ringgate sends valid link messages");
             let (session, call, path, payload) = match m {
                 ToBackend::Open {
@@ -220,6 +229,10 @@ fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
                         reason: Bytes::from_static(b"kicked by test"),
                     },
                 );
+            } else if path == "/freeze" {
+                // A host gone silent: no reply, no pong, nothing read any more.
+                std::thread::sleep(Duration::from_secs(30));
+                return;
             } else if path == "/garbage" {
                 let frame = encode_frame(OpCode::Binary, &[0x7f, 1, 2], None);
                 let _ = writer.lock().unwrap().write_all(&frame);
@@ -243,6 +256,7 @@ const PATHS: &[&str] = &[
     "/push",
     "/kick",
     "/garbage",
+    "/freeze",
     "/silent",
 ];
 
@@ -620,4 +634,26 @@ fn a_link_url_and_an_http_url_on_one_service_are_refused_naming_the_key() {
         e.contains("services[0].url") && e.contains("missing"),
         "{e}"
     );
+}
+
+#[test]
+fn a_backend_gone_silent_is_pinged_after_a_timeout_then_its_link_is_redialed() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let (h, _) = c.call(m.guid("/freeze").unwrap(), b"x").await.unwrap();
+        assert_eq!(h.code, ResponseCode::InternalError as u8, "timed out");
+        // The unanswered ping (1 s, the connect timeout) ends that connection; the link
+        // redials and serves again.
+        let t0 = Instant::now();
+        loop {
+            let (h, _) = c.call(m.guid("/echo").unwrap(), b"again").await.unwrap();
+            if h.code == 0 && backend.connections.load(Ordering::SeqCst) >= 2 {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "link not redialed");
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
 }
