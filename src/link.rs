@@ -61,9 +61,13 @@ pub const MAX_UNSENT_BYTES: usize = 64 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per readiness wakeup before other tasks run.
 const READS_PER_WAKEUP: usize = 8;
-/// First and longest wait before redialing a failed link.
+/// First and longest wait before redialing a failed link. The longest wait is also the
+/// longest a restarted backend waits for its links: kept short (a dial is one connect
+/// per shard).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// While dials keep failing, one log line per this period (with the count).
+const DIAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A link service's address: `ws://host[:port][/path]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -879,6 +883,9 @@ async fn write_loop(link: Rc<Inner>, stream: Rc<TcpStream>, dead: Rc<Cell<bool>>
 async fn run(link: Rc<Inner>) {
     let mut backoff = BACKOFF_MIN;
     let ws_url = format!("ws://{}{}", link.url.authority, link.url.path);
+    // Dial failures since the link was last up, and when one was last logged.
+    let mut failed_dials = 0u64;
+    let mut dial_logged: Option<Instant> = None;
     loop {
         if link.retired.get() {
             break;
@@ -887,6 +894,8 @@ async fn run(link: Rc<Inner>) {
         match link.dial().await {
             Ok((stream, rest)) => {
                 backoff = BACKOFF_MIN;
+                failed_dials = 0;
+                dial_logged = None;
                 {
                     let mut st = link.st.borrow_mut();
                     st.phase = Phase::Up;
@@ -905,7 +914,12 @@ async fn run(link: Rc<Inner>) {
                 link.tear_down(LinkFailure::Lost);
             }
             Err(e) => {
-                tracing::warn!(shard = link.settings.shard, service = %link.service, url = %ws_url, error = %e, retry_in_ms = backoff.as_millis() as u64, "backend link dial failed");
+                failed_dials += 1;
+                let now = crate::clock::refresh();
+                if dial_logged.is_none_or(|t| now.saturating_duration_since(t) >= DIAL_LOG_EVERY) {
+                    dial_logged = Some(now);
+                    tracing::warn!(shard = link.settings.shard, service = %link.service, url = %ws_url, error = %e, failed_dials, retry_in_ms = backoff.as_millis() as u64, "backend link dial failed; requests answer 60 until it is up");
+                }
                 link.tear_down(LinkFailure::Down);
             }
         }
