@@ -957,7 +957,13 @@ async fn sweep_loop(link: Rc<Inner>) {
                 .filter(|(_, p)| p.deadline <= now)
                 .map(|(&id, _)| id)
                 .collect();
-            ids.iter().filter_map(|id| st.calls.remove(id)).collect()
+            let expired = ids.iter().filter_map(|id| st.calls.remove(id)).collect();
+            if link.retired.get() && st.calls.is_empty() {
+                // A retired link closes once its calls are settled; its reader may be
+                // waiting for bytes that will never come.
+                link.wake.notify();
+            }
+            expired
         };
         let oldest_sent = expired
             .iter()

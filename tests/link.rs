@@ -48,6 +48,8 @@ struct LinkBackend {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
+    /// Link connections not yet closed.
+    open: Arc<AtomicUsize>,
 }
 
 impl LinkBackend {
@@ -56,24 +58,34 @@ impl LinkBackend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (s, n) = (seen.clone(), connections.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (s, n, o) = (seen.clone(), connections.clone(), open.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 n.fetch_add(1, Ordering::SeqCst);
-                let s = s.clone();
-                std::thread::spawn(move || serve(stream, s));
+                o.fetch_add(1, Ordering::SeqCst);
+                let (s, o) = (s.clone(), o.clone());
+                std::thread::spawn(move || {
+                    serve(stream, s);
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         LinkBackend {
             addr,
             seen,
             connections,
+            open,
         }
     }
 
     fn url(&self) -> String {
         format!("ws://{}/link", self.addr)
+    }
+
+    fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -656,4 +668,45 @@ fn a_backend_gone_silent_is_pinged_after_a_timeout_then_its_link_is_redialed() {
             monoio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+}
+
+#[test]
+fn a_registry_update_that_moves_the_link_retires_the_old_one_after_its_calls() {
+    let old = LinkBackend::start();
+    let new = LinkBackend::start();
+    let g = gateway_with_link(&old);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let slow = c
+            .send_request(0, 0, 0, m.guid("/slow/300").unwrap(), b"owed")
+            .await
+            .unwrap();
+        monoio::time::sleep(Duration::from_millis(50)).await;
+        let cfg = link_config(&new.url(), "");
+        g.update_registry(std::sync::Arc::new(
+            ringgate::registry::Registry::from_config(&cfg, 2),
+        ));
+        // The call in flight on the old link still gets its answer.
+        let (h, body) = c.response(slow).await.unwrap();
+        assert_eq!((h.code, &body[..]), (0, &b"owed"[..]));
+        // New calls go to the new backend.
+        let t0 = Instant::now();
+        loop {
+            let (h, _) = c.call(m.guid("/echo").unwrap(), b"moved").await.unwrap();
+            if h.code == 0 && new.seen().iter().any(|s| matches!(s, Seen::Request { .. })) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "not moved to the new link"
+            );
+            monoio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // The old link, its call answered, is closed: its backend sees the connection end.
+    let t0 = Instant::now();
+    while old.open_connections() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(3), "old link still open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
