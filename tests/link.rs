@@ -272,12 +272,11 @@ const PATHS: &[&str] = &[
     "/silent",
 ];
 
-fn link_config(link_url: &str, extra_backend: &str) -> Config {
-    Config::from_toml_str(&link_config_text(link_url, extra_backend), &[])
-        .expect("link test config is valid")
+fn link_config(link_url: &str) -> Config {
+    Config::from_toml_str(&link_config_text(link_url), &[]).expect("link test config is valid")
 }
 
-fn link_config_text(link_url: &str, extra_backend: &str) -> String {
+fn link_config_text(link_url: &str) -> String {
     let endpoints: Vec<String> = PATHS
         .iter()
         .map(|p| format!("{{ path = \"{p}\", roles = [\"user\"] }}"))
@@ -295,7 +294,6 @@ hs256_secret = "{SECRET}"
 [backend]
 request_timeout_ms = 1000
 connect_timeout_ms = 1000
-{extra_backend}
 [[services]]
 name = "game"
 link = "{link_url}"
@@ -308,7 +306,7 @@ endpoints = [ {} ]
 /// Starts a gateway on `link_config` and waits until its link is up (the backend saw a
 /// connection).
 fn gateway_with_link(backend: &LinkBackend) -> ringgate::Gateway {
-    let g = gateway(link_config(&backend.url(), ""));
+    let g = gateway(link_config(&backend.url()));
     let t0 = Instant::now();
     while backend.connections.load(Ordering::SeqCst) == 0 {
         assert!(t0.elapsed() < Duration::from_secs(5), "link never dialed");
@@ -611,7 +609,7 @@ fn with_nothing_listening_on_the_link_requests_answer_60_at_once() {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/link", dead.local_addr().unwrap());
     drop(dead);
-    let g = gateway(link_config(&url, ""));
+    let g = gateway(link_config(&url));
     std::thread::sleep(Duration::from_millis(50)); // the first dial fails
     run(async {
         let (mut c, m) = connect(&g, &user_token(&["user"])).await;
@@ -628,7 +626,7 @@ fn with_nothing_listening_on_the_link_requests_answer_60_at_once() {
 
 #[test]
 fn a_link_url_and_an_http_url_on_one_service_are_refused_naming_the_key() {
-    let text = link_config_text("ws://127.0.0.1:2/link", "");
+    let text = link_config_text("ws://127.0.0.1:2/link");
     let both = text.replace("link = ", "url = \"http://127.0.0.1:1\"\nlink = ");
     let e = Config::from_toml_str(&both, &[]).unwrap_err().to_string();
     assert!(
@@ -682,7 +680,7 @@ fn a_registry_update_that_moves_the_link_retires_the_old_one_after_its_calls() {
             .await
             .unwrap();
         monoio::time::sleep(Duration::from_millis(50)).await;
-        let cfg = link_config(&new.url(), "");
+        let cfg = link_config(&new.url());
         g.update_registry(std::sync::Arc::new(
             ringgate::registry::Registry::from_config(&cfg, 2),
         ));
