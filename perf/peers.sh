@@ -288,11 +288,41 @@ echo "   ws-echo $WSECHO_PID (:$WSECHO_PORT), probe-server $PROBE_PID (:$PROBE_P
 # ---------------------------------------------------------------------------------
 # Runs. Each writes $OUT/<name>.json; a failed run is reported, not fatal.
 COMMON=(--conns "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --payload "$PAYLOAD" --window "$WINDOW")
+# How busy both cores are in the middle of the measured window (from /proc/stat: all
+# of a core's non-idle time, whoever used it): the load generator's core tells whether
+# the harness itself was the limit, the server core whether the server side was.
+core_busy() { # out-file
+    local skip=$((WARMUP + 1)) span=$((DURATION > 3 ? DURATION - 2 : 1))
+    sleep "$skip"
+    local a b
+    a=$(grep -E "^cpu($CLIENT_CORE|$SERVER_CORE) " /proc/stat)
+    sleep "$span"
+    b=$(grep -E "^cpu($CLIENT_CORE|$SERVER_CORE) " /proc/stat)
+    python3 - "$a" "$b" "$CLIENT_CORE" "$SERVER_CORE" > "$1" <<'PY'
+import sys, json
+a, b, client, server = sys.argv[1:5]
+def parse(text):
+    out = {}
+    for line in text.splitlines():
+        f = line.split()
+        v = list(map(int, f[1:9]))  # user nice system idle iowait irq softirq steal
+        out[f[0][3:]] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+pa, pb = parse(a), parse(b)
+def busy(core):
+    (b0, t0), (b1, t1) = pa[core], pb[core]
+    return round(100.0 * (b1 - b0) / max(1, t1 - t0), 1)
+json.dump({"client_core_busy": busy(client), "server_core_busy": busy(server)}, sys.stdout)
+PY
+}
 run_target() { # target rate name
     local target=$1 rate=$2 name=$3 status=0
     local json=$OUT/$name.json
     echo "== $name: $target, rate $rate"
-    local perf_pid="" perf_target=""
+    local perf_pid="" perf_target="" busy_pid=""
+    if [[ $name == *-max ]]; then
+        core_busy "$OUT/$name.cores.json" & busy_pid=$!; PIDS+=("$busy_pid")
+    fi
     case $name in ringgate-max) perf_target=$GW_PID ;; ringgate-link-max) perf_target=$GWL_PID ;; esac
     if [[ ${PROFILE:-0} == 1 && -n $perf_target ]]; then
         # Sample the gateway for the measured part of the run (cpu-clock: no hardware
@@ -325,6 +355,7 @@ run_target() { # target rate name
             on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" --ws \
                 --server "127.0.0.1:$WSECHO_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
     esac
+    [[ -n $busy_pid ]] && { wait "$busy_pid" 2>/dev/null || true; }
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" 2>/dev/null || true
         perf report -i "$OUT/$target.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
@@ -394,6 +425,7 @@ for t in targets:
         "fixed_ok": f and f["ok"],
         "fixed_failed": f and (sum(f["requests"]["errors"].values()) + f["requests"]["timeouts"] + f["requests"]["lost"]),
         "server_cpu_max": m and (m.get("gateway") or {}).get("cpu_percent_of_core"),
+        "cores_max": load(t + "-max.cores") or {},
     }
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
@@ -403,17 +435,20 @@ ng, pr = rows.get("nginx", {}), rows.get("probe", {})
 print()
 print(f"peers: {conns} conns, payload {payload} B, window {window} at max, {duration} s per run; "
       f"fixed rate {rate}/s (half of nginx's max unless FIXED_RATE)")
-hdr = f"{'target':<13} {'max req/s':>10} {'x nginx':>8} {'x probe':>8} {'srv CPU':>8} | {'p50':>9} {'p99':>9} {'p99.9':>9} {'p99 x nginx':>12} {'p99 x probe':>12}"
+hdr = f"{'target':<13} {'max req/s':>10} {'x nginx':>8} {'x probe':>8} {'srv CPU':>8} {'cores s/g':>10} | {'p50':>9} {'p99':>9} {'p99.9':>9} {'p99 x nginx':>12} {'p99 x probe':>12}"
 print(hdr); print("-" * len(hdr))
 for t in targets:
     r = rows[t]
     cpu = r["server_cpu_max"]
     flag = "" if (r["max_ok"] and r["fixed_ok"]) else "  (!)"
+    c = r["cores_max"]
+    cores = f"{c['server_core_busy']:.0f}/{c['client_core_busy']:.0f}%" if c else "-"
     print(f"{t:<13} {(r['max'] or 0):>10.0f} {ratio(r['max'], ng.get('max')):>8} {ratio(r['max'], pr.get('max')):>8} "
-          f"{(f'{cpu:.0f}%' if cpu is not None else '-'):>8} | {us(r['p50']):>9} {us(r['p99']):>9} {us(r['p999']):>9} "
+          f"{(f'{cpu:.0f}%' if cpu is not None else '-'):>8} {cores:>10} | {us(r['p50']):>9} {us(r['p99']):>9} {us(r['p999']):>9} "
           f"{ratio(r['p99'], ng.get('p99')):>12} {ratio(r['p99'], pr.get('p99')):>12}{flag}")
 print("(!) = that target's report is not ok (errors, timeouts, lost requests or failed connections): see its JSON")
 print("srv CPU: the server under test's CPU at max, percent of one core (its backend not included)")
+print("cores s/g: how busy the server core / the load generator's core were at max (all users of the core)")
 if "ringgate-link" in targets:
     print("ringgate-link: a second ringgate, the same echo backend reached over the backend link (docs/LINK.md)")
 print("probe-ws: the probe's minimal client speaking WebSocket to ws-echo (the same frames as rpc --mode echo)")
