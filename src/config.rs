@@ -723,7 +723,10 @@ mod tests {
         );
         let c = Config::from_toml_str(&text, &[]).unwrap();
         assert_eq!(c.services.len(), 3);
-        assert_eq!(c.services[2].link.as_deref(), Some("ws://10.0.0.12:5003/link"));
+        assert_eq!(
+            c.services[2].link.as_deref(),
+            Some("ws://10.0.0.12:5003/link")
+        );
         assert!(c.server.guid_secret_bytes().unwrap().is_some());
     }
 

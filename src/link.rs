@@ -244,14 +244,95 @@ struct Pending {
     deadline: Instant,
 }
 
+/// The calls awaiting replies: a slot table. A call id is `generation << 32 | slot`, so
+/// placing and completing a call are two array accesses, and a reply that comes after
+/// its call timed out (and the slot was reused) does not match the slot's new
+/// generation. (A slot would have to be reused 2^32 times between a call and its late
+/// reply to be confused.)
+#[derive(Default)]
+struct Calls {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    pending: Option<Pending>,
+}
+
+impl Calls {
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Files `p`; returns its (never 0) call id.
+    fn insert(&mut self, p: Pending) -> u64 {
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[i as usize];
+        // Generations start at 1, so no call id is 0 (0 marks events).
+        slot.generation = slot.generation.wrapping_add(1).max(1);
+        slot.pending = Some(p);
+        self.live += 1;
+        (u64::from(slot.generation) << 32) | u64::from(i)
+    }
+
+    /// Takes the call with id `call`, if it is still waiting.
+    fn remove(&mut self, call: u64) -> Option<Pending> {
+        let i = (call & 0xffff_ffff) as usize;
+        let slot = self.slots.get_mut(i)?;
+        if u64::from(slot.generation) != call >> 32 {
+            return None;
+        }
+        let p = slot.pending.take()?;
+        self.free.push(i as u32);
+        self.live -= 1;
+        Some(p)
+    }
+
+    /// Takes every call whose deadline is at or before `now`.
+    fn expire(&mut self, now: Instant) -> Vec<Pending> {
+        let mut out = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.pending.as_ref().is_some_and(|p| p.deadline <= now) {
+                out.extend(slot.pending.take());
+                self.free.push(i as u32);
+            }
+        }
+        self.live -= out.len();
+        out
+    }
+
+    /// Takes every call.
+    fn drain(&mut self) -> Vec<Pending> {
+        let out: Vec<Pending> = self
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.pending.take())
+            .collect();
+        *self = Calls::default();
+        out
+    }
+}
+
 struct State {
     phase: Phase,
     /// Masked frames not yet sent; `wbuf[sent..]` is what is left.
     wbuf: Vec<u8>,
     sent: usize,
     mask_seed: u64,
-    calls: HashMap<u32, Pending, ahash::RandomState>,
-    next_call: u32,
+    calls: Calls,
     /// Sessions announced (OPEN) on the current connection.
     sessions: HashMap<u64, Weak<ConnShared>, ahash::RandomState>,
     stats: LinkStats,
@@ -316,8 +397,7 @@ impl Link {
                     wbuf: Vec::new(),
                     sent: 0,
                     mask_seed: u64::from_le_bytes(sys::random_bytes()) | 1,
-                    calls: HashMap::default(),
-                    next_call: 0,
+                    calls: Calls::default(),
                     sessions: HashMap::default(),
                     stats: LinkStats::default(),
                 }),
@@ -500,20 +580,9 @@ impl Inner {
         } else {
             None
         };
-        let call = if !event {
-            loop {
-                st.next_call = st.next_call.wrapping_add(1);
-                let c = st.next_call;
-                if c != 0 && !st.calls.contains_key(&c) {
-                    break c;
-                }
-            }
-        } else {
-            0
-        };
-        let req = ToBackend::Request {
+        let mut req = ToBackend::Request {
             session: sref,
-            call,
+            call: 0,
             message_id: req.message_id,
             flags: req.flags,
             path: req.path,
@@ -536,14 +605,16 @@ impl Inner {
             encode_frame(&mut st, &open);
             st.sessions.insert(sref, Rc::downgrade(session));
         }
-        encode_frame(&mut st, &req);
         let unfinished = if event {
             Some(on_done)
         } else {
             let deadline = crate::clock::recent() + self.settings.request_timeout;
-            st.calls.insert(call, Pending { on_done, deadline });
+            if let ToBackend::Request { call, .. } = &mut req {
+                *call = st.calls.insert(Pending { on_done, deadline });
+            }
             None
         };
+        encode_frame(&mut st, &req);
         drop(st);
         self.wake_writer();
         Ok(unfinished)
@@ -593,9 +664,9 @@ impl Inner {
             st.wbuf = Vec::new();
             st.sent = 0;
             st.sessions.clear();
-            std::mem::take(&mut st.calls)
+            st.calls.drain()
         };
-        for (_, p) in calls {
+        for p in calls {
             (p.on_done)(Err(BackendError::Link(why.clone())));
         }
     }
@@ -624,7 +695,7 @@ impl Inner {
             } => {
                 let pending = {
                     let mut st = self.st.borrow_mut();
-                    let p = st.calls.remove(&call);
+                    let p = st.calls.remove(call);
                     if p.is_none() {
                         st.stats.late_replies += 1;
                         self.metrics.link_late_replies.fetch_add(1, Relaxed);
@@ -951,13 +1022,7 @@ async fn sweep_loop(link: Rc<Inner>) {
                 }
                 continue;
             }
-            let ids: Vec<u32> = st
-                .calls
-                .iter()
-                .filter(|(_, p)| p.deadline <= now)
-                .map(|(&id, _)| id)
-                .collect();
-            let expired = ids.iter().filter_map(|id| st.calls.remove(id)).collect();
+            let expired = st.calls.expire(now);
             if link.retired.get() && st.calls.is_empty() {
                 // A retired link closes once its calls are settled; its reader may be
                 // waiting for bytes that will never come.
@@ -1037,5 +1102,46 @@ mod tests {
         assert_eq!(LinkUrl::parse("ws://:1/"), Err(LinkUrlError::NoHost));
         assert_eq!(LinkUrl::parse("ws://a:x/"), Err(LinkUrlError::Port));
         assert_eq!(LinkUrl::parse("ws://a b/"), Err(LinkUrlError::Characters));
+    }
+
+    fn pending(deadline: Instant) -> Pending {
+        Pending {
+            on_done: Box::new(|_| {}),
+            deadline,
+        }
+    }
+
+    #[test]
+    fn a_reused_call_slot_does_not_take_the_late_reply_of_its_previous_call() {
+        let now = Instant::now();
+        let mut calls = Calls::default();
+        let first = calls.insert(pending(now));
+        assert_ne!(first, 0, "0 marks events");
+        assert!(calls.remove(first).is_some());
+        let second = calls.insert(pending(now));
+        assert_eq!(second & 0xffff_ffff, first & 0xffff_ffff, "same slot");
+        assert!(
+            calls.remove(first).is_none(),
+            "the late reply matches nothing"
+        );
+        assert_eq!(calls.len(), 1);
+        assert!(calls.remove(second).is_some());
+        assert!(calls.remove(second).is_none(), "answered once");
+        assert!(calls.is_empty());
+        assert!(calls.remove(u64::MAX).is_none(), "an id never issued");
+    }
+
+    #[test]
+    fn expire_takes_only_calls_past_their_deadline_and_frees_their_slots() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        let mut calls = Calls::default();
+        let due = calls.insert(pending(now));
+        let not_due = calls.insert(pending(later));
+        assert_eq!(calls.expire(now).len(), 1);
+        assert_eq!(calls.len(), 1);
+        assert!(calls.remove(due).is_none());
+        assert!(calls.remove(not_due).is_some());
+        assert_eq!(calls.drain().len(), 0);
     }
 }

@@ -29,7 +29,7 @@ enum Seen {
     },
     Request {
         session: u64,
-        call: u32,
+        call: u64,
         flags: u8,
         path: String,
         payload: Vec<u8>,

@@ -329,7 +329,7 @@ mod tests {
         }
 
         /// The next message, which must be a REPLY: its call, status and payload.
-        fn reply(&mut self) -> (u32, u16, Bytes) {
+        fn reply(&mut self) -> (u64, u16, Bytes) {
             match self.next() {
                 Some(Message::Binary(b)) => match FromBackend::decode(&b).unwrap() {
                     FromBackend::Reply {
@@ -359,11 +359,11 @@ mod tests {
         out
     }
 
-    fn request(call: u32, payload: &[u8]) -> Vec<u8> {
+    fn request(call: u64, payload: &[u8]) -> Vec<u8> {
         encode(ToBackend::Request {
             session: 1,
             call,
-            message_id: u64::from(call) + 1000,
+            message_id: call.wrapping_add(1000),
             flags: 0,
             path: "/echo",
             payload,
@@ -421,8 +421,8 @@ mod tests {
         let mut gw = Gateway::linked(start());
         gw.send(&[open(1), request(7, b"{\"a\":1}")]);
         assert_eq!(gw.reply(), (7, 200, Bytes::from_static(b"{\"a\":1}")));
-        gw.send(&[request(u32::MAX, b"")]);
-        assert_eq!(gw.reply(), (u32::MAX, 200, Bytes::new()));
+        gw.send(&[request(u64::MAX, b"")]);
+        assert_eq!(gw.reply(), (u64::MAX, 200, Bytes::new()));
         // A payload large enough to be queued by reference, sent in two parts.
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         let mut frame = BytesMut::new();
@@ -444,9 +444,9 @@ mod tests {
         let mut gw = Gateway::linked(start());
         let payload = [b'x'; 64];
         let mut msgs = vec![open(1)];
-        msgs.extend((1..=2000u32).map(|call| request(call, &payload)));
+        msgs.extend((1..=2000u64).map(|call| request(call, &payload)));
         gw.send(&msgs);
-        for call in 1..=2000u32 {
+        for call in 1..=2000u64 {
             assert_eq!(gw.reply(), (call, 200, Bytes::copy_from_slice(&payload)));
         }
     }

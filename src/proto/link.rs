@@ -4,7 +4,7 @@
 //! Why a link next to HTTP: an HTTP/1.1 exchange per request makes the gateway build and
 //! parse a head per request, and the backend parse one; on loopback that is most of the
 //! cost of a forwarded request. Over the link a request is one binary WebSocket message
-//! with a fixed 24-byte prefix, any number of them leave in one write, replies come back
+//! with a fixed 28-byte prefix, any number of them leave in one write, replies come back
 //! in any order matched by a call id, and the same connection carries the backend's
 //! actions (push to a session, close it). Any language with a WebSocket library can be
 //! a link backend.
@@ -21,11 +21,11 @@
 //! ringgate → backend ("events")
 //!   OPEN    0x01 | session u64 | sid_len u16 | session id | acct_len u16 | account id
 //!                | roles_len u16 | roles (comma-separated)
-//!   REQUEST 0x02 | session u64 | call u32 | message_id u64 | flags u8 | path_len u16
+//!   REQUEST 0x02 | session u64 | call u64 | message_id u64 | flags u8 | path_len u16
 //!                | path | payload                     (call 0 = an event: no reply)
 //!   CLOSED  0x03 | session u64
 //! backend → ringgate ("actions")
-//!   REPLY   0x81 | call u32 | status u16 | payload      (HTTP status semantics)
+//!   REPLY   0x81 | call u64 | status u16 | payload      (HTTP status semantics)
 //!   SEND    0x82 | session u64 | flags u8 | payload     (flags: 0 or 0x01 binary)
 //!   CLOSE   0x83 | session u64 | code u16 | reason (UTF-8, ≤ 123 bytes)
 //! ```
@@ -52,9 +52,9 @@ pub mod kind {
 }
 
 /// Fixed bytes of a REQUEST before its path.
-pub const REQUEST_PREFIX_LEN: usize = 1 + 8 + 4 + 8 + 1 + 2;
+pub const REQUEST_PREFIX_LEN: usize = 1 + 8 + 8 + 8 + 1 + 2;
 /// Fixed bytes of a REPLY before its payload.
-pub const REPLY_PREFIX_LEN: usize = 1 + 4 + 2;
+pub const REPLY_PREFIX_LEN: usize = 1 + 8 + 2;
 /// Longest close reason (a close frame's body is at most 125 bytes, 2 of them the code).
 pub const MAX_CLOSE_REASON: usize = 123;
 
@@ -96,8 +96,9 @@ pub enum ToBackend<'a> {
     },
     Request {
         session: u64,
-        /// 0 for an event (the client expects no answer; do not reply).
-        call: u32,
+        /// 0 for an event (the client expects no answer; do not reply). Opaque to the
+        /// backend: echo it in the REPLY.
+        call: u64,
         /// The client's message id (for the backend's logs and correlation).
         message_id: u64,
         /// The client's Bannou flags (0x01 binary payload, 0x10 event, 0x80 meta).
@@ -115,7 +116,7 @@ pub enum ToBackend<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromBackend {
     Reply {
-        call: u32,
+        call: u64,
         /// HTTP status semantics: 2xx → code 0, 400 → 50, 401/403 → 52, 404 → 51,
         /// 409 → 53, else → 60 (DESIGN §2). Only a 2xx reply's payload reaches the client.
         status: u16,
@@ -209,7 +210,7 @@ impl ToBackend<'_> {
             } => {
                 out.put_u8(kind::REQUEST);
                 out.put_u64(session);
-                out.put_u32(call);
+                out.put_u64(call);
                 out.put_u64(message_id);
                 out.put_u8(flags);
                 out.put_u16(path.len() as u16);
@@ -243,7 +244,7 @@ impl<'a> ToBackend<'a> {
             },
             kind::REQUEST => ToBackend::Request {
                 session: r.u64()?,
-                call: r.u32()?,
+                call: r.u64()?,
                 message_id: r.u64()?,
                 flags: r.u8()?,
                 path: r.str16("path")?,
@@ -268,7 +269,7 @@ impl FromBackend {
         };
         let m = match k {
             kind::REPLY => {
-                let call = r.u32()?;
+                let call = r.u64()?;
                 if call == 0 {
                     return Err(LinkError::ReplyToEvent);
                 }
@@ -342,7 +343,7 @@ impl FromBackend {
                 payload,
             } => {
                 out.put_u8(kind::REPLY);
-                out.put_u32(*call);
+                out.put_u64(*call);
                 out.put_u16(*status);
                 out.put_slice(payload);
             }
@@ -465,12 +466,6 @@ impl<'a> Reader<'a> {
         ))
     }
 
-    fn u32(&mut self) -> Result<u32, LinkError> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
     fn u64(&mut self) -> Result<u64, LinkError> {
         Ok(u64::from_be_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
@@ -555,7 +550,7 @@ mod tests {
         let mut out = Vec::new();
         ToBackend::Request {
             session: 0x1122_3344_5566_7788,
-            call: 0xAABB_CCDD,
+            call: 0x0102_0304_AABB_CCDD,
             message_id: 5,
             flags: 0x80,
             path: "/p",
@@ -566,8 +561,8 @@ mod tests {
         assert_eq!(
             out,
             [
-                0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0xAA, 0xBB, 0xCC, 0xDD, 0, 0,
-                0, 0, 0, 0, 0, 5, 0x80, 0, 2, b'/', b'p', b'x', b'y'
+                0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 1, 2, 3, 4, 0xAA, 0xBB, 0xCC,
+                0xDD, 0, 0, 0, 0, 0, 0, 0, 5, 0x80, 0, 2, b'/', b'p', b'x', b'y'
             ]
         );
         assert_eq!(REQUEST_PREFIX_LEN + 2, out.len() - 2);
