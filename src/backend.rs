@@ -70,6 +70,8 @@ use crate::sys::{self, Nb, MAX_IOVECS};
 
 /// Read buffer growth step; it grows as needed for large bodies.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bodies up to this size are copied in behind their request head.
+const INLINE_BODY: usize = 512;
 /// Reads per readiness wake-up before the reader lets other tasks run.
 const READS_PER_WAKEUP: usize = 4;
 
@@ -357,11 +359,11 @@ impl Pool {
         req: BackendRequest<'_>,
         timeout: Duration,
     ) -> Result<Response, BackendError> {
-        let head = self.inner.encode_head(&req)?;
+        let (head, body) = self.inner.encode_head(&req)?;
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
         let deadline = Instant::now() + timeout;
         self.inner
-            .call_inner(head, req.body, head_request, req.affinity, deadline, false)
+            .call_inner(head, body, head_request, req.affinity, deadline, false)
             .await
     }
 
@@ -390,7 +392,7 @@ impl Pool {
     /// outcome, including a timeout (`request_timeout`), reaches `on_done`
     /// exactly once.
     pub fn start(&self, req: BackendRequest<'_>, on_done: OnDone) {
-        let head = match self.inner.encode_head(&req) {
+        let (head, body) = match self.inner.encode_head(&req) {
             Ok(h) => h,
             Err(e) => return on_done(Err(e)),
         };
@@ -401,7 +403,7 @@ impl Pool {
                 let reused = lane.answered.get() > 0;
                 lane.submit(Rc::new(Call {
                     head,
-                    body: req.body,
+                    body,
                     head_request,
                     deadline,
                     state: RefCell::new(CallState::Detached(Detached {
@@ -415,7 +417,7 @@ impl Pool {
             }
         }
         let inner = self.inner.clone();
-        let (body, affinity) = (req.body, req.affinity);
+        let affinity = req.affinity;
         crate::shard::spawn_isolated("backend call", async move {
             let result = inner
                 .call_inner(head, body, head_request, affinity, deadline, false)
@@ -525,7 +527,11 @@ enum Pick {
 }
 
 impl Inner {
-    fn encode_head(&self, req: &BackendRequest<'_>) -> Result<Bytes, BackendError> {
+    /// The request head, and the body to send after it. A small body is copied in
+    /// behind the head (one allocation and one iovec per request instead of two; at
+    /// the pool's peak, per-iovec kernel work and allocations were ~15 % of the
+    /// gateway); a large one stays the client's `Bytes`, never copied.
+    fn encode_head(&self, req: &BackendRequest<'_>) -> Result<(Bytes, Bytes), BackendError> {
         // The usual path (`/x`) follows the base as is; others are joined.
         let joined;
         let (base, path) = if req.path.starts_with('/') {
@@ -543,10 +549,16 @@ impl Inner {
             block: req.block,
             content_length: req.body.len(),
         };
-        // Sized by the encoder (it reserves exactly what the head needs).
-        let mut out = BytesMut::new();
+        let inline = req.body.len() <= INLINE_BODY;
+        // Sized by the encoder (it reserves exactly what the head needs); with a body to
+        // copy in, room for it and a typical head (a larger head costs one regrowth).
+        let mut out = BytesMut::with_capacity(if inline { req.body.len() + 512 } else { 0 });
         encode_request_head(&head, &mut out).map_err(BackendError::InvalidRequest)?;
-        Ok(out.freeze())
+        if inline {
+            out.extend_from_slice(&req.body);
+            return Ok((out.freeze(), Bytes::new()));
+        }
+        Ok((out.freeze(), req.body.clone()))
     }
 
     /// An idle connection (newest first); else a new one while under the
@@ -1798,6 +1810,25 @@ mod tests {
             ("GET", "/api/echo")
         );
         assert_eq!(rec.header("Content-Length"), Some("0"));
+    }
+
+    #[test]
+    fn bodies_copied_behind_the_head_and_bodies_sent_apart_both_arrive_intact() {
+        let server = Server::start();
+        let pool = Pool::new(&server.url(""), settings()).unwrap();
+        let sizes = [1, INLINE_BODY, INLINE_BODY + 1, 5000];
+        let bodies: Vec<Bytes> = sizes.iter().map(|&n| pattern(n, 3)).collect();
+        let resps = run(async {
+            let mut out = Vec::new();
+            for b in &bodies {
+                out.push(pool.call(post("/echo", b.clone())).await.unwrap());
+            }
+            out
+        });
+        for (i, (resp, body)) in resps.iter().zip(&bodies).enumerate() {
+            assert_eq!(resp.body, body, "size {}", sizes[i]);
+            assert_eq!(server.requests()[i].body, &body[..]);
+        }
     }
 
     #[test]
