@@ -50,6 +50,8 @@ struct LinkBackend {
     connections: Arc<AtomicUsize>,
     /// Link connections not yet closed.
     open: Arc<AtomicUsize>,
+    /// The `X-Ringgate-Shard` of every link upgrade.
+    shards: Arc<Mutex<Vec<String>>>,
 }
 
 impl LinkBackend {
@@ -59,15 +61,21 @@ impl LinkBackend {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
-        let (s, n, o) = (seen.clone(), connections.clone(), open.clone());
+        let shards = Arc::new(Mutex::new(Vec::new()));
+        let (s, n, o, sh) = (
+            seen.clone(),
+            connections.clone(),
+            open.clone(),
+            shards.clone(),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 n.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
-                let (s, o) = (s.clone(), o.clone());
+                let (s, o, sh) = (s.clone(), o.clone(), sh.clone());
                 std::thread::spawn(move || {
-                    serve(stream, s);
+                    serve(stream, s, sh);
                     o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -77,6 +85,7 @@ impl LinkBackend {
             seen,
             connections,
             open,
+            shards,
         }
     }
 
@@ -108,7 +117,7 @@ impl LinkBackend {
     }
 }
 
-fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
+fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, shards: Arc<Mutex<Vec<String>>>) {
     // The upgrade: answer with the accept key and the link subprotocol.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -131,7 +140,10 @@ fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
                 h("sec-websocket-protocol").as_deref(),
                 Some("ringgate-link.v1")
             );
-            assert!(h("x-ringgate-shard").is_some());
+            shards
+                .lock()
+                .unwrap()
+                .push(h("x-ringgate-shard").expect("the shard is named"));
             break (h("sec-websocket-key").unwrap(), len);
         }
     };
@@ -707,4 +719,44 @@ fn a_registry_update_that_moves_the_link_retires_the_old_one_after_its_calls() {
         assert!(t0.elapsed() < Duration::from_secs(3), "old link still open");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn every_shard_dials_its_own_link_and_each_serves_its_clients() {
+    let backend = LinkBackend::start();
+    let text = link_config_text(&backend.url()).replace("shards = 1", "shards = 2");
+    let g = gateway(Config::from_toml_str(&text, &[]).unwrap());
+    let t0 = Instant::now();
+    while backend.connections.load(Ordering::SeqCst) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "one link per shard");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    run(async {
+        // Enough clients that both shards get some (the kernel spreads them).
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            clients.push(connect(&g, &user_token(&["user"])).await);
+        }
+        for (i, (c, m)) in clients.iter_mut().enumerate() {
+            let body = format!("client {i}");
+            let (h, got) = c
+                .call(m.guid("/echo").unwrap(), body.as_bytes())
+                .await
+                .unwrap();
+            assert_eq!((h.code, &got[..]), (0, body.as_bytes()));
+        }
+    });
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2, "no redials");
+    let mut shards = backend.shards.lock().unwrap().clone();
+    shards.sort();
+    assert_eq!(shards, vec!["0", "1"]);
+    let opens = backend
+        .seen()
+        .iter()
+        .filter(|s| matches!(s, Seen::Open { .. }))
+        .count();
+    assert_eq!(
+        opens, 16,
+        "each session announced once, on its own shard's link"
+    );
 }
