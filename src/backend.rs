@@ -120,6 +120,8 @@ pub struct BackendRequest<'a> {
     /// Extra headers. `Host`, `Content-Length`, `Connection` and
     /// `Transfer-Encoding` are set by the codec and rejected here.
     pub headers: &'a [(&'a str, &'a str)],
+    /// Constant headers (`http1::CONTENT_JSON` …), written after `headers`.
+    pub fixed: &'a HeaderBlock,
     /// More headers, checked and encoded beforehand (a client's session headers).
     pub block: &'a HeaderBlock,
     /// Request body; written without copying.
@@ -546,6 +548,7 @@ impl Inner {
             path,
             host: &self.authority,
             headers: req.headers,
+            fixed: req.fixed,
             block: req.block,
             content_length: req.body.len(),
         };
@@ -1745,6 +1748,7 @@ mod tests {
             method: "GET",
             path,
             headers: &[],
+            fixed: HeaderBlock::empty(),
             block: HeaderBlock::empty(),
             body: Bytes::new(),
             affinity: 0,
@@ -1756,6 +1760,7 @@ mod tests {
             method: "POST",
             path,
             headers: &[],
+            fixed: HeaderBlock::empty(),
             block: HeaderBlock::empty(),
             body,
             affinity: 0,

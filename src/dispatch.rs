@@ -21,7 +21,7 @@ use crate::proto::bannou::{
     flags, MetaKind, RequestHeader, ResponseCode, ResponseHeader, REQUEST_HEADER_LEN,
 };
 use crate::proto::guid::GuidTarget;
-use crate::proto::http1::Response;
+use crate::proto::http1::{self, Response};
 use crate::shard::{Backend, ServiceRuntime, ShardCtx};
 
 /// A request accepted for forwarding.
@@ -177,7 +177,7 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     match &q.service.backend {
         Backend::Http(pool) => {
             let mut cid = [0u8; 160];
-            let mut headers = [("", ""); 3];
+            let mut headers = [("", ""); 1];
             match backend_request(shared, &q, &mut cid, &mut headers) {
                 Ok(req) => pool.start(req, on_done),
                 Err(e) => on_done(Err(e)),
@@ -216,7 +216,7 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     let result = match &q.service.backend {
         Backend::Http(pool) => {
             let mut cid = [0u8; 160];
-            let mut headers = [("", ""); 3];
+            let mut headers = [("", ""); 1];
             match backend_request(shared, &q, &mut cid, &mut headers) {
                 Ok(req) => pool.call(req).await,
                 Err(e) => Err(e),
@@ -239,39 +239,36 @@ fn link_request(q: &Queued) -> LinkRequest<'_> {
 
 /// The backend request for `q`. The session's headers were checked and encoded once, at
 /// its start; per request only the correlation id is formatted (into `cid`) and the
-/// content type chosen. Fails if the session's headers could not be encoded.
+/// constant Content-Type/Accept lines chosen. Fails if the session's headers could not be encoded.
 fn backend_request<'a>(
     shared: &'a ConnShared,
     q: &'a Queued,
     cid: &'a mut [u8; 160],
-    headers: &'a mut [(&'a str, &'a str); 3],
+    headers: &'a mut [(&'a str, &'a str); 1],
 ) -> Result<BackendRequest<'a>, BackendError> {
     let s = &shared.session;
     let block = s
         .backend_headers()
         .as_ref()
         .map_err(|e| BackendError::InvalidRequest(e.clone()))?;
-    let cid = correlation_id(cid, &s.session_id, q.header.message_id);
+    headers[0] = (
+        "X-Correlation-Id",
+        correlation_id(cid, &s.session_id, q.header.message_id),
+    );
     let body = q.message.slice(REQUEST_HEADER_LEN..);
-    let content_type = (!body.is_empty()).then_some(if q.header.flags & flags::BINARY != 0 {
-        "application/octet-stream"
+    // Content-Type and Accept are constant lines, never checked per request.
+    let fixed = if body.is_empty() {
+        &http1::ACCEPT_JSON
+    } else if q.header.flags & flags::BINARY != 0 {
+        &http1::CONTENT_BINARY
     } else {
-        "application/json; charset=utf-8"
-    });
-    let wanted = [
-        Some(("X-Correlation-Id", cid)),
-        content_type.map(|c| ("Content-Type", c)),
-        Some(("Accept", "application/json")),
-    ];
-    let mut n = 0;
-    for h in wanted.into_iter().flatten() {
-        headers[n] = h;
-        n += 1;
-    }
+        &http1::CONTENT_JSON
+    };
     Ok(BackendRequest {
         method: q.method,
         path: &q.path,
-        headers: &headers[..n],
+        headers: &headers[..],
+        fixed,
         block,
         body,
         // One client's requests travel together (see `Pool`'s lane choice).

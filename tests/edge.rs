@@ -97,6 +97,19 @@ fn call_forwards_payload_byte_for_byte_with_session_headers() {
             .unwrap()
             .starts_with("sess-abc:"));
         assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
+        assert_eq!(r.header("Accept"), Some("application/json"));
+        // A JSON payload is labelled as JSON.
+        let (h, _) = c
+            .call(m.guid("/echo").unwrap(), b"{\"a\":1}")
+            .await
+            .unwrap();
+        assert_eq!(h.code, 0);
+        let r = &backend.seen("/echo")[1];
+        assert_eq!(
+            r.header("Content-Type"),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(r.header("Accept"), Some("application/json"));
     });
 }
 

@@ -104,7 +104,10 @@ pub struct RequestHead<'a> {
     pub host: &'a str,
     /// Extra header fields, written in order after the codec's own.
     pub headers: &'a [(&'a str, &'a str)],
-    /// Header lines already checked by [`HeaderBlock::new`] (written after `headers`):
+    /// Constant header lines ([`CONTENT_JSON`] and its siblings), written
+    /// after `headers`.
+    pub fixed: &'a HeaderBlock,
+    /// Header lines already checked by [`HeaderBlock::new`] (written after `fixed`):
     /// the ones that are the same for every request of a client, checked once.
     pub block: &'a HeaderBlock,
     /// Exact body length; `Content-Length` is always written (also for 0).
@@ -148,7 +151,7 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
         check_header(name, value)?;
         size += name.len() + value.len() + 4;
     }
-    size += head.block.0.len();
+    size += head.fixed.0.len() + head.block.0.len();
 
     out.reserve(size);
     out.put_slice(head.method.as_bytes());
@@ -166,6 +169,7 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
+    out.put_slice(&head.fixed.0);
     out.put_slice(&head.block.0);
     out.put_slice(b"\r\n");
     Ok(())
@@ -196,6 +200,19 @@ impl HeaderBlock {
         &EMPTY
     }
 }
+
+/// `Accept: application/json` (a request without a body). The constant blocks are
+/// written as they are, unchecked: a test checks them.
+pub static ACCEPT_JSON: HeaderBlock =
+    HeaderBlock(Bytes::from_static(b"Accept: application/json\r\n"));
+/// A JSON body, answered in JSON.
+pub static CONTENT_JSON: HeaderBlock = HeaderBlock(Bytes::from_static(
+    b"Content-Type: application/json; charset=utf-8\r\nAccept: application/json\r\n",
+));
+/// A binary body, answered in JSON.
+pub static CONTENT_BINARY: HeaderBlock = HeaderBlock(Bytes::from_static(
+    b"Content-Type: application/octet-stream\r\nAccept: application/json\r\n",
+));
 
 /// A header field the caller may send: a token name the codec does not own, and a
 /// value without control characters.
@@ -772,6 +789,7 @@ mod tests {
             path: "/v1/do?x=1",
             host: "backend.local:8080",
             headers,
+            fixed: HeaderBlock::empty(),
             block: HeaderBlock::empty(),
             content_length: len,
         }
@@ -901,6 +919,7 @@ mod tests {
     fn header_block_is_checked_once_and_written_after_the_extra_headers() {
         let block = HeaderBlock::new(&[("X-Session", "s-1"), ("X-Roles", "a,b")]).unwrap();
         let h = RequestHead {
+            fixed: HeaderBlock::empty(),
             block: &block,
             ..head(&[("X-Correlation-Id", "s-1:01")], 0)
         };
@@ -1225,5 +1244,20 @@ mod tests {
         let body_ptr = buf[buf.len() - 5..].as_ptr();
         let r = ResponseParser::new(1024).parse(&mut buf).unwrap().unwrap();
         assert_eq!(r.body.as_ptr(), body_ptr);
+    }
+
+    #[test]
+    fn the_constant_header_blocks_are_what_checking_them_would_give() {
+        let accept = ("Accept", "application/json");
+        assert_eq!(HeaderBlock::new(&[accept]).unwrap(), ACCEPT_JSON);
+        assert_eq!(
+            HeaderBlock::new(&[("Content-Type", "application/json; charset=utf-8"), accept])
+                .unwrap(),
+            CONTENT_JSON
+        );
+        assert_eq!(
+            HeaderBlock::new(&[("Content-Type", "application/octet-stream"), accept]).unwrap(),
+            CONTENT_BINARY
+        );
     }
 }
