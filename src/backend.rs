@@ -943,11 +943,7 @@ impl Lane {
         }
         self.leave_open(LaneState::Closed);
         self.end.borrow_mut().get_or_insert(why);
-        // SAFETY: plain syscall on the descriptor this lane owns (still open:
-        // the stream is dropped only with the lane).
-        unsafe {
-            libc::shutdown(self.fd, libc::SHUT_RDWR);
-        }
+        sys::shutdown(self.fd);
         self.wake_writer();
     }
 

@@ -45,7 +45,7 @@ use monoio::net::TcpStream;
 
 use crate::proto::bannou::{RequestHeader, ResponseHeader, ServerMessage, REQUEST_HEADER_LEN};
 use crate::proto::event::MANIFEST_EVENT;
-use crate::proto::frame::{apply_mask, close_payload, encode_header, OpCode, MAX_HEADER_LEN};
+use crate::proto::frame::{append_masked, close_payload, MaskSeq, OpCode};
 use crate::proto::guid::parse_guid;
 use crate::proto::ws::{Decoder, Limits, Message, ProtocolError, Role};
 use crate::sys::{self, Nb};
@@ -186,7 +186,7 @@ pub struct Client {
     /// Whole frames encoded and not yet written (see `flush`).
     wbuf: Vec<u8>,
     decoder: Decoder,
-    mask_seed: u64,
+    masks: MaskSeq,
     next_message_id: u64,
     /// Reads in a row that found data without waiting (see `fill`).
     eager_reads: u32,
@@ -253,7 +253,7 @@ impl Client {
                     max_message_bytes: opts.max_message_bytes.unwrap_or(16 << 20),
                 },
             ),
-            mask_seed: u64::from_le_bytes(sys::random_bytes()) | 1,
+            masks: MaskSeq::new(u64::from_le_bytes(sys::random_bytes())),
             next_message_id: 1,
             eager_reads: 0,
         };
@@ -434,29 +434,16 @@ impl Client {
         self.wbuf.len()
     }
 
-    fn next_mask(&mut self) -> [u8; 4] {
-        let mut x = self.mask_seed;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.mask_seed = x;
-        (x as u32).to_le_bytes()
-    }
-
     /// Appends one masked frame whose payload is `parts` concatenated: the header, then
     /// the parts copied once into the write buffer and masked there in place.
     fn encode_frame(&mut self, opcode: OpCode, fin: bool, parts: &[&[u8]]) {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mask = self.next_mask();
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let n = encode_header(&mut head, fin, opcode, Some(mask), len);
-        self.wbuf.reserve(n + len);
-        self.wbuf.extend_from_slice(&head[..n]);
-        let start = self.wbuf.len();
-        for p in parts {
-            self.wbuf.extend_from_slice(p);
-        }
-        apply_mask(&mut self.wbuf[start..], mask, 0);
+        let mask = self.masks.next_mask();
+        append_masked(&mut self.wbuf, fin, opcode, mask, len, |out| {
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+        });
     }
 
     /// Queues one masked frame (no syscall; see [`Client::flush`]).

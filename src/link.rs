@@ -48,7 +48,9 @@ use crate::conn::ConnShared;
 use crate::metrics::ServiceMetrics;
 use crate::outbox::LocalNotify;
 use crate::proto::bannou::{flags, RequestHeader};
-use crate::proto::frame::{apply_mask, encode_header, OpCode, CLOSE_PROTOCOL_ERROR};
+use crate::proto::frame::{
+    append_masked, close_payload, MaskSeq, OpCode, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR,
+};
 use crate::proto::http1::Response;
 use crate::proto::link::{self as wire, FromBackend, LinkError, ToBackend, UpgradeError};
 use crate::proto::ws::{self, Decoder, Limits, Message, Role};
@@ -183,6 +185,20 @@ enum LinkEnd {
     Retired,
 }
 
+impl LinkEnd {
+    /// The close frame ringgate sends on the way out, if the connection still takes one:
+    /// the decoder's code for a WebSocket violation, 1002 for a bad link message, 1000
+    /// for an orderly end (retired, or answering the backend's close).
+    fn close_frame(&self) -> Option<(u16, &'static str)> {
+        match self {
+            LinkEnd::Ws(e) => Some((e.close_code(), "")),
+            LinkEnd::Action(_) | LinkEnd::Text => Some((CLOSE_PROTOCOL_ERROR, "bad link message")),
+            LinkEnd::Retired | LinkEnd::Closed(_) => Some((CLOSE_NORMAL, "")),
+            _ => None,
+        }
+    }
+}
+
 /// One client request for the link (borrowed; encoded into the write buffer at once).
 #[derive(Debug, Clone, Copy)]
 pub struct LinkRequest<'a> {
@@ -200,19 +216,6 @@ type CallSlot = Rc<RefCell<(Option<Result<Response, BackendError>>, Option<Waker
 
 /// Supplies message ids for server pushes (the shard's counter).
 pub type PushIds = Rc<dyn Fn() -> u64>;
-
-/// Counters of one link (tests, logs).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Connections established.
-    pub connects: u64,
-    /// Calls waiting for a reply now.
-    pub inflight: usize,
-    /// Replies that came after their call timed out (dropped).
-    pub late_replies: u64,
-    /// SEND/CLOSE actions for sessions that are gone (dropped).
-    pub stale_actions: u64,
-}
 
 /// One shard's link to one service. Cheap to clone (an `Rc`).
 #[derive(Clone)]
@@ -331,11 +334,10 @@ struct State {
     /// Masked frames not yet sent; `wbuf[sent..]` is what is left.
     wbuf: Vec<u8>,
     sent: usize,
-    mask_seed: u64,
+    masks: MaskSeq,
     calls: Calls,
     /// Sessions announced (OPEN) on the current connection.
     sessions: HashMap<u64, Weak<ConnShared>, ahash::RandomState>,
-    stats: LinkStats,
 }
 
 struct Inner {
@@ -396,10 +398,9 @@ impl Link {
                     phase: Phase::Connecting,
                     wbuf: Vec::new(),
                     sent: 0,
-                    mask_seed: u64::from_le_bytes(sys::random_bytes()) | 1,
+                    masks: MaskSeq::new(u64::from_le_bytes(sys::random_bytes())),
                     calls: Calls::default(),
                     sessions: HashMap::default(),
-                    stats: LinkStats::default(),
                 }),
                 writer: RefCell::new(None),
                 wake: LocalNotify::default(),
@@ -484,53 +485,34 @@ impl Link {
     pub fn session_closed(&self, session: u64) {
         let mut st = self.inner.st.borrow_mut();
         if st.sessions.remove(&session).is_some() && st.phase != Phase::Down {
-            encode_frame(&mut st, &ToBackend::Closed { session });
+            st.put_message(&ToBackend::Closed { session });
             drop(st);
             self.inner.wake_writer();
         }
     }
-
-    /// Whether a connection is established now.
-    pub fn is_up(&self) -> bool {
-        self.inner.st.borrow().phase == Phase::Up
-    }
-
-    pub fn stats(&self) -> LinkStats {
-        let st = self.inner.st.borrow();
-        LinkStats {
-            inflight: st.calls.len(),
-            ..st.stats
-        }
-    }
 }
 
-/// Appends `msg` as one masked binary frame. `msg` must have passed `check()`.
-fn encode_frame(st: &mut State, msg: &ToBackend<'_>) {
-    let len = msg.encoded_len();
-    let mut x = st.mask_seed;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    st.mask_seed = x;
-    let mask = (x as u32).to_le_bytes();
-    let mut head = [0u8; 14];
-    let n = encode_header(&mut head, true, OpCode::Binary, Some(mask), len);
-    st.wbuf.reserve(n + len);
-    st.wbuf.extend_from_slice(&head[..n]);
-    let start = st.wbuf.len();
-    msg.encode(&mut st.wbuf).expect("checked before");
-    apply_mask(&mut st.wbuf[start..], mask, 0);
-}
+impl State {
+    /// Appends `msg` as one masked binary frame. `msg` must have passed `check()`.
+    fn put_message(&mut self, msg: &ToBackend<'_>) {
+        let mask = self.masks.next_mask();
+        append_masked(
+            &mut self.wbuf,
+            true,
+            OpCode::Binary,
+            mask,
+            msg.encoded_len(),
+            |out| msg.encode(out).expect("checked before"),
+        );
+    }
 
-/// Appends a masked control frame (pong, close).
-fn encode_control(st: &mut State, opcode: OpCode, payload: &[u8]) {
-    let mask = (st.mask_seed as u32).to_be_bytes();
-    let mut head = [0u8; 14];
-    let n = encode_header(&mut head, true, opcode, Some(mask), payload.len());
-    st.wbuf.extend_from_slice(&head[..n]);
-    let start = st.wbuf.len();
-    st.wbuf.extend_from_slice(payload);
-    apply_mask(&mut st.wbuf[start..], mask, 0);
+    /// Appends a masked control frame (ping, pong, close).
+    fn put_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mask = self.masks.next_mask();
+        append_masked(&mut self.wbuf, true, opcode, mask, payload.len(), |out| {
+            out.extend_from_slice(payload)
+        });
+    }
 }
 
 /// A call that could not be placed hands its callback back with the reason.
@@ -602,7 +584,7 @@ impl Inner {
             );
         }
         if let Some(open) = open {
-            encode_frame(&mut st, &open);
+            st.put_message(&open);
             st.sessions.insert(sref, Rc::downgrade(session));
         }
         let unfinished = if event {
@@ -614,7 +596,7 @@ impl Inner {
             }
             None
         };
-        encode_frame(&mut st, &req);
+        st.put_message(&req);
         drop(st);
         self.wake_writer();
         Ok(unfinished)
@@ -677,7 +659,7 @@ impl Inner {
             Message::Binary(b) => self.on_action(FromBackend::decode(&b)?),
             Message::Text(_) => return Err(LinkEnd::Text),
             Message::Ping(p) => {
-                encode_control(&mut self.st.borrow_mut(), OpCode::Pong, &p);
+                self.st.borrow_mut().put_control(OpCode::Pong, &p);
                 self.wake_writer();
             }
             Message::Pong(_) => {}
@@ -693,15 +675,10 @@ impl Inner {
                 status,
                 payload,
             } => {
-                let pending = {
-                    let mut st = self.st.borrow_mut();
-                    let p = st.calls.remove(call);
-                    if p.is_none() {
-                        st.stats.late_replies += 1;
-                        self.metrics.link_late_replies.fetch_add(1, Relaxed);
-                    }
-                    p
-                };
+                let pending = self.st.borrow_mut().calls.remove(call);
+                if pending.is_none() {
+                    self.metrics.link_late_replies.fetch_add(1, Relaxed);
+                }
                 if let Some(p) = pending {
                     (p.on_done)(Ok(Response {
                         status,
@@ -720,7 +697,9 @@ impl Inner {
                     head.flags |= f & flags::BINARY;
                     c.send_binary(&head.encode(), payload);
                 }
-                None => self.st.borrow_mut().stats.stale_actions += 1,
+                None => {
+                    tracing::debug!(service = %self.service, session, "SEND for a session that is gone; dropped")
+                }
             },
             FromBackend::Close {
                 session,
@@ -731,7 +710,9 @@ impl Inner {
                     let reason = String::from_utf8_lossy(&reason).into_owned();
                     c.request_close(code, reason);
                 }
-                None => self.st.borrow_mut().stats.stale_actions += 1,
+                None => {
+                    tracing::debug!(service = %self.service, session, "CLOSE for a session that is gone; dropped")
+                }
             },
         }
     }
@@ -840,17 +821,7 @@ impl Inner {
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => {
-                        let mut st = self.st.borrow_mut();
-                        encode_control(
-                            &mut st,
-                            OpCode::Close,
-                            &crate::proto::frame::close_payload(e.close_code(), ""),
-                        );
-                        drop(st);
-                        let _ = self.flush(fd);
-                        break 'serve LinkEnd::Ws(e);
-                    }
+                    Err(e) => break 'serve LinkEnd::Ws(e),
                 }
             }
             if self.retired.get() && self.st.borrow().calls.is_empty() {
@@ -882,32 +853,17 @@ impl Inner {
                 }
             }
         };
-        if matches!(end, LinkEnd::Action(_) | LinkEnd::Text) {
-            // The backend broke the protocol: say so before closing.
-            let mut st = self.st.borrow_mut();
-            encode_control(
-                &mut st,
-                OpCode::Close,
-                &crate::proto::frame::close_payload(CLOSE_PROTOCOL_ERROR, "bad link message"),
-            );
-            drop(st);
-            let _ = self.flush(fd);
-        } else if matches!(end, LinkEnd::Retired | LinkEnd::Closed(_)) {
-            encode_control(
-                &mut self.st.borrow_mut(),
-                OpCode::Close,
-                &crate::proto::frame::close_payload(crate::proto::frame::CLOSE_NORMAL, ""),
-            );
+        if let Some((code, reason)) = end.close_frame() {
+            self.st
+                .borrow_mut()
+                .put_control(OpCode::Close, &close_payload(code, reason));
             let _ = self.flush(fd);
         }
         self.conn_fd.set(None);
         dead.set(true);
         self.wake_writer();
         // A writer waiting for writability wakes with an error and lets the stream go.
-        // SAFETY: plain syscall on the descriptor `stream` still owns.
-        unsafe {
-            libc::shutdown(fd, libc::SHUT_RDWR);
-        }
+        sys::shutdown(fd);
         end
     }
 }
@@ -944,10 +900,7 @@ async fn write_loop(link: Rc<Inner>, stream: Rc<TcpStream>, dead: Rc<Cell<bool>>
     }
     // Wake the reader with EOF: the link task notices and tears down.
     dead.set(true);
-    // SAFETY: plain syscall on a descriptor the link still owns (the stream is alive).
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
-    }
+    sys::shutdown(fd);
 }
 
 /// The link's life: dial, serve, and after a failure redial with backoff.
@@ -970,7 +923,6 @@ async fn run(link: Rc<Inner>) {
                 {
                     let mut st = link.st.borrow_mut();
                     st.phase = Phase::Up;
-                    st.stats.connects += 1;
                     link.metrics.link_up.fetch_add(1, Relaxed);
                     link.metrics.link_connects.fetch_add(1, Relaxed);
                 }
@@ -1035,12 +987,11 @@ async fn sweep_loop(link: Rc<Inner>) {
             .map(|p| p.deadline - link.settings.request_timeout)
             .min();
         if let Some(sent) = oldest_sent {
-            if link.last_read.get() < sent && link.ping_at.get().is_none() {
-                if let Some(_fd) = link.conn_fd.get() {
-                    encode_control(&mut link.st.borrow_mut(), OpCode::Ping, b"liveness");
-                    link.ping_at.set(Some(now));
-                    link.wake_writer();
-                }
+            let serving = link.conn_fd.get().is_some();
+            if serving && link.last_read.get() < sent && link.ping_at.get().is_none() {
+                link.st.borrow_mut().put_control(OpCode::Ping, b"liveness");
+                link.ping_at.set(Some(now));
+                link.wake_writer();
             }
         }
         for p in expired {
@@ -1062,11 +1013,8 @@ impl Inner {
             self.ping_at.set(None);
             if let Some(fd) = self.conn_fd.get() {
                 tracing::warn!(shard = self.settings.shard, service = %self.service, "backend link unresponsive: a call timed out and a ping got no answer; closing it to redial");
-                // SAFETY: plain syscall on the descriptor the link's reader still owns;
-                // the reader wakes with EOF and tears the connection down.
-                unsafe {
-                    libc::shutdown(fd, libc::SHUT_RDWR);
-                }
+                // The reader wakes with EOF and tears the connection down.
+                sys::shutdown(fd);
             }
         }
     }

@@ -79,6 +79,16 @@ pub fn send_vectored(fd: RawFd, slices: &[&[u8]]) -> io::Result<Nb> {
     classify(ret)
 }
 
+/// Shuts down both halves: a task parked on the socket's readiness wakes (EOF or an
+/// error), while the descriptor stays owned by its stream. Errors (already closed) are
+/// moot.
+pub fn shutdown(fd: RawFd) {
+    // SAFETY: plain syscall on a descriptor the caller's stream still owns.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 /// Shuts down the write half (the FIN after a close frame).
 pub fn shutdown_write(fd: RawFd) {
     // SAFETY: plain syscall on a descriptor we own; errors (already closed) are moot.

@@ -271,6 +271,51 @@ pub fn encode_frame_into(
     }
 }
 
+/// The masks of a client's frames: xorshift64 from a seed the caller draws from the OS.
+/// RFC 6455 §5.3 wants masks the network cannot predict, not cryptographic strength.
+#[derive(Debug, Clone)]
+pub struct MaskSeq(u64);
+
+impl MaskSeq {
+    pub fn new(seed: u64) -> MaskSeq {
+        MaskSeq(seed | 1) // xorshift never leaves 0; never start there
+    }
+
+    pub fn next_mask(&mut self) -> [u8; 4] {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x as u32).to_le_bytes()
+    }
+}
+
+/// Appends one masked frame of `len` payload bytes to `out`: the header, then what
+/// `write` appends (exactly `len` bytes), masked there in place — a client's one copy
+/// of a payload, with no intermediate buffer.
+pub fn append_masked(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: OpCode,
+    mask: [u8; 4],
+    len: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
+    let mut h = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut h, fin, opcode, Some(mask), len);
+    out.reserve(n + len);
+    out.extend_from_slice(&h[..n]);
+    let start = out.len();
+    write(out);
+    debug_assert_eq!(
+        out.len() - start,
+        len,
+        "write appended the announced length"
+    );
+    apply_mask(&mut out[start..], mask, 0);
+}
+
 /// One FIN frame as a fresh `BytesMut` (small control frames, client side).
 pub fn encode_frame(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> BytesMut {
     let mut out = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len());
