@@ -239,7 +239,8 @@ fn link_request(q: &Queued) -> LinkRequest<'_> {
 
 /// The backend request for `q`. The session's headers were checked and encoded once, at
 /// its start; per request only the correlation id is formatted (into `cid`) and the
-/// constant Content-Type/Accept lines chosen. Fails if the session's headers could not be encoded.
+/// constant Content-Type/Accept lines chosen. Fails if the session's headers could not
+/// be encoded.
 fn backend_request<'a>(
     shared: &'a ConnShared,
     q: &'a Queued,

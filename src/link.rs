@@ -432,10 +432,11 @@ impl Link {
         self.inner.wake_writer();
     }
 
-    /// Forwards one request (`payload` is copied, masked, into the write buffer). Every outcome — the reply, a failure, the timeout — reaches
-    /// `on_done` exactly once; a failure known at once runs it before `start` returns. A
-    /// client event (flag 0x10) goes out with call 0 (the backend sends no reply) and
-    /// `on_done` gets `202` with no body as soon as it is queued.
+    /// Forwards one request (`payload` is copied, masked, into the write buffer). Every
+    /// outcome — the reply, a failure, the timeout — reaches `on_done` exactly once; a
+    /// failure known at once runs it before `start` returns. A client event (flag 0x10)
+    /// goes out with call 0 (the backend sends no reply) and `on_done` gets `202` with no
+    /// body as soon as it is queued.
     pub fn start(&self, session: &Rc<ConnShared>, req: LinkRequest<'_>, on_done: OnDone) {
         match self.inner.place(session, req, on_done) {
             Ok(None) => {}
