@@ -6,8 +6,11 @@
 #   3. nginx               as a WebSocket reverse proxy in front of ws-echo (rpc --mode echo)
 #   4. ws-echo             the plain WebSocket echo server, no proxy     (rpc --mode echo)
 #   5. the limit probe     raw TCP ping-pong over io_uring, same message sizes (probe)
-#   and, for the load generator's own cost, the probe's minimal client speaking
-#   WebSocket to ws-echo (probe-ws): rpc against ws-echo next to it and next to the probe.
+#   and, for the load generator's own cost (issue 3: >= 80 % of the raw probe):
+#   6. harness             rpc --mode echo against the probe server's WebSocket mode
+#                          (the least a WebSocket echo can do, on the probe's own I/O)
+#   7. probe-ws            the probe's minimal client speaking WebSocket to the same
+#                          server: what framing costs, without the harness's client.
 # For each: max throughput (--rate max), then p50/p99/p99.9 at a fixed rate of half of
 # nginx's max. Prints one table with ratios to nginx and to the probe.
 #
@@ -33,7 +36,7 @@
 # backend.max_conns_per_shard, 32), PIPELINE (its backend.pipeline_depth, 64),
 # BACKEND_IDLE (its backend.max_idle_per_shard, 512), RG_DEFAULT_POOL (1: keep the shipped
 # values of those three instead; the link has no pool), TARGETS (which targets to run,
-# default all six: "ringgate ringgate-link nginx ws-echo probe probe-ws"; without nginx,
+# default all seven: "ringgate ringgate-link nginx ws-echo probe harness probe-ws"; without nginx,
 # set FIXED_RATE).
 #
 # Outputs in perf/out/peers-<timestamp>/: one rpc-format JSON per run
@@ -143,13 +146,13 @@ on_client() { taskset -c "$CLIENT_CORE" "$@"; }
 ECHO_PORT=$(free_port); LINK_PORT=$(free_port); WSECHO_PORT=$(free_port); PROBE_PORT=$(free_port)
 GW_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port)
 GWL_PORT=$(free_port); ADMINL_PORT=$(free_port)
-read -ra TARGETS <<< "${TARGETS:-ringgate ringgate-link nginx ws-echo probe probe-ws}"
+read -ra TARGETS <<< "${TARGETS:-ringgate ringgate-link nginx ws-echo probe harness probe-ws}"
 WANT_LINK=0
 for t in "${TARGETS[@]}"; do
     case $t in
         ringgate-link) WANT_LINK=1 ;;
-        ringgate|nginx|ws-echo|probe|probe-ws) ;;
-        *) echo "unknown target $t (known: ringgate ringgate-link nginx ws-echo probe probe-ws)" >&2; exit 1 ;;
+        ringgate|nginx|ws-echo|probe|harness|probe-ws) ;;
+        *) echo "unknown target $t (known: ringgate ringgate-link nginx ws-echo probe harness probe-ws)" >&2; exit 1 ;;
     esac
 done
 
@@ -351,9 +354,13 @@ run_target() { # target rate name
         probe)
             on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" \
                 --server "127.0.0.1:$PROBE_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+        harness)
+            on_client "$BENCH" rpc "${COMMON[@]}" --rate "$rate" --mode echo \
+                --gateway "ws://127.0.0.1:$PROBE_PORT/" --gateway-pid "$PROBE_PID" \
+                --label "harness (rpc -> probe-server)" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
         probe-ws)
             on_client "$BENCH" probe "${COMMON[@]}" --rate "$rate" --ws \
-                --server "127.0.0.1:$WSECHO_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
+                --server "127.0.0.1:$PROBE_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
     esac
     [[ -n $busy_pid ]] && { wait "$busy_pid" 2>/dev/null || true; }
     if [[ -n $perf_pid ]]; then
@@ -451,11 +458,14 @@ print("srv CPU: the server under test's CPU at max, percent of one core (its bac
 print("cores s/g: how busy the server core / the load generator's core were at max (all users of the core)")
 if "ringgate-link" in targets:
     print("ringgate-link: a second ringgate, the same echo backend reached over the backend link (docs/LINK.md)")
-print("probe-ws: the probe's minimal client speaking WebSocket to ws-echo (the same frames as rpc --mode echo)")
-we, pw = rows.get("ws-echo", {}), rows.get("probe-ws", {})
-if we.get("max") and pr.get("max"):
-    print(f"harness: rpc -> ws-echo at max = {we['max'] / pr['max']:.2f} x the raw probe"
-          + (f", {we['max'] / pw['max']:.2f} x probe-ws (a minimal client on the same server)" if pw.get("max") else ""))
+print("harness: rpc --mode echo against the probe server's WebSocket mode; probe-ws: the probe's")
+print("  minimal client sending the same frames to the same server")
+hn, pw = rows.get("harness", {}), rows.get("probe-ws", {})
+if hn.get("max") and pr.get("max"):
+    share = hn["max"] / pr["max"]
+    print(f"harness cost: rpc -> probe server at max = {share:.2f} x the raw probe "
+          f"(>= 0.80: {'met' if share >= 0.8 else 'NOT met'})"
+          + (f", {hn['max'] / pw['max']:.2f} x probe-ws" if pw.get("max") else ""))
 rg = rows.get("ringgate", {})
 lk = rows.get("ringgate-link", {})
 if rg.get("max") and lk.get("max"):

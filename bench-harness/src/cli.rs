@@ -31,7 +31,8 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Run a plain WebSocket echo server (the "no gateway" baseline; no auth, any path).
     WsEcho(WsEchoArgs),
-    /// Run the limit probe's server: raw TCP echo of length-prefixed messages.
+    /// Run the limit probe's server: raw TCP echo of length-prefixed messages (and, to a
+    /// connection that opens with a WebSocket upgrade, the least a WebSocket echo does).
     ProbeServer(ProbeServerArgs),
     /// Load the limit probe's server: ping-pong at a fixed rate or at saturation.
     Probe(ProbeArgs),
@@ -261,10 +262,10 @@ pub struct ProbeArgs {
     /// at once: the limit for a client that sends one frame per syscall.
     #[arg(long)]
     pub write_per_message: bool,
-    /// Speak WebSocket to a plain WebSocket echo server (`ws-echo`) instead of the raw
-    /// probe protocol: the upgrade, then the frames `rpc --mode echo` sends (masked,
-    /// 31-byte request header, ids matched from the echoes), with the probe's I/O. Against
-    /// `ws-echo` this is what a minimal client reaches: the yardstick for `rpc`'s client.
+    /// Speak WebSocket to a WebSocket echo server (`probe-server` itself, or `ws-echo`)
+    /// instead of the raw probe protocol: the upgrade, then the frames `rpc --mode echo`
+    /// sends (masked, 31-byte request header, ids matched from the echoes), with the
+    /// probe's I/O: what a minimal client reaches, the yardstick for `rpc`'s client.
     #[arg(long)]
     pub ws: bool,
     /// Write the report as JSON here.
