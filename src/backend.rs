@@ -32,7 +32,8 @@
 //! Guarantees:
 //! - open connections per shard are capped; calls beyond `max_conns ×
 //!   depth` wait FIFO for a slot, bounded by the request timeout
-//!   ([`BackendError::Saturated`]);
+//!   ([`BackendError::Saturated`]): awaited calls in the slot queue, started
+//!   calls in the pool's queue of [`Pending`] calls (no task or timer each);
 //! - a request that never reached the backend (not yet written, or queued
 //!   behind a response that said `Connection: close`) is retried once on
 //!   another connection; so is one whose *reused* connection turned out dead
@@ -243,6 +244,12 @@ struct Inner {
     connecting: Cell<usize>,
     /// Call slots: `max_conns_per_shard × pipeline_depth`.
     limiter: Limiter,
+    /// Started calls waiting for a slot, oldest first (see [`Pool::start`]), and
+    /// whether the task that places them ([`feed_loop`]) runs, and whether it waits
+    /// in the slot queue (for them: not a waiter of its own).
+    pending: RefCell<VecDeque<Pending>>,
+    feeding: Cell<bool>,
+    feeder_waiting: Cell<bool>,
     /// Whether the deadline sweeper task runs (it stops when no lane is left).
     sweeping: Cell<bool>,
     /// How often the sweeper looks for calls past their deadline.
@@ -337,6 +344,9 @@ impl Pool {
                 base_path: origin.base_path,
                 addrs,
                 limiter: Limiter::new(slots),
+                pending: RefCell::new(VecDeque::new()),
+                feeding: Cell::new(false),
+                feeder_waiting: Cell::new(false),
                 settings,
                 lanes: RefCell::new(Vec::new()),
                 open: Cell::new(0),
@@ -381,7 +391,8 @@ impl Pool {
                 .filter(|l| l.is_idle())
                 .count(),
             busy: st.in_use,
-            waiting: st.queue.len(),
+            waiting: st.queue.len() - usize::from(self.inner.feeder_waiting.get())
+                + self.inner.pending.borrow().len(),
         }
     }
 
@@ -389,44 +400,48 @@ impl Pool {
     /// task: the gateway's path for requests that need no ordering. When a slot
     /// and a connection are free at once (the usual case), the call is placed
     /// right here and `on_done` runs in the connection's reader task when the
-    /// answer is parsed: no task, no timer, no future per request. Otherwise a
-    /// task waits for the slot or the connection as [`Pool::call`] does. Every
-    /// outcome, including a timeout (`request_timeout`), reaches `on_done`
-    /// exactly once.
+    /// answer is parsed: no task, no timer, no future per request. When every
+    /// slot is taken, the call joins the pool's queue ([`Pending`]), still with
+    /// no task or timer of its own; one feeder task places queued calls in
+    /// order as slots free up. (Why not a task per waiting call: past the slots,
+    /// a backlog made every request pay a spawn, a boxed timer and a wakeup,
+    /// which halved the gateway's throughput exactly when it was behind, so it
+    /// never caught up.) Only a call that needs a connect first waits in a task
+    /// as [`Pool::call`] does. Every outcome, including a timeout
+    /// (`request_timeout`), reaches `on_done` exactly once.
     pub fn start(&self, req: BackendRequest<'_>, on_done: OnDone) {
         let (head, body) = match self.inner.encode_head(&req) {
             Ok(h) => h,
             Err(e) => return on_done(Err(e)),
         };
-        let head_request = req.method.eq_ignore_ascii_case("HEAD");
-        let deadline = crate::clock::recent() + self.inner.settings.request_timeout;
-        if let Some(slot) = self.inner.try_acquire_owned() {
-            if let Pick::Use(lane) = self.inner.pick_lane(req.affinity) {
-                let reused = lane.answered.get() > 0;
-                lane.submit(Rc::new(Call {
-                    head,
-                    body,
-                    head_request,
-                    deadline,
-                    state: RefCell::new(CallState::Detached(Detached {
-                        on_done,
-                        reused,
-                        affinity: req.affinity,
-                        _slot: slot,
-                    })),
-                }));
-                return;
+        let call = Pending {
+            head,
+            body,
+            head_request: req.method.eq_ignore_ascii_case("HEAD"),
+            deadline: crate::clock::recent() + self.inner.settings.request_timeout,
+            affinity: req.affinity,
+            on_done,
+        };
+        if self.inner.pending.borrow().is_empty() {
+            if let Some(slot) = self.inner.try_acquire_owned() {
+                return self.inner.place(call, slot);
             }
         }
-        let inner = self.inner.clone();
-        let affinity = req.affinity;
-        crate::shard::spawn_isolated("backend call", async move {
-            let result = inner
-                .call_inner(head, body, head_request, affinity, deadline, false)
-                .await;
-            on_done(result);
-        });
+        self.inner.enqueue(call);
     }
+}
+
+/// A started call not yet placed on a connection: it waits in the pool's queue for a
+/// slot (every slot taken), with no task and no timer of its own. [`feed_loop`] places
+/// queued calls in order as slots free up; the sweeper answers those whose deadline
+/// passes first ([`BackendError::Saturated`]).
+struct Pending {
+    head: Bytes,
+    body: Bytes,
+    head_request: bool,
+    deadline: Instant,
+    affinity: u64,
+    on_done: OnDone,
 }
 
 /// Where a started call's result goes (see [`Pool::start`]).
@@ -630,10 +645,7 @@ impl Inner {
         let max_body = self.settings.max_response_bytes;
         crate::shard::spawn_isolated("backend reader", read_loop(lane.clone(), max_body));
         crate::shard::spawn_isolated("backend writer", write_loop(lane.clone()));
-        if !self.sweeping.replace(true) {
-            let every = self.sweep_every;
-            crate::shard::spawn_isolated("backend sweeper", sweep_loop(Rc::downgrade(self), every));
-        }
+        self.ensure_sweeper();
         Ok(lane)
     }
 
@@ -691,11 +703,87 @@ impl Inner {
         Some(OwnedSlot(self.clone()))
     }
 
+    /// Puts a started call that holds `slot` on a connection: right here when one has
+    /// room (the usual case: `on_done` then runs in that connection's reader task), else
+    /// in a task that waits for a connect as [`Pool::call`] does.
+    fn place(self: &Rc<Self>, call: Pending, slot: OwnedSlot) {
+        if let Pick::Use(lane) = self.pick_lane(call.affinity) {
+            let reused = lane.answered.get() > 0;
+            lane.submit(Rc::new(Call {
+                head: call.head,
+                body: call.body,
+                head_request: call.head_request,
+                deadline: call.deadline,
+                state: RefCell::new(CallState::Detached(Detached {
+                    on_done: call.on_done,
+                    reused,
+                    affinity: call.affinity,
+                    _slot: slot,
+                })),
+            }));
+            return;
+        }
+        drop(slot);
+        let inner = self.clone();
+        crate::shard::spawn_isolated("backend call", async move {
+            let Pending {
+                head,
+                body,
+                head_request,
+                deadline,
+                affinity,
+                on_done,
+            } = call;
+            let result = inner
+                .call_inner(head, body, head_request, affinity, deadline, false)
+                .await;
+            on_done(result);
+        });
+    }
+
+    /// Queues a started call behind the others waiting for a slot.
+    fn enqueue(self: &Rc<Self>, call: Pending) {
+        self.pending.borrow_mut().push_back(call);
+        if !self.feeding.replace(true) {
+            crate::shard::spawn_isolated("backend feeder", feed_loop(self.clone()));
+        }
+        self.ensure_sweeper();
+    }
+
+    /// Answers the queued calls whose deadline has passed (all the same timeout, so
+    /// they are the oldest).
+    fn expire_pending(&self, now: Instant) {
+        loop {
+            let call = {
+                let mut q = self.pending.borrow_mut();
+                match q.front() {
+                    Some(c) if c.deadline <= now => q.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some(call) = call else {
+                return;
+            };
+            (call.on_done)(Err(BackendError::Saturated));
+        }
+    }
+
+    /// Starts the deadline sweeper if it is not running.
+    fn ensure_sweeper(self: &Rc<Self>) {
+        if !self.sweeping.replace(true) {
+            let every = self.sweep_every;
+            crate::shard::spawn_isolated("backend sweeper", sweep_loop(Rc::downgrade(self), every));
+        }
+    }
+
     /// A lane just became idle: close it if more idle lanes are kept than
     /// allowed and nobody is waiting for a slot.
     fn idle_cap(&self, lane: &Lane) {
         let max_idle = self.settings.max_idle_per_shard;
-        if self.open.get() <= max_idle || !self.limiter.state.borrow().queue.is_empty() {
+        if self.open.get() <= max_idle
+            || self.limiter.state.borrow().queue.len() > usize::from(self.feeder_waiting.get())
+            || !self.pending.borrow().is_empty()
+        {
             return;
         }
         let idle = self.lanes.borrow().iter().filter(|l| l.is_idle()).count();
@@ -1178,11 +1266,46 @@ async fn sweep_loop(pool: Weak<Inner>, every: Duration) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        if pool.lanes.borrow().is_empty() {
+        if pool.lanes.borrow().is_empty() && pool.pending.borrow().is_empty() {
             pool.sweeping.set(false);
             return;
         }
-        pool.sweep(crate::clock::refresh());
+        let now = crate::clock::refresh();
+        pool.sweep(now);
+        pool.expire_pending(now);
+    }
+}
+
+/// Places the pool's queued started calls ([`Pending`]) in order, each as soon as a
+/// slot is free: waits in the slot queue like any caller (one waiter for the whole
+/// queue), then takes every slot free at that moment. Ends when the queue is empty.
+/// Expired calls are left to the sweeper; one that expired just now is answered here.
+async fn feed_loop(pool: Rc<Inner>) {
+    loop {
+        if pool.pending.borrow().is_empty() {
+            pool.feeding.set(false);
+            return;
+        }
+        let slot = match pool.try_acquire_owned() {
+            Some(slot) => slot,
+            None => {
+                pool.feeder_waiting.set(true);
+                let slot = pool.limiter.acquire().await;
+                pool.feeder_waiting.set(false);
+                // The owned slot releases it instead.
+                std::mem::forget(slot);
+                OwnedSlot(pool.clone())
+            }
+        };
+        let Some(call) = pool.pending.borrow_mut().pop_front() else {
+            continue;
+        };
+        if call.deadline <= crate::clock::recent() {
+            drop(slot);
+            (call.on_done)(Err(BackendError::Saturated));
+            continue;
+        }
+        pool.place(call, slot);
     }
 }
 
@@ -2350,6 +2473,83 @@ mod tests {
         });
         assert_eq!(server.accepted(), 1);
         assert_eq!(pool.stats().busy, 0, "every slot was given back");
+    }
+
+    #[test]
+    fn started_calls_past_every_slot_queue_in_order_without_a_task_each() {
+        let server = Server::start();
+        let pool = Pool::new(&server.url(""), pipelined(1, 2)).unwrap();
+        run(async {
+            until_done(&started(&pool, post("/echo", pattern(4, 0))))
+                .await
+                .unwrap();
+            let order = Rc::new(RefCell::new(Vec::new()));
+            for i in 0..40u8 {
+                let order = order.clone();
+                pool.start(
+                    post("/echo", pattern(20 + usize::from(i), i)),
+                    Box::new(move |r| {
+                        let body = r.expect("answered").body;
+                        assert_eq!(body, pattern(20 + usize::from(i), i));
+                        order.borrow_mut().push(i);
+                    }),
+                );
+            }
+            // Two slots: two placed, the rest in the pool's queue (no task spawned yet).
+            assert_eq!(
+                pool.stats(),
+                PoolStats {
+                    idle: 0,
+                    busy: 2,
+                    waiting: 38
+                }
+            );
+            for _ in 0..400 {
+                if order.borrow().len() == 40 {
+                    break;
+                }
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(*order.borrow(), (0..40).collect::<Vec<u8>>());
+            assert_eq!(pool.stats().waiting, 0);
+        });
+        assert_eq!(server.accepted(), 1);
+        assert_eq!(pool.stats().busy, 0, "every slot was given back");
+    }
+
+    #[test]
+    fn queued_started_calls_answer_saturated_at_their_deadline() {
+        let server = Server::start();
+        let mut s = pipelined(1, 1);
+        s.request_timeout = Duration::from_millis(200);
+        let pool = Rc::new(Pool::new(&server.url(""), s).unwrap());
+        run(async {
+            let p = pool.clone();
+            let hog = monoio::spawn(async move {
+                p.call_with_timeout(get("/delay/500/hog"), Duration::from_secs(2))
+                    .await
+            });
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            let t0 = Instant::now();
+            let queued: Vec<_> = (0..5)
+                .map(|i| started(&pool, post("/echo", pattern(8, i))))
+                .collect();
+            assert_eq!(pool.stats().waiting, 5);
+            for q in &queued {
+                assert!(matches!(until_done(q).await, Err(BackendError::Saturated)));
+            }
+            assert!(
+                t0.elapsed() < Duration::from_millis(450),
+                "{:?}",
+                t0.elapsed()
+            );
+            assert_eq!(pool.stats().waiting, 0, "expired calls left the queue");
+            assert_eq!(&hog.await.unwrap().body[..], b"hog");
+            // The queue is empty and the slot free again: the next call is placed at once.
+            let next = started(&pool, post("/echo", pattern(8, 9)));
+            assert_eq!(until_done(&next).await.unwrap().body, pattern(8, 9));
+        });
+        assert_eq!(server.accepted(), 1);
     }
 
     #[test]

@@ -121,9 +121,12 @@ pub struct ConnShared {
     last_rx: Cell<u32>,
     ping_sent: Cell<Option<u32>>,
     max_outbox: usize,
-    /// Requests forwarded or queued now, and the bound past which reading pauses.
+    /// Requests forwarded or queued now, and the bound at which reading pauses.
     inflight: Cell<u32>,
     max_inflight: u32,
+    /// Reading is paused: the bound was reached and the count has not yet fallen to
+    /// half of it.
+    paused: Cell<bool>,
     metrics: std::sync::Arc<crate::metrics::ShardMetrics>,
     /// Ordered channels with a request in flight, and the requests waiting behind it.
     /// (A short list: it holds only channels busy right now, and costs nothing idle.)
@@ -185,23 +188,31 @@ impl ConnShared {
         true
     }
 
-    /// A request was accepted for forwarding.
+    /// A request was accepted for forwarding; at the bound, reading pauses.
     pub fn request_started(&self) {
-        self.inflight.set(self.inflight.get() + 1);
+        let n = self.inflight.get() + 1;
+        self.inflight.set(n);
+        if n >= self.max_inflight {
+            self.paused.set(true);
+        }
     }
 
-    /// A request finished; reading resumes when the count drops below the bound.
+    /// A request finished. A paused connection resumes once half of the bound is free,
+    /// not at the first free slot: resuming one request at a time would turn a backlog
+    /// (the moment batches matter most) into one wakeup, one decode and one backend
+    /// write per request, and a gateway behind its load would never catch up.
     pub fn request_done(&self) {
         let n = self.inflight.get().saturating_sub(1);
         self.inflight.set(n);
-        if n + 1 == self.max_inflight {
+        if self.paused.get() && n <= self.max_inflight / 2 {
+            self.paused.set(false);
             self.notify.notify();
         }
     }
 
     /// Whether the connection may read more requests now.
     pub fn can_read(&self) -> bool {
-        self.inflight.get() < self.max_inflight
+        !self.paused.get()
     }
 
     /// Whether a close was asked for (or decided) already.
@@ -423,6 +434,7 @@ async fn handshake(
         max_outbox: ctx.config.server.max_outbox_bytes,
         inflight: Cell::new(0),
         max_inflight: ctx.config.server.max_inflight_per_connection,
+        paused: Cell::new(false),
         metrics: ctx.metrics.clone(),
         channels: RefCell::default(),
     });
@@ -855,7 +867,8 @@ mod tests_support {
             ping_sent: Cell::new(None),
             max_outbox,
             inflight: Cell::new(0),
-            max_inflight: 2,
+            max_inflight: 4,
+            paused: Cell::new(false),
             metrics: Default::default(),
             channels: RefCell::default(),
         }
@@ -917,19 +930,27 @@ mod tests {
     }
 
     #[test]
-    fn reading_pauses_at_the_inflight_bound_and_resumes_below_it() {
-        let c = shared(1 << 20); // max_inflight = 2
-        assert!(c.can_read());
-        c.request_started();
-        c.request_started();
-        assert!(!c.can_read());
+    fn reading_pauses_at_the_inflight_bound_and_resumes_at_half_of_it() {
+        let c = shared(1 << 20); // max_inflight = 4
         let w = std::task::Waker::noop();
+        for _ in 0..3 {
+            c.request_started();
+        }
+        assert!(c.can_read(), "below the bound");
+        c.request_started();
+        assert!(!c.can_read(), "at the bound");
         let _ = c.notify.poll_take(w);
         c.request_done();
-        assert!(c.can_read());
+        assert!(!c.can_read(), "one free slot does not resume reading");
+        assert!(!c.notify.poll_take(w), "nor wake the connection");
+        c.request_done();
+        assert!(c.can_read(), "half of the bound free: reading resumes");
         assert!(
             c.notify.poll_take(w),
             "the connection task is woken to read again"
         );
+        // Below the bound, finishing requests wakes nobody.
+        c.request_done();
+        assert!(!c.notify.poll_take(w));
     }
 }
