@@ -20,8 +20,8 @@
 # only when ringgate-link is one of the TARGETS: it needs a ringgate that knows `link`).
 # The echo backend is one process serving HTTP and the link (echo-backend --link-listen).
 #
-#   perf/peers.sh                                   # defaults below, ~3-4 minutes + build
-#   DURATION=5 WARMUP=1 perf/peers.sh               # quicker
+#   perf/peers.sh                                   # defaults below, ~9 minutes + build
+#   REPEAT=1 DURATION=5 WARMUP=1 perf/peers.sh      # quicker (~2 minutes), noisier
 #   CONNS=200 PAYLOAD=256 WINDOW=8 perf/peers.sh    # another load shape
 #   FIXED_RATE=20000 perf/peers.sh                  # fixed-rate phase at this rate instead
 #   BUILD=0 perf/peers.sh                           # use the binaries already in target/release
@@ -37,10 +37,12 @@
 # BACKEND_IDLE (its backend.max_idle_per_shard, 512), RG_DEFAULT_POOL (1: keep the shipped
 # values of those three instead; the link has no pool), TARGETS (which targets to run,
 # default all seven: "ringgate ringgate-link nginx ws-echo probe harness probe-ws"; without nginx,
-# set FIXED_RATE).
+# set FIXED_RATE), REPEAT (rounds per phase, 3: the table gives each target's median
+# round and lists every round; the machine is shared and single runs swing by 25 %).
 #
 # Outputs in perf/out/peers-<timestamp>/: one rpc-format JSON per run
-# (<target>-max.json, <target>-fixed.json), summary.json, table.txt, the fixed-rate
+# (<target>-max.rN.json, <target>-fixed.rN.json; the median round copied to
+# <target>-max.json, <target>-fixed.json), summary.json, table.txt, the fixed-rate
 # latency chart fixed.svg, and every server's log. Every process it starts is stopped
 # by pid on exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -54,6 +56,8 @@ SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
 FIXED_RATE=${FIXED_RATE:-}
 BUILD=${BUILD:-1}
+REPEAT=${REPEAT:-3}
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "REPEAT must be a positive integer" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -141,7 +145,10 @@ wait_listen() { # port what pid
 # Servers are started as `taskset -c CORE cmd ... &` (a simple command: bash execs it and
 # taskset execs the server, so $! is the server's own pid). Never wrap them in a shell
 # function: $! would be a subshell, and stopping it would orphan the server.
-on_client() { taskset -c "$CLIENT_CORE" "$@"; }
+# The load generator also leaves its CPU time (its own and its worker processes', from
+# the subshell's `times`) in $CLIENT_TIMES.
+CLIENT_TIMES=/dev/null
+on_client() { ( taskset -c "$CLIENT_CORE" "$@"; rc=$?; times > "$CLIENT_TIMES"; exit $rc ); }
 
 ECHO_PORT=$(free_port); LINK_PORT=$(free_port); WSECHO_PORT=$(free_port); PROBE_PORT=$(free_port)
 GW_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port)
@@ -321,12 +328,14 @@ PY
 run_target() { # target rate name
     local target=$1 rate=$2 name=$3 status=0
     local json=$OUT/$name.json
+    CLIENT_TIMES=$OUT/$name.times
     echo "== $name: $target, rate $rate"
     local perf_pid="" perf_target="" busy_pid=""
-    if [[ $name == *-max ]]; then
+    if [[ $name == *-max.r* ]]; then
         core_busy "$OUT/$name.cores.json" & busy_pid=$!; PIDS+=("$busy_pid")
     fi
-    case $name in ringgate-max) perf_target=$GW_PID ;; ringgate-link-max) perf_target=$GWL_PID ;; esac
+    # Profiled: the first round's max run.
+    case $name in ringgate-max.r1) perf_target=$GW_PID ;; ringgate-link-max.r1) perf_target=$GWL_PID ;; esac
     if [[ ${PROFILE:-0} == 1 && -n $perf_target ]]; then
         # Sample the gateway for the measured part of the run (cpu-clock: no hardware
         # counters here).
@@ -386,7 +395,37 @@ EOF
     done
 }
 
-for t in "${TARGETS[@]}"; do run_target "$t" max "$t-max"; done
+# Each phase runs REPEAT rounds, every target once per round (interleaved, so a slow
+# spell of the shared machine falls on all targets alike); <target>-<phase>.json is then
+# the round with the median value (max: the lower median of throughput; fixed: the upper
+# median of p99), and <target>-<phase>.runs.json lists every round's value.
+pick_median() { # phase
+    python3 - "$OUT" "$1" "$REPEAT" "${TARGETS[@]}" <<'PY'
+import json, os, shutil, sys
+out, phase, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for t in sys.argv[4:]:
+    runs = []
+    for r in range(1, reps + 1):
+        try:
+            runs.append((r, json.load(open(os.path.join(out, f"{t}-{phase}.r{r}.json")))))
+        except Exception:
+            pass
+    if not runs:
+        continue
+    key = (lambda j: j["throughput_per_sec"]) if phase == "max" else (lambda j: j["latency_us"]["p99"])
+    ranked = sorted(runs, key=lambda rj: key(rj[1]))
+    r, _ = ranked[(len(ranked) - 1) // 2 if phase == "max" else len(ranked) // 2]
+    base = os.path.join(out, f"{t}-{phase}")
+    shutil.copy(f"{base}.r{r}.json", f"{base}.json")
+    if os.path.exists(f"{base}.r{r}.cores.json"):
+        shutil.copy(f"{base}.r{r}.cores.json", f"{base}.cores.json")
+    json.dump([key(j) for _, j in runs], open(f"{base}.runs.json", "w"))
+PY
+}
+for round in $(seq 1 "$REPEAT"); do
+    for t in "${TARGETS[@]}"; do run_target "$t" max "$t-max.r$round"; done
+done
+pick_median max
 
 if [[ -z $FIXED_RATE ]]; then
     FIXED_RATE=$(python3 - "$OUT/nginx-max.json" <<'EOF'
@@ -400,7 +439,10 @@ EOF
     [[ -n $FIXED_RATE ]] || { echo "no nginx max throughput to halve; set FIXED_RATE" >&2; exit 1; }
 fi
 echo "== fixed rate: $FIXED_RATE requests/s (half of nginx's max unless FIXED_RATE was set)"
-for t in "${TARGETS[@]}"; do run_target "$t" "$FIXED_RATE" "$t-fixed"; done
+for round in $(seq 1 "$REPEAT"); do
+    for t in "${TARGETS[@]}"; do run_target "$t" "$FIXED_RATE" "$t-fixed.r$round"; done
+done
+pick_median fixed
 
 fixed_reports=()
 for t in "${TARGETS[@]}"; do [[ -f $OUT/$t-fixed.json ]] && fixed_reports+=("$OUT/$t-fixed.json"); done
@@ -421,6 +463,22 @@ def load(name):
         return json.load(open(os.path.join(out, name + ".json")))
     except Exception:
         return None
+def gen_cost(t):
+    """The load generator's CPU (user + system, its workers included) per request over
+    the fixed-rate rounds, warm-up and connects included: nanoseconds."""
+    cpu = reqs = 0.0
+    for r in range(1, 100):
+        f = load(f"{t}-fixed.r{r}")
+        try:
+            times = open(os.path.join(out, f"{t}-fixed.r{r}.times")).read().split()
+        except OSError:
+            break
+        if not f or len(times) < 4:
+            continue
+        secs = lambda s: float(s[:-1].split("m")[0]) * 60 + float(s[:-1].split("m")[1])
+        cpu += secs(times[2]) + secs(times[3])
+        reqs += float(rate) * (f["duration_secs"] + f.get("warmup_secs", 0))
+    return cpu / reqs * 1e9 if reqs else None
 rows = {}
 for t in targets:
     m, f = load(t + "-max"), load(t + "-fixed")
@@ -433,6 +491,9 @@ for t in targets:
         "fixed_failed": f and (sum(f["requests"]["errors"].values()) + f["requests"]["timeouts"] + f["requests"]["lost"]),
         "server_cpu_max": m and (m.get("gateway") or {}).get("cpu_percent_of_core"),
         "cores_max": load(t + "-max.cores") or {},
+        "max_runs": load(t + "-max.runs") or [],
+        "gen_ns_per_req": gen_cost(t),
+        "p99_runs": load(t + "-fixed.runs") or [],
     }
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
@@ -440,8 +501,10 @@ def us(v):
     return "-" if v is None else (f"{v}µs" if v < 1000 else f"{v / 1000:.2f}ms")
 ng, pr = rows.get("nginx", {}), rows.get("probe", {})
 print()
+reps = max([len(r["max_runs"]) for r in rows.values()] + [1])
 print(f"peers: {conns} conns, payload {payload} B, window {window} at max, {duration} s per run; "
-      f"fixed rate {rate}/s (half of nginx's max unless FIXED_RATE)")
+      f"fixed rate {rate}/s (half of nginx's max unless FIXED_RATE)"
+      + (f"; medians of {reps} interleaved rounds" if reps > 1 else ""))
 hdr = f"{'target':<13} {'max req/s':>10} {'x nginx':>8} {'x probe':>8} {'srv CPU':>8} {'cores s/g':>10} | {'p50':>9} {'p99':>9} {'p99.9':>9} {'p99 x nginx':>12} {'p99 x probe':>12}"
 print(hdr); print("-" * len(hdr))
 for t in targets:
@@ -463,9 +526,15 @@ print("  minimal client sending the same frames to the same server")
 hn, pw = rows.get("harness", {}), rows.get("probe-ws", {})
 if hn.get("max") and pr.get("max"):
     share = hn["max"] / pr["max"]
+    paired = [h / p for h, p in zip(hn["max_runs"], pr["max_runs"]) if h and p]
     print(f"harness cost: rpc -> probe server at max = {share:.2f} x the raw probe "
           f"(>= 0.80: {'met' if share >= 0.8 else 'NOT met'})"
-          + (f", {hn['max'] / pw['max']:.2f} x probe-ws" if pw.get("max") else ""))
+          + (f", {hn['max'] / pw['max']:.2f} x probe-ws" if pw.get("max") else "")
+          + (f"; round by round {' '.join(f'{x:.2f}' for x in paired)}" if len(paired) > 1 else ""))
+if hn.get("gen_ns_per_req") and pr.get("gen_ns_per_req"):
+    print(f"harness cost at the fixed rate: the load generator's CPU per request {hn['gen_ns_per_req']:.0f} ns"
+          f" = {hn['gen_ns_per_req'] / pr['gen_ns_per_req']:.2f} x the raw probe's {pr['gen_ns_per_req']:.0f} ns"
+          + (f", {hn['gen_ns_per_req'] / pw['gen_ns_per_req']:.2f} x probe-ws's" if pw.get("gen_ns_per_req") else ""))
 rg = rows.get("ringgate", {})
 lk = rows.get("ringgate-link", {})
 if rg.get("max") and lk.get("max"):
@@ -477,6 +546,11 @@ for name in ("ringgate", "ringgate-link"):
         print(f"targets ({name}): max >= nginx: {'met' if r['max'] >= ng['max'] else 'NOT met'}; "
               f"p99 <= nginx: {'met' if (r.get('p99') or 1e18) <= (ng.get('p99') or 0) else 'NOT met'}; "
               f">= 50% of probe: {'met' if r['max'] >= 0.5 * pr['max'] else 'NOT met'}")
+if reps > 1:
+    print("every round (max req/s | p99 at the fixed rate):")
+    for t in targets:
+        r = rows[t]
+        print(f"  {t:<13} {' '.join(f'{v:>9.0f}' for v in r['max_runs'])} | {' '.join(us(v) for v in r['p99_runs'])}")
 json.dump({"fixed_rate": float(rate), "conns": int(conns), "payload": int(payload),
            "window": int(window), "duration_secs": float(duration), "rows": rows},
           open(os.path.join(out, "summary.json"), "w"), indent=2)
