@@ -249,6 +249,9 @@ struct Inner {
     /// in the slot queue (for them: not a waiter of its own).
     pending: RefCell<VecDeque<Pending>>,
     feeding: Cell<bool>,
+    /// The lane the last pipelined call went to: while its writer has not sent yet,
+    /// further pipelined calls join it (see [`Inner::pick_lane`]).
+    filling: RefCell<Weak<Lane>>,
     feeder_waiting: Cell<bool>,
     /// Whether the deadline sweeper task runs (it stops when no lane is left).
     sweeping: Cell<bool>,
@@ -346,6 +349,7 @@ impl Pool {
                 limiter: Limiter::new(slots),
                 pending: RefCell::new(VecDeque::new()),
                 feeding: Cell::new(false),
+                filling: RefCell::new(Weak::new()),
                 feeder_waiting: Cell::new(false),
                 settings,
                 lanes: RefCell::new(Vec::new()),
@@ -580,12 +584,18 @@ impl Inner {
     }
 
     /// An idle connection (newest first); else a new one while under the
-    /// cap; else (pipelining) the connection `affinity` maps to if it has
-    /// room, else the least loaded one with room.
+    /// cap; else (pipelining) the connection the last pipelined call went to,
+    /// while its writer has not sent yet and it has room; else the connection
+    /// `affinity` maps to if it has room, else the least loaded one with room.
     ///
-    /// Why affinity: a client's burst of requests then travels on one
-    /// connection and comes back in one read, so its answers leave in one
-    /// write to the client instead of trickling back from many connections.
+    /// Why join the unsent batch: the cost of a forwarded request is mostly
+    /// per-`sendmsg`/`recv` work on both ends, so a scheduler round's calls
+    /// sent as one batch on one connection cost one write here and one read at
+    /// the backend, where spread over the connections by affinity they cost one
+    /// each (peers, 32 connections × 64 deep: 300–343k → 388–458k req/s at max).
+    /// Why affinity when a new batch starts: a client's burst of requests then
+    /// travels on one connection and comes back in one read, so its answers
+    /// leave in one write to the client.
     fn pick_lane(&self, affinity: u64) -> Pick {
         let lanes = self.lanes.borrow();
         let depth = self.settings.pipeline_depth;
@@ -605,15 +615,29 @@ impl Inner {
         if self.open.get() + self.connecting.get() < self.settings.max_conns_per_shard {
             return Pick::Connect;
         }
-        if let Some(lane) = lanes.get((affinity % lanes.len().max(1) as u64) as usize) {
-            if lane.state.get() == LaneState::Open && lane.calls.borrow().len() < depth {
-                return Pick::Use(lane.clone());
+        // Pipelining: join the batch the last pipelined call started, while that lane's
+        // writer has not sent it yet.
+        if let Some(lane) = self.filling.borrow().upgrade() {
+            if lane.state.get() == LaneState::Open
+                && lane.has_unsent()
+                && lane.calls.borrow().len() < depth
+            {
+                return Pick::Use(lane);
             }
         }
-        match best {
-            Some((lane, _)) => Pick::Use(lane.clone()),
-            None => Pick::Wait,
-        }
+        let pick = match lanes.get((affinity % lanes.len().max(1) as u64) as usize) {
+            Some(lane)
+                if lane.state.get() == LaneState::Open && lane.calls.borrow().len() < depth =>
+            {
+                lane.clone()
+            }
+            _ => match best {
+                Some((lane, _)) => lane.clone(),
+                None => return Pick::Wait,
+            },
+        };
+        *self.filling.borrow_mut() = Rc::downgrade(&pick);
+        Pick::Use(pick)
     }
 
     async fn open_lane(self: &Rc<Self>) -> Result<Rc<Lane>, BackendError> {
@@ -2328,6 +2352,60 @@ mod tests {
         });
         assert_eq!(server.accepted(), 4);
         assert!(server.stats.max_open.load(SeqCst) <= 4);
+    }
+
+    #[test]
+    fn pipelined_calls_of_one_round_join_one_lane_whatever_their_affinity() {
+        let server = Server::start();
+        let pool = Pool::new(&server.url(""), pipelined(4, 64)).unwrap();
+        run(async {
+            // Four connections, each busy with a slow call: every lane is taken.
+            let slow: Vec<_> = (0..4)
+                .map(|i| {
+                    started(
+                        &pool,
+                        get([
+                            "/delay/100/a",
+                            "/delay/100/b",
+                            "/delay/100/c",
+                            "/delay/100/d",
+                        ][i]),
+                    )
+                })
+                .collect();
+            monoio::time::sleep(Duration::from_millis(30)).await;
+            assert_eq!(server.accepted(), 4);
+            // Twenty calls started in one go, with affinities that would spread them over
+            // the four lanes: they all join the first one's batch.
+            let quick: Vec<_> = (0..20u8)
+                .map(|i| {
+                    started(
+                        &pool,
+                        BackendRequest {
+                            affinity: u64::from(i),
+                            ..post("/echo", pattern(16, i))
+                        },
+                    )
+                })
+                .collect();
+            let loads: Vec<usize> = pool
+                .inner
+                .lanes
+                .borrow()
+                .iter()
+                .map(|l| l.calls.borrow().len())
+                .collect();
+            let mut sorted = loads.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![1, 1, 1, 21], "{loads:?}");
+            for (i, q) in quick.iter().enumerate() {
+                assert_eq!(until_done(q).await.unwrap().body, pattern(16, i as u8));
+            }
+            for s in &slow {
+                until_done(s).await.unwrap();
+            }
+        });
+        assert_eq!(server.accepted(), 4);
     }
 
     #[test]
