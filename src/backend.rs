@@ -2199,6 +2199,20 @@ mod tests {
         );
     }
 
+    /// Takes the pool's one slot for 500 ms (a call with a 2 s timeout of its own);
+    /// returns once it is placed.
+    async fn spawn_hog(
+        pool: &Rc<Pool>,
+    ) -> monoio::task::JoinHandle<Result<Response, BackendError>> {
+        let p = pool.clone();
+        let hog = monoio::spawn(async move {
+            p.call_with_timeout(get("/delay/500/hog"), Duration::from_secs(2))
+                .await
+        });
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        hog
+    }
+
     #[test]
     fn saturated_when_no_slot_frees_up_in_time() {
         let server = Server::start();
@@ -2207,12 +2221,7 @@ mod tests {
         s.request_timeout = Duration::from_millis(200);
         let pool = Rc::new(Pool::new(&server.url(""), s).unwrap());
         run(async {
-            let p = pool.clone();
-            let hog = monoio::spawn(async move {
-                p.call_with_timeout(get("/delay/500/hog"), Duration::from_secs(2))
-                    .await
-            });
-            monoio::time::sleep(Duration::from_millis(20)).await;
+            let hog = spawn_hog(&pool).await;
             let start = Instant::now();
             let err = pool.call(get("/echo")).await.unwrap_err();
             assert!(matches!(err, BackendError::Saturated), "{err:?}");
@@ -2602,12 +2611,7 @@ mod tests {
         s.request_timeout = Duration::from_millis(200);
         let pool = Rc::new(Pool::new(&server.url(""), s).unwrap());
         run(async {
-            let p = pool.clone();
-            let hog = monoio::spawn(async move {
-                p.call_with_timeout(get("/delay/500/hog"), Duration::from_secs(2))
-                    .await
-            });
-            monoio::time::sleep(Duration::from_millis(20)).await;
+            let hog = spawn_hog(&pool).await;
             let t0 = Instant::now();
             let queued: Vec<_> = (0..5)
                 .map(|i| started(&pool, post("/echo", pattern(8, i))))

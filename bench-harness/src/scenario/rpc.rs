@@ -1524,31 +1524,22 @@ async fn run_conn(
             // answers to the previous batch are there by now, so read before asking for
             // readiness (saves a poll op and a wakeup per turn; costs one empty recv when
             // nothing came).
-            match client.try_read() {
-                Ok(ReadOutcome::Data(_)) => continue,
-                Ok(ReadOutcome::WouldBlock) => {}
-                Ok(ReadOutcome::Eof) => {
-                    drop_cause = Some("run:closed_eof".into());
-                    break;
-                }
-                Err(e) => {
-                    drop_cause = Some(conn::drop_cause("run", &e));
+            match read_now(&mut client) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(cause) => {
+                    drop_cause = Some(cause);
                     break;
                 }
             }
         }
         match race(client.readable(), timer.as_mut()).await {
-            Race::First(Ok(())) => match client.try_read() {
-                Ok(ReadOutcome::Data(_) | ReadOutcome::WouldBlock) => {}
-                Ok(ReadOutcome::Eof) => {
-                    drop_cause = Some("run:closed_eof".into());
+            Race::First(Ok(())) => {
+                if let Err(cause) = read_now(&mut client) {
+                    drop_cause = Some(cause);
                     break;
                 }
-                Err(e) => {
-                    drop_cause = Some(conn::drop_cause("run", &e));
-                    break;
-                }
-            },
+            }
             Race::First(Err(e)) => {
                 drop_cause = Some(conn::drop_cause("run", &e));
                 break;
@@ -1571,6 +1562,16 @@ async fn run_conn(
         }
     }
     st.parked.borrow_mut().push(client);
+}
+
+/// One non-blocking read: whether anything came, or why the connection is over.
+fn read_now(client: &mut Client) -> Result<bool, String> {
+    match client.try_read() {
+        Ok(ReadOutcome::Data(_)) => Ok(true),
+        Ok(ReadOutcome::WouldBlock) => Ok(false),
+        Ok(ReadOutcome::Eof) => Err("run:closed_eof".into()),
+        Err(e) => Err(conn::drop_cause("run", &e)),
+    }
 }
 
 /// Accounts for the answer (`code`, 0 = ok) to request `id`, received at `now`: latency
