@@ -249,10 +249,10 @@ struct Inner {
     /// in the slot queue (for them: not a waiter of its own).
     pending: RefCell<VecDeque<Pending>>,
     feeding: Cell<bool>,
+    feeder_waiting: Cell<bool>,
     /// The lane the last pipelined call went to: while its writer has not sent yet,
     /// further pipelined calls join it (see [`Inner::pick_lane`]).
     filling: RefCell<Weak<Lane>>,
-    feeder_waiting: Cell<bool>,
     /// Whether the deadline sweeper task runs (it stops when no lane is left).
     sweeping: Cell<bool>,
     /// How often the sweeper looks for calls past their deadline.
@@ -349,8 +349,8 @@ impl Pool {
                 limiter: Limiter::new(slots),
                 pending: RefCell::new(VecDeque::new()),
                 feeding: Cell::new(false),
-                filling: RefCell::new(Weak::new()),
                 feeder_waiting: Cell::new(false),
+                filling: RefCell::new(Weak::new()),
                 settings,
                 lanes: RefCell::new(Vec::new()),
                 open: Cell::new(0),
