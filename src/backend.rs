@@ -722,9 +722,14 @@ impl Inner {
     /// A call slot now, owned (for a started call), if one is free.
     fn try_acquire_owned(self: &Rc<Self>) -> Option<OwnedSlot> {
         let slot = self.limiter.try_acquire()?;
+        Some(self.own(slot))
+    }
+
+    /// Turns a slot borrowed from the limiter into one a started call owns.
+    fn own(self: &Rc<Self>, slot: Slot<'_>) -> OwnedSlot {
         // The owned slot releases it instead.
         std::mem::forget(slot);
-        Some(OwnedSlot(self.clone()))
+        OwnedSlot(self.clone())
     }
 
     /// Puts a started call that holds `slot` on a connection: right here when one has
@@ -1316,9 +1321,7 @@ async fn feed_loop(pool: Rc<Inner>) {
                 pool.feeder_waiting.set(true);
                 let slot = pool.limiter.acquire().await;
                 pool.feeder_waiting.set(false);
-                // The owned slot releases it instead.
-                std::mem::forget(slot);
-                OwnedSlot(pool.clone())
+                pool.own(slot)
             }
         };
         let Some(call) = pool.pending.borrow_mut().pop_front() else {
