@@ -169,8 +169,9 @@ pub struct BackendConfig {
     pub max_idle_per_shard: usize,
     #[serde(default = "d_max_conns")]
     pub max_conns_per_shard: usize,
-    /// Requests in flight per backend connection (HTTP/1.1 pipelining) once all
-    /// `max_conns_per_shard` connections are busy; 1 = never pipeline.
+    /// Requests in flight per backend connection (HTTP/1.1 pipelining): the requests
+    /// of one scheduler round share a connection, and once all `max_conns_per_shard`
+    /// connections are busy, more queue behind those in flight; 1 = never pipeline.
     #[serde(default = "d_pipeline_depth")]
     pub pipeline_depth: usize,
     #[serde(default = "d_max_response")]
