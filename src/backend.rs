@@ -65,7 +65,7 @@ use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
 use crate::proto::http1::{
-    encode_request_head, HeaderBlock, Http1Error, RequestHead, Response, ResponseParser,
+    encode_request_head, HeaderBlock, HostLine, Http1Error, RequestHead, Response, ResponseParser,
 };
 use crate::sys::{self, Nb, MAX_IOVECS};
 
@@ -233,6 +233,8 @@ pub struct Pool {
 struct Inner {
     /// `Host` header value (`host[:port]` as written in the URL).
     authority: String,
+    /// The request line's end and the `Host` line, checked and encoded once.
+    host_line: HostLine,
     /// Base path without trailing `/` (may be empty).
     base_path: String,
     addrs: Vec<SocketAddr>,
@@ -326,6 +328,8 @@ impl Pool {
             ));
         }
         let origin = parse_url(url)?;
+        let host_line = HostLine::new(&origin.authority)
+            .map_err(|e| BackendError::InvalidUrl(format!("{url:?}: {e}")))?;
         let addrs: Vec<SocketAddr> = (origin.host.as_str(), origin.port)
             .to_socket_addrs()
             .map_err(|e| {
@@ -345,6 +349,7 @@ impl Pool {
         Ok(Pool {
             inner: Rc::new(Inner {
                 authority: origin.authority,
+                host_line,
                 base_path: origin.base_path,
                 addrs,
                 limiter: Limiter::new(slots),
@@ -566,7 +571,7 @@ impl Inner {
             method: req.method,
             base,
             path,
-            host: &self.authority,
+            host: &self.host_line,
             headers: req.headers,
             fixed: req.fixed,
             block: req.block,
@@ -1963,7 +1968,8 @@ mod tests {
         assert_eq!(rec.body, &body[..]);
         assert_eq!(rec.header("Host"), Some(server.addr.to_string().as_str()));
         assert_eq!(rec.header("Content-Length"), Some("200020"));
-        assert_eq!(rec.header("Connection"), Some("keep-alive"));
+        // HTTP/1.1 connections persist unless a side says `close`: no header needed.
+        assert_eq!(rec.header("Connection"), None);
         assert_eq!(rec.header("X-User-Id"), Some("u-42"));
         assert_eq!(rec.header("X-Claims"), Some("a=1; b=\"x y\""));
 

@@ -25,7 +25,7 @@
 //! framing headers (`Host`, `Content-Length`, `Transfer-Encoding`,
 //! `Connection`).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Largest accepted response head (status line + headers), and also the cap
 /// on the total size of chunked trailers.
@@ -100,8 +100,8 @@ pub struct RequestHead<'a> {
     pub base: &'a str,
     /// Origin-form request target, e.g. `/v1/x?y=1` (after `base`).
     pub path: &'a str,
-    /// Value of the Host header (`host[:port]`).
-    pub host: &'a str,
+    /// The `Host` line, checked once per backend.
+    pub host: &'a HostLine,
     /// Extra header fields, written in order after the codec's own.
     pub headers: &'a [(&'a str, &'a str)],
     /// Constant header lines ([`CONTENT_JSON`] and its siblings), written
@@ -116,63 +116,79 @@ pub struct RequestHead<'a> {
 
 /// Append a complete HTTP/1.1 request head to `out`.
 ///
-/// Writes the request line, `Host`, `Content-Length`, `Connection:
-/// keep-alive`, the extra headers and the terminating blank line. Everything
-/// is validated first, so on error nothing has been appended to `out`.
+/// Writes the request line, `Host`, the extra headers, `fixed`, `block`,
+/// `Content-Length` and the terminating blank line. No `Connection` header:
+/// HTTP/1.1 connections are persistent unless a side says `close`. Everything
+/// is validated first (the host when its [`HostLine`] was made), so on error
+/// nothing has been appended to `out`.
 pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result<(), Http1Error> {
     if !is_token(head.method) {
         return Err(Http1Error::InvalidMethod);
     }
-    let target_byte = |b: u8| (0x21..=0x7e).contains(&b);
     if !head.path.starts_with('/')
         || !(head.base.is_empty() || head.base.starts_with('/'))
-        || !head.base.bytes().chain(head.path.bytes()).all(target_byte)
+        || !is_target(head.base.as_bytes())
+        || !is_target(head.path.as_bytes())
     {
         return Err(Http1Error::InvalidRequestTarget);
-    }
-    if head.host.is_empty()
-        || !head
-            .host
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\'))
-    {
-        return Err(Http1Error::InvalidHost);
     }
     let mut len_digits = [0u8; 20];
     let len_digits = format_decimal(head.content_length as u64, &mut len_digits);
 
-    let mut size = head.method.len()
-        + head.base.len()
-        + head.path.len()
-        + head.host.len()
-        + len_digits.len()
-        + 80;
+    // Request line and Host, the headers, the blocks, Content-Length, blank line.
+    let mut size = head.method.len() + 1 + head.base.len() + head.path.len() + head.host.0.len();
     for (name, value) in head.headers {
         check_header(name, value)?;
         size += name.len() + value.len() + 4;
     }
-    size += head.fixed.0.len() + head.block.0.len();
+    size += head.fixed.0.len() + head.block.0.len() + 16 + len_digits.len() + 4;
 
     out.reserve(size);
-    out.put_slice(head.method.as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(head.base.as_bytes());
-    out.put_slice(head.path.as_bytes());
-    out.put_slice(b" HTTP/1.1\r\nHost: ");
-    out.put_slice(head.host.as_bytes());
-    out.put_slice(b"\r\nContent-Length: ");
-    out.put_slice(len_digits);
-    out.put_slice(b"\r\nConnection: keep-alive\r\n");
+    out.extend_from_slice(head.method.as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(head.base.as_bytes());
+    out.extend_from_slice(head.path.as_bytes());
+    out.extend_from_slice(&head.host.0);
     for (name, value) in head.headers {
-        out.put_slice(name.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    out.put_slice(&head.fixed.0);
-    out.put_slice(&head.block.0);
-    out.put_slice(b"\r\n");
+    out.extend_from_slice(&head.fixed.0);
+    out.extend_from_slice(&head.block.0);
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(len_digits);
+    out.extend_from_slice(b"\r\n\r\n");
     Ok(())
+}
+
+/// ` HTTP/1.1\r\nHost: {host}\r\n`: the end of the request line and the `Host`
+/// line, the same for every request to one backend, so checked and encoded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLine(Bytes);
+
+impl HostLine {
+    /// Checks `host` (`host[:port]`: visible ASCII, no `/ ? # @ \\`) and encodes it.
+    pub fn new(host: &str) -> Result<HostLine, Http1Error> {
+        if host.is_empty()
+            || !host.bytes().all(|b| {
+                (0x21..=0x7e).contains(&b) && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\')
+            })
+        {
+            return Err(Http1Error::InvalidHost);
+        }
+        let mut line = Vec::with_capacity(host.len() + 19);
+        line.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        line.extend_from_slice(host.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        Ok(HostLine(Bytes::from(line)))
+    }
+}
+
+/// Visible ASCII only (the bytes a request target may hold).
+fn is_target(s: &[u8]) -> bool {
+    s.iter().all(|&b| (0x21..=0x7e).contains(&b))
 }
 
 /// Header lines checked once and kept encoded (`Name: value\r\n` each), for headers
@@ -223,13 +239,36 @@ fn check_header(name: &str, value: &str) -> Result<(), Http1Error> {
     if is_reserved(name) {
         return Err(Http1Error::ReservedHeader(name.to_owned()));
     }
-    // field-value: no CTLs except HTAB (this rejects CR, LF and NUL).
-    if !value.bytes().all(|b| FIELD_VALUE[usize::from(b)]) {
+    if !is_field_value(value.as_bytes()) {
         return Err(Http1Error::InvalidHeaderValue {
             name: name.to_owned(),
         });
     }
     Ok(())
+}
+
+/// field-value: no CTLs except HTAB (this rejects CR, LF and NUL), no DEL.
+///
+/// Eight bytes at a time: a per-request header value (the correlation id) is
+/// checked on every forwarded request. A word with a byte below 0x20 or a DEL
+/// is looked at byte by byte, where HTAB passes.
+fn is_field_value(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let bytewise = |c: &[u8]| c.iter().all(|&b| FIELD_VALUE[usize::from(b)]);
+    let mut words = v.chunks_exact(8);
+    for c in &mut words {
+        let w = u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+        // A byte below 0x20 (high bit clear before, set after subtracting), or a
+        // byte equal to 0x7f (zero after the xor).
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let x = w ^ (ONES * 0x7f);
+        let del = x.wrapping_sub(ONES) & !x & HIGH;
+        if (below_space | del) != 0 && !bytewise(c) {
+            return false;
+        }
+    }
+    bytewise(words.remainder())
 }
 
 fn format_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
@@ -291,9 +330,11 @@ pub(crate) fn is_token(s: &str) -> bool {
 }
 
 fn is_reserved(name: &str) -> bool {
-    ["host", "content-length", "transfer-encoding", "connection"]
-        .iter()
-        .any(|r| name.eq_ignore_ascii_case(r))
+    // Compared only when the length matches (most names match none).
+    matches!(name.len(), 4 | 10 | 14 | 17)
+        && ["host", "content-length", "transfer-encoding", "connection"]
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r))
 }
 
 /// A complete final (non-1xx) response.
@@ -497,12 +538,36 @@ impl ResponseParser {
     }
 
     /// Parse (and consume) one final response head, skipping 1xx heads.
+    ///
+    /// A head's first look hands the buffer to httparse directly: heads nearly
+    /// always arrive whole, and finding the blank line first would scan them twice.
+    /// Once a head was found incomplete, its end is looked for first (resumably,
+    /// from where the last look stopped), so a head arriving in many small reads
+    /// is parsed once, not once per read.
     fn parse_head(&mut self, buf: &mut BytesMut) -> Result<Option<HeadInfo>, Http1Error> {
         loop {
-            let Some(end) = self.find_head_end(buf)? else {
-                return Ok(None);
+            // (A malformed head takes the second way too, which tells a head too
+            // large from a malformed one.)
+            let parsed = if self.scanned == 0 {
+                self.interpret_head(&buf[..buf.len().min(MAX_HEAD_BYTES)])
+                    .ok()
+                    .flatten()
+            } else {
+                None
             };
-            let info = self.interpret_head(&buf[..end])?;
+            let (end, info) = match parsed {
+                Some(done) => done,
+                None => {
+                    let Some(end) = self.find_head_end(buf)? else {
+                        return Ok(None);
+                    };
+                    // The whole head is there, so httparse must find it complete.
+                    match self.interpret_head(&buf[..end])? {
+                        Some((n, info)) if n == end => (n, info),
+                        _ => return Err(Http1Error::Parse(httparse::Error::NewLine)),
+                    }
+                }
+            };
             buf.advance(end);
             self.scanned = 0;
             self.started = true;
@@ -542,30 +607,29 @@ impl ResponseParser {
         Ok(None)
     }
 
-    /// Interpret a complete head; `None` for a skippable 1xx response.
-    fn interpret_head(&self, head: &[u8]) -> Result<Option<HeadInfo>, Http1Error> {
-        if head.len() > MAX_HEAD_BYTES {
-            return Err(Http1Error::HeadTooLarge);
-        }
+    /// Parse and interpret the head at the front of `head`: `None` while it is
+    /// incomplete, else its length and what it says (`None` for a skippable 1xx
+    /// response).
+    fn interpret_head(&self, head: &[u8]) -> Result<Option<(usize, Option<HeadInfo>)>, Http1Error> {
         // Left uninitialised for httparse to fill: zeroing 64 headers per response
         // cost more than parsing a small head.
         let mut headers =
             [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
-        match httparse::ParserConfig::default()
+        let len = match httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut resp, head, &mut headers)
             .map_err(Http1Error::Parse)?
         {
-            httparse::Status::Complete(n) if n == head.len() => {}
-            _ => return Err(Http1Error::Parse(httparse::Error::NewLine)),
-        }
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => return Ok(None),
+        };
         let status = resp.code.unwrap_or(0);
         let http10 = resp.version == Some(0);
         if status == 101 {
             return Err(Http1Error::UnexpectedUpgrade);
         }
         if (100..200).contains(&status) {
-            return Ok(None);
+            return Ok(Some((len, None)));
         }
 
         let mut conn_close = false;
@@ -642,11 +706,14 @@ impl ResponseParser {
             keep_alive = false;
             Framing::UntilClose
         };
-        Ok(Some(HeadInfo {
-            status,
-            keep_alive,
-            framing,
-        }))
+        Ok(Some((
+            len,
+            Some(HeadInfo {
+                status,
+                keep_alive,
+                framing,
+            }),
+        )))
     }
 }
 
@@ -775,6 +842,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<usize, Http1Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
 
     fn encode(head: &RequestHead<'_>) -> Result<String, Http1Error> {
         let mut out = BytesMut::new();
@@ -782,12 +850,17 @@ mod tests {
         Ok(String::from_utf8(out.to_vec()).unwrap())
     }
 
+    fn test_host() -> &'static HostLine {
+        static HOST: std::sync::OnceLock<HostLine> = std::sync::OnceLock::new();
+        HOST.get_or_init(|| HostLine::new("backend.local:8080").unwrap())
+    }
+
     fn head<'a>(headers: &'a [(&'a str, &'a str)], len: usize) -> RequestHead<'a> {
         RequestHead {
             method: "POST",
             base: "/svc",
             path: "/v1/do?x=1",
-            host: "backend.local:8080",
+            host: test_host(),
             headers,
             fixed: HeaderBlock::empty(),
             block: HeaderBlock::empty(),
@@ -830,8 +903,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             s,
-            "POST /svc/v1/do?x=1 HTTP/1.1\r\nHost: backend.local:8080\r\nContent-Length: 5\r\n\
-             Connection: keep-alive\r\nX-User: 42\r\nContent-Type: application/octet-stream\r\n\r\n"
+            "POST /svc/v1/do?x=1 HTTP/1.1\r\nHost: backend.local:8080\r\n\
+             X-User: 42\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\n\r\n"
         );
     }
 
@@ -907,11 +980,32 @@ mod tests {
             assert_eq!(encode(&h), Err(Http1Error::InvalidMethod));
         }
         for host in ["", "a b", "h\r\nX: y", "user@h", "h/x"] {
-            let h = RequestHead {
-                host,
-                ..head(&[], 0)
-            };
-            assert_eq!(encode(&h), Err(Http1Error::InvalidHost));
+            assert_eq!(
+                HostLine::new(host),
+                Err(Http1Error::InvalidHost),
+                "{host:?}"
+            );
+        }
+        for value in [
+            "a\rb",
+            "0123456789abcdef\n",
+            "\x7f",
+            "01234567\x00",
+            "tab\tok\u{e9}x\x01",
+        ] {
+            assert_eq!(
+                encode(&head(&[("X-V", value)], 0)),
+                Err(Http1Error::InvalidHeaderValue { name: "X-V".into() }),
+                "{value:?}"
+            );
+        }
+        for value in [
+            "",
+            "tab\tinside and more than eight",
+            "\u{e9}t\u{e9} \u{1f600}",
+            "~~~~~~~~~~",
+        ] {
+            assert!(encode(&head(&[("X-V", value)], 0)).is_ok(), "{value:?}");
         }
     }
 
@@ -925,7 +1019,9 @@ mod tests {
         };
         let text = encode(&h).unwrap();
         assert!(
-            text.ends_with("X-Correlation-Id: s-1:01\r\nX-Session: s-1\r\nX-Roles: a,b\r\n\r\n"),
+            text.ends_with(
+                "X-Correlation-Id: s-1:01\r\nX-Session: s-1\r\nX-Roles: a,b\r\nContent-Length: 0\r\n\r\n"
+            ),
             "{text:?}"
         );
         assert_eq!(
