@@ -85,6 +85,10 @@ pub struct ServerConfig {
     pub max_inflight_per_connection: u32,
     #[serde(default = "d_grace")]
     pub shutdown_grace_ms: u64,
+    /// Read batching while a shard's thread is busy: each client connection reads at
+    /// most once per tick of this length (see `crate::gate`); 0 = never.
+    #[serde(default = "d_read_batch")]
+    pub read_batch_tick_us: u64,
     #[serde(default = "d_backlog")]
     pub backlog: i32,
     /// Hex-encoded 32-byte secret from which per-session GUID keys are derived. Set it
@@ -123,6 +127,9 @@ fn d_inflight() -> u32 {
 }
 fn d_grace() -> u64 {
     5000
+}
+fn d_read_batch() -> u64 {
+    2000
 }
 fn d_backlog() -> i32 {
     4096
@@ -347,6 +354,12 @@ impl Config {
         }
         if s.backlog <= 0 {
             return Err(ConfigError::key("server.backlog", "must be > 0"));
+        }
+        if s.read_batch_tick_us > 100_000 {
+            return Err(ConfigError::key(
+                "server.read_batch_tick_us",
+                "must be at most 100000 (100 ms; 0 turns read batching off)",
+            ));
         }
         s.guid_secret_bytes()?;
 
@@ -653,6 +666,30 @@ mod tests {
             DEFAULT_CONFIG_TOML.replace("max_message_bytes = 65536", "max_message_bytes = \"big\"");
         let e = Config::from_toml_str(&text, &[]).unwrap_err();
         assert!(e.to_string().contains("server.max_message_bytes"), "{e}");
+    }
+
+    #[test]
+    fn read_batch_tick_beyond_100_ms_is_rejected_and_zero_turns_it_off() {
+        let text =
+            DEFAULT_CONFIG_TOML.replace("read_batch_tick_us = 2000", "read_batch_tick_us = 100001");
+        let e = Config::from_toml_str(&text, &[]).unwrap_err();
+        assert!(e.to_string().contains("server.read_batch_tick_us"), "{e}");
+        let text =
+            DEFAULT_CONFIG_TOML.replace("read_batch_tick_us = 2000", "read_batch_tick_us = 0");
+        assert_eq!(
+            Config::from_toml_str(&text, &[])
+                .unwrap()
+                .server
+                .read_batch_tick_us,
+            0
+        );
+        assert_eq!(
+            Config::from_toml_str(DEFAULT_CONFIG_TOML, &[])
+                .unwrap()
+                .server
+                .read_batch_tick_us,
+            2000
+        );
     }
 
     #[test]

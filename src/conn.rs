@@ -330,6 +330,7 @@ async fn session(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
         bucket: TokenBucket::new(rate(&ctx), ctx.now_ms()),
         closing: None,
         stalled: false,
+        read_epoch: u64::MAX,
     };
     match conn.run(&stream).await {
         Ok(()) => {
@@ -542,6 +543,8 @@ struct Conn<'a> {
     closing: Option<Closing>,
     /// Complete requests wait in `partial` because the in-flight bound was reached.
     stalled: bool,
+    /// The read gate's tick of the last read (see `crate::gate`).
+    read_epoch: u64,
 }
 
 /// What woke the connection task.
@@ -615,8 +618,11 @@ impl Conn<'_> {
                     }
                 }
                 // Past the in-flight bound the client is not read (TCP backpressure)
-                // until a request finishes and notifies.
-                if self.shared.can_read() {
+                // until a request finishes and notifies; while the shard is busy, not
+                // twice in one tick of the read gate.
+                if self.shared.can_read()
+                    && self.ctx.read_gate.may_read(self.read_epoch, cx.waker())
+                {
                     if let Poll::Ready(r) = readable.as_mut().poll(cx) {
                         return Poll::Ready(Wake::Readable(r));
                     }
@@ -637,6 +643,7 @@ impl Conn<'_> {
                 }
                 Wake::Readable(r) => {
                     r?;
+                    self.read_epoch = self.ctx.read_gate.epoch();
                     let outcome = self.read_ready();
                     readable.set(stream.readable(false));
                     match outcome? {

@@ -30,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod dispatch;
+pub mod gate;
 pub mod link;
 pub mod mailbox;
 pub mod metrics;

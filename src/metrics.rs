@@ -89,6 +89,8 @@ pub struct ShardMetrics {
     pub outbox_overflows: AtomicU64,
     /// Connections closed for a WebSocket protocol violation.
     pub protocol_errors: AtomicU64,
+    /// Read-gate ticks spent with read batching engaged (`crate::gate`).
+    pub read_batching_ticks: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -186,7 +188,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE ringgate_connections_open gauge");
         let _ = writeln!(out, "ringgate_connections_open {}", self.connections_open());
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "ringgate_connections_total",
                 "Client WebSocket connections upgraded since start.",
@@ -221,6 +223,11 @@ impl Metrics {
                 "ringgate_protocol_errors_total",
                 "Clients closed for a WebSocket protocol violation.",
                 sum(&|s| s.protocol_errors.load(Relaxed)),
+            ),
+            (
+                "ringgate_read_batching_ticks_total",
+                "Ticks (server.read_batch_tick_us) a busy shard spent reading each client at most once per tick.",
+                sum(&|s| s.read_batching_ticks.load(Relaxed)),
             ),
         ];
         for (name, help, v) in counters {

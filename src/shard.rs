@@ -98,6 +98,8 @@ pub struct ShardCtx {
     pub read_buf: RefCell<BytesMut>,
     /// The last session key expanded for opening GUIDs (a read batch is one session's).
     pub guid_cache: RefCell<crate::proto::guid::OpenCache>,
+    /// Read batching while the thread is busy (see `crate::gate`).
+    pub read_gate: Rc<crate::gate::ReadGate>,
     pub draining: Cell<bool>,
     stop_accept: LocalNotify,
     conns_changed: LocalNotify,
@@ -128,6 +130,7 @@ impl ShardCtx {
             all_metrics,
             read_buf: RefCell::new(BytesMut::new()),
             guid_cache: RefCell::default(),
+            read_gate: Rc::default(),
             draining: Cell::new(false),
             stop_accept: LocalNotify::default(),
             conns_changed: LocalNotify::default(),
@@ -343,6 +346,14 @@ pub async fn run(
 ) {
     monoio::spawn(sweep(ctx.clone()));
     monoio::spawn(accept_loop(ctx.clone(), listener));
+    let tick = ctx.config.server.read_batch_tick_us;
+    if tick > 0 {
+        monoio::spawn(crate::gate::run(
+            ctx.read_gate.clone(),
+            Duration::from_micros(tick),
+            ctx.metrics.clone(),
+        ));
+    }
     ready.fetch_add(1, Ordering::SeqCst);
     loop {
         match mailbox.recv().await {

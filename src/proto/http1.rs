@@ -23,7 +23,9 @@
 //! and other control characters in a value yield
 //! [`Http1Error::InvalidHeaderValue`]), and callers cannot override the
 //! framing headers (`Host`, `Content-Length`, `Transfer-Encoding`,
-//! `Connection`).
+//! `Connection`). What is the same for every request is checked once and kept
+//! encoded: the `Host` line per backend ([`HostLine`]), a client's own headers
+//! ([`HeaderBlock`]); only the per-request parts are checked per request.
 
 use bytes::{Buf, Bytes, BytesMut};
 
