@@ -38,7 +38,9 @@
 # values of those three instead; the link has no pool), TARGETS (which targets to run,
 # default all seven: "ringgate ringgate-link nginx ws-echo probe harness probe-ws"; without nginx,
 # set FIXED_RATE), REPEAT (rounds per phase, 3: the table gives each target's median
-# round and lists every round; the machine is shared and single runs swing by 25 %).
+# round and lists every round; the machine is shared and single runs swing by 25 %),
+# READ_BATCH (both gateways' server.read_batch_tick_us; default: the shipped 2000; 0
+# turns read batching off, for an A/B in one sitting use GATEWAY= or two runs).
 #
 # Outputs in perf/out/peers-<timestamp>/: one rpc-format JSON per run
 # (<target>-max.rN.json, <target>-fixed.rN.json; the median round copied to
@@ -196,6 +198,7 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
     -e "s|^max_idle_per_shard = .*|max_idle_per_shard = $BACKEND_IDLE|" \
     -e "s|^max_conns_per_shard = .*|max_conns_per_shard = $BACKEND_CONNS|" \
     -e "s|^pipeline_depth = .*|pipeline_depth = $PIPELINE|" \
+    -e "s|^read_batch_tick_us = .*|read_batch_tick_us = ${READ_BATCH:-$(shipped read_batch_tick_us)}|" \
     -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$ADMIN_PORT\"|" \
     -e "s|^shards = .*|shards = 1|" \
     -e "s|^rate_limit_per_sec = .*|rate_limit_per_sec = 0|" \
@@ -205,6 +208,7 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
 for key in "listen = \"127.0.0.1:$GW_PORT\"" "shards = 1" "rate_limit_per_sec = 0" \
            "max_idle_per_shard = $BACKEND_IDLE" "max_conns_per_shard = $BACKEND_CONNS" \
            "pipeline_depth = $PIPELINE" \
+           "read_batch_tick_us = ${READ_BATCH:-$(shipped read_batch_tick_us)}" \
            "url = \"http://127.0.0.1:$ECHO_PORT\""; do
     grep -qxF "$key" <(sed 's/ *#.*//; s/ *$//' "$CFG") || { echo "config edit failed: $key" >&2; exit 1; }
 done
