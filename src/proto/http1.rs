@@ -174,9 +174,10 @@ impl HostLine {
     /// Checks `host` (`host[:port]`: visible ASCII, no `/ ? # @ \\`) and encodes it.
     pub fn new(host: &str) -> Result<HostLine, Http1Error> {
         if host.is_empty()
-            || !host.bytes().all(|b| {
-                (0x21..=0x7e).contains(&b) && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\')
-            })
+            || !is_target(host.as_bytes())
+            || host
+                .bytes()
+                .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\'))
         {
             return Err(Http1Error::InvalidHost);
         }
@@ -563,6 +564,10 @@ impl ResponseParser {
                     let Some(end) = self.find_head_end(buf)? else {
                         return Ok(None);
                     };
+                    // The blank line may end just past the limit.
+                    if end > MAX_HEAD_BYTES {
+                        return Err(Http1Error::HeadTooLarge);
+                    }
                     // The whole head is there, so httparse must find it complete.
                     match self.interpret_head(&buf[..end])? {
                         Some((n, info)) if n == end => (n, info),
@@ -1301,6 +1306,16 @@ mod tests {
             }
         }
         assert_eq!(err, Some(Http1Error::HeadTooLarge));
+        // A blank line that starts inside the limit and ends just past it.
+        let mut edge = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Filler: ".to_vec();
+        edge.resize(MAX_HEAD_BYTES - 2, b'a');
+        edge.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(edge.len(), MAX_HEAD_BYTES + 2);
+        let mut buf = BytesMut::from(&edge[..]);
+        assert_eq!(
+            ResponseParser::new(1024).parse(&mut buf),
+            Err(Http1Error::HeadTooLarge)
+        );
 
         let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
