@@ -44,8 +44,8 @@ use crate::metrics::ShardMetrics;
 /// tick with the thread idle (peers, ringgate-link at max: 1.08M → 516k req/s with the
 /// core 63 % busy). So while engaged, a window (after the first) that read fewer
 /// messages per second than [`THROTTLED`] of the last window before engaging lets go,
-/// and the gate stays off for [`HOLD_OFF`] windows. An open-loop load reads the same number either way, so it keeps
-/// the gate.
+/// and the gate stays off for [`HOLD_OFF`] windows. An open-loop load reads the same
+/// number either way, so it keeps the gate.
 #[derive(Debug, Clone)]
 pub struct Busy {
     engaged: bool,
@@ -160,16 +160,26 @@ fn thread_sched() -> Option<(Duration, Duration)> {
 #[derive(Debug)]
 struct Load {
     at: Instant,
-    sched: Option<(Duration, Duration)>,
-    cpu: Duration,
+    /// Time on a CPU so far (schedstat's, else the thread's CPU clock).
+    run: Duration,
+    /// Time spent waiting for a CPU so far (`None` without schedstat).
+    wait: Option<Duration>,
 }
 
 impl Load {
     fn now() -> Load {
-        Load {
-            at: Instant::now(),
-            sched: thread_sched(),
-            cpu: thread_cpu(),
+        let at = Instant::now();
+        match thread_sched() {
+            Some((run, wait)) => Load {
+                at,
+                run,
+                wait: Some(wait),
+            },
+            None => Load {
+                at,
+                run: thread_cpu(),
+                wait: None,
+            },
         }
     }
 
@@ -178,12 +188,10 @@ impl Load {
         if wall <= 0.0 {
             return 0.0;
         }
-        let (run, could) = match (self.sched, before.sched) {
-            (Some((r1, w1)), Some((r0, w0))) => {
-                let run = r1.saturating_sub(r0).as_secs_f64();
-                (run, wall - w1.saturating_sub(w0).as_secs_f64())
-            }
-            _ => (self.cpu.saturating_sub(before.cpu).as_secs_f64(), wall),
+        let run = self.run.saturating_sub(before.run).as_secs_f64();
+        let could = match (self.wait, before.wait) {
+            (Some(w1), Some(w0)) => wall - w1.saturating_sub(w0).as_secs_f64(),
+            _ => wall,
         };
         let of_wall = (run / wall).clamp(0.0, 1.0);
         if of_wall < ON_CPU_FLOOR || could <= 0.0 {
@@ -218,13 +226,14 @@ pub const ON_CPU_FLOOR: f64 = 0.6;
 /// How often the thread's CPU share is measured.
 pub const WINDOW: Duration = Duration::from_millis(10);
 
-/// The shard's ticker: every `tick`, a new gate epoch; every [`WINDOW`], the thread's
-/// CPU share decides whether the gate is engaged. Runs for the shard's life.
+/// The shard's ticker: while engaged, a new gate epoch every `tick`; every [`WINDOW`],
+/// the thread's busy share decides whether the gate is engaged. Runs for the shard's
+/// life.
 pub async fn run(gate: Rc<ReadGate>, tick: Duration, metrics: Arc<ShardMetrics>) {
     let window = WINDOW.max(tick);
     let mut busy = Busy::new(ENGAGE_AT, RELEASE_BELOW);
     let mut since = Load::now();
-    if since.sched.is_none() {
+    if since.wait.is_none() {
         tracing::info!(
             "no /proc/thread-self/schedstat: the read gate measures CPU time over wall time"
         );
@@ -232,9 +241,12 @@ pub async fn run(gate: Rc<ReadGate>, tick: Duration, metrics: Arc<ShardMetrics>)
     let mut read_since = metrics.frames_in.load(Ordering::Relaxed);
     let mut engaged = false;
     loop {
-        monoio::time::sleep(tick).await;
+        // Ticks matter only while engaged (an open gate lets every read through); off,
+        // the ticker wakes once per window, to measure.
+        monoio::time::sleep(if engaged { tick } else { window }).await;
         let wall = since.at.elapsed();
-        if wall >= window {
+        // Off, every wake ends a window (a timer that fires a hair early still counts).
+        if (!engaged || wall >= window) && !wall.is_zero() {
             let now = Load::now();
             let share = now.share_since(&since);
             let read = metrics.frames_in.load(Ordering::Relaxed);
@@ -298,42 +310,43 @@ mod tests {
         let ms = Duration::from_millis;
         let before = Load {
             at: t0,
-            sched: Some((ms(100), ms(50))),
-            cpu: ms(100),
+            run: ms(100),
+            wait: Some(ms(50)),
         };
         // 10 ms: 7 on a CPU, 3 waiting while another process ran: busy all the time.
         let after = Load {
             at: t0 + ms(10),
-            sched: Some((ms(107), ms(53))),
-            cpu: ms(107),
+            run: ms(107),
+            wait: Some(ms(53)),
         };
         assert!((after.share_since(&before) - 1.0).abs() < 1e-9);
         // 6 on a CPU, 1 waiting: 6 of the 9 it could have run.
         let after = Load {
             at: t0 + ms(10),
-            sched: Some((ms(106), ms(51))),
-            cpu: ms(106),
+            run: ms(106),
+            wait: Some(ms(51)),
         };
         assert!((after.share_since(&before) - 6.0 / 9.0).abs() < 1e-9);
         // 4 on a CPU, 5 waiting: under the floor, so 4 of 10, not 4 of 5.
         let after = Load {
             at: t0 + ms(10),
-            sched: Some((ms(104), ms(55))),
-            cpu: ms(104),
+            run: ms(104),
+            wait: Some(ms(55)),
         };
         assert!((after.share_since(&before) - 0.4).abs() < 1e-9);
-        // Without schedstat: CPU time over wall time.
+        // Without schedstat: CPU time over wall time (7 of 10, the waiting unknown).
         let (b, a) = (
             Load {
-                sched: None,
+                wait: None,
                 ..before
             },
             Load {
-                sched: None,
-                ..after
+                at: t0 + ms(10),
+                run: ms(107),
+                wait: None,
             },
         );
-        assert!((a.share_since(&b) - 0.4).abs() < 1e-9);
+        assert!((a.share_since(&b) - 0.7).abs() < 1e-9);
     }
 
     struct Count(AtomicUsize);
