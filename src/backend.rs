@@ -614,10 +614,7 @@ impl Inner {
         let depth = self.settings.pipeline_depth;
         if depth > 1 {
             if let Some(lane) = self.filling.borrow().upgrade() {
-                if lane.state.get() == LaneState::Open
-                    && lane.has_unsent()
-                    && lane.calls.borrow().len() < depth
-                {
+                if lane.has_unsent() && lane.has_room(depth) {
                     return Pick::Use(lane);
                 }
             }
@@ -643,11 +640,7 @@ impl Inner {
                 return Pick::Connect
             }
             None => match lanes.get((affinity % lanes.len().max(1) as u64) as usize) {
-                Some(lane)
-                    if lane.state.get() == LaneState::Open && lane.calls.borrow().len() < depth =>
-                {
-                    lane.clone()
-                }
+                Some(lane) if lane.has_room(depth) => lane.clone(),
                 _ => match best {
                     Some((lane, _)) => lane.clone(),
                     None => return Pick::Wait,
@@ -1045,6 +1038,11 @@ struct Lane {
 impl Lane {
     fn is_idle(&self) -> bool {
         self.state.get() == LaneState::Open && self.calls.borrow().is_empty()
+    }
+
+    /// Open and holding fewer than `depth` calls.
+    fn has_room(&self, depth: usize) -> bool {
+        self.state.get() == LaneState::Open && self.calls.borrow().len() < depth
     }
 
     fn has_unsent(&self) -> bool {
@@ -2411,26 +2409,9 @@ mod tests {
             // Twenty calls started in one go, with affinities that would spread them over
             // the four lanes: they all join the first one's batch.
             let quick: Vec<_> = (0..20u8)
-                .map(|i| {
-                    started(
-                        &pool,
-                        BackendRequest {
-                            affinity: u64::from(i),
-                            ..post("/echo", pattern(16, i))
-                        },
-                    )
-                })
+                .map(|i| started(&pool, with_affinity(i, post("/echo", pattern(16, i)))))
                 .collect();
-            let loads: Vec<usize> = pool
-                .inner
-                .lanes
-                .borrow()
-                .iter()
-                .map(|l| l.calls.borrow().len())
-                .collect();
-            let mut sorted = loads.clone();
-            sorted.sort_unstable();
-            assert_eq!(sorted, vec![1, 1, 1, 21], "{loads:?}");
+            assert_eq!(lane_loads(&pool), vec![1, 1, 1, 21]);
             for (i, q) in quick.iter().enumerate() {
                 assert_eq!(until_done(q).await.unwrap().body, pattern(16, i as u8));
             }
@@ -2457,33 +2438,21 @@ mod tests {
                 w.await;
             }
             assert_eq!(pool.stats().idle, 4);
-            let loads = |pool: &Pool| -> Vec<usize> {
-                let mut l: Vec<usize> = (pool.inner.lanes.borrow().iter())
-                    .map(|l| l.calls.borrow().len())
-                    .collect();
-                l.sort_unstable();
-                l
-            };
             // One round: twelve calls, spreading affinities, all in one batch.
             let first: Vec<_> = (0..12u8)
                 .map(|i| {
-                    started(
-                        &pool,
-                        BackendRequest {
-                            affinity: u64::from(i),
-                            ..get(["/delay/100/a", "/echo"][usize::from(i > 0)])
-                        },
-                    )
+                    let path = ["/delay/100/a", "/echo"][usize::from(i > 0)];
+                    started(&pool, with_affinity(i, get(path)))
                 })
                 .collect();
-            assert_eq!(loads(&pool), vec![0, 0, 0, 12]);
+            assert_eq!(lane_loads(&pool), vec![0, 0, 0, 12]);
             // Once that batch is sent, the next round's calls start a batch on an idle
             // connection rather than queue behind the slow call.
             monoio::time::sleep(Duration::from_millis(20)).await;
             let second: Vec<_> = (0..3u8)
                 .map(|i| started(&pool, post("/echo", pattern(8, i))))
                 .collect();
-            assert_eq!(loads(&pool), vec![0, 0, 3, 12]);
+            assert_eq!(lane_loads(&pool), vec![0, 0, 3, 12]);
             for (i, r) in second.iter().enumerate() {
                 assert_eq!(until_done(r).await.unwrap().body, pattern(8, i as u8));
             }
@@ -2589,6 +2558,23 @@ mod tests {
             }),
         );
         out
+    }
+
+    /// `req` with the connection affinity `i` (as distinct clients would have).
+    fn with_affinity(i: u8, req: BackendRequest<'_>) -> BackendRequest<'_> {
+        BackendRequest {
+            affinity: u64::from(i),
+            ..req
+        }
+    }
+
+    /// Calls on each of the pool's connections, smallest first.
+    fn lane_loads(pool: &Pool) -> Vec<usize> {
+        let mut loads: Vec<usize> = (pool.inner.lanes.borrow().iter())
+            .map(|l| l.calls.borrow().len())
+            .collect();
+        loads.sort_unstable();
+        loads
     }
 
     async fn until_done(
