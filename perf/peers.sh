@@ -189,6 +189,7 @@ BACKEND_IDLE=${BACKEND_IDLE:-512}
 BACKEND_CONNS=${BACKEND_CONNS:-32}
 PIPELINE=${PIPELINE:-64}
 shipped() { sed -n "s/^$1 = \([0-9]*\).*/\1/p" configs/default.toml; }
+READ_BATCH=${READ_BATCH:-$(shipped read_batch_tick_us)}
 if [[ ${RG_DEFAULT_POOL:-0} == 1 ]]; then
     BACKEND_IDLE=$(shipped max_idle_per_shard)
     BACKEND_CONNS=$(shipped max_conns_per_shard)
@@ -198,7 +199,7 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
     -e "s|^max_idle_per_shard = .*|max_idle_per_shard = $BACKEND_IDLE|" \
     -e "s|^max_conns_per_shard = .*|max_conns_per_shard = $BACKEND_CONNS|" \
     -e "s|^pipeline_depth = .*|pipeline_depth = $PIPELINE|" \
-    -e "s|^read_batch_tick_us = .*|read_batch_tick_us = ${READ_BATCH:-$(shipped read_batch_tick_us)}|" \
+    -e "s|^read_batch_tick_us = .*|read_batch_tick_us = $READ_BATCH|" \
     -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$ADMIN_PORT\"|" \
     -e "s|^shards = .*|shards = 1|" \
     -e "s|^rate_limit_per_sec = .*|rate_limit_per_sec = 0|" \
@@ -208,7 +209,7 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
 for key in "listen = \"127.0.0.1:$GW_PORT\"" "shards = 1" "rate_limit_per_sec = 0" \
            "max_idle_per_shard = $BACKEND_IDLE" "max_conns_per_shard = $BACKEND_CONNS" \
            "pipeline_depth = $PIPELINE" \
-           "read_batch_tick_us = ${READ_BATCH:-$(shipped read_batch_tick_us)}" \
+           "read_batch_tick_us = $READ_BATCH" \
            "url = \"http://127.0.0.1:$ECHO_PORT\""; do
     grep -qxF "$key" <(sed 's/ *#.*//; s/ *$//' "$CFG") || { echo "config edit failed: $key" >&2; exit 1; }
 done
