@@ -331,6 +331,7 @@ async fn session(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
         closing: None,
         stalled: false,
         read_epoch: u64::MAX,
+        gate_registered: u64::MAX,
     };
     match conn.run(&stream).await {
         Ok(()) => {
@@ -543,8 +544,10 @@ struct Conn<'a> {
     closing: Option<Closing>,
     /// Complete requests wait in `partial` because the in-flight bound was reached.
     stalled: bool,
-    /// The read gate's tick of the last read (see `crate::gate`).
+    /// The read gate's tick of the last read, and of the last wait for the next tick
+    /// (see `crate::gate`).
     read_epoch: u64,
+    gate_registered: u64,
 }
 
 /// What woke the connection task.
@@ -621,7 +624,11 @@ impl Conn<'_> {
                 // until a request finishes and notifies; while the shard is busy, not
                 // twice in one tick of the read gate.
                 if self.shared.can_read()
-                    && self.ctx.read_gate.may_read(self.read_epoch, cx.waker())
+                    && self.ctx.read_gate.may_read(
+                        self.read_epoch,
+                        &mut self.gate_registered,
+                        cx.waker(),
+                    )
                 {
                     if let Poll::Ready(r) = readable.as_mut().poll(cx) {
                         return Poll::Ready(Wake::Readable(r));

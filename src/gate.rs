@@ -117,12 +117,18 @@ impl ReadGate {
     }
 
     /// Whether a connection whose last read was in tick `last` may read now; if not,
-    /// `waker` is woken at the next tick.
-    pub fn may_read(&self, last: u64, waker: &Waker) -> bool {
-        if !self.engaged.get() || last != self.epoch.get() {
+    /// `waker` is woken at the next tick. `registered` is the connection's own record of
+    /// the tick it last left its waker for, so a connection polled again within the tick
+    /// (an answer to flush) is not listed, and woken, twice.
+    pub fn may_read(&self, last: u64, registered: &mut u64, waker: &Waker) -> bool {
+        let epoch = self.epoch.get();
+        if !self.engaged.get() || last != epoch {
             return true;
         }
-        self.waiters.borrow_mut().push(waker.clone());
+        if *registered != epoch {
+            *registered = epoch;
+            self.waiters.borrow_mut().push(waker.clone());
+        }
         false
     }
 
@@ -361,22 +367,26 @@ mod tests {
         let gate = ReadGate::default();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
+        let mut reg = u64::MAX;
         // Not engaged: always open.
-        assert!(gate.may_read(gate.epoch(), &waker));
+        assert!(gate.may_read(gate.epoch(), &mut reg, &waker));
         gate.tick(true);
         let read_at = gate.epoch();
-        // Read this tick: held, and woken at the next tick.
-        assert!(!gate.may_read(read_at, &waker));
+        // Read this tick: held, and woken at the next tick — once, however often it
+        // asks again within the tick.
+        assert!(!gate.may_read(read_at, &mut reg, &waker));
+        assert!(!gate.may_read(read_at, &mut reg, &waker));
         // One that last read in an earlier tick may read.
-        assert!(gate.may_read(read_at - 1, &waker));
+        let mut other = u64::MAX;
+        assert!(gate.may_read(read_at - 1, &mut other, &waker));
         gate.tick(true);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert!(gate.may_read(read_at, &waker));
+        assert!(gate.may_read(read_at, &mut reg, &waker));
         // Disengaging wakes whoever waits and opens the gate.
         let now = gate.epoch();
-        assert!(!gate.may_read(now, &waker));
+        assert!(!gate.may_read(now, &mut reg, &waker));
         gate.tick(false);
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
-        assert!(gate.may_read(gate.epoch(), &waker));
+        assert!(gate.may_read(gate.epoch(), &mut reg, &waker));
     }
 }
