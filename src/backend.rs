@@ -73,6 +73,9 @@ use crate::sys::{self, Nb, MAX_IOVECS};
 const READ_CHUNK: usize = 16 * 1024;
 /// Bodies up to this size are copied in behind their request head.
 const INLINE_BODY: usize = 512;
+/// Size of the buffer request heads are encoded into, one after another (see
+/// [`Inner::encode_head`]).
+const HEAD_ARENA: usize = 8 * 1024;
 /// Reads per readiness wake-up before the reader lets other tasks run.
 const READS_PER_WAKEUP: usize = 4;
 
@@ -126,6 +129,8 @@ pub struct BackendRequest<'a> {
     pub fixed: &'a HeaderBlock,
     /// More headers, checked and encoded beforehand (a client's session headers).
     pub block: &'a HeaderBlock,
+    /// Finishes `block`'s open last line (the correlation id's request number).
+    pub tail_id: u64,
     /// Request body; written without copying.
     pub body: Bytes,
     /// Requests with the same value share a connection when pipelining (the
@@ -260,6 +265,8 @@ struct Inner {
     sweeping: Cell<bool>,
     /// How often the sweeper looks for calls past their deadline.
     sweep_every: Duration,
+    /// Request heads are encoded here and split off (see [`Inner::encode_head`]).
+    heads: RefCell<BytesMut>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -363,6 +370,7 @@ impl Pool {
                 connecting: Cell::new(0),
                 sweeping: Cell::new(false),
                 sweep_every: sweep_every(settings_timeout),
+                heads: RefCell::new(BytesMut::with_capacity(HEAD_ARENA)),
             }),
         })
     }
@@ -558,6 +566,15 @@ impl Inner {
     /// behind the head (one allocation and one iovec per request instead of two; at
     /// the pool's peak, per-iovec kernel work and allocations were ~15 % of the
     /// gateway); a large one stays the client's `Bytes`, never copied.
+    ///
+    /// Heads are encoded one after another into one `HEAD_ARENA`-sized buffer and
+    /// split off it, so a head costs no allocation of its own: a new buffer is taken
+    /// once the free room is used up, and the old one is freed, or written over once
+    /// all of its heads are, when its last head is dropped (a call keeps its head
+    /// until answered, for a retry). The price: one slow call keeps its whole
+    /// buffer alive, at most `HEAD_ARENA` bytes per call in flight. Measured with
+    /// callgrind at max: two allocations per request (the buffer and, as it was not
+    /// full, `freeze`'s shared header) were ~270 instructions of ~5200.
     fn encode_head(&self, req: &BackendRequest<'_>) -> Result<(Bytes, Bytes), BackendError> {
         // The usual path (`/x`) follows the base as is; others are joined.
         let joined;
@@ -575,18 +592,22 @@ impl Inner {
             headers: req.headers,
             fixed: req.fixed,
             block: req.block,
+            tail_id: req.tail_id,
             content_length: req.body.len(),
         };
         let inline = req.body.len() <= INLINE_BODY;
-        // Sized by the encoder (it reserves exactly what the head needs); with a body to
-        // copy in, room for it and a typical head (a larger head costs one regrowth).
-        let mut out = BytesMut::with_capacity(if inline { req.body.len() + 512 } else { 0 });
+        let mut out = self.heads.borrow_mut();
+        // The encoder reserves exactly what the head needs; with a body to copy in,
+        // room for it and a typical head too, so the two share one buffer.
+        if inline && out.capacity() - out.len() < req.body.len() + 512 {
+            out.reserve(HEAD_ARENA.max(req.body.len() + 512));
+        }
         encode_request_head(&head, &mut out).map_err(BackendError::InvalidRequest)?;
         if inline {
             out.extend_from_slice(&req.body);
-            return Ok((out.freeze(), Bytes::new()));
+            return Ok((out.split().freeze(), Bytes::new()));
         }
-        Ok((out.freeze(), req.body.clone()))
+        Ok((out.split().freeze(), req.body.clone()))
     }
 
     /// With pipelining, first the batch this scheduler round started (the
@@ -1914,6 +1935,7 @@ mod tests {
             headers: &[],
             fixed: HeaderBlock::empty(),
             block: HeaderBlock::empty(),
+            tail_id: 0,
             body: Bytes::new(),
             affinity: 0,
         }
@@ -1926,6 +1948,7 @@ mod tests {
             headers: &[],
             fixed: HeaderBlock::empty(),
             block: HeaderBlock::empty(),
+            tail_id: 0,
             body,
             affinity: 0,
         }
@@ -1999,6 +2022,59 @@ mod tests {
             assert_eq!(resp.body, body, "size {}", sizes[i]);
             assert_eq!(server.requests()[i].body, &body[..]);
         }
+    }
+
+    #[test]
+    fn request_heads_are_cut_from_one_shared_buffer_and_stay_intact_as_it_moves_on() {
+        let server = Server::start();
+        let pool = Pool::new(&server.url(""), settings()).unwrap();
+        let paths: Vec<String> = (0..200).map(|i| format!("/p{i}")).collect();
+        // Kept alive, as calls in flight keep theirs: later heads never write over them.
+        let heads: Vec<Bytes> = paths
+            .iter()
+            .map(|p| pool.inner.encode_head(&post(p, pattern(64, 5))).unwrap().0)
+            .collect();
+        let mut adjacent = 0;
+        for (i, (h, p)) in heads.iter().zip(&paths).enumerate() {
+            let text = std::str::from_utf8(&h[..h.len() - 64]).unwrap();
+            assert!(
+                text.starts_with(&format!("POST {p} HTTP/1.1\r\n")),
+                "{text:?}"
+            );
+            assert!(text.ends_with("Content-Length: 64\r\n\r\n"), "{text:?}");
+            assert_eq!(h[h.len() - 64..], pattern(64, 5)[..]);
+            if i > 0 && heads[i - 1].as_ptr().wrapping_add(heads[i - 1].len()) == h.as_ptr() {
+                adjacent += 1;
+            }
+        }
+        // Most heads follow the one before in the same buffer (no allocation of
+        // their own); a new buffer starts every HEAD_ARENA bytes or so.
+        let per_buffer = HEAD_ARENA / heads[0].len();
+        assert!(
+            adjacent >= 199 - 199 / (per_buffer - 1),
+            "{adjacent} of 199 heads shared a buffer with the one before"
+        );
+        // Heads dropped as soon as they are made (calls answered at once): the
+        // buffer is written over from its start, never replaced.
+        drop(heads);
+        let starts: Vec<usize> = (0..3 * per_buffer)
+            .map(|_| {
+                pool.inner
+                    .encode_head(&post("/again", pattern(64, 5)))
+                    .unwrap()
+                    .0
+            })
+            .map(|h| h.as_ptr() as usize)
+            .collect();
+        let lo = *starts.iter().min().unwrap();
+        assert!(
+            starts.iter().all(|&p| p < lo + HEAD_ARENA),
+            "a new buffer was taken though the old one was free"
+        );
+        assert!(
+            starts.iter().filter(|&&p| p == lo).count() >= 2,
+            "never wrapped"
+        );
     }
 
     #[test]

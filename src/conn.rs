@@ -64,9 +64,10 @@ pub struct Session {
 
 impl Session {
     /// The headers every backend request of this session carries (`X-Bannou-Session-Id`,
-    /// `X-Account-Id`, `X-Roles`), checked and encoded once, at the first request. An
-    /// error (a claim with a control character) fails each request, as it would have
-    /// failed when checked per request.
+    /// `X-Account-Id`, `X-Roles`, and `X-Correlation-Id: {session id}:` left open for
+    /// each request's message id in 16 hex digits), checked and encoded once, at the
+    /// first request. An error (a claim with a control character) fails each request,
+    /// as it would have failed when checked per request.
     pub fn backend_headers(&self) -> &Result<HeaderBlock, Http1Error> {
         self.backend_headers.get_or_init(|| {
             let roles = self.roles.join(",");
@@ -75,7 +76,8 @@ impl Session {
                 headers.push(("X-Account-Id", a));
             }
             headers.push(("X-Roles", &roles));
-            HeaderBlock::new(&headers)
+            let prefix = format!("{}:", self.session_id);
+            HeaderBlock::with_open_tail(&headers, "X-Correlation-Id", &prefix)
         })
     }
 }
@@ -708,8 +710,14 @@ impl Conn<'_> {
                     p
                 }
                 None => {
+                    // Room is made only once less than half a chunk is left: the
+                    // messages cut from this buffer are still in flight, so making
+                    // room means a new buffer, which was an allocation (and fresh
+                    // memory) per read when each read carried one request.
                     let b = shard_buf.insert(ctx.read_buf.borrow_mut());
-                    b.reserve(READ_CHUNK);
+                    if b.capacity() - b.len() < READ_CHUNK / 2 {
+                        b.reserve(READ_CHUNK);
+                    }
                     b
                 }
             };

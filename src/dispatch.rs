@@ -175,14 +175,10 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
         sh.request_done();
     });
     match &q.service.backend {
-        Backend::Http(pool) => {
-            let mut cid = [0u8; 160];
-            let mut headers = [("", ""); 1];
-            match backend_request(shared, &q, &mut cid, &mut headers) {
-                Ok(req) => pool.start(req, on_done),
-                Err(e) => on_done(Err(e)),
-            }
-        }
+        Backend::Http(pool) => match backend_request(shared, &q) {
+            Ok(req) => pool.start(req, on_done),
+            Err(e) => on_done(Err(e)),
+        },
         Backend::Link(link) => link.start(shared, link_request(&q), on_done),
     }
 }
@@ -214,14 +210,10 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     }
     let started = crate::clock::recent();
     let result = match &q.service.backend {
-        Backend::Http(pool) => {
-            let mut cid = [0u8; 160];
-            let mut headers = [("", ""); 1];
-            match backend_request(shared, &q, &mut cid, &mut headers) {
-                Ok(req) => pool.call(req).await,
-                Err(e) => Err(e),
-            }
-        }
+        Backend::Http(pool) => match backend_request(shared, &q) {
+            Ok(req) => pool.call(req).await,
+            Err(e) => Err(e),
+        },
         Backend::Link(link) => link.call(shared, link_request(&q)).await,
     };
     answer(ctx.id, shared, &q.service, &q.header, started, result);
@@ -238,24 +230,18 @@ fn link_request(q: &Queued) -> LinkRequest<'_> {
 }
 
 /// The backend request for `q`. The session's headers were checked and encoded once, at
-/// its start; per request only the correlation id is formatted (into `cid`) and the
-/// constant Content-Type/Accept lines chosen. Fails if the session's headers could not
-/// be encoded.
+/// its first request, down to the correlation id's `{session id}:`; per request only
+/// the message id finishes that line and the constant Content-Type/Accept lines are
+/// chosen. Fails if the session's headers could not be encoded.
 fn backend_request<'a>(
     shared: &'a ConnShared,
     q: &'a Queued,
-    cid: &'a mut [u8; 160],
-    headers: &'a mut [(&'a str, &'a str); 1],
 ) -> Result<BackendRequest<'a>, BackendError> {
-    let s = &shared.session;
-    let block = s
+    let block = shared
+        .session
         .backend_headers()
         .as_ref()
         .map_err(|e| BackendError::InvalidRequest(e.clone()))?;
-    headers[0] = (
-        "X-Correlation-Id",
-        correlation_id(cid, &s.session_id, q.header.message_id),
-    );
     let body = q.message.slice(REQUEST_HEADER_LEN..);
     // Content-Type and Accept are constant lines, never checked per request.
     let fixed = if body.is_empty() {
@@ -268,9 +254,10 @@ fn backend_request<'a>(
     Ok(BackendRequest {
         method: q.method,
         path: &q.path,
-        headers: &headers[..],
+        headers: &[],
         fixed,
         block,
+        tail_id: q.header.message_id,
         body,
         // One client's requests travel together (see `Pool`'s lane choice).
         affinity: std::ptr::from_ref(shared) as u64 >> 6,
@@ -320,42 +307,4 @@ fn answer(
     }
     let head = ResponseHeader::answering(header, code).encode();
     shared.send_binary(&head, payload);
-}
-
-/// `{session id}:{message id as 16 hex digits}` into `buf`; a session id too long for
-/// `buf` (ids are UUID-sized; the bound is generous) is cut short.
-fn correlation_id<'a>(buf: &'a mut [u8; 160], session_id: &str, message_id: u64) -> &'a str {
-    let sid = &session_id.as_bytes()[..session_id.len().min(buf.len() - 17)];
-    let n = sid.len();
-    buf[..n].copy_from_slice(sid);
-    buf[n] = b':';
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in 0..16 {
-        buf[n + 1 + i] = HEX[((message_id >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    // Cutting may split a multi-byte character: keep the valid prefix then.
-    match std::str::from_utf8(&buf[..n + 17]) {
-        Ok(s) => s,
-        Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn correlation_id_is_session_colon_sixteen_hex_digits() {
-        let mut buf = [0u8; 160];
-        assert_eq!(
-            correlation_id(&mut buf, "3f2a-b", 0x1234_abcd),
-            "3f2a-b:000000001234abcd"
-        );
-        assert_eq!(
-            correlation_id(&mut buf, "s", u64::MAX),
-            "s:ffffffffffffffff"
-        );
-        let long = "x".repeat(500);
-        assert_eq!(correlation_id(&mut buf, &long, 1).len(), 160);
-    }
 }

@@ -92,10 +92,9 @@ fn call_forwards_payload_byte_for_byte_with_session_headers() {
         assert_eq!(r.header("X-Bannou-Session-Id"), Some("sess-abc"));
         assert_eq!(r.header("X-Account-Id"), Some("acct-42"));
         assert_eq!(r.header("X-Roles"), Some("user,tester"));
-        assert!(r
-            .header("X-Correlation-Id")
-            .unwrap()
-            .starts_with("sess-abc:"));
+        // `{session id}:{message id in 16 hex digits}`.
+        let cid = format!("sess-abc:{id:016x}");
+        assert_eq!(r.header("X-Correlation-Id"), Some(cid.as_str()));
         assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
         assert_eq!(r.header("Accept"), Some("application/json"));
         // A JSON payload is labelled as JSON.

@@ -112,14 +112,17 @@ pub struct RequestHead<'a> {
     /// Header lines already checked by [`HeaderBlock::new`] (written after `fixed`):
     /// the ones that are the same for every request of a client, checked once.
     pub block: &'a HeaderBlock,
+    /// Finishes `block`'s open last line, if it has one, as 16 lowercase hex digits
+    /// (see [`HeaderBlock::with_open_tail`]); unused otherwise.
+    pub tail_id: u64,
     /// Exact body length; `Content-Length` is always written (also for 0).
     pub content_length: usize,
 }
 
 /// Append a complete HTTP/1.1 request head to `out`.
 ///
-/// Writes the request line, `Host`, the extra headers, `fixed`, `block`,
-/// `Content-Length` and the terminating blank line. No `Connection` header:
+/// Writes the request line, `Host`, the extra headers, `fixed`, `block` (its open
+/// line finished with `tail_id`), `Content-Length` and the terminating blank line. No `Connection` header:
 /// HTTP/1.1 connections are persistent unless a side says `close`. Everything
 /// is validated first (the host when its [`HostLine`] was made), so on error
 /// nothing has been appended to `out`.
@@ -143,7 +146,7 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
         check_header(name, value)?;
         size += name.len() + value.len() + 4;
     }
-    size += head.fixed.0.len() + head.block.0.len() + 16 + len_digits.len() + 4;
+    size += head.fixed.lines.len() + head.block.lines.len() + 18 + 16 + len_digits.len() + 4;
 
     out.reserve(size);
     out.extend_from_slice(head.method.as_bytes());
@@ -157,8 +160,12 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(&head.fixed.0);
-    out.extend_from_slice(&head.block.0);
+    out.extend_from_slice(&head.fixed.lines);
+    out.extend_from_slice(&head.block.lines);
+    if head.block.open {
+        out.extend_from_slice(&hex16(head.tail_id));
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(len_digits);
     out.extend_from_slice(b"\r\n\r\n");
@@ -196,42 +203,85 @@ fn is_target(s: &[u8]) -> bool {
 
 /// Header lines checked once and kept encoded (`Name: value\r\n` each), for headers
 /// that every request of one client carries.
+///
+/// A block may end in an *open* line: a header whose value starts the same for every
+/// request and ends in a per-request number (`X-Correlation-Id: {session}:{id}`).
+/// The constant part is checked here, once; [`encode_request_head`] finishes the
+/// line with [`RequestHead::tail_id`] as 16 hex digits, which need no check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderBlock(Bytes);
+pub struct HeaderBlock {
+    lines: Bytes,
+    open: bool,
+}
 
 impl HeaderBlock {
     /// Checks and encodes `headers` (the same rules as [`RequestHead::headers`]).
     pub fn new(headers: &[(&str, &str)]) -> Result<HeaderBlock, Http1Error> {
-        let mut out = Vec::new();
-        for (name, value) in headers {
-            check_header(name, value)?;
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Ok(HeaderBlock(Bytes::from(out)))
+        Ok(HeaderBlock {
+            lines: Bytes::from(encode_lines(headers)?),
+            open: false,
+        })
+    }
+
+    /// Like [`HeaderBlock::new`], then an open last line `{name}: {prefix}` that each
+    /// request finishes with its [`RequestHead::tail_id`] (16 lowercase hex digits).
+    pub fn with_open_tail(
+        headers: &[(&str, &str)],
+        name: &str,
+        prefix: &str,
+    ) -> Result<HeaderBlock, Http1Error> {
+        // The value is checked as the prefix plus a stand-in for the digits (a name
+        // check needs a value, and an empty prefix is fine once digits follow).
+        check_header(name, &format!("{prefix}0"))?;
+        let mut lines = encode_lines(headers)?;
+        lines.extend_from_slice(name.as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(prefix.as_bytes());
+        Ok(HeaderBlock {
+            lines: Bytes::from(lines),
+            open: true,
+        })
     }
 
     /// No headers.
     pub fn empty() -> &'static HeaderBlock {
-        static EMPTY: HeaderBlock = HeaderBlock(Bytes::from_static(b""));
+        static EMPTY: HeaderBlock = HeaderBlock::constant(b"");
         &EMPTY
     }
+
+    /// A block written as it is (the statics below; a test checks them).
+    const fn constant(lines: &'static [u8]) -> HeaderBlock {
+        HeaderBlock {
+            lines: Bytes::from_static(lines),
+            open: false,
+        }
+    }
+}
+
+/// `headers`, checked, as `Name: value\r\n` lines.
+fn encode_lines(headers: &[(&str, &str)]) -> Result<Vec<u8>, Http1Error> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        check_header(name, value)?;
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    Ok(out)
 }
 
 /// `Accept: application/json` (a request without a body). The constant blocks are
 /// written as they are, unchecked: a test checks them.
-pub static ACCEPT_JSON: HeaderBlock =
-    HeaderBlock(Bytes::from_static(b"Accept: application/json\r\n"));
+pub static ACCEPT_JSON: HeaderBlock = HeaderBlock::constant(b"Accept: application/json\r\n");
 /// A JSON body, answered in JSON.
-pub static CONTENT_JSON: HeaderBlock = HeaderBlock(Bytes::from_static(
+pub static CONTENT_JSON: HeaderBlock = HeaderBlock::constant(
     b"Content-Type: application/json; charset=utf-8\r\nAccept: application/json\r\n",
-));
+);
 /// A binary body, answered in JSON.
-pub static CONTENT_BINARY: HeaderBlock = HeaderBlock(Bytes::from_static(
+pub static CONTENT_BINARY: HeaderBlock = HeaderBlock::constant(
     b"Content-Type: application/octet-stream\r\nAccept: application/json\r\n",
-));
+);
 
 /// A header field the caller may send: a token name the codec does not own, and a
 /// value without control characters.
@@ -272,6 +322,16 @@ fn is_field_value(v: &[u8]) -> bool {
         }
     }
     bytewise(words.remainder())
+}
+
+/// `n` as 16 lowercase hex digits, most significant first.
+fn hex16(n: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 fn format_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
@@ -871,6 +931,7 @@ mod tests {
             headers,
             fixed: HeaderBlock::empty(),
             block: HeaderBlock::empty(),
+            tail_id: 0,
             content_length: len,
         }
     }
@@ -1357,6 +1418,51 @@ mod tests {
         let body_ptr = buf[buf.len() - 5..].as_ptr();
         let r = ResponseParser::new(1024).parse(&mut buf).unwrap().unwrap();
         assert_eq!(r.body.as_ptr(), body_ptr);
+    }
+
+    #[test]
+    fn an_open_tail_line_is_finished_with_the_request_number_in_sixteen_hex_digits() {
+        let block =
+            HeaderBlock::with_open_tail(&[("X-Roles", "a,b")], "X-Correlation-Id", "3f2a-b:")
+                .unwrap();
+        for (id, digits) in [
+            (0x1234_abcd, "000000001234abcd"),
+            (u64::MAX, "ffffffffffffffff"),
+        ] {
+            let h = RequestHead {
+                block: &block,
+                tail_id: id,
+                ..head(&[], 2)
+            };
+            let text = encode(&h).unwrap();
+            assert!(
+                text.ends_with(&format!(
+                    "X-Roles: a,b\r\nX-Correlation-Id: 3f2a-b:{digits}\r\nContent-Length: 2\r\n\r\n"
+                )),
+                "{text:?}"
+            );
+        }
+        // A closed block ignores the number.
+        let closed = HeaderBlock::new(&[("X-Roles", "a,b")]).unwrap();
+        let h = RequestHead {
+            block: &closed,
+            tail_id: 7,
+            ..head(&[], 0)
+        };
+        assert!(encode(&h)
+            .unwrap()
+            .ends_with("X-Roles: a,b\r\nContent-Length: 0\r\n\r\n"));
+        // The open line's constant part is checked once, like the rest.
+        assert_eq!(
+            HeaderBlock::with_open_tail(&[], "X-Correlation-Id", "s\r\nX-Admin: 1:"),
+            Err(Http1Error::InvalidHeaderValue {
+                name: "X-Correlation-Id".into()
+            })
+        );
+        assert_eq!(
+            HeaderBlock::with_open_tail(&[], "Content-Length", "1"),
+            Err(Http1Error::ReservedHeader("Content-Length".into()))
+        );
     }
 
     #[test]
