@@ -330,11 +330,25 @@ def busy(core):
 json.dump({"client_core_busy": busy(client), "server_core_busy": busy(server)}, sys.stdout)
 PY
 }
+# CPU time (ms) used so far by the kernel's DAMON threads (kdamond.N). Where DAMON
+# reclaim is on (as on the VMs this was written on: `pageout` of cold page cache, every
+# 5 s) it runs ~90 ms at a time on one of the two cores, which stalls whichever server
+# shares it for that long: at a fixed rate close to a server's capacity, one such burst
+# can set a 10 s run's p99. Recorded per run so a noisy round can be told apart.
+kdamond_ms() {
+    local total=0 f pid
+    for f in $(grep -ls '^kdamond' /proc/[0-9]*/comm 2>/dev/null); do
+        pid=${f#/proc/}; pid=${pid%/comm}
+        total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+    done
+    echo $(( total * 1000 / $(getconf CLK_TCK) ))
+}
 run_target() { # target rate name
     local target=$1 rate=$2 name=$3 status=0
     local json=$OUT/$name.json
     CLIENT_TIMES=$OUT/$name.times
     echo "== $name: $target, rate $rate"
+    local kd0; kd0=$(kdamond_ms)
     local perf_pid="" perf_target="" busy_pid=""
     if [[ $name == *-max.r* ]]; then
         core_busy "$OUT/$name.cores.json" & busy_pid=$!; PIDS+=("$busy_pid")
@@ -377,6 +391,7 @@ run_target() { # target rate name
                 --server "127.0.0.1:$PROBE_PORT" --json "$json" > "$OUT/$name.txt" 2>&1 || status=$? ;;
     esac
     [[ -n $busy_pid ]] && { wait "$busy_pid" 2>/dev/null || true; }
+    echo $(( $(kdamond_ms) - kd0 )) > "$OUT/$name.kdamond"
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" 2>/dev/null || true
         perf report -i "$OUT/$target.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
@@ -484,6 +499,15 @@ def gen_cost(t):
         cpu += secs(times[2]) + secs(times[3])
         reqs += float(rate) * (f["duration_secs"] + f.get("warmup_secs", 0))
     return cpu / reqs * 1e9 if reqs else None
+def kdamond(t, phase):
+    """kdamond's CPU milliseconds during each round's run (see kdamond_ms)."""
+    runs = []
+    for r in range(1, 100):
+        try:
+            runs.append(int(open(os.path.join(out, f"{t}-{phase}.r{r}.kdamond")).read()))
+        except (OSError, ValueError):
+            break
+    return runs
 rows = {}
 for t in targets:
     m, f = load(t + "-max"), load(t + "-fixed")
@@ -499,6 +523,7 @@ for t in targets:
         "max_runs": load(t + "-max.runs") or [],
         "gen_ns_per_req": gen_cost(t),
         "p99_runs": load(t + "-fixed.runs") or [],
+        "kdamond_ms_fixed_runs": kdamond(t, "fixed"),
     }
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
@@ -556,6 +581,12 @@ if reps > 1:
     for t in targets:
         r = rows[t]
         print(f"  {t:<13} {' '.join(f'{v:>9.0f}' for v in r['max_runs'])} | {' '.join(us(v) for v in r['p99_runs'])}")
+kd = [v for r in rows.values() for v in r["kdamond_ms_fixed_runs"]]
+if any(kd):
+    print(f"machine noise: kdamond (the kernel's DAMON reclaim) took {min(kd)}-{max(kd)} ms of CPU per fixed-rate run,")
+    print("  in bursts of ~90 ms every ~5 s on either core; a burst on the server core stalls the server")
+    print("  under test for that long. Per round (ms): "
+          + "; ".join(f"{t} {' '.join(map(str, rows[t]['kdamond_ms_fixed_runs']))}" for t in targets))
 json.dump({"fixed_rate": float(rate), "conns": int(conns), "payload": int(payload),
            "window": int(window), "duration_secs": float(duration), "rows": rows},
           open(os.path.join(out, "summary.json"), "w"), indent=2)
