@@ -427,25 +427,34 @@ impl Pool {
     /// never caught up.) Only a call that needs a connect first waits in a task
     /// as [`Pool::call`] does. Every outcome, including a timeout
     /// (`request_timeout`), reaches `on_done` exactly once.
-    pub fn start(&self, req: BackendRequest<'_>, on_done: OnDone) {
+    ///
+    /// `on_done` is generic so that the usual call (a slot and a connection free)
+    /// keeps it inside its [`Call`]: one allocation per call, where a boxed callback
+    /// was a second one. A queued call boxes it ([`OnDone`]).
+    pub fn start<F>(&self, req: BackendRequest<'_>, on_done: F)
+    where
+        F: FnOnce(Result<Response, BackendError>) + 'static,
+    {
         let (head, body) = match self.inner.encode_head(&req) {
             Ok(h) => h,
             Err(e) => return on_done(Err(e)),
         };
-        let call = Pending {
+        let call = CallParts {
             head,
             body,
             head_request: req.method.eq_ignore_ascii_case("HEAD"),
             deadline: crate::clock::recent() + self.inner.settings.request_timeout,
             affinity: req.affinity,
-            on_done,
         };
         if self.inner.pending.borrow().is_empty() {
             if let Some(slot) = self.inner.try_acquire_owned() {
-                return self.inner.place(call, slot);
+                return self.inner.place(call, on_done, slot);
             }
         }
-        self.inner.enqueue(call);
+        self.inner.enqueue(Pending {
+            call,
+            on_done: Box::new(on_done),
+        });
     }
 }
 
@@ -454,12 +463,17 @@ impl Pool {
 /// queued calls in order as slots free up; the sweeper answers those whose deadline
 /// passes first ([`BackendError::Saturated`]).
 struct Pending {
+    call: CallParts,
+    on_done: OnDone,
+}
+
+/// What a started call sends, and until when.
+struct CallParts {
     head: Bytes,
     body: Bytes,
     head_request: bool,
     deadline: Instant,
     affinity: u64,
-    on_done: OnDone,
 }
 
 /// Where a started call's result goes (see [`Pool::start`]).
@@ -522,12 +536,13 @@ impl Inner {
                 return Err(BackendError::Timeout);
             }
             let reused = lane.answered.get() > 0;
-            let call = Rc::new(Call {
+            let call: Rc<Call> = Rc::new(Call {
                 head: head.clone(),
                 body: body.clone(),
                 head_request,
                 deadline,
                 state: RefCell::new(CallState::Waiting(None)),
+                done: NoCallback,
             });
             lane.submit(call.clone());
             match (Waiting { lane, call }).await {
@@ -769,33 +784,36 @@ impl Inner {
     /// Puts a started call that holds `slot` on a connection: right here when one has
     /// room (the usual case: `on_done` then runs in that connection's reader task), else
     /// in a task that waits for a connect as [`Pool::call`] does.
-    fn place(self: &Rc<Self>, call: Pending, slot: OwnedSlot) {
+    fn place<F>(self: &Rc<Self>, call: CallParts, on_done: F, slot: OwnedSlot)
+    where
+        F: FnOnce(Result<Response, BackendError>) + 'static,
+    {
         if let Pick::Use(lane) = self.pick_lane(call.affinity) {
             let reused = lane.answered.get() > 0;
-            lane.submit(Rc::new(Call {
+            let placed: Rc<Call> = Rc::new(Call {
                 head: call.head,
                 body: call.body,
                 head_request: call.head_request,
                 deadline: call.deadline,
                 state: RefCell::new(CallState::Detached(Detached {
-                    on_done: call.on_done,
                     reused,
                     affinity: call.affinity,
                     _slot: slot,
                 })),
-            }));
+                done: Callback(Cell::new(Some(on_done))),
+            });
+            lane.submit(placed);
             return;
         }
         drop(slot);
         let inner = self.clone();
         crate::shard::spawn_isolated("backend call", async move {
-            let Pending {
+            let CallParts {
                 head,
                 body,
                 head_request,
                 deadline,
                 affinity,
-                on_done,
             } = call;
             let result = inner
                 .call_inner(head, body, head_request, affinity, deadline, false)
@@ -820,7 +838,7 @@ impl Inner {
             let call = {
                 let mut q = self.pending.borrow_mut();
                 match q.front() {
-                    Some(c) if c.deadline <= now => q.pop_front(),
+                    Some(c) if c.call.deadline <= now => q.pop_front(),
                     _ => None,
                 }
             };
@@ -857,13 +875,39 @@ impl Inner {
 }
 
 /// One request on one connection, shared by the caller (awaiting it) and the
-/// lane (writing it, then completing it).
-struct Call {
+/// lane (writing it, then completing it). `done` is where a started call's result
+/// goes ([`Callback`], kept in the call's own allocation); an awaited call has
+/// none ([`NoCallback`]). Lanes hold `Rc<Call>`, i.e. `Rc<Call<dyn Finish>>`.
+struct Call<D: ?Sized = dyn Finish> {
     head: Bytes,
     body: Bytes,
     head_request: bool,
     deadline: Instant,
     state: RefCell<CallState>,
+    done: D,
+}
+
+/// Hands a started call's result to its callback (at most once).
+trait Finish {
+    fn finish(&self, result: Result<Response, BackendError>);
+}
+
+/// A started call's callback, run once.
+struct Callback<F>(Cell<Option<F>>);
+
+impl<F: FnOnce(Result<Response, BackendError>)> Finish for Callback<F> {
+    fn finish(&self, result: Result<Response, BackendError>) {
+        if let Some(f) = self.0.take() {
+            f(result);
+        }
+    }
+}
+
+/// An awaited call's `done`: its result goes to the awaiting task instead.
+struct NoCallback;
+
+impl Finish for NoCallback {
+    fn finish(&self, _: Result<Response, BackendError>) {}
 }
 
 enum CallState {
@@ -890,7 +934,7 @@ impl Call {
         )
     }
 
-    fn complete(&self, result: Result<Response, Failure>) {
+    fn complete(self: &Rc<Self>, result: Result<Response, Failure>) {
         let mut st = self.state.borrow_mut();
         match &mut *st {
             CallState::Waiting(waker) => {
@@ -913,9 +957,8 @@ impl Call {
     }
 }
 
-/// A started call's callback and what a retry needs.
+/// What a started call's retry needs (its callback is the call's `done`).
 struct Detached {
-    on_done: OnDone,
     /// Placed on a connection that had answered before (a stale one may be retried).
     reused: bool,
     affinity: u64,
@@ -926,14 +969,13 @@ struct Detached {
 impl Detached {
     /// Hands the result over, or retries once (in a task, like [`Pool::call`]'s
     /// retry) when the backend certainly or probably never processed it.
-    fn finish(self, call: &Call, result: Result<Response, Failure>) {
+    fn finish(self, call: &Rc<Call>, result: Result<Response, Failure>) {
         let retry = matches!(&result, Err(f) if f.may_retry(self.reused));
         if retry {
             if let Err(f) = &result {
                 tracing::debug!(error = %f.error(), "backend request not processed; retrying once");
             }
             let Detached {
-                on_done,
                 affinity,
                 _slot: slot,
                 ..
@@ -941,21 +983,17 @@ impl Detached {
             // The retry takes a slot of its own: this one is given back first.
             let pool = slot.0.clone();
             drop(slot);
-            let (head, body, head_request, deadline) = (
-                call.head.clone(),
-                call.body.clone(),
-                call.head_request,
-                call.deadline,
-            );
+            let call = call.clone();
             crate::shard::spawn_isolated("backend retry", async move {
+                let (head, body) = (call.head.clone(), call.body.clone());
                 let result = pool
-                    .call_inner(head, body, head_request, affinity, deadline, true)
+                    .call_inner(head, body, call.head_request, affinity, call.deadline, true)
                     .await;
-                on_done(result);
+                call.done.finish(result);
             });
             return;
         }
-        (self.on_done)(result.map_err(Failure::into_error));
+        call.done.finish(result.map_err(Failure::into_error));
     }
 }
 
@@ -1366,12 +1404,12 @@ async fn feed_loop(pool: Rc<Inner>) {
         let Some(call) = pool.pending.borrow_mut().pop_front() else {
             continue;
         };
-        if call.deadline <= crate::clock::recent() {
+        if call.call.deadline <= crate::clock::recent() {
             drop(slot);
             (call.on_done)(Err(BackendError::Saturated));
             continue;
         }
-        pool.place(call, slot);
+        pool.place(call.call, call.on_done, slot);
     }
 }
 
@@ -2714,11 +2752,11 @@ mod tests {
                 let order = order.clone();
                 pool.start(
                     post("/echo", pattern(20 + usize::from(i), i)),
-                    Box::new(move |r| {
+                    move |r: Result<Response, BackendError>| {
                         let body = r.expect("answered").body;
                         assert_eq!(body, pattern(20 + usize::from(i), i));
                         order.borrow_mut().push(i);
-                    }),
+                    },
                 );
             }
             // Two slots: two placed, the rest in the pool's queue (no task spawned yet).

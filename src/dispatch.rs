@@ -170,16 +170,20 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
 fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     let started = crate::clock::recent();
     let (sh, service, header, shard) = (shared.clone(), q.service.clone(), q.header, ctx.id);
-    let on_done: OnDone = Box::new(move |result| {
+    let on_done = move |result| {
         answer(shard, &sh, &service, &header, started, result);
         sh.request_done();
-    });
+    };
     match &q.service.backend {
         Backend::Http(pool) => match backend_request(shared, &q) {
+            // Unboxed: the pool keeps it inside the call (one allocation, not two).
             Ok(req) => pool.start(req, on_done),
             Err(e) => on_done(Err(e)),
         },
-        Backend::Link(link) => link.start(shared, link_request(&q), on_done),
+        Backend::Link(link) => {
+            let on_done: OnDone = Box::new(on_done);
+            link.start(shared, link_request(&q), on_done)
+        }
     }
 }
 

@@ -324,12 +324,22 @@ fn is_field_value(v: &[u8]) -> bool {
     bytewise(words.remainder())
 }
 
-/// `n` as 16 lowercase hex digits, most significant first.
+/// `n` as 16 lowercase hex digits, most significant first (a byte's two digits per
+/// table lookup).
 fn hex16(n: u64) -> [u8; 16] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
     let mut out = [0u8; 16];
-    for (i, d) in out.iter_mut().enumerate() {
-        *d = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
     }
     out
 }
