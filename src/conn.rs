@@ -170,9 +170,7 @@ impl ConnShared {
     }
 
     fn push(&self, head: &[u8], payload: Bytes) -> bool {
-        self.metrics
-            .frames_out
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::bump(&self.metrics.frames_out, 1);
         let mut out = self.outbox.borrow_mut();
         out.push(head, payload);
         if out.len() > self.max_outbox {
@@ -595,10 +593,7 @@ impl Conn<'_> {
             if writable.is_none() {
                 let (n, state) = self.shared.outbox.borrow_mut().flush(self.fd)?;
                 if n > 0 {
-                    self.ctx
-                        .metrics
-                        .bytes_out
-                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    crate::metrics::bump(&self.ctx.metrics.bytes_out, n as u64);
                 }
                 if state == Flush::Blocked {
                     writable = Some(Box::pin(stream.writable(false)));
@@ -733,9 +728,7 @@ impl Conn<'_> {
                 }
                 Err(e) => return Err(e),
             };
-            ctx.metrics
-                .bytes_in
-                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::bump(&ctx.metrics.bytes_in, n as u64);
             if matches!(self.closing, Some(Closing::FlushThenEnd)) {
                 // Failing or answering a close: whatever else arrives is discarded.
                 buf.clear();
@@ -811,10 +804,7 @@ impl Conn<'_> {
 
     /// Handles one message; returns true when the connection should end now.
     fn on_message(&mut self, msg: Message) -> bool {
-        self.ctx
-            .metrics
-            .frames_in
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::bump(&self.ctx.metrics.frames_in, 1);
         match msg {
             Message::Binary(payload) => {
                 if self.closing.is_none() {
