@@ -45,7 +45,11 @@ use crate::metrics::ShardMetrics;
 /// core 63 % busy). So while engaged, a window (after the first) that read fewer
 /// messages per second than [`THROTTLED`] of the last window before engaging lets go,
 /// and the gate stays off for [`HOLD_OFF`] windows. An open-loop load reads the same
-/// number either way, so it keeps the gate.
+/// number either way, so it keeps the gate. A window in which the thread spent more
+/// than [`STALLED`] of the time waiting for a CPU is not judged: another thread held the
+/// core (here the kernel's page reclaim takes ~90 ms of a core every 5 s), so fewer
+/// messages were read for a reason that is not the gate, and letting go then held the
+/// gate off for a second just when a backlog had formed.
 #[derive(Debug, Clone)]
 pub struct Busy {
     engaged: bool,
@@ -66,6 +70,8 @@ pub struct Busy {
 pub const THROTTLED: f64 = 0.7;
 /// Windows the gate stays off after it held clients back (1 s at the 10 ms window).
 pub const HOLD_OFF: u32 = 100;
+/// A window whose wait for a CPU exceeds this share of the wall time is a stall.
+pub const STALLED: f64 = 0.5;
 
 impl Busy {
     pub fn new(on: f64, off: f64) -> Busy {
@@ -79,14 +85,18 @@ impl Busy {
         }
     }
 
-    /// Takes the share of a core the thread used over the last window (0.0–1.0) and the
-    /// messages it read in it (per second); returns whether the gate is engaged now.
-    pub fn update(&mut self, share: f64, messages: u64) -> bool {
+    /// Takes the share of a core the thread used over the last window (0.0–1.0), the
+    /// messages it read in it (per second) and whether it was a stall (see [`STALLED`]);
+    /// returns whether the gate is engaged now.
+    pub fn update(&mut self, share: f64, messages: u64, stalled: bool) -> bool {
         if self.engaged {
             self.judged += 1;
             if share < self.off {
                 self.engaged = false;
-            } else if self.judged > 1 && (messages as f64) < THROTTLED * self.before as f64 {
+            } else if self.judged > 1
+                && !stalled
+                && (messages as f64) < THROTTLED * self.before as f64
+            {
                 self.engaged = false;
                 self.hold = HOLD_OFF;
             }
@@ -189,6 +199,16 @@ impl Load {
         }
     }
 
+    /// Whether the thread spent more than [`STALLED`] of the time since `before`
+    /// waiting for a CPU (never, without schedstat).
+    fn stalled_since(&self, before: &Load) -> bool {
+        let wall = self.at.duration_since(before.at).as_secs_f64();
+        match (self.wait, before.wait) {
+            (Some(w1), Some(w0)) => w1.saturating_sub(w0).as_secs_f64() > STALLED * wall,
+            _ => false,
+        }
+    }
+
     fn share_since(&self, before: &Load) -> f64 {
         let wall = self.at.duration_since(before.at).as_secs_f64();
         if wall <= 0.0 {
@@ -259,7 +279,7 @@ pub async fn run(gate: Rc<ReadGate>, tick: Duration, metrics: Arc<ShardMetrics>)
             let was = engaged;
             // Per second: windows differ a little in length.
             let rate = read.saturating_sub(read_since) as f64 / wall.as_secs_f64();
-            engaged = busy.update(share, rate as u64);
+            engaged = busy.update(share, rate as u64, now.stalled_since(&since));
             read_since = read;
             if engaged != was {
                 tracing::debug!(share, engaged, "read batching gate");
@@ -283,31 +303,43 @@ mod tests {
     #[test]
     fn busy_engages_at_the_high_mark_and_lets_go_only_below_the_low_one() {
         let mut b = Busy::new(0.8, 0.5);
-        assert!(!b.update(0.79, 1000));
-        assert!(b.update(0.8, 1000));
+        assert!(!b.update(0.79, 1000, false));
+        assert!(b.update(0.8, 1000, false));
         // Batching lowers the share; it stays engaged down to the low mark.
-        assert!(b.update(0.6, 1000));
-        assert!(b.update(0.5, 950));
-        assert!(!b.update(0.49, 1000));
-        assert!(!b.update(0.7, 1000));
-        assert!(b.update(0.9, 1000));
+        assert!(b.update(0.6, 1000, false));
+        assert!(b.update(0.5, 950, false));
+        assert!(!b.update(0.49, 1000, false));
+        assert!(!b.update(0.7, 1000, false));
+        assert!(b.update(0.9, 1000, false));
     }
 
     #[test]
     fn busy_lets_go_and_holds_off_when_engaging_cut_the_messages_read() {
         let mut b = Busy::new(0.8, 0.3);
-        assert!(b.update(0.95, 10_000));
+        assert!(b.update(0.95, 10_000, false));
         // The first engaged window (half of it before the gate took hold) is not judged.
-        assert!(b.update(0.7, 5_000));
+        assert!(b.update(0.7, 5_000, false));
         // A closed loop waiting on the gate: fewer messages, the thread less busy.
-        assert!(!b.update(0.6, 5_000));
+        assert!(!b.update(0.6, 5_000, false));
         for _ in 0..HOLD_OFF {
-            assert!(!b.update(0.95, 10_000));
+            assert!(!b.update(0.95, 10_000, false));
         }
-        assert!(b.update(0.95, 10_000));
+        assert!(b.update(0.95, 10_000, false));
         // An open loop reads as much as before: the gate stays.
-        assert!(b.update(0.5, 9_000));
-        assert!(b.update(0.5, 7_500));
+        assert!(b.update(0.5, 9_000, false));
+        assert!(b.update(0.5, 7_500, false));
+    }
+
+    #[test]
+    fn busy_does_not_let_go_for_a_window_in_which_the_thread_waited_for_the_cpu() {
+        let mut b = Busy::new(0.8, 0.3);
+        assert!(b.update(0.95, 10_000, false));
+        assert!(b.update(0.9, 10_000, false));
+        // Another thread held the core: fewer messages, but not the gate's doing.
+        assert!(b.update(0.9, 4_000, true));
+        assert!(b.update(0.9, 10_000, false));
+        // Fewer messages with the CPU free: the gate holds clients back.
+        assert!(!b.update(0.6, 4_000, false));
     }
 
     #[test]
@@ -340,6 +372,19 @@ mod tests {
             wait: Some(ms(55)),
         };
         assert!((after.share_since(&before) - 0.4).abs() < 1e-9);
+        // 6 of 10 ms waiting for a CPU is a stall; 3 of 10 is not.
+        let stalled = Load {
+            at: t0 + ms(10),
+            run: ms(104),
+            wait: Some(ms(56)),
+        };
+        assert!(stalled.stalled_since(&before));
+        let busy = Load {
+            at: t0 + ms(10),
+            run: ms(107),
+            wait: Some(ms(53)),
+        };
+        assert!(!busy.stalled_since(&before));
         // Without schedstat: CPU time over wall time (7 of 10, the waiting unknown).
         let (b, a) = (
             Load {
