@@ -168,21 +168,63 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
 /// An unordered request (channel 0, meta): started with a callback that answers the
 /// client, so it needs no task of its own (`backend::Pool::start`, `link::Link::start`).
 fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
-    let started = crate::clock::recent();
-    let (sh, service, header, shard) = (shared.clone(), q.service.clone(), q.header, ctx.id);
-    let on_done = move |result| {
-        answer(shard, &sh, &service, &header, started, result);
-        sh.request_done();
+    let reply = Reply {
+        shard: ctx.id,
+        conn: shared.clone(),
+        service: q.service.clone(),
+        header: q.header,
+        started: crate::clock::recent(),
     };
     match &q.service.backend {
         Backend::Http(pool) => match backend_request(shared, &q) {
             // Unboxed: the pool keeps it inside the call (one allocation, not two).
-            Ok(req) => pool.start(req, on_done),
-            Err(e) => on_done(Err(e)),
+            Ok(req) => pool.start(req, move |result| reply.send(result)),
+            Err(e) => reply.send(Err(e)),
         },
-        Backend::Link(link) => {
-            let on_done: OnDone = Box::new(on_done);
-            link.start(shared, link_request(&q), on_done)
+        // A plain value in the link's call table: no allocation either.
+        Backend::Link(link) => link.start(shared, link_request(&q), Done::Reply(reply)),
+    }
+}
+
+/// Where a started request's answer goes: its client connection, with what the answer
+/// and the service's metrics need. A plain value, so a backend can keep it with the
+/// call (the pool inside its `Call`, the link in its call table) without a boxed
+/// closure, which was an allocation per request.
+pub struct Reply {
+    shard: usize,
+    conn: Rc<ConnShared>,
+    service: Rc<ServiceRuntime>,
+    header: RequestHeader,
+    started: Instant,
+}
+
+impl Reply {
+    /// Answers the client from `result` and ends the request.
+    pub fn send(self, result: Result<Response, BackendError>) {
+        answer(
+            self.shard,
+            &self.conn,
+            &self.service,
+            &self.header,
+            self.started,
+            result,
+        );
+        self.conn.request_done();
+    }
+}
+
+/// Where a link call's result goes: a client's [`Reply`], or any callback (boxed:
+/// an awaited call's waker, tests).
+pub enum Done {
+    Reply(Reply),
+    Callback(OnDone),
+}
+
+impl Done {
+    pub fn run(self, result: Result<Response, BackendError>) {
+        match self {
+            Done::Reply(r) => r.send(result),
+            Done::Callback(f) => f(result),
         }
     }
 }

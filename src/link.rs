@@ -43,8 +43,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 
-use crate::backend::{BackendError, OnDone};
+use crate::backend::BackendError;
 use crate::conn::ConnShared;
+use crate::dispatch::Done;
 use crate::metrics::ServiceMetrics;
 use crate::outbox::LocalNotify;
 use crate::proto::bannou::{flags, RequestHeader};
@@ -243,7 +244,7 @@ enum Phase {
 }
 
 struct Pending {
-    on_done: OnDone,
+    on_done: Done,
     deadline: Instant,
 }
 
@@ -437,15 +438,15 @@ impl Link {
     /// failure known at once runs it before `start` returns. A client event (flag 0x10)
     /// goes out with call 0 (the backend sends no reply) and `on_done` gets `202` with no
     /// body as soon as it is queued.
-    pub fn start(&self, session: &Rc<ConnShared>, req: LinkRequest<'_>, on_done: OnDone) {
+    pub fn start(&self, session: &Rc<ConnShared>, req: LinkRequest<'_>, on_done: Done) {
         match self.inner.place(session, req, on_done) {
             Ok(None) => {}
-            Ok(Some(on_done)) => on_done(Ok(Response {
+            Ok(Some(on_done)) => on_done.run(Ok(Response {
                 status: 202,
                 body: bytes::Bytes::new(),
                 keep_alive: true,
             })),
-            Err((on_done, e)) => on_done(Err(BackendError::Link(e))),
+            Err((on_done, e)) => on_done.run(Err(BackendError::Link(e))),
         }
     }
 
@@ -460,13 +461,13 @@ impl Link {
         self.start(
             session,
             req,
-            Box::new(move |r| {
+            Done::Callback(Box::new(move |r| {
                 let mut s = s.borrow_mut();
                 s.0 = Some(r);
                 if let Some(w) = s.1.take() {
                     w.wake();
                 }
-            }),
+            })),
         );
         poll_fn(|cx| {
             let mut s = slot.borrow_mut();
@@ -517,7 +518,7 @@ impl State {
 }
 
 /// A call that could not be placed hands its callback back with the reason.
-type Refused = (OnDone, LinkFailure);
+type Refused = (Done, LinkFailure);
 
 impl Inner {
     /// Queues `req` (after its session's OPEN if this connection has not seen the
@@ -527,10 +528,10 @@ impl Inner {
         &self,
         session: &Rc<ConnShared>,
         req: LinkRequest<'_>,
-        on_done: OnDone,
-    ) -> Result<Option<OnDone>, Refused> {
+        on_done: Done,
+    ) -> Result<Option<Done>, Refused> {
         let event = req.flags & flags::EVENT != 0;
-        let fail = |on_done: OnDone, e: LinkFailure| Err((on_done, e));
+        let fail = |on_done: Done, e: LinkFailure| Err((on_done, e));
         if self.retired.get() {
             return fail(on_done, LinkFailure::Retired);
         }
@@ -650,7 +651,7 @@ impl Inner {
             st.calls.drain()
         };
         for p in calls {
-            (p.on_done)(Err(BackendError::Link(why.clone())));
+            p.on_done.run(Err(BackendError::Link(why.clone())));
         }
     }
 
@@ -681,7 +682,7 @@ impl Inner {
                     self.metrics.link_late_replies.fetch_add(1, Relaxed);
                 }
                 if let Some(p) = pending {
-                    (p.on_done)(Ok(Response {
+                    p.on_done.run(Ok(Response {
                         status,
                         body: payload,
                         keep_alive: true,
@@ -996,7 +997,7 @@ async fn sweep_loop(link: Rc<Inner>) {
             }
         }
         for p in expired {
-            (p.on_done)(Err(BackendError::Timeout));
+            p.on_done.run(Err(BackendError::Timeout));
         }
     }
 }
@@ -1055,7 +1056,7 @@ mod tests {
 
     fn pending(deadline: Instant) -> Pending {
         Pending {
-            on_done: Box::new(|_| {}),
+            on_done: Done::Callback(Box::new(|_| {})),
             deadline,
         }
     }
