@@ -64,6 +64,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
+use crate::dispatch::Reply;
 use crate::proto::http1::{
     encode_request_head, HeaderBlock, HostLine, Http1Error, RequestHead, Response, ResponseParser,
 };
@@ -428,16 +429,13 @@ impl Pool {
     /// as [`Pool::call`] does. Every outcome, including a timeout
     /// (`request_timeout`), reaches `on_done` exactly once.
     ///
-    /// `on_done` is generic so that the usual call (a slot and a connection free)
-    /// keeps it inside its [`Call`]: one allocation per call, where a boxed callback
-    /// was a second one. A queued call boxes it ([`OnDone`]).
-    pub fn start<F>(&self, req: BackendRequest<'_>, on_done: F)
-    where
-        F: FnOnce(Result<Response, BackendError>) + 'static,
-    {
+    /// `on_done` is a [`Done`]: the gateway's answer to a client is a plain value the
+    /// call keeps in its own allocation (a boxed callback was a second allocation per
+    /// request).
+    pub fn start(&self, req: BackendRequest<'_>, on_done: Done) {
         let (head, body) = match self.inner.encode_head(&req) {
             Ok(h) => h,
-            Err(e) => return on_done(Err(e)),
+            Err(e) => return on_done.run(Err(e)),
         };
         let call = CallParts {
             head,
@@ -451,10 +449,7 @@ impl Pool {
                 return self.inner.place(call, on_done, slot);
             }
         }
-        self.inner.enqueue(Pending {
-            call,
-            on_done: Box::new(on_done),
-        });
+        self.inner.enqueue(Pending { call, on_done });
     }
 }
 
@@ -464,7 +459,7 @@ impl Pool {
 /// passes first ([`BackendError::Saturated`]).
 struct Pending {
     call: CallParts,
-    on_done: OnDone,
+    on_done: Done,
 }
 
 /// What a started call sends, and until when.
@@ -476,8 +471,27 @@ struct CallParts {
     affinity: u64,
 }
 
-/// Where a started call's result goes (see [`Pool::start`]).
+/// A callback for a started call's result.
 pub type OnDone = Box<dyn FnOnce(Result<Response, BackendError>)>;
+
+/// Where a started call's result goes, for the pool ([`Pool::start`]) and the link
+/// (`crate::link::Link::start`) alike: a client's [`Reply`] (a plain value, kept with
+/// the call: no allocation per request), or any callback (boxed: an awaited link
+/// call's waker, tests).
+pub enum Done {
+    Reply(Reply),
+    Callback(OnDone),
+}
+
+impl Done {
+    /// Hands `result` over.
+    pub fn run(self, result: Result<Response, BackendError>) {
+        match self {
+            Done::Reply(r) => r.send(result),
+            Done::Callback(f) => f(result),
+        }
+    }
+}
 
 impl Inner {
     /// One call until `deadline`. Only the waits that are not the common case
@@ -542,7 +556,7 @@ impl Inner {
                 head_request,
                 deadline,
                 state: RefCell::new(CallState::Waiting(None)),
-                done: NoCallback,
+                done: Cell::new(None),
             });
             lane.submit(call.clone());
             match (Waiting { lane, call }).await {
@@ -784,10 +798,7 @@ impl Inner {
     /// Puts a started call that holds `slot` on a connection: right here when one has
     /// room (the usual case: `on_done` then runs in that connection's reader task), else
     /// in a task that waits for a connect as [`Pool::call`] does.
-    fn place<F>(self: &Rc<Self>, call: CallParts, on_done: F, slot: OwnedSlot)
-    where
-        F: FnOnce(Result<Response, BackendError>) + 'static,
-    {
+    fn place(self: &Rc<Self>, call: CallParts, on_done: Done, slot: OwnedSlot) {
         if let Pick::Use(lane) = self.pick_lane(call.affinity) {
             let reused = lane.answered.get() > 0;
             let placed: Rc<Call> = Rc::new(Call {
@@ -800,7 +811,7 @@ impl Inner {
                     affinity: call.affinity,
                     _slot: slot,
                 })),
-                done: Callback(Cell::new(Some(on_done))),
+                done: Cell::new(Some(on_done)),
             });
             lane.submit(placed);
             return;
@@ -818,7 +829,7 @@ impl Inner {
             let result = inner
                 .call_inner(head, body, head_request, affinity, deadline, false)
                 .await;
-            on_done(result);
+            on_done.run(result);
         });
     }
 
@@ -845,7 +856,7 @@ impl Inner {
             let Some(call) = call else {
                 return;
             };
-            (call.on_done)(Err(BackendError::Saturated));
+            call.on_done.run(Err(BackendError::Saturated));
         }
     }
 
@@ -876,38 +887,15 @@ impl Inner {
 
 /// One request on one connection, shared by the caller (awaiting it) and the
 /// lane (writing it, then completing it). `done` is where a started call's result
-/// goes ([`Callback`], kept in the call's own allocation); an awaited call has
-/// none ([`NoCallback`]). Lanes hold `Rc<Call>`, i.e. `Rc<Call<dyn Finish>>`.
-struct Call<D: ?Sized = dyn Finish> {
+/// goes, kept in the call's own allocation (taken when it runs); an awaited call has
+/// none.
+struct Call {
     head: Bytes,
     body: Bytes,
     head_request: bool,
     deadline: Instant,
     state: RefCell<CallState>,
-    done: D,
-}
-
-/// Hands a started call's result to its callback (at most once).
-trait Finish {
-    fn finish(&self, result: Result<Response, BackendError>);
-}
-
-/// A started call's callback, run once.
-struct Callback<F>(Cell<Option<F>>);
-
-impl<F: FnOnce(Result<Response, BackendError>)> Finish for Callback<F> {
-    fn finish(&self, result: Result<Response, BackendError>) {
-        if let Some(f) = self.0.take() {
-            f(result);
-        }
-    }
-}
-
-/// An awaited call's `done`: its result goes to the awaiting task instead.
-struct NoCallback;
-
-impl Finish for NoCallback {
-    fn finish(&self, _: Result<Response, BackendError>) {}
+    done: Cell<Option<Done>>,
 }
 
 enum CallState {
@@ -989,11 +977,15 @@ impl Detached {
                 let result = pool
                     .call_inner(head, body, call.head_request, affinity, call.deadline, true)
                     .await;
-                call.done.finish(result);
+                if let Some(done) = call.done.take() {
+                    done.run(result);
+                }
             });
             return;
         }
-        call.done.finish(result.map_err(Failure::into_error));
+        if let Some(done) = call.done.take() {
+            done.run(result.map_err(Failure::into_error));
+        }
     }
 }
 
@@ -1406,7 +1398,7 @@ async fn feed_loop(pool: Rc<Inner>) {
         };
         if call.call.deadline <= crate::clock::recent() {
             drop(slot);
-            (call.on_done)(Err(BackendError::Saturated));
+            call.on_done.run(Err(BackendError::Saturated));
             continue;
         }
         pool.place(call.call, call.on_done, slot);
@@ -2667,9 +2659,9 @@ mod tests {
         let o = out.clone();
         pool.start(
             req,
-            Box::new(move |r| {
+            Done::Callback(Box::new(move |r| {
                 assert!(o.borrow_mut().replace(r).is_none(), "on_done ran twice");
-            }),
+            })),
         );
         out
     }
@@ -2752,11 +2744,11 @@ mod tests {
                 let order = order.clone();
                 pool.start(
                     post("/echo", pattern(20 + usize::from(i), i)),
-                    move |r: Result<Response, BackendError>| {
+                    Done::Callback(Box::new(move |r| {
                         let body = r.expect("answered").body;
                         assert_eq!(body, pattern(20 + usize::from(i), i));
                         order.borrow_mut().push(i);
-                    },
+                    })),
                 );
             }
             // Two slots: two placed, the rest in the pool's queue (no task spawned yet).

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::backend::{BackendError, BackendRequest, OnDone};
+use crate::backend::{BackendError, BackendRequest, Done};
 use crate::conn::ConnShared;
 use crate::link::LinkRequest;
 use crate::proto::bannou::{
@@ -176,20 +176,20 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
         started: crate::clock::recent(),
     };
     match &q.service.backend {
+        // A plain value the pool keeps inside its call, the link in its call table:
+        // no allocation of its own.
         Backend::Http(pool) => match backend_request(shared, &q) {
-            // Unboxed: the pool keeps it inside the call (one allocation, not two).
-            Ok(req) => pool.start(req, move |result| reply.send(result)),
+            Ok(req) => pool.start(req, Done::Reply(reply)),
             Err(e) => reply.send(Err(e)),
         },
-        // A plain value in the link's call table: no allocation either.
         Backend::Link(link) => link.start(shared, link_request(&q), Done::Reply(reply)),
     }
 }
 
 /// Where a started request's answer goes: its client connection, with what the answer
-/// and the service's metrics need. A plain value, so a backend can keep it with the
-/// call (the pool inside its `Call`, the link in its call table) without a boxed
-/// closure, which was an allocation per request.
+/// and the service's metrics need. A plain value (`backend::Done::Reply`), so a backend
+/// keeps it with the call (the pool inside its `Call`, the link in its call table)
+/// without a boxed closure, which was an allocation per request.
 pub struct Reply {
     shard: usize,
     conn: Rc<ConnShared>,
@@ -210,22 +210,6 @@ impl Reply {
             result,
         );
         self.conn.request_done();
-    }
-}
-
-/// Where a link call's result goes: a client's [`Reply`], or any callback (boxed:
-/// an awaited call's waker, tests).
-pub enum Done {
-    Reply(Reply),
-    Callback(OnDone),
-}
-
-impl Done {
-    pub fn run(self, result: Result<Response, BackendError>) {
-        match self {
-            Done::Reply(r) => r.send(result),
-            Done::Callback(f) => f(result),
-        }
     }
 }
 

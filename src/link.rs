@@ -43,9 +43,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Done};
 use crate::conn::ConnShared;
-use crate::dispatch::Done;
 use crate::metrics::ServiceMetrics;
 use crate::outbox::LocalNotify;
 use crate::proto::bannou::{flags, RequestHeader};
