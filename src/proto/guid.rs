@@ -169,14 +169,14 @@ impl GuidMinter {
 
 /// The canonical string form (8-4-4-4-12 lowercase hex) of GUID bytes in RFC 4122 order.
 pub fn format_guid(g: &[u8; 16]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(36);
-    for (i, b) in g.iter().enumerate() {
+    for (i, &b) in g.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
             s.push('-');
         }
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 0xf) as usize] as char);
+        let [hi, lo] = super::hex_pair(b);
+        s.push(char::from(hi));
+        s.push(char::from(lo));
     }
     s
 }

@@ -122,10 +122,10 @@ pub struct RequestHead<'a> {
 /// Append a complete HTTP/1.1 request head to `out`.
 ///
 /// Writes the request line, `Host`, the extra headers, `fixed`, `block` (its open
-/// line finished with `tail_id`), `Content-Length` and the terminating blank line. No `Connection` header:
-/// HTTP/1.1 connections are persistent unless a side says `close`. Everything
-/// is validated first (the host when its [`HostLine`] was made), so on error
-/// nothing has been appended to `out`.
+/// line finished with `tail_id`), `Content-Length` and the terminating blank line.
+/// No `Connection` header: HTTP/1.1 connections are persistent unless a side says
+/// `close`. Everything is validated first (the host when its [`HostLine`] was made),
+/// so on error nothing has been appended to `out`.
 pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result<(), Http1Error> {
     if !is_token(head.method) {
         return Err(Http1Error::InvalidMethod);
@@ -146,7 +146,10 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
         check_header(name, value)?;
         size += name.len() + value.len() + 4;
     }
-    size += head.fixed.lines.len() + head.block.lines.len() + 18 + 16 + len_digits.len() + 4;
+    size += head.fixed.lines.len() + head.block.lines.len() + 16 + len_digits.len() + 4;
+    if head.block.open {
+        size += 16 + 2;
+    }
 
     out.reserve(size);
     out.extend_from_slice(head.method.as_bytes());
@@ -324,22 +327,11 @@ fn is_field_value(v: &[u8]) -> bool {
     bytewise(words.remainder())
 }
 
-/// `n` as 16 lowercase hex digits, most significant first (a byte's two digits per
-/// table lookup).
+/// `n` as 16 lowercase hex digits, most significant first.
 fn hex16(n: u64) -> [u8; 16] {
-    const PAIRS: [[u8; 2]; 256] = {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut t = [[0u8; 2]; 256];
-        let mut i = 0;
-        while i < 256 {
-            t[i] = [HEX[i >> 4], HEX[i & 0xf]];
-            i += 1;
-        }
-        t
-    };
     let mut out = [0u8; 16];
     for (pair, byte) in out.chunks_exact_mut(2).zip(n.to_be_bytes()) {
-        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
+        pair.copy_from_slice(&super::hex_pair(byte));
     }
     out
 }

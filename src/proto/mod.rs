@@ -19,3 +19,19 @@ pub mod http1;
 pub mod link;
 pub mod ratelimit;
 pub mod ws;
+
+/// A byte's two lowercase hex digits, high first (one table lookup): GUID strings
+/// (`guid::format_guid`) and the correlation id's request number (`http1`).
+pub(crate) fn hex_pair(b: u8) -> [u8; 2] {
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+    PAIRS[usize::from(b)]
+}
