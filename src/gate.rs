@@ -203,10 +203,13 @@ impl Load {
     /// waiting for a CPU (never, without schedstat).
     fn stalled_since(&self, before: &Load) -> bool {
         let wall = self.at.duration_since(before.at).as_secs_f64();
-        match (self.wait, before.wait) {
-            (Some(w1), Some(w0)) => w1.saturating_sub(w0).as_secs_f64() > STALLED * wall,
-            _ => false,
-        }
+        self.waited_since(before)
+            .is_some_and(|waited| waited > STALLED * wall)
+    }
+
+    /// Seconds spent waiting for a CPU since `before` (`None` without schedstat).
+    fn waited_since(&self, before: &Load) -> Option<f64> {
+        Some(self.wait?.saturating_sub(before.wait?).as_secs_f64())
     }
 
     fn share_since(&self, before: &Load) -> f64 {
@@ -215,10 +218,7 @@ impl Load {
             return 0.0;
         }
         let run = self.run.saturating_sub(before.run).as_secs_f64();
-        let could = match (self.wait, before.wait) {
-            (Some(w1), Some(w0)) => wall - w1.saturating_sub(w0).as_secs_f64(),
-            _ => wall,
-        };
+        let could = wall - self.waited_since(before).unwrap_or(0.0);
         let of_wall = (run / wall).clamp(0.0, 1.0);
         if of_wall < ON_CPU_FLOOR || could <= 0.0 {
             return of_wall;
@@ -287,7 +287,7 @@ pub async fn run(gate: Rc<ReadGate>, tick: Duration, metrics: Arc<ShardMetrics>)
             since = now;
         }
         if engaged {
-            metrics.read_batching_ticks.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::bump(&metrics.read_batching_ticks, 1);
         }
         gate.tick(engaged);
     }
