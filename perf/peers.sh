@@ -39,7 +39,7 @@
 # default all seven: "ringgate ringgate-link nginx ws-echo probe harness probe-ws"; without nginx,
 # set FIXED_RATE), REPEAT (rounds per phase, 3: the table gives each target's median
 # round and lists every round; the machine is shared and single runs swing by 25 %),
-# READ_BATCH (both gateways' server.read_batch_tick_us; default: the shipped 2000; 0
+# READ_BATCH (both gateways' server.read_batch_tick_us; default: the shipped 500; 0
 # turns read batching off, for an A/B in one sitting use GATEWAY= or two runs).
 #
 # Outputs in perf/out/peers-<timestamp>/: one rpc-format JSON per run

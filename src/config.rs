@@ -129,7 +129,7 @@ fn d_grace() -> u64 {
     5000
 }
 fn d_read_batch() -> u64 {
-    2000
+    500
 }
 fn d_backlog() -> i32 {
     4096
@@ -671,11 +671,11 @@ mod tests {
     #[test]
     fn read_batch_tick_beyond_100_ms_is_rejected_and_zero_turns_it_off() {
         let text =
-            DEFAULT_CONFIG_TOML.replace("read_batch_tick_us = 2000", "read_batch_tick_us = 100001");
+            DEFAULT_CONFIG_TOML.replace("read_batch_tick_us = 500", "read_batch_tick_us = 100001");
         let e = Config::from_toml_str(&text, &[]).unwrap_err();
         assert!(e.to_string().contains("server.read_batch_tick_us"), "{e}");
         let text =
-            DEFAULT_CONFIG_TOML.replace("read_batch_tick_us = 2000", "read_batch_tick_us = 0");
+            DEFAULT_CONFIG_TOML.replace("read_batch_tick_us = 500", "read_batch_tick_us = 0");
         assert_eq!(
             Config::from_toml_str(&text, &[])
                 .unwrap()
@@ -688,7 +688,20 @@ mod tests {
                 .unwrap()
                 .server
                 .read_batch_tick_us,
-            2000
+            500
+        );
+        // A config that leaves it out gets the same tick as the shipped file.
+        let without: String = DEFAULT_CONFIG_TOML
+            .lines()
+            .filter(|l| !l.starts_with("read_batch_tick_us"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            Config::from_toml_str(&without, &[])
+                .unwrap()
+                .server
+                .read_batch_tick_us,
+            500
         );
     }
 

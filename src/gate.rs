@@ -10,15 +10,25 @@
 //! thread is busy, holding each connection to one read per tick lets requests gather:
 //! more per read, more per backend write, more answers per client write, so the same
 //! load costs less CPU and the queues never form. Below the threshold nothing waits;
-//! engaged, a read waits at most one tick (`server.read_batch_tick_us`, 2 ms).
+//! engaged, a read waits at most one tick (`server.read_batch_tick_us`, 0.5 ms).
 //!
-//! Measured (peers config, gate off → on, same binary back to back, `read_batch_tick_us`
-//! 0 or 2000; gateway CPU per request, p99 from the intended send time), final build:
-//! ringgate-link at 150k req/s 6.2 → 4.3 / 5.2 / 4.8 µs, p99 6.2 / 9.9 / 9.9 → 50.4 /
-//! 9.7 / 7.9 ms (the 50 ms run had one stall); at max 912k / 908k / 912k → 849k / 884k /
-//! 960k req/s. The demo (2000 clients at 5 req/s each, where nothing can gather): p99
-//! 2.6 → 1.9 ms, CPU 53 → 55 %. An earlier build that counted waiting-for-a-CPU as busy
-//! at any load cut the demo's p99 from 1.6–3.1 to 3.9–5.5 ms, hence [`ON_CPU_FLOOR`].
+//! The tick trades CPU for latency. Measured with peers.sh's setup (one shard; gateway
+//! and echo backend on one core, `rpc` on the other; 100 connections, 64 B), the same
+//! binary with `read_batch_tick_us` off, 0.25, 0.5, 1 or 2 ms, 2 rounds each; CPU is the
+//! gateway's per request, p99 from the intended send time:
+//! - ringgate-link at 150k req/s: off 5.7 µs and p99 1.1–1.7 ms; 0.25 ms 3.4–3.6 µs,
+//!   p99 1.9–2.0 ms; 0.5 ms 2.9–3.7 µs, p99 2.0–2.2 ms; 2 ms 3.7 µs, p99 4.0–4.2 ms.
+//! - ringgate-link at 790k req/s: p99 off 2.7–3.0 ms, 0.5 ms 3.8 ms, 2 ms 5.8 ms.
+//! - ringgate-link at max (closed loop): off 1.75–1.80M, 0.5 ms 1.71M, 2 ms 1.58M req/s.
+//!   A 2 ms tick caps each connection at one window of requests per tick; that cost
+//!   12 %, too little for the closed-loop guard below to notice.
+//! - HTTP path at 400k req/s: off 2.4 µs, p99 2.7 ms; 0.5 ms 1.9 µs, p99 3.8 ms; 2 ms
+//!   1.5 µs, p99 5.7 ms.
+//!
+//! The shipped 0.5 ms keeps most of the saving at half of 2 ms's added latency. The
+//! demo (2000 clients at 5 req/s each) never engages it. An earlier build that counted
+//! waiting-for-a-CPU as busy at any load cut the demo's p99 from 1.6–3.1 to 3.9–5.5 ms,
+//! hence [`ON_CPU_FLOOR`].
 //!
 //! Shape: [`Busy`] (sans-IO) decides from the thread's busy share and the messages it
 //! read whether the gate is engaged, with hysteresis and a guard against holding back a
