@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -30,8 +29,8 @@ pub struct Queued {
     header: RequestHeader,
     service: Rc<ServiceRuntime>,
     method: &'static str,
-    /// The endpoint's path (shared with the registry), or a meta path.
-    path: Arc<str>,
+    /// The endpoint's path (the shard's copy, `ShardCtx::paths`), or a meta path.
+    path: Rc<str>,
     /// The whole client message; the payload is `message[31..]`.
     message: Bytes,
 }
@@ -110,9 +109,9 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
     // instructions on the hot path. Nothing below replaces the registry (only the
     // shard's mailbox task does, between requests).
     let reg = ctx.registry.borrow();
-    let Some(endpoint) = reg
-        .endpoint(endpoint_id)
-        .filter(|e| e.permits(&shared.session.roles))
+    let Some((index, endpoint)) = reg
+        .endpoint_at(endpoint_id)
+        .filter(|(_, e)| e.permits(&shared.session.roles))
     else {
         // Removed since the manifest was sent, or no longer permitted: nothing leaks.
         answer_error(shared, &header, ResponseCode::ServiceNotFound);
@@ -136,10 +135,10 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
         let kind = MetaKind::from_channel(header.channel).unwrap_or(MetaKind::Info);
         (
             "GET",
-            Arc::from(format!("{}/meta/{}", endpoint.path, kind.path_suffix())),
+            Rc::from(format!("{}/meta/{}", endpoint.path, kind.path_suffix())),
         )
     } else {
-        ("POST", endpoint.path.clone())
+        ("POST", ctx.paths.borrow()[index].clone())
     };
     drop(reg);
     let q = Queued {

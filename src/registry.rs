@@ -83,7 +83,12 @@ impl Registry {
 
     /// The endpoint with stable id `id`.
     pub fn endpoint(&self, id: u32) -> Option<&Endpoint> {
-        self.by_id.get(&id).map(|&i| &self.endpoints[i])
+        self.endpoint_at(id).map(|(_, e)| e)
+    }
+
+    /// The endpoint with stable id `id` and its index in [`Registry::endpoints`].
+    pub fn endpoint_at(&self, id: u32) -> Option<(usize, &Endpoint)> {
+        self.by_id.get(&id).map(|&i| (i, &self.endpoints[i]))
     }
 
     /// The endpoints a session with `roles` may call, in config order.

@@ -91,6 +91,9 @@ pub struct ShardCtx {
     pub registry: RefCell<Arc<Registry>>,
     /// Indexed like `registry.services`.
     pub services: RefCell<Vec<Rc<ServiceRuntime>>>,
+    /// Indexed like `registry.endpoints`: each endpoint's path as this shard's own `Rc`,
+    /// so that a request carries its path without touching an atomic count.
+    pub paths: RefCell<Vec<Rc<str>>>,
     pub conns: RefCell<Slab<Rc<ConnShared>>>,
     pub metrics: Arc<ShardMetrics>,
     pub all_metrics: Arc<Metrics>,
@@ -126,6 +129,7 @@ impl ShardCtx {
             guid_secret,
             registry: RefCell::new(Arc::new(Registry::default())),
             services: RefCell::default(),
+            paths: RefCell::default(),
             conns: RefCell::new(Slab::new()),
             all_metrics,
             read_buf: RefCell::new(BytesMut::new()),
@@ -256,6 +260,7 @@ impl ShardCtx {
             }
         }
         *self.services.borrow_mut() = services;
+        *self.paths.borrow_mut() = reg.endpoints.iter().map(|e| Rc::from(&*e.path)).collect();
         *self.registry.borrow_mut() = reg;
     }
 
