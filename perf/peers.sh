@@ -26,8 +26,10 @@
 #   FIXED_RATE=20000 perf/peers.sh                  # fixed-rate phase at this rate instead
 #   BUILD=0 perf/peers.sh                           # use the binaries already in target/release
 #
-# PROFILE=1 also samples ringgate (and ringgate-link) with `perf record` during its max
-# run and writes the top of `perf report` to ringgate.perf.txt (ringgate-link.perf.txt).
+# PROFILE=1 also samples the server core with `perf record -a` during the first max run
+# of ringgate, ringgate-link and nginx: the top of the server's own `perf report` goes to
+# <target>.perf.txt, and where the core's time went per request (each process, user and
+# kernel, in ns) to <target>.core.txt, printed too.
 #
 # Environment: DURATION (measured seconds per run, 10), WARMUP (unmeasured seconds before
 # each run, 2), CONNS (100), PAYLOAD (request payload bytes, 64), WINDOW (requests in
@@ -354,11 +356,15 @@ run_target() { # target rate name
         core_busy "$OUT/$name.cores.json" & busy_pid=$!; PIDS+=("$busy_pid")
     fi
     # Profiled: the first round's max run.
-    case $name in ringgate-max.r1) perf_target=$GW_PID ;; ringgate-link-max.r1) perf_target=$GWL_PID ;; esac
+    case $name in
+        ringgate-max.r1) perf_target=$GW_PID ;;
+        ringgate-link-max.r1) perf_target=$GWL_PID ;;
+        nginx-max.r1) perf_target=${NGINX_WORKER:-$NGINX_PID} ;;
+    esac
     if [[ ${PROFILE:-0} == 1 && -n $perf_target ]]; then
-        # Sample the gateway for the measured part of the run (cpu-clock: no hardware
-        # counters here).
-        ( sleep "$WARMUP"; exec perf record -q -e cpu-clock -g -p "$perf_target" \
+        # Sample the whole server core (the server, its backend, the kernel's work for
+        # both) for the measured part of the run (cpu-clock: no hardware counters here).
+        ( sleep "$WARMUP"; exec perf record -q -e cpu-clock -g -a -C "$SERVER_CORE" \
               -o "$OUT/$target.perf.data" -- sleep "$DURATION" ) > "$OUT/perf-record-$target.log" 2>&1 &
         perf_pid=$!; PIDS+=("$perf_pid")
     fi
@@ -394,9 +400,14 @@ run_target() { # target rate name
     echo $(( $(kdamond_ms) - kd0 )) > "$OUT/$name.kdamond"
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" 2>/dev/null || true
-        perf report -i "$OUT/$target.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+        perf report -i "$OUT/$target.perf.data" --pid "$perf_target" --no-children \
+            --sort dso,symbol --stdio 2>/dev/null \
             | grep -v '^$' | grep -E '^ +[0-9]' | head -n 60 > "$OUT/$target.perf.txt" || true
-        echo "   profile: $OUT/$target.perf.txt (perf report -i $OUT/$target.perf.data)"
+        perf report -i "$OUT/$target.perf.data" --no-children --sort comm,dso -g none \
+            --field-separator=, --stdio 2>/dev/null | grep -v '^#' \
+            | python3 "$ROOT/perf/core_split.py" "$json" "$SERVER_CORE" > "$OUT/$target.core.txt" || true
+        cat "$OUT/$target.core.txt"
+        echo "   profile: $OUT/$target.perf.txt, $OUT/$target.core.txt (perf report -i $OUT/$target.perf.data)"
     fi
     if [[ -f $json ]]; then
         python3 - "$json" "$status" <<'EOF'
