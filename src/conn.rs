@@ -768,6 +768,8 @@ impl Conn<'_> {
     /// at the in-flight bound (the rest waits in the connection's own buffer; `stalled`
     /// says so). Returns true when the connection should end now.
     fn consume(&mut self, buf: &mut BytesMut) -> bool {
+        // One reading for the whole batch (the clock is refreshed per read anyway).
+        let now_ms = self.ctx.now_ms();
         loop {
             if !self.shared.can_read() {
                 self.stalled = !buf.is_empty();
@@ -775,7 +777,7 @@ impl Conn<'_> {
             }
             match self.decoder.decode(buf) {
                 Ok(Some(msg)) => {
-                    if self.on_message(msg) {
+                    if self.on_message(msg, now_ms) {
                         return true;
                     }
                 }
@@ -803,13 +805,13 @@ impl Conn<'_> {
     }
 
     /// Handles one message; returns true when the connection should end now.
-    fn on_message(&mut self, msg: Message) -> bool {
+    /// `now_ms`: `ShardCtx::now_ms` for the rate limiter.
+    fn on_message(&mut self, msg: Message, now_ms: u64) -> bool {
         crate::metrics::bump(&self.ctx.metrics.frames_in, 1);
         match msg {
             Message::Binary(payload) => {
                 if self.closing.is_none() {
-                    let now = self.ctx.now_ms();
-                    let allowed = self.bucket.try_take(rate(self.ctx), now);
+                    let allowed = self.bucket.try_take(rate(self.ctx), now_ms);
                     dispatch::handle_request(self.ctx, self.shared, payload, allowed);
                 }
                 false

@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -176,7 +175,7 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
         conn: shared.clone(),
         service: q.service.clone(),
         header: q.header,
-        started: crate::clock::recent(),
+        started: crate::clock::recent_us(),
     };
     match &q.service.backend {
         // A plain value the pool keeps inside its call, the link in its call table:
@@ -198,7 +197,8 @@ pub struct Reply {
     conn: Rc<ConnShared>,
     service: Rc<ServiceRuntime>,
     header: RequestHeader,
-    started: Instant,
+    /// `crate::clock::recent_us` when the request was started.
+    started: u64,
 }
 
 impl Reply {
@@ -241,7 +241,7 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     if shared.is_gone() {
         return;
     }
-    let started = crate::clock::recent();
+    let started = crate::clock::recent_us();
     let result = match &q.service.backend {
         Backend::Http(pool) => match backend_request(shared, &q) {
             Ok(req) => pool.call(req).await,
@@ -304,19 +304,14 @@ fn answer(
     shared: &ConnShared,
     service: &ServiceRuntime,
     header: &RequestHeader,
-    started: Instant,
+    started: u64,
     result: Result<Response, BackendError>,
 ) {
     // Answers come from a read batch (which refreshed the clock); failures may come
     // from a timer, so they read it afresh.
-    let now = if result.is_ok() {
-        crate::clock::recent()
-    } else {
-        crate::clock::refresh()
-    };
-    service
-        .metrics
-        .latency(now.saturating_duration_since(started));
+    let failed_at = result.is_err().then(crate::clock::refresh);
+    let now = crate::clock::recent_us();
+    service.metrics.latency_us(now.saturating_sub(started));
     let (code, payload) = match result {
         Ok(resp) => {
             let code = ResponseCode::from_http_status(resp.status);
@@ -328,7 +323,7 @@ fn answer(
             }
         }
         Err(e) => {
-            if let Some(unlogged) = service.failures.admit(now) {
+            if let Some(unlogged) = failed_at.and_then(|at| service.failures.admit(at)) {
                 tracing::warn!(shard, service = %service.name, error = %e, unlogged_since_last = unlogged, "backend call failed");
             }
             (ResponseCode::InternalError, Bytes::new())

@@ -142,8 +142,13 @@ impl ServiceMetrics {
     }
     /// Records one backend round trip.
     pub fn latency(&self, d: std::time::Duration) {
+        self.latency_us(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Same as [`ServiceMetrics::latency`] for whole microseconds (the hot path's unit:
+    /// `crate::clock::recent_us`).
+    pub fn latency_us(&self, us: u64) {
         // Whole microseconds against the bounds in microseconds (every bound is one).
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let i = LATENCY_BUCKETS_US
             .iter()
             .position(|&b| us <= b)
