@@ -401,7 +401,7 @@ run_target() { # target rate name
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" 2>/dev/null || true
         perf report -i "$OUT/$target.perf.data" --pid "$perf_target" --no-children \
-            --sort dso,symbol --stdio 2>/dev/null \
+            --sort dso,symbol -g none --stdio 2>/dev/null \
             | grep -v '^$' | grep -E '^ +[0-9]' | head -n 60 > "$OUT/$target.perf.txt" || true
         perf report -i "$OUT/$target.perf.data" --no-children --sort comm,dso -g none \
             --field-separator=, --stdio 2>/dev/null | grep -v '^#' \
