@@ -66,7 +66,8 @@ use monoio::net::TcpStream;
 
 use crate::dispatch::Reply;
 use crate::proto::http1::{
-    encode_request_head, HeaderBlock, HostLine, Http1Error, RequestHead, Response, ResponseParser,
+    encode_request_head, HeaderBlock, HostLine, Http1Error, RequestHead, RequestLine, Response,
+    ResponseParser,
 };
 use crate::sys::{self, Nb, MAX_IOVECS};
 
@@ -268,6 +269,9 @@ struct Inner {
     sweep_every: Duration,
     /// Request heads are encoded here and split off (see [`Inner::encode_head`]).
     heads: RefCell<BytesMut>,
+    /// The last request line encoded (most requests go to one endpoint): reused while
+    /// requests keep to its method and path.
+    line: RefCell<Option<RequestLine>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -372,6 +376,7 @@ impl Pool {
                 sweeping: Cell::new(false),
                 sweep_every: sweep_every(settings_timeout),
                 heads: RefCell::new(BytesMut::with_capacity(HEAD_ARENA)),
+                line: RefCell::default(),
             }),
         })
     }
@@ -613,6 +618,15 @@ impl Inner {
             joined = join_path(&self.base_path, req.path);
             ("", joined.as_str())
         };
+        let mut line = self.line.borrow_mut();
+        if !line
+            .as_ref()
+            .is_some_and(|l| l.is_for(req.method, base, path))
+        {
+            let new = RequestLine::new(req.method, base, path, &self.host_line)
+                .map_err(BackendError::InvalidRequest)?;
+            *line = Some(new);
+        }
         let head = RequestHead {
             method: req.method,
             base,
@@ -623,6 +637,7 @@ impl Inner {
             block: req.block,
             tail_id: req.tail_id,
             content_length: req.body.len(),
+            line: line.as_ref(),
         };
         let inline = req.body.len() <= INLINE_BODY;
         let mut out = self.heads.borrow_mut();
