@@ -140,13 +140,8 @@ impl ServiceMetrics {
     pub fn response(&self, code: ResponseCode) {
         bump(&self.responses[code.index()], 1);
     }
-    /// Records one backend round trip.
-    pub fn latency(&self, d: std::time::Duration) {
-        self.latency_us(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    }
-
-    /// Same as [`ServiceMetrics::latency`] for whole microseconds (the hot path's unit:
-    /// `crate::clock::recent_us`).
+    /// Records one backend round trip, in whole microseconds (the unit of
+    /// `crate::clock::recent_us`, which times requests).
     pub fn latency_us(&self, us: u64) {
         // Whole microseconds against the bounds in microseconds (every bound is one).
         let i = LATENCY_BUCKETS_US
@@ -386,7 +381,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn service_counters_are_summed_over_shards() {
@@ -414,7 +408,7 @@ mod tests {
         // A round trip exactly on a bound counts in that bound's bucket.
         let m = Metrics::new(1);
         let name: Arc<str> = "s".into();
-        m.service(0, &name).latency(Duration::from_micros(500));
+        m.service(0, &name).latency_us(500);
         assert!(m
             .render()
             .contains("ringgate_backend_latency_seconds_bucket{service=\"s\",le=\"0.0005\"} 1"));
@@ -425,9 +419,9 @@ mod tests {
         let m = Metrics::new(1);
         let name: Arc<str> = "s".into();
         let b = m.service(0, &name);
-        b.latency(Duration::from_micros(300));
-        b.latency(Duration::from_millis(3));
-        b.latency(Duration::from_secs(60));
+        b.latency_us(300);
+        b.latency_us(3_000);
+        b.latency_us(60_000_000);
         let text = m.render();
         assert!(
             text.contains("ringgate_backend_latency_seconds_bucket{service=\"s\",le=\"0.0005\"} 1"),
