@@ -31,17 +31,18 @@ static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// Reads the clock and caches the reading for [`recent`] and [`recent_us`].
 pub fn refresh() -> Instant {
+    read().0
+}
+
+fn read() -> (Instant, u64) {
     let now = Instant::now();
     let us = u64::try_from(now.saturating_duration_since(*BASE).as_micros()).unwrap_or(u64::MAX);
     NOW.with(|c| c.set(Some((now, us))));
-    now
+    (now, us)
 }
 
 fn cached() -> (Instant, u64) {
-    NOW.with(|c| c.get()).unwrap_or_else(|| {
-        refresh();
-        NOW.with(|c| c.get()).expect("just refreshed")
-    })
+    NOW.with(|c| c.get()).unwrap_or_else(read)
 }
 
 /// The cached reading of this thread's last [`refresh`] (a fresh one if there was none).

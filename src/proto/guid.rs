@@ -149,14 +149,14 @@ struct Opened {
 impl OpenCache {
     /// Same as [`SessionKey::open`], expanding `key` only if it is not the last one.
     pub fn open(&mut self, key: &SessionKey, guid: &[u8; 16]) -> Option<GuidTarget> {
-        if self.0.as_ref().is_none_or(|o| o.key != key.0) {
-            self.0 = Some(Opened {
+        let o = match &mut self.0 {
+            Some(o) if o.key == key.0 => o,
+            slot => slot.insert(Opened {
                 key: key.0,
                 cipher: key.decipher(),
                 last: None,
-            });
-        }
-        let o = self.0.as_mut().expect("set above");
+            }),
+        };
         if let Some((g, target)) = &o.last {
             if g == guid {
                 return Some(*target);
