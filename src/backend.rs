@@ -618,26 +618,21 @@ impl Inner {
             joined = join_path(&self.base_path, req.path);
             ("", joined.as_str())
         };
-        let mut line = self.line.borrow_mut();
-        if !line
-            .as_ref()
-            .is_some_and(|l| l.is_for(req.method, base, path))
-        {
-            let new = RequestLine::new(req.method, base, path, &self.host_line)
-                .map_err(BackendError::InvalidRequest)?;
-            *line = Some(new);
-        }
+        let mut cached = self.line.borrow_mut();
+        let line = match &mut *cached {
+            Some(line) if line.is_for(req.method, base, path) => line,
+            slot => slot.insert(
+                RequestLine::new(req.method, base, path, &self.host_line)
+                    .map_err(BackendError::InvalidRequest)?,
+            ),
+        };
         let head = RequestHead {
-            method: req.method,
-            base,
-            path,
-            host: &self.host_line,
+            line,
             headers: req.headers,
             fixed: req.fixed,
             block: req.block,
             tail_id: req.tail_id,
             content_length: req.body.len(),
-            line: line.as_ref(),
         };
         let inline = req.body.len() <= INLINE_BODY;
         let mut out = self.heads.borrow_mut();

@@ -96,14 +96,8 @@ pub enum Http1Error {
 /// What [`encode_request_head`] needs to write a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
-    pub method: &'a str,
-    /// Written verbatim before `path` (a backend's base path such as `/api`, or
-    /// empty): saves joining the two into a new string per request.
-    pub base: &'a str,
-    /// Origin-form request target, e.g. `/v1/x?y=1` (after `base`).
-    pub path: &'a str,
-    /// The `Host` line, checked once per backend.
-    pub host: &'a HostLine,
+    /// The request line and `Host`, checked and encoded by [`RequestLine::new`].
+    pub line: &'a RequestLine,
     /// Extra header fields, written in order after the codec's own.
     pub headers: &'a [(&'a str, &'a str)],
     /// Constant header lines ([`CONTENT_JSON`] and its siblings), written
@@ -117,10 +111,6 @@ pub struct RequestHead<'a> {
     pub tail_id: u64,
     /// Exact body length; `Content-Length` is always written (also for 0).
     pub content_length: usize,
-    /// The request line and `Host` already checked and encoded for exactly these
-    /// `method`, `base`, `path` and `host` ([`RequestLine::new`]): written as is, in
-    /// place of checking and writing the four. `None`: from the four.
-    pub line: Option<&'a RequestLine>,
 }
 
 /// `{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\n`, checked and encoded once.
@@ -137,13 +127,27 @@ pub struct RequestLine {
 }
 
 impl RequestLine {
-    /// Checks `method`, `base` and `path` as [`encode_request_head`] would and
-    /// encodes them with `host`.
+    /// Checks `method` (a token), `base` (empty or from `/`: a backend's base path such
+    /// as `/api`, written before `path` so that the two are never joined per request)
+    /// and `path` (origin form, e.g. `/v1/x?y=1`), and encodes them with `host`.
     pub fn new(method: &str, base: &str, path: &str, host: &HostLine) -> Result<Self, Http1Error> {
-        check_request_line(method, base, path)?;
+        if !is_token(method) {
+            return Err(Http1Error::InvalidMethod);
+        }
+        if !path.starts_with('/')
+            || !(base.is_empty() || base.starts_with('/'))
+            || !is_target(base.as_bytes())
+            || !is_target(path.as_bytes())
+        {
+            return Err(Http1Error::InvalidRequestTarget);
+        }
         let mut out =
             BytesMut::with_capacity(method.len() + 1 + base.len() + path.len() + host.0.len());
-        put_request_line(&mut out, method, base, path, host);
+        out.extend_from_slice(method.as_bytes());
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(base.as_bytes());
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(&host.0);
         Ok(RequestLine {
             method: method.into(),
             base: base.into(),
@@ -169,43 +173,15 @@ fn same(a: &str, b: &str) -> bool {
             .fold(true, |eq, (x, y)| eq & (x == y))
 }
 
-fn check_request_line(method: &str, base: &str, path: &str) -> Result<(), Http1Error> {
-    if !is_token(method) {
-        return Err(Http1Error::InvalidMethod);
-    }
-    if !path.starts_with('/')
-        || !(base.is_empty() || base.starts_with('/'))
-        || !is_target(base.as_bytes())
-        || !is_target(path.as_bytes())
-    {
-        return Err(Http1Error::InvalidRequestTarget);
-    }
-    Ok(())
-}
-
-fn put_request_line(out: &mut BytesMut, method: &str, base: &str, path: &str, host: &HostLine) {
-    out.extend_from_slice(method.as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(base.as_bytes());
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(&host.0);
-}
-
 /// Append a complete HTTP/1.1 request head to `out`.
 ///
 /// Writes the request line, `Host`, the extra headers, `fixed`, `block` (its open
 /// line finished with `tail_id`), `Content-Length` and the terminating blank line.
 /// No `Connection` header: HTTP/1.1 connections are persistent unless a side says
-/// `close`. Everything is validated first (the host when its [`HostLine`] was made),
-/// so on error nothing has been appended to `out`.
+/// `close`. Everything is validated first (the request line and host when its
+/// [`RequestLine`] was made), so on error nothing has been appended to `out`.
 pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result<(), Http1Error> {
-    let mut size = match head.line {
-        Some(line) => line.bytes.len(),
-        None => {
-            check_request_line(head.method, head.base, head.path)?;
-            head.method.len() + 1 + head.base.len() + head.path.len() + head.host.0.len()
-        }
-    };
+    let mut size = head.line.bytes.len();
     let mut len_digits = [0u8; 20];
     let len_digits = format_decimal(head.content_length as u64, &mut len_digits);
 
@@ -220,10 +196,7 @@ pub fn encode_request_head(head: &RequestHead<'_>, out: &mut BytesMut) -> Result
     }
 
     out.reserve(size);
-    match head.line {
-        Some(line) => out.extend_from_slice(&line.bytes),
-        None => put_request_line(out, head.method, head.base, head.path, head.host),
-    }
+    out.extend_from_slice(&head.line.bytes);
     for (name, value) in head.headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -991,18 +964,19 @@ mod tests {
         HOST.get_or_init(|| HostLine::new("backend.local:8080").unwrap())
     }
 
+    fn test_line() -> &'static RequestLine {
+        static LINE: std::sync::OnceLock<RequestLine> = std::sync::OnceLock::new();
+        LINE.get_or_init(|| RequestLine::new("POST", "/svc", "/v1/do?x=1", test_host()).unwrap())
+    }
+
     fn head<'a>(headers: &'a [(&'a str, &'a str)], len: usize) -> RequestHead<'a> {
         RequestHead {
-            method: "POST",
-            base: "/svc",
-            path: "/v1/do?x=1",
-            host: test_host(),
+            line: test_line(),
             headers,
             fixed: HeaderBlock::empty(),
             block: HeaderBlock::empty(),
             tail_id: 0,
             content_length: len,
-            line: None,
         }
     }
 
@@ -1089,33 +1063,24 @@ mod tests {
             );
         }
         for path in ["", "x", "/a b", "/a\r\nX: y", "/\u{e9}"] {
-            let h = RequestHead {
-                path,
-                ..head(&[], 0)
-            };
             assert_eq!(
-                encode(&h),
+                RequestLine::new("POST", "/svc", path, test_host()),
                 Err(Http1Error::InvalidRequestTarget),
                 "{path:?}"
             );
         }
         for base in ["svc", "/s c", "/s\r\n"] {
-            let h = RequestHead {
-                base,
-                ..head(&[], 0)
-            };
             assert_eq!(
-                encode(&h),
+                RequestLine::new("POST", base, "/v1/do?x=1", test_host()),
                 Err(Http1Error::InvalidRequestTarget),
                 "{base:?}"
             );
         }
         for method in ["", "PO ST", "GET\r\n"] {
-            let h = RequestHead {
-                method,
-                ..head(&[], 0)
-            };
-            assert_eq!(encode(&h), Err(Http1Error::InvalidMethod));
+            assert_eq!(
+                RequestLine::new(method, "/svc", "/v1/do?x=1", test_host()),
+                Err(Http1Error::InvalidMethod)
+            );
         }
         for host in ["", "a b", "h\r\nX: y", "user@h", "h/x"] {
             assert_eq!(
@@ -1491,17 +1456,12 @@ mod tests {
     }
 
     #[test]
-    fn a_request_line_made_once_encodes_the_same_head_and_is_checked_like_the_parts() {
+    fn a_request_line_is_written_as_made_and_knows_what_it_is_for() {
         let h = head(&[("X-A", "1")], 3);
-        let line = RequestLine::new(h.method, h.base, h.path, h.host).unwrap();
-        let with_line = RequestHead {
-            line: Some(&line),
-            ..head(&[("X-A", "1")], 3)
-        };
-        assert_eq!(encode(&with_line), encode(&h));
         assert!(encode(&h)
             .unwrap()
             .starts_with("POST /svc/v1/do?x=1 HTTP/1.1\r\nHost: backend.local:8080\r\nX-A: 1\r\n"));
+        let line = test_line();
         assert!(line.is_for("POST", "/svc", "/v1/do?x=1"));
         assert!(!line.is_for("GET", "/svc", "/v1/do?x=1"));
         assert!(!line.is_for("POST", "", "/v1/do?x=1"));
