@@ -12,10 +12,35 @@ use clap::{Args, Parser, Subcommand};
 
 /// Load-testing harness for the ringgate WebSocket gateway (Bannou Connect v1).
 #[derive(Debug, Parser)]
-#[command(name = "ringgate-bench", version, about)]
+#[command(
+    name = "ringgate-bench",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
+    /// Two `rpc` reports (JSON) side by side with B/A ratios: the same as the `compare`
+    /// subcommand.
+    #[arg(long, num_args = 2, value_names = ["A.json", "B.json"])]
+    pub compare: Option<Vec<PathBuf>>,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The command to run: a subcommand, or `compare` when given as `--compare A B`.
+    pub fn into_command(self) -> Command {
+        match (self.command, self.compare) {
+            (Some(c), _) => c,
+            (None, Some(mut ab)) => {
+                let b = ab.pop().expect("clap takes exactly two values");
+                let a = ab.pop().expect("clap takes exactly two values");
+                Command::Compare(CompareArgs { a, b })
+            }
+            (None, None) => unreachable!("clap shows the help when nothing is given"),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,7 +309,8 @@ pub struct DemoArgs {
     /// Requests per second over all clients (`max`: saturation).
     #[arg(long, default_value = "10000")]
     pub rate: String,
-    /// The gateway binary (default: `ringgate` next to this binary).
+    /// The gateway binary (default: `ringgate` next to this binary if built, else this
+    /// binary's `gateway` subcommand).
     #[arg(long, value_name = "FILE")]
     pub gateway_bin: Option<PathBuf>,
     /// Write the RPC report as JSON here.
@@ -343,7 +369,8 @@ pub struct RpcArgs {
     /// awaited, its CPU and RSS sampled, SIGTERM at the end).
     #[arg(long, value_name = "CONFIG")]
     pub spawn_gateway: Option<PathBuf>,
-    /// The gateway binary for `--spawn-gateway` (default: `ringgate` beside this binary).
+    /// The gateway binary for `--spawn-gateway` (default: `ringgate` beside this binary
+    /// if built, else this binary's `gateway` subcommand, the same library).
     #[arg(long, value_name = "PATH", requires = "spawn_gateway")]
     pub gateway_bin: Option<PathBuf>,
     /// Where the spawned gateway's output goes (default: this terminal's stderr).
@@ -406,6 +433,27 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn compare_flag_and_subcommand_parse_to_the_same_command() {
+        let flag = Cli::try_parse_from(["ringgate-bench", "--compare", "a.json", "b.json"])
+            .unwrap()
+            .into_command();
+        let sub = Cli::try_parse_from(["ringgate-bench", "compare", "a.json", "b.json"])
+            .unwrap()
+            .into_command();
+        for c in [flag, sub] {
+            match c {
+                Command::Compare(CompareArgs { a, b }) => {
+                    assert_eq!(a, PathBuf::from("a.json"));
+                    assert_eq!(b, PathBuf::from("b.json"));
+                }
+                other => panic!("not compare: {other:?}"),
+            }
+        }
+        assert!(Cli::try_parse_from(["ringgate-bench", "--compare", "a.json"]).is_err());
+        assert!(Cli::try_parse_from(["ringgate-bench", "--compare", "a", "b", "demo"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //! path out, including errors and Ctrl-C of the run (the children see the same SIGINT).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use crate::cli::{Cli, DemoArgs};
-use crate::gateway::{default_bin, http_status};
+use crate::gateway::http_status;
 
 /// Where the embedded defaults put things (configs/default.toml).
 const ECHO_ADDR: &str = "127.0.0.1:5001";
@@ -88,15 +87,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let me = std::env::current_exe().context("locating ringgate-bench")?;
-    // The `ringgate` binary next to this one if it was built (or the one given);
-    // otherwise this binary's `gateway` subcommand, which runs the same library the same
-    // way, so `cargo run --release -p ringgate-bench -- demo` works on a fresh checkout.
-    let (gateway_bin, gateway_args): (PathBuf, Vec<&str>) = match &args.gateway_bin {
-        Some(bin) if !bin.is_file() => bail!("gateway binary {} not found", bin.display()),
-        Some(bin) => (bin.clone(), vec![]),
-        None if default_bin().is_file() => (default_bin(), vec![]),
-        None => (me.clone(), vec!["gateway"]),
-    };
+    // The given binary, else `ringgate` next to this one, else this binary's `gateway`
+    // subcommand: `cargo run --release -p ringgate-bench -- demo` works on a fresh checkout.
+    let (gateway_bin, gateway_args) = crate::gateway::command(args.gateway_bin.as_deref())?;
 
     eprintln!("demo: starting the echo backend on {ECHO_ADDR}");
     let mut echo = Stoppable {
@@ -197,7 +190,7 @@ pub fn rpc_argv(args: &DemoArgs, gateway_pid: u32) -> Vec<String> {
 /// command line a user would type (so the demo cannot drift from `rpc`'s flags).
 fn run_rpc(args: &DemoArgs, gateway_pid: u32) -> anyhow::Result<ExitCode> {
     let cli = Cli::try_parse_from(rpc_argv(args, gateway_pid)).context("demo's rpc flags")?;
-    match cli.command {
+    match cli.into_command() {
         // THE call into the rpc scenario (single call site).
         crate::cli::Command::Rpc(rpc) => crate::scenario::rpc::run(&rpc),
         _ => unreachable!("rpc_argv names the rpc subcommand"),
@@ -220,6 +213,6 @@ mod tests {
         let argv = rpc_argv(&args, 42);
         assert!(argv.contains(&"--conns=2000".to_string()));
         let cli = Cli::try_parse_from(&argv).unwrap();
-        assert!(matches!(cli.command, crate::cli::Command::Rpc(_)));
+        assert!(matches!(cli.into_command(), crate::cli::Command::Rpc(_)));
     }
 }

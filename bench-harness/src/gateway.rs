@@ -19,7 +19,8 @@ pub struct SpawnedGateway {
     child: Child,
     pub pid: u32,
     pub admin: SocketAddr,
-    pub bin: PathBuf,
+    /// The command that runs it (program and any subcommand), for messages.
+    pub command: String,
     /// The config's `shutdown_grace_ms`: how long SIGTERM may take.
     grace: Duration,
 }
@@ -38,6 +39,26 @@ pub fn default_bin() -> PathBuf {
         }
     }
     PathBuf::from("target/release/ringgate")
+}
+
+/// The gateway to start: `bin` if given; else the `ringgate` binary beside this one if
+/// it was built; else this binary's `gateway` subcommand, which runs the same library
+/// the same way (so a fresh checkout that built only `ringgate-bench` still works).
+/// Returns the program and the arguments that come before `--config`.
+pub fn command(bin: Option<&Path>) -> anyhow::Result<(PathBuf, Vec<&'static str>)> {
+    match bin {
+        Some(b) if !b.is_file() => bail!(
+            "gateway binary {} not found: build it with `cargo build --release -p ringgate` \
+             or leave out --gateway-bin to use this binary's `gateway` subcommand",
+            b.display()
+        ),
+        Some(b) => Ok((b.to_path_buf(), vec![])),
+        None if default_bin().is_file() => Ok((default_bin(), vec![])),
+        None => Ok((
+            std::env::current_exe().context("locating ringgate-bench")?,
+            vec!["gateway"],
+        )),
+    }
 }
 
 impl SpawnedGateway {
@@ -63,19 +84,15 @@ impl SpawnedGateway {
                 config.display()
             );
         }
-        let bin = bin.map_or_else(default_bin, Path::to_path_buf);
-        if !bin.is_file() {
-            bail!(
-                "gateway binary {} not found: build it with `cargo build --release -p ringgate` \
-                 or pass --gateway-bin",
-                bin.display()
-            );
-        }
+        let (bin, bin_args) = command(bin)?;
         if http_status(admin, "/readyz").is_some() {
             bail!("something already answers on the admin address {admin}: stop it first");
         }
         let mut cmd = Command::new(&bin);
-        cmd.arg("--config").arg(config).stdin(Stdio::null());
+        cmd.args(&bin_args)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null());
         match log {
             Some(p) => {
                 let f = std::fs::File::create(p)
@@ -93,16 +110,17 @@ impl SpawnedGateway {
             pid: child.id(),
             child,
             admin,
-            bin,
+            command: [bin.display().to_string()]
+                .into_iter()
+                .chain(bin_args.iter().map(|a| a.to_string()))
+                .collect::<Vec<_>>()
+                .join(" "),
             grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
         };
         let deadline = Instant::now() + ready_timeout;
         loop {
             if let Some(st) = g.child.try_wait()? {
-                bail!(
-                    "gateway {} exited during startup with {st}",
-                    g.bin.display()
-                );
+                bail!("gateway {} exited during startup with {st}", g.command);
             }
             if http_status(admin, "/readyz") == Some(200) {
                 return Ok(g);

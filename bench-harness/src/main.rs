@@ -35,8 +35,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let cli = cli::Cli::parse();
-    let result = match &cli.command {
+    let command = cli::Cli::parse().into_command();
+    let result = match &command {
         cli::Command::EchoBackend(a) => echo::run(a).map(|()| ExitCode::SUCCESS),
         cli::Command::Idle(a) => scenario::idle::run(a),
         cli::Command::Gateway(a) => run_gateway(a),

@@ -1,8 +1,10 @@
 //! `ringgate-bench rpc` end to end: the built-in echo backend as a child process, a
-//! gateway started in-process on free ports in front of it, and one second of open-loop
-//! load at 200 requests/s over 4 connections; the JSON report's counts must add up.
+//! gateway in front of it on free ports (started in-process, or spawned by the harness
+//! itself with `--spawn-gateway`), and one second of open-loop load at 200 requests/s
+//! over 4 connections; the JSON report's counts must add up.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,12 +37,10 @@ fn wait_listening(addr: SocketAddr) {
     }
 }
 
-#[test]
-fn rpc_at_200_per_second_against_a_gateway() {
-    let started = Instant::now();
-    // The echo backend.
+/// The echo backend as a child process on a free port.
+fn start_echo() -> (Reaped, SocketAddr) {
     let backend: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _echo = Reaped(
+    let echo = Reaped(
         Command::new(BENCH)
             .args(["echo-backend", "--threads", "1", "--listen"])
             .arg(backend.to_string())
@@ -50,16 +50,18 @@ fn rpc_at_200_per_second_against_a_gateway() {
             .expect("spawn echo-backend"),
     );
     wait_listening(backend);
+    (echo, backend)
+}
 
-    // The gateway, in-process, on free ports.
-    let config = ringgate::Config::from_toml_str(
-        &format!(
-            r#"
+/// A one-shard gateway config in front of `backend`, without rate limiting.
+fn config_toml(listen: &str, admin: &str, backend: SocketAddr) -> String {
+    format!(
+        r#"
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 path = "/connect"
 shards = 1
-admin_listen = "127.0.0.1:0"
+admin_listen = "{admin}"
 shutdown_grace_ms = 500
 max_message_bytes = 65536
 rate_limit_per_sec = 0
@@ -70,20 +72,12 @@ name = "echo"
 url = "http://{backend}"
 endpoints = [ {{ path = "/echo", roles = ["user"] }} ]
 "#
-        ),
-        &[],
     )
-    .expect("valid config");
-    let gateway = ringgate::Gateway::start(config).expect("gateway starts");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gateway.is_ready() {
-        assert!(Instant::now() < deadline, "gateway never ready");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+}
 
-    // One second of load.
-    let dir = std::env::temp_dir().join(format!("rg-bench-rpc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// Runs `rpc` (4 connections, 200/s, 1 s) with `extra` arguments, writing its JSON,
+/// chart and interval log into `dir`; returns the report and the process's output.
+fn run_rpc(dir: &Path, extra: &[String]) -> (serde_json::Value, String, String) {
     let json = dir.join("rpc.json");
     let out = Command::new(BENCH)
         .args([
@@ -101,8 +95,7 @@ endpoints = [ {{ path = "/echo", roles = ["user"] }} ]
             "--timeout-ms",
             "2000",
         ])
-        .arg(format!("--gateway=ws://{}/connect", gateway.addr))
-        .arg(format!("--secret={SECRET}"))
+        .args(extra)
         .arg("--json")
         .arg(&json)
         .arg("--chart")
@@ -112,23 +105,30 @@ endpoints = [ {{ path = "/echo", roles = ["user"] }} ]
         .stdin(Stdio::null())
         .output()
         .expect("run rpc");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
         "rpc failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
     let text = std::fs::read_to_string(&json).expect("report written");
-    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("{v} in {text}"));
+    (serde_json::from_str(&text).unwrap(), stdout, stderr)
+}
 
+fn n(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// The report of one second at 200/s over 4 connections, with every request answered:
+/// counts that add up, ordered percentiles, the table, the chart and the interval log.
+fn check_report(dir: &Path, r: &serde_json::Value, stdout: &str, stderr: &str) {
     assert_eq!(r["scenario"], "rpc");
     assert_eq!(r["schema_version"], 1);
     assert_eq!(n(&r["connect"]["established"]), 4);
     let sent = n(&r["requests"]["sent"]);
     assert!((180..=220).contains(&sent), "sent {sent}\n{stderr}");
-    assert_eq!(n(&r["requests"]["ok"]), sent, "{text}");
+    assert_eq!(n(&r["requests"]["ok"]), sent, "{r}");
     assert!(r["requests"]["errors"].as_object().unwrap().is_empty());
     assert_eq!(n(&r["requests"]["timeouts"]), 0);
     assert_eq!(n(&r["requests"]["lost"]), 0);
@@ -151,11 +151,99 @@ endpoints = [ {{ path = "/echo", roles = ["user"] }} ]
     assert!(svg.starts_with("<svg") && svg.contains("<path "));
     let hlog = std::fs::read_to_string(dir.join("rpc.hlog")).unwrap();
     assert!(hlog.contains("#[StartTime:"), "{hlog}");
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rg-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn rpc_at_200_per_second_against_a_gateway() {
+    let started = Instant::now();
+    let (_echo, backend) = start_echo();
+
+    // The gateway, in-process, on free ports.
+    let config =
+        ringgate::Config::from_toml_str(&config_toml("127.0.0.1:0", "127.0.0.1:0", backend), &[])
+            .expect("valid config");
+    let gateway = ringgate::Gateway::start(config).expect("gateway starts");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gateway.is_ready() {
+        assert!(Instant::now() < deadline, "gateway never ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let dir = temp_dir("rpc");
+    let (r, stdout, stderr) = run_rpc(
+        &dir,
+        &[
+            format!("--gateway=ws://{}/connect", gateway.addr),
+            format!("--secret={SECRET}"),
+        ],
+    );
+    check_report(&dir, &r, &stdout, &stderr);
+    assert!(
+        r["gateway"].is_null(),
+        "no gateway pid was given: {}",
+        r["gateway"]
+    );
 
     gateway.stop();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn rpc_with_spawn_gateway_starts_samples_and_stops_the_gateway() {
+    let started = Instant::now();
+    let (_echo, backend) = start_echo();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let dir = temp_dir("spawn");
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, config_toml(&listen, &admin, backend)).unwrap();
+
+    // No --gateway or --secret: the harness takes them from the config it spawns.
+    let (r, stdout, stderr) = run_rpc(
+        &dir,
+        &[
+            "--spawn-gateway".into(),
+            config.display().to_string(),
+            "--gateway-log".into(),
+            dir.join("gateway.log").display().to_string(),
+        ],
+    );
+    check_report(&dir, &r, &stdout, &stderr);
+    let g = &r["gateway"];
+    assert_eq!(g["spawned"], true, "{g}");
+    let pid = n(&g["pid"]);
+    assert!(n(&g["rss_peak_bytes"]) > 1 << 20, "{g}");
+    assert!(g["cpu_secs"].as_f64().unwrap() > 0.0, "{g}");
+    assert!(!g["samples"].as_array().unwrap().is_empty(), "{g}");
+    assert!(stderr.contains("gateway stopped (SIGTERM)"), "{stderr}");
+    // Stopped and reaped by the harness: no process, nothing on its addresses.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "gateway {pid} still there"
+    );
+    assert!(
+        TcpStream::connect(&admin).is_err(),
+        "admin {admin} still answers"
+    );
+    assert!(
+        TcpStream::connect(&listen).is_err(),
+        "{listen} still accepts"
+    );
+
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
         "took {:?}",
         started.elapsed()
     );

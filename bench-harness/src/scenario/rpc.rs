@@ -187,9 +187,7 @@ fn coordinate(args: &RpcArgs) -> anyhow::Result<ExitCode> {
             )?;
             eprintln!(
                 "rpc: gateway {} pid {} ready (admin http://{})",
-                g.bin.display(),
-                g.pid,
-                g.admin
+                g.command, g.pid, g.admin
             );
             Some(g)
         }
