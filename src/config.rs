@@ -187,6 +187,10 @@ pub struct BackendConfig {
     /// with code 60 at once (docs/LINK.md).
     #[serde(default = "d_link_max_inflight")]
     pub link_max_inflight: usize,
+    /// A link that has received nothing for this long gets a ping; with no answer
+    /// within `connect_timeout_ms` it is closed and redialed (0 = no idle pings).
+    #[serde(default = "d_link_ping_secs")]
+    pub link_ping_secs: u64,
 }
 
 impl Default for BackendConfig {
@@ -199,6 +203,7 @@ impl Default for BackendConfig {
             pipeline_depth: d_pipeline_depth(),
             max_response_bytes: d_max_response(),
             link_max_inflight: d_link_max_inflight(),
+            link_ping_secs: d_link_ping_secs(),
         }
     }
 }
@@ -223,6 +228,9 @@ fn d_max_response() -> usize {
 }
 fn d_link_max_inflight() -> usize {
     65_536
+}
+fn d_link_ping_secs() -> u64 {
+    15
 }
 
 /// `[[services]]`: a backend service and the endpoints it exposes to clients.
@@ -703,6 +711,28 @@ mod tests {
                 .read_batch_tick_us,
             500
         );
+    }
+
+    #[test]
+    fn link_pings_an_idle_link_after_15_s_by_default_and_zero_or_env_turns_it_off() {
+        let shipped = Config::from_toml_str(DEFAULT_CONFIG_TOML, &[]).unwrap();
+        assert_eq!(shipped.backend.link_ping_secs, 15);
+        let without: String = DEFAULT_CONFIG_TOML
+            .lines()
+            .filter(|l| !l.starts_with("link_ping_secs"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let omitted = Config::from_toml_str(&without, &[]).unwrap();
+        assert_eq!(omitted.backend.link_ping_secs, 15);
+        let env = [(
+            "RINGGATE_BACKEND_LINK_PING_SECS".to_string(),
+            "0".to_string(),
+        )];
+        let off = Config::from_toml_str(DEFAULT_CONFIG_TOML, &env).unwrap();
+        assert_eq!(off.backend.link_ping_secs, 0);
+        let bad = DEFAULT_CONFIG_TOML.replace("link_ping_secs = 15", "link_ping_secs = -1");
+        let e = Config::from_toml_str(&bad, &[]).unwrap_err();
+        assert!(e.to_string().contains("backend.link_ping_secs"), "{e}");
     }
 
     #[test]

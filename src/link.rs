@@ -17,8 +17,9 @@
 //!   what is there and runs the callbacks of the replies it decodes, in the order they
 //!   arrive. Replies' payloads are slices of the read buffer, queued into the clients'
 //!   outboxes without a copy.
-//! - One sweeper task answers calls past their deadline with a timeout; their late
-//!   replies are dropped and counted.
+//! - One sweeper task answers calls past their deadline with a timeout (their late
+//!   replies are dropped and counted) and pings a connection that has gone quiet (idle
+//!   for `idle_ping`, or since a call that timed out); an unanswered ping ends it.
 //! - The link task dials, upgrades (subprotocol `ringgate-link.v1`), serves, and on any
 //!   failure answers every call in flight with [`LinkFailure::Lost`] and redials with
 //!   backoff. While it is down requests fail at once ([`LinkFailure::Down`]); while it
@@ -132,6 +133,9 @@ pub struct LinkSettings {
     pub request_timeout: Duration,
     /// Calls waiting for a reply at most.
     pub max_inflight: usize,
+    /// A connection that has delivered nothing for this long gets a liveness ping
+    /// (zero: only after a timed-out call).
+    pub idle_ping: Duration,
     /// Largest message either way (a larger action closes the link with 1009).
     pub max_message_bytes: usize,
     /// Sent to the backend as `X-Ringgate-Shard`.
@@ -954,12 +958,14 @@ async fn run(link: Rc<Inner>) {
 }
 
 /// Answers calls past their deadline with [`BackendError::Timeout`], and watches the
-/// connection's liveness: when a call times out and the connection has delivered
-/// nothing since that call was sent, a ping goes out; if nothing at all arrives within
-/// the connect timeout after it (not even the pong, which WebSocket libraries send by
-/// themselves), the backend host is taken for gone (one that vanished without a reset
-/// looks like this) and the connection is shut down, so the link redials instead of
-/// timing out every call. A slow backend that answers pings keeps its link.
+/// connection's liveness. A ping goes out when the connection has delivered nothing for
+/// `idle_ping`, or when a call times out and it has delivered nothing since that call
+/// was sent; if nothing at all arrives within the connect timeout after it (not even
+/// the pong, which WebSocket libraries send by themselves), the backend host is taken
+/// for gone (one that vanished without a reset looks like this) and the connection is
+/// shut down, so the link redials instead of timing out every call (or, idle, instead
+/// of holding a dead connection until the next request finds it). A slow backend that
+/// answers pings keeps its link.
 async fn sweep_loop(link: Rc<Inner>) {
     let every = (link.settings.request_timeout / 10)
         .clamp(Duration::from_millis(5), Duration::from_millis(100));
@@ -967,6 +973,10 @@ async fn sweep_loop(link: Rc<Inner>) {
         monoio::time::sleep(every).await;
         let now = crate::clock::refresh();
         link.check_liveness(now);
+        let idle = link.settings.idle_ping;
+        if !idle.is_zero() && now.saturating_duration_since(link.last_read.get()) >= idle {
+            link.ping(now);
+        }
         let expired: Vec<Pending> = {
             let mut st = link.st.borrow_mut();
             if st.calls.is_empty() {
@@ -987,13 +997,8 @@ async fn sweep_loop(link: Rc<Inner>) {
             .iter()
             .map(|p| p.deadline - link.settings.request_timeout)
             .min();
-        if let Some(sent) = oldest_sent {
-            let serving = link.conn_fd.get().is_some();
-            if serving && link.last_read.get() < sent && link.ping_at.get().is_none() {
-                link.st.borrow_mut().put_control(OpCode::Ping, b"liveness");
-                link.ping_at.set(Some(now));
-                link.wake_writer();
-            }
+        if oldest_sent.is_some_and(|sent| link.last_read.get() < sent) {
+            link.ping(now);
         }
         for p in expired {
             p.on_done.run(Err(BackendError::Timeout));
@@ -1002,6 +1007,15 @@ async fn sweep_loop(link: Rc<Inner>) {
 }
 
 impl Inner {
+    /// Sends a liveness ping on the connection being served, unless one is in flight.
+    fn ping(&self, now: Instant) {
+        if self.conn_fd.get().is_some() && self.ping_at.get().is_none() {
+            self.st.borrow_mut().put_control(OpCode::Ping, b"liveness");
+            self.ping_at.set(Some(now));
+            self.wake_writer();
+        }
+    }
+
     /// Settles a liveness ping: answered (anything arrived since) or overdue (the
     /// connection is shut down; its reader sees EOF and the link redials).
     fn check_liveness(&self, now: Instant) {
@@ -1013,7 +1027,7 @@ impl Inner {
         } else if now.saturating_duration_since(sent) >= self.settings.connect_timeout {
             self.ping_at.set(None);
             if let Some(fd) = self.conn_fd.get() {
-                tracing::warn!(shard = self.settings.shard, service = %self.service, "backend link unresponsive: a call timed out and a ping got no answer; closing it to redial");
+                tracing::warn!(shard = self.settings.shard, service = %self.service, "backend link unresponsive: a liveness ping got no answer; closing it to redial");
                 // The reader wakes with EOF and tears the connection down.
                 sys::shutdown(fd);
             }

@@ -203,6 +203,7 @@ impl ShardCtx {
             connect_timeout: settings.connect_timeout,
             request_timeout: settings.request_timeout,
             max_inflight: b.link_max_inflight,
+            idle_ping: Duration::from_secs(b.link_ping_secs),
             max_message_bytes: self
                 .config
                 .server

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,8 @@ enum Seen {
 /// (reply N), `/slow/MS` (reply after MS, from another thread), `/push` (SEND the
 /// payload to the session, then reply), `/kick` (CLOSE the session with 4002),
 /// `/garbage` (an unknown action kind), `/freeze` (go silent: read and answer nothing,
-/// pings included), anything else: no reply. Pings are answered.
+/// pings included), anything else: no reply. Pings are answered (and counted) unless
+/// `mute_pings` is set.
 struct LinkBackend {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -52,6 +53,10 @@ struct LinkBackend {
     open: Arc<AtomicUsize>,
     /// The `X-Ringgate-Shard` of every link upgrade.
     shards: Arc<Mutex<Vec<String>>>,
+    /// Pings received, on any connection.
+    pings: Arc<AtomicUsize>,
+    /// While set, pings get no pong (a host gone silent, as seen from the gateway).
+    mute_pings: Arc<AtomicBool>,
 }
 
 impl LinkBackend {
@@ -62,20 +67,27 @@ impl LinkBackend {
         let connections = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let shards = Arc::new(Mutex::new(Vec::new()));
+        let pings = Arc::new(AtomicUsize::new(0));
+        let mute_pings = Arc::new(AtomicBool::new(false));
         let (s, n, o, sh) = (
             seen.clone(),
             connections.clone(),
             open.clone(),
             shards.clone(),
         );
+        let (p, m) = (pings.clone(), mute_pings.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 n.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
                 let (s, o, sh) = (s.clone(), o.clone(), sh.clone());
+                let pings = Pings {
+                    count: p.clone(),
+                    mute: m.clone(),
+                };
                 std::thread::spawn(move || {
-                    serve(stream, s, sh);
+                    serve(stream, s, sh, pings);
                     o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -86,6 +98,8 @@ impl LinkBackend {
             connections,
             open,
             shards,
+            pings,
+            mute_pings,
         }
     }
 
@@ -117,7 +131,18 @@ impl LinkBackend {
     }
 }
 
-fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, shards: Arc<Mutex<Vec<String>>>) {
+/// The backend's ping counter and mute switch, for one connection's thread.
+struct Pings {
+    count: Arc<AtomicUsize>,
+    mute: Arc<AtomicBool>,
+}
+
+fn serve(
+    mut stream: TcpStream,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    shards: Arc<Mutex<Vec<String>>>,
+    pings: Pings,
+) {
     // The upgrade: answer with the accept key and the link subprotocol.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -167,8 +192,11 @@ fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, shards: Arc<Mutex<V
             let b = match msg {
                 Message::Binary(b) => b,
                 Message::Ping(p) => {
-                    let pong = encode_frame(OpCode::Pong, &p, None);
-                    let _ = writer.lock().unwrap().write_all(&pong);
+                    pings.count.fetch_add(1, Ordering::SeqCst);
+                    if !pings.mute.load(Ordering::SeqCst) {
+                        let pong = encode_frame(OpCode::Pong, &p, None);
+                        let _ = writer.lock().unwrap().write_all(&pong);
+                    }
                     continue;
                 }
                 _ => continue,
@@ -678,6 +706,45 @@ fn a_backend_gone_silent_is_pinged_after_a_timeout_then_its_link_is_redialed() {
             monoio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+}
+
+#[test]
+fn an_idle_link_is_pinged_and_kept_while_answered_then_redialed_once_its_backend_goes_silent() {
+    let backend = LinkBackend::start();
+    let text = link_config_text(&backend.url()).replace(
+        "connect_timeout_ms = 1000",
+        "connect_timeout_ms = 1000\nlink_ping_secs = 1",
+    );
+    let g = gateway(Config::from_toml_str(&text, &[]).unwrap());
+    let wait = |what: &str, done: &dyn Fn() -> bool, within: Duration| {
+        let t0 = Instant::now();
+        while !done() {
+            assert!(t0.elapsed() < within, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let conns = || backend.connections.load(Ordering::SeqCst);
+    let pings = || backend.pings.load(Ordering::SeqCst);
+    wait("link up", &|| conns() == 1, Duration::from_secs(5));
+    // Idle with no request at all: pinged about once a second, answered, kept.
+    wait("idle pings", &|| pings() >= 2, Duration::from_secs(4));
+    assert_eq!(conns(), 1, "an answered ping keeps the link");
+    // The host goes silent: the next ping gets no answer within the connect timeout
+    // (1 s), the gateway closes that connection and dials again.
+    backend.mute_pings.store(true, Ordering::SeqCst);
+    wait("redialed", &|| conns() >= 2, Duration::from_secs(4));
+    backend.mute_pings.store(false, Ordering::SeqCst);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let (h, body) = c.call(m.guid("/echo").unwrap(), b"after").await.unwrap();
+        assert_eq!((h.code, &body[..]), (0, &b"after"[..]));
+    });
+    // The silent connection was the one closed: one link open, the new one.
+    wait(
+        "old link closed",
+        &|| backend.open_connections() == 1,
+        Duration::from_secs(3),
+    );
 }
 
 #[test]
