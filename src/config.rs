@@ -676,6 +676,16 @@ mod tests {
         assert!(e.to_string().contains("server.max_message_bytes"), "{e}");
     }
 
+    /// The shipped config with the line that sets `key` left out (its serde default
+    /// applies).
+    fn shipped_without(key: &str) -> String {
+        DEFAULT_CONFIG_TOML
+            .lines()
+            .filter(|l| !l.starts_with(key))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn read_batch_tick_beyond_100_ms_is_rejected_and_zero_turns_it_off() {
         let text =
@@ -699,13 +709,8 @@ mod tests {
             500
         );
         // A config that leaves it out gets the same tick as the shipped file.
-        let without: String = DEFAULT_CONFIG_TOML
-            .lines()
-            .filter(|l| !l.starts_with("read_batch_tick_us"))
-            .collect::<Vec<_>>()
-            .join("\n");
         assert_eq!(
-            Config::from_toml_str(&without, &[])
+            Config::from_toml_str(&shipped_without("read_batch_tick_us"), &[])
                 .unwrap()
                 .server
                 .read_batch_tick_us,
@@ -717,12 +722,7 @@ mod tests {
     fn link_pings_an_idle_link_after_15_s_by_default_and_zero_or_env_turns_it_off() {
         let shipped = Config::from_toml_str(DEFAULT_CONFIG_TOML, &[]).unwrap();
         assert_eq!(shipped.backend.link_ping_secs, 15);
-        let without: String = DEFAULT_CONFIG_TOML
-            .lines()
-            .filter(|l| !l.starts_with("link_ping_secs"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let omitted = Config::from_toml_str(&without, &[]).unwrap();
+        let omitted = Config::from_toml_str(&shipped_without("link_ping_secs"), &[]).unwrap();
         assert_eq!(omitted.backend.link_ping_secs, 15);
         let env = [(
             "RINGGATE_BACKEND_LINK_PING_SECS".to_string(),
