@@ -162,7 +162,10 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// `sid` claim for tokens; the caller's session id for anonymous.
     pub session_id: Option<String>,
-    /// `exp` claim as sent (leeway not added). `None` only for anonymous.
+    /// When the token stops being accepted: `exp` plus the configured leeway. The
+    /// handshake refuses it from this second on and the session sweep closes the
+    /// session (4001) at the same second: one rule for both. `None` only for
+    /// anonymous.
     pub expires_at: Option<u64>,
     /// True only for identities from [`Authenticator::anonymous`].
     pub anonymous: bool,
@@ -316,7 +319,8 @@ impl Authenticator {
             None | Some(Value::Null) => return Err(AuthError::MissingExp),
             Some(v) => numeric_date(v, false).ok_or(AuthError::InvalidClaim("exp"))?,
         };
-        if now_unix >= exp.saturating_add(self.leeway_secs) {
+        let expires_at = exp.saturating_add(self.leeway_secs);
+        if now_unix >= expires_at {
             return Err(AuthError::Expired);
         }
         if let Some(v) = claims.get("nbf").filter(|v| !v.is_null()) {
@@ -345,7 +349,7 @@ impl Authenticator {
             account_id: optional_string(&claims, "sub")?,
             roles: roles(&claims)?,
             session_id: optional_string(&claims, "sid")?,
-            expires_at: Some(exp),
+            expires_at: Some(expires_at),
             anonymous: false,
         })
     }
@@ -627,6 +631,19 @@ mod tests {
         let token = hs(&json!({ "exp": NOW - 10 }));
         assert!(a.verify(&token, NOW).is_ok());
         assert_eq!(a.verify(&token, NOW + 20), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn the_session_deadline_is_the_second_the_handshake_stops_accepting_the_token() {
+        let a = auth(AuthSettings {
+            leeway_secs: 30,
+            ..hs_only()
+        });
+        let token = hs(&json!({ "exp": NOW + 300 }));
+        let deadline = a.verify(&token, NOW).unwrap().expires_at.unwrap();
+        assert_eq!(deadline, NOW + 330, "exp plus the leeway");
+        assert!(a.verify(&token, deadline - 1).is_ok());
+        assert_eq!(a.verify(&token, deadline), Err(AuthError::Expired));
     }
 
     #[test]

@@ -1652,15 +1652,18 @@ impl Drop for Acquire<'_> {
 }
 
 /// Parsed `http://` origin.
+/// A service `url` taken apart: `http://host[:port][/base]`.
 #[derive(Debug, PartialEq, Eq)]
-struct Origin {
-    authority: String,
-    host: String,
-    port: u16,
-    base_path: String,
+pub struct Origin {
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+    pub base_path: String,
 }
 
-fn parse_url(url: &str) -> Result<Origin, BackendError> {
+/// Parses a service `url` (syntax only: nothing is resolved). The config is checked
+/// with it, so a shard never meets a URL it cannot parse.
+pub fn parse_url(url: &str) -> Result<Origin, BackendError> {
     let bad = |why: &str| BackendError::InvalidUrl(format!("{why}: {url:?}"));
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(bad("expected http://host[:port][/path]"));

@@ -49,11 +49,15 @@ impl ConfigError {
 pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
-    #[serde(default)]
     pub backend: BackendConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
 }
+
+// Every key of `[server]`, `[auth]` and `[backend]` is present when these structs are
+// deserialized: `fill_defaults` gives the ones a file leaves out their value in
+// `configs/default.toml`, so the defaults are written in that one place (optional
+// keys, absent there too, are `Option`s or `#[serde(default)]`).
 
 /// `[server]`: listeners, limits and timers of the client edge.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,32 +69,27 @@ pub struct ServerConfig {
     pub shards: usize,
     pub admin_listen: String,
     pub max_message_bytes: usize,
-    #[serde(default = "d_handshake_timeout")]
     pub handshake_timeout_ms: u64,
-    #[serde(default = "d_idle_ping")]
     pub idle_ping_secs: u64,
-    #[serde(default = "d_pong_timeout")]
     pub pong_timeout_secs: u64,
-    #[serde(default = "d_max_channels")]
     pub max_channels: u16,
-    #[serde(default = "d_rate")]
     pub rate_limit_per_sec: u32,
-    #[serde(default = "d_burst")]
     pub rate_limit_burst: u32,
-    #[serde(default = "d_outbox")]
     pub max_outbox_bytes: usize,
     /// Requests of one connection being forwarded or queued at once; past it the
     /// connection is not read until some finish (TCP backpressure, nothing dropped).
-    #[serde(default = "d_inflight")]
     pub max_inflight_per_connection: u32,
-    #[serde(default = "d_grace")]
     pub shutdown_grace_ms: u64,
     /// Read batching while a shard's thread is busy: each client connection reads at
     /// most once per tick of this length (see `crate::gate`); 0 = never.
-    #[serde(default = "d_read_batch")]
     pub read_batch_tick_us: u64,
-    #[serde(default = "d_backlog")]
     pub backlog: i32,
+    /// Send a ping with the `101` and the capability manifest once the client answers
+    /// it (or sends anything), instead of in the same write as the `101`. Bannou's
+    /// TypeScript SDK on Node handles a manifest that arrives with the `101` before it
+    /// starts waiting for one, then waits 30 s; a client that never answers gets the
+    /// manifest from the shard's sweep 1–2 s after its upgrade.
+    pub manifest_after_pong: bool,
     /// Hex-encoded 32-byte secret from which per-session GUID keys are derived. Set it
     /// (the same on every instance) so GUIDs survive a restart or a move to another
     /// instance; unset, a random one is drawn at start.
@@ -99,40 +98,6 @@ pub struct ServerConfig {
     /// Force monoio's legacy (epoll) driver even where io_uring is available.
     #[serde(default)]
     pub force_legacy_driver: bool,
-}
-
-fn d_handshake_timeout() -> u64 {
-    10_000
-}
-fn d_idle_ping() -> u64 {
-    30
-}
-fn d_pong_timeout() -> u64 {
-    10
-}
-fn d_max_channels() -> u16 {
-    1000
-}
-fn d_rate() -> u32 {
-    1000
-}
-fn d_burst() -> u32 {
-    2000
-}
-fn d_outbox() -> usize {
-    4 * 1024 * 1024
-}
-fn d_inflight() -> u32 {
-    256
-}
-fn d_grace() -> u64 {
-    5000
-}
-fn d_read_batch() -> u64 {
-    500
-}
-fn d_backlog() -> i32 {
-    4096
 }
 
 /// `[auth]`: how upgrade requests are authenticated.
@@ -152,7 +117,6 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     #[serde(default)]
     pub audience: Option<String>,
-    #[serde(default = "d_leeway")]
     pub leeway_secs: u64,
     #[serde(default)]
     pub allow_anonymous: bool,
@@ -160,77 +124,25 @@ pub struct AuthConfig {
     pub origins: Vec<String>,
 }
 
-fn d_leeway() -> u64 {
-    30
-}
-
 /// `[backend]`: the HTTP forwarding pools (one per service per shard).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    #[serde(default = "d_connect_timeout")]
     pub connect_timeout_ms: u64,
-    #[serde(default = "d_request_timeout")]
     pub request_timeout_ms: u64,
-    #[serde(default = "d_max_idle")]
     pub max_idle_per_shard: usize,
-    #[serde(default = "d_max_conns")]
     pub max_conns_per_shard: usize,
     /// Requests in flight per backend connection (HTTP/1.1 pipelining): the requests
     /// of one scheduler round share a connection, and once all `max_conns_per_shard`
     /// connections are busy, more queue behind those in flight; 1 = never pipeline.
-    #[serde(default = "d_pipeline_depth")]
     pub pipeline_depth: usize,
-    #[serde(default = "d_max_response")]
     pub max_response_bytes: usize,
     /// Calls waiting for a reply on one shard's link to a service; more are answered
     /// with code 60 at once (docs/LINK.md).
-    #[serde(default = "d_link_max_inflight")]
     pub link_max_inflight: usize,
     /// A link that has received nothing for this long gets a ping; with no answer
     /// within `connect_timeout_ms` it is closed and redialed (0 = no idle pings).
-    #[serde(default = "d_link_ping_secs")]
     pub link_ping_secs: u64,
-}
-
-impl Default for BackendConfig {
-    fn default() -> Self {
-        BackendConfig {
-            connect_timeout_ms: d_connect_timeout(),
-            request_timeout_ms: d_request_timeout(),
-            max_idle_per_shard: d_max_idle(),
-            max_conns_per_shard: d_max_conns(),
-            pipeline_depth: d_pipeline_depth(),
-            max_response_bytes: d_max_response(),
-            link_max_inflight: d_link_max_inflight(),
-            link_ping_secs: d_link_ping_secs(),
-        }
-    }
-}
-
-fn d_connect_timeout() -> u64 {
-    2000
-}
-fn d_request_timeout() -> u64 {
-    30_000
-}
-fn d_max_idle() -> usize {
-    512
-}
-fn d_max_conns() -> usize {
-    512
-}
-fn d_pipeline_depth() -> usize {
-    1
-}
-fn d_max_response() -> usize {
-    16 * 1024 * 1024
-}
-fn d_link_max_inflight() -> usize {
-    65_536
-}
-fn d_link_ping_secs() -> u64 {
-    15
 }
 
 /// `[[services]]`: a backend service and the endpoints it exposes to clients.
@@ -288,12 +200,19 @@ impl Config {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         apply_env_overrides(&mut value, env)?;
+        let dev_secret_implied = fill_defaults(&mut value)?;
         let de = toml::Value::Table(value);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             ConfigError::key(key, e.into_inner().to_string())
         })?;
         config.validate()?;
+        if dev_secret_implied && !config.server.listen_addr()?.ip().is_loopback() {
+            return Err(ConfigError::key(
+                "auth.hs256_secret",
+                "no key is configured and the listener is not on loopback: the embedded development secret is public, so anyone could mint tokens; set auth.hs256_secret or a public key",
+            ));
+        }
         Ok(config)
     }
 
@@ -486,11 +405,8 @@ impl Config {
                     "missing: set url = \"http://host:port\" (or link = \"ws://host:port/path\")",
                 )),
                 (None, false) => {
-                    if !svc.url.starts_with("http://") {
-                        return Err(ConfigError::key(
-                            at("url"),
-                            "must be an http:// URL (https backends are not supported yet)",
-                        ));
+                    if let Err(e) = crate::backend::parse_url(&svc.url) {
+                        return Err(ConfigError::key(at("url"), e.to_string()));
                     }
                 }
             }
@@ -572,6 +488,51 @@ impl ServerConfig {
                 .unwrap_or(1)
         }
     }
+}
+
+/// The `[auth]` keys that configure a way to verify tokens.
+const AUTH_KEYS: [&str; 4] = [
+    "hs256_secret",
+    "rs256_public_key",
+    "es256_public_key",
+    "eddsa_public_key",
+];
+
+/// Gives every key of `[server]`, `[auth]` and `[backend]` that `table` leaves out its
+/// value in the embedded defaults (`configs/default.toml`, the one place the defaults
+/// are written), so a file names only what it changes. `[[services]]` are never
+/// inherited. The development HS256 secret is inherited only when `[auth]` configures
+/// no key at all and does not ask for anonymous sessions (a file with a public key
+/// must not silently accept HS256 tokens signed with a public secret); returns
+/// whether it was.
+fn fill_defaults(table: &mut toml::Table) -> Result<bool, ConfigError> {
+    let defaults: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML)
+        .map_err(|e| ConfigError::Syntax(format!("embedded defaults: {e}")))?;
+    let mut dev_secret = false;
+    for (section, def) in defaults {
+        let toml::Value::Table(def) = def else {
+            continue;
+        };
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(t) = entry else {
+            return Err(ConfigError::key(section, "must be a table"));
+        };
+        let has_auth_key = section == "auth"
+            && (AUTH_KEYS.iter().any(|k| t.contains_key(*k))
+                || t.get("allow_anonymous") == Some(&toml::Value::Boolean(true)));
+        for (key, value) in def {
+            if section == "auth" && key == "hs256_secret" {
+                if has_auth_key {
+                    continue;
+                }
+                dev_secret = true;
+            }
+            t.entry(key).or_insert(value);
+        }
+    }
+    Ok(dev_secret)
 }
 
 /// Applies `RINGGATE_<SECTION>_<KEY>=value` to the parsed table. The value is read as a
@@ -743,13 +704,73 @@ mod tests {
     }
 
     #[test]
-    fn missing_auth_method_is_rejected() {
-        let text = DEFAULT_CONFIG_TOML.replace(
-            "hs256_secret = \"ringgate-dev-secret-change-me-0123456789\"",
-            "",
+    fn a_file_naming_only_the_listener_takes_every_other_default() {
+        let c = Config::from_toml_str("[server]\nlisten = \"127.0.0.1:7000\"\n", &[]).unwrap();
+        let d = Config::from_defaults(&[]).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:7000");
+        assert_eq!(c.server.path, d.server.path);
+        assert_eq!(c.server.admin_listen, d.server.admin_listen);
+        assert_eq!(c.server.max_message_bytes, d.server.max_message_bytes);
+        assert_eq!(c.server.max_outbox_bytes, d.server.max_outbox_bytes);
+        assert_eq!(c.auth.leeway_secs, d.auth.leeway_secs);
+        assert_eq!(
+            c.auth.hs256_secret, d.auth.hs256_secret,
+            "the dev secret, on loopback"
         );
-        let e = Config::from_toml_str(&text, &[]).unwrap_err();
-        assert!(e.to_string().contains("`auth`"), "{e}");
+        assert_eq!(c.backend.request_timeout_ms, d.backend.request_timeout_ms);
+        assert_eq!(c.backend.link_max_inflight, 65_536);
+        assert!(c.services.is_empty(), "services are never inherited");
+    }
+
+    #[test]
+    fn a_file_with_only_a_secret_and_a_service_is_complete() {
+        let text = r#"
+[auth]
+hs256_secret = "a-secret-of-at-least-thirty-two-bytes!!"
+[[services]]
+name = "account"
+url = "http://127.0.0.1:5001"
+endpoints = [{ path = "/account/get", roles = ["user"] }]
+"#;
+        let c = Config::from_toml_str(text, &[]).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(
+            c.auth.hs256_secret.as_deref(),
+            Some("a-secret-of-at-least-thirty-two-bytes!!")
+        );
+    }
+
+    #[test]
+    fn a_public_key_alone_does_not_inherit_the_dev_secret() {
+        let text = format!(
+            "[auth]\nrs256_public_key = \"{}/tests/fixtures/test_only_rsa2048_public.pem\"\n",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let c = Config::from_toml_str(&text, &[]).unwrap();
+        assert_eq!(c.auth.hs256_secret, None);
+        let c = Config::from_toml_str("[auth]\nallow_anonymous = true\n", &[]).unwrap();
+        assert_eq!(c.auth.hs256_secret, None, "anonymous-only stays keyless");
+    }
+
+    #[test]
+    fn the_implied_dev_secret_is_refused_off_loopback() {
+        let e = Config::from_toml_str("[server]\nlisten = \"0.0.0.0:8080\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.hs256_secret"), "{e}");
+        let env = env(&[(
+            "RINGGATE_AUTH_HS256_SECRET",
+            "an-own-secret-of-32-bytes-or-more-ok",
+        )]);
+        let c = Config::from_toml_str("[server]\nlisten = \"0.0.0.0:8080\"\n", &env).unwrap();
+        assert!(!c.server.listen_addr().unwrap().ip().is_loopback());
+    }
+
+    #[test]
+    fn an_omitted_key_still_fails_on_a_wrong_value_or_name() {
+        let e = Config::from_toml_str("[server]\nmax_outbox_bytes = \"big\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("server.max_outbox_bytes"), "{e}");
+        let e = Config::from_toml_str("[backend]\nlink_max_infligt = 3\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("link_max_infligt"), "{e}");
     }
 
     #[test]

@@ -161,9 +161,11 @@ impl ConnShared {
         self.push(&buf[..n + head.len()], payload)
     }
 
-    /// Queues an already-encoded frame (control frames).
+    /// Queues an already-encoded frame (control frames: pongs and pings, which count
+    /// against the outbox bound like any frame, so a client that pings and never
+    /// reads is closed, not buffered without end).
     pub fn send_frame(&self, frame: Bytes) -> bool {
-        if self.gone.get() {
+        if self.gone.get() || self.closing() {
             return false;
         }
         self.push(&[], frame)
@@ -173,9 +175,14 @@ impl ConnShared {
         crate::metrics::bump(&self.metrics.frames_out, 1);
         let mut out = self.outbox.borrow_mut();
         out.push(head, payload);
-        if out.len() > self.max_outbox {
-            out.clear();
+        if out.backlog() > self.max_outbox {
+            // Whole frames only before the close: the rest of one being written stays.
+            out.drop_backlog();
             drop(out);
+            self.metrics
+                .outbox_overflows
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(session = %self.session.session_id, bound = self.max_outbox, "client too slow: outbox past its bound, closing with 1013");
             self.close.set(Some(CloseRequest::Close(
                 CLOSE_OVERLOADED,
                 "client too slow: outbox full".into(),
@@ -208,6 +215,18 @@ impl ConnShared {
             self.paused.set(false);
             self.notify.notify();
         }
+    }
+
+    /// Whether the first capability manifest is still owed (held back until the
+    /// client answers the upgrade's ping; `ServerConfig::manifest_after_pong`).
+    pub fn manifest_due(&self) -> bool {
+        self.session.manifest_version.get() == 0
+    }
+
+    /// Whether the manifest has been owed since before the sweep's previous tick: a
+    /// client that does not answer the upgrade's ping gets it 1–2 s late, not never.
+    pub fn manifest_overdue(&self, now: u32) -> bool {
+        self.manifest_due() && now.saturating_sub(self.last_rx.get()) >= 1
     }
 
     /// Whether the connection may read more requests now.
@@ -326,10 +345,12 @@ async fn session(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
                 max_message_bytes: ctx.config.server.max_message_bytes,
             },
         ),
+        // Bytes that came with the upgrade request (a first frame sent without waiting
+        // for the 101) are decoded at once, as if a read had just stopped there.
+        stalled: !leftover.is_empty(),
         partial: (!leftover.is_empty()).then_some(leftover),
         bucket: TokenBucket::new(rate(&ctx), ctx.now_ms()),
         closing: None,
-        stalled: false,
         read_epoch: u64::MAX,
         gate_registered: u64::MAX,
     };
@@ -440,11 +461,20 @@ async fn handshake(
         metrics: ctx.metrics.clone(),
         channels: RefCell::default(),
     });
-    shared
-        .outbox
-        .borrow_mut()
-        .push_bytes(handshake::switching_protocols(&req));
-    send_manifest(ctx, &shared, "initial");
+    let mut out = shared.outbox.borrow_mut();
+    out.push_bytes(handshake::switching_protocols(&req));
+    let after_pong = ctx.config.server.manifest_after_pong;
+    if after_pong {
+        // The manifest follows the client's answer (`Conn::consume`), so it cannot
+        // arrive in the same read as the 101 (see `ServerConfig::manifest_after_pong`).
+        out.push_bytes(ws::ping_frame(b"", None));
+    }
+    // However the connection ends from here on, the client gets its 101 first.
+    out.keep_queued();
+    drop(out);
+    if !after_pong {
+        send_manifest(ctx, &shared, "initial");
+    }
     Ok((shared, leftover))
 }
 
@@ -679,7 +709,7 @@ impl Conn<'_> {
             .protocol_errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut out = self.shared.outbox.borrow_mut();
-        out.clear();
+        out.drop_backlog();
         out.push_bytes(ws::close_frame(Some((e.close_code(), "")), None));
         drop(out);
         self.shared
@@ -768,6 +798,11 @@ impl Conn<'_> {
     /// at the in-flight bound (the rest waits in the connection's own buffer; `stalled`
     /// says so). Returns true when the connection should end now.
     fn consume(&mut self, buf: &mut BytesMut) -> bool {
+        if self.shared.manifest_due() && self.closing.is_none() {
+            // The client answered (the upgrade's ping, or sent anything): the manifest
+            // goes out now, ahead of any answer to what it sent.
+            send_manifest(self.ctx, self.shared, "initial");
+        }
         // One reading for the whole batch (the clock is refreshed per read anyway).
         let now_ms = self.ctx.now_ms();
         loop {
@@ -895,10 +930,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_client_past_its_outbox_bound_is_closed_with_1013_and_its_backlog_dropped() {
+    fn a_client_past_its_outbox_bound_is_closed_with_1013_counted_and_its_backlog_dropped() {
         let c = shared(4096);
         let chunk = Bytes::from(vec![0u8; 1000]);
-        for _ in 0..4 {
+        // The first frame is the one being written; the bound is on what queues behind.
+        for _ in 0..5 {
             assert!(c.send_binary(&[0; 16], chunk.clone()));
         }
         assert!(!c.send_binary(&[0; 16], chunk.clone()));
@@ -909,9 +945,61 @@ mod tests {
                 "client too slow: outbox full".into()
             ))
         );
-        assert!(c.outbox.borrow().is_empty());
+        assert_eq!(
+            c.metrics
+                .outbox_overflows
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(
+            c.outbox.borrow().is_empty(),
+            "nothing was written yet: all dropped"
+        );
         // Nothing more is queued once the close is decided.
         assert!(!c.send_binary(&[0; 16], Bytes::from_static(b"x")));
+    }
+
+    #[test]
+    fn one_message_larger_than_the_bound_is_queued_for_a_client_that_reads() {
+        let c = shared(4096);
+        assert!(c.send_binary(&[0; 16], Bytes::from(vec![1u8; 64 * 1024])));
+        assert_eq!(c.close_request(), None);
+        assert!(c.send_binary(&[0; 16], Bytes::from_static(b"a small answer behind it")));
+        assert_eq!(c.close_request(), None);
+    }
+
+    #[test]
+    fn pongs_owed_to_a_client_that_never_reads_count_against_the_bound() {
+        let c = shared(4096);
+        let mut queued = 0;
+        while c.send_frame(ws::pong_frame(&[7u8; 125], None)) {
+            queued += 1;
+            assert!(queued < 100, "pongs must not pile up past the bound");
+        }
+        assert!(c.outbox.borrow().len() <= 4096 + 127);
+        assert_eq!(
+            c.close_request(),
+            Some(CloseRequest::Close(
+                CLOSE_OVERLOADED,
+                "client too slow: outbox full".into()
+            ))
+        );
+        assert!(
+            !c.send_frame(ws::pong_frame(b"", None)),
+            "none once closing"
+        );
+    }
+
+    #[test]
+    fn a_manifest_owed_since_before_the_previous_tick_is_overdue() {
+        let c = shared(1 << 20);
+        c.last_rx.set(10);
+        assert!(c.manifest_due());
+        assert!(!c.manifest_overdue(10));
+        assert!(c.manifest_overdue(11));
+        c.session.manifest_version.set(1);
+        assert!(!c.manifest_due());
+        assert!(!c.manifest_overdue(20));
     }
 
     #[test]

@@ -185,6 +185,7 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
             Err(e) => reply.send(Err(e)),
         },
         Backend::Link(link) => link.start(shared, link_request(&q), Done::Reply(reply)),
+        Backend::Unavailable(why) => reply.send(Err(BackendError::InvalidUrl(why.to_string()))),
     }
 }
 
@@ -248,6 +249,7 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
             Err(e) => Err(e),
         },
         Backend::Link(link) => link.call(shared, link_request(&q)).await,
+        Backend::Unavailable(why) => Err(BackendError::InvalidUrl(why.to_string())),
     };
     answer(ctx.id, shared, &q.service, &q.header, started, result);
 }

@@ -4,7 +4,7 @@
 //!
 //! Why: over HTTP every forwarded request costs a request head to build and a response
 //! head to parse (and the backend the reverse). Over the link a request is one binary
-//! message with a 24-byte prefix (`proto::link`), everything queued leaves in one
+//! message with a 28-byte prefix (`proto::link`), everything queued leaves in one
 //! `sendmsg`, and replies come back in any order, matched by a call id, so one slow
 //! request blocks nothing behind it.
 //!

@@ -4,10 +4,15 @@
 //! Why: DESIGN §1 "write coalescing" — one vectored `sendmsg` per wakeup instead of one
 //! syscall per message. Small frames are copied into a contiguous tail (cheaper than an
 //! iovec and an allocation each); large payloads are queued as the `Bytes` they already
-//! are, so a push fanned out to many clients stays one shared allocation. The outbox is
-//! byte-bounded: `push` reports when the bound is passed so the caller can close the
-//! slow client (DESIGN §6). An empty outbox releases its memory, keeping idle
-//! connections small.
+//! are, so a push fanned out to many clients stays one shared allocation. An empty
+//! outbox releases its memory, keeping idle connections small.
+//!
+//! The outbox knows where each queued frame ends, for two reasons. The byte bound of a
+//! slow client (DESIGN §6) is on its *backlog* — the frames queued behind the one being
+//! written — so one large answer to a client that reads it is never mistaken for a
+//! backlog ([`Outbox::backlog`]). And a close on overflow must never follow half a
+//! frame: [`Outbox::drop_backlog`] keeps the rest of a frame already partly written
+//! and drops only whole frames.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -33,7 +38,16 @@ const TAIL_FIRST_ALLOC: usize = 2048;
 pub struct Outbox {
     queue: VecDeque<Bytes>,
     tail: BytesMut,
-    bytes: usize,
+    /// Bytes ever queued and ever written: `pushed - sent` are waiting. Stream offsets,
+    /// so frame ends stay valid while writes advance.
+    pushed: u64,
+    sent: u64,
+    /// Where the frames not yet wholly written end (stream offsets, ascending).
+    ends: VecDeque<u64>,
+    /// Where the first of them starts (the end of the last frame wholly written).
+    front_start: u64,
+    /// Bytes up to this offset are never dropped (the upgrade's `101`).
+    floor: u64,
 }
 
 /// Whether a flush emptied the outbox.
@@ -48,16 +62,25 @@ pub enum Flush {
 impl Outbox {
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
-        self.bytes
+        (self.pushed - self.sent) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bytes == 0
+        self.pushed == self.sent
+    }
+
+    /// Bytes queued behind the first unwritten frame: what a client that stopped
+    /// reading has let pile up. The frame at the front (being written, or next) does
+    /// not count, so a single large message is not a backlog.
+    pub fn backlog(&self) -> usize {
+        let front_end = self.ends.front().copied().unwrap_or(self.pushed);
+        (self.pushed - front_end) as usize
     }
 
     /// Queues one frame: `head` (frame and protocol headers, copied) then `payload`.
     pub fn push(&mut self, head: &[u8], payload: Bytes) {
-        self.bytes += head.len() + payload.len();
+        self.pushed += (head.len() + payload.len()) as u64;
+        self.ends.push_back(self.pushed);
         if self.tail.capacity() == 0 {
             self.tail.reserve(TAIL_FIRST_ALLOC);
         }
@@ -75,10 +98,68 @@ impl Outbox {
         self.push(&[], frame);
     }
 
-    /// Drops everything queued (before a close on overflow: the client gets its close
-    /// frame without waiting behind a backlog it cannot drain).
+    /// Drops everything queued (the connection is gone).
     pub fn clear(&mut self) {
         *self = Outbox::default();
+    }
+
+    /// Drops every frame not yet started, keeping the rest of one already partly
+    /// written, so a close frame queued next follows whole frames only (before a close
+    /// on overflow or a protocol error: the client gets its close without waiting
+    /// behind a backlog it cannot drain, and never a frame cut in the middle).
+    pub fn drop_backlog(&mut self) {
+        let mut keep_to = self.floor.max(self.sent);
+        if let Some(&end) = self.ends.front() {
+            if self.sent > self.front_start {
+                keep_to = keep_to.max(end);
+            }
+        }
+        let keep = (keep_to - self.sent) as usize;
+        let mut left = keep;
+        let mut kept = 0;
+        for b in self.queue.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            if b.len() > left {
+                b.truncate(left);
+            }
+            left -= b.len();
+            kept += 1;
+        }
+        self.queue.truncate(kept);
+        self.tail.truncate(left);
+        self.pushed = keep_to;
+        self.ends.retain(|&end| end <= keep_to);
+        if keep == 0 {
+            self.release();
+        }
+    }
+
+    /// Marks everything queued so far as bytes that must reach the client even if
+    /// the frames after them are dropped (the `101` that opens the connection).
+    pub fn keep_queued(&mut self) {
+        self.floor = self.pushed;
+    }
+
+    /// Counts `n` more bytes written: frames wholly written leave `ends`.
+    fn count_sent(&mut self, n: usize) {
+        self.sent += n as u64;
+        while let Some(&end) = self.ends.front() {
+            if end > self.sent {
+                break;
+            }
+            self.front_start = end;
+            self.ends.pop_front();
+        }
+    }
+
+    /// Gives the buffers back once everything is written: an idle connection keeps
+    /// none.
+    fn release(&mut self) {
+        self.queue = VecDeque::new();
+        self.tail = BytesMut::new();
+        self.ends = VecDeque::new();
     }
 
     fn seal_tail(&mut self) {
@@ -98,13 +179,13 @@ impl Outbox {
                 match sys::send_vectored(fd, &[&self.tail])? {
                     Nb::Done(n) => {
                         written += n;
-                        self.bytes -= n;
+                        self.count_sent(n);
                         self.tail.advance(n);
                     }
                     Nb::WouldBlock => return Ok((written, Flush::Blocked)),
                 }
             }
-            self.tail = BytesMut::new();
+            self.release();
             return Ok((written, Flush::Empty));
         }
         self.seal_tail();
@@ -121,7 +202,7 @@ impl Outbox {
                 Nb::WouldBlock => return Ok((written, Flush::Blocked)),
             };
             written += n;
-            self.bytes -= n;
+            self.count_sent(n);
             let mut left = n;
             while left > 0 {
                 let front = self.queue.front_mut().expect("wrote more than queued");
@@ -134,9 +215,7 @@ impl Outbox {
                 }
             }
         }
-        // Give the memory back: an idle connection keeps no buffers.
-        self.queue = VecDeque::new();
-        self.tail = BytesMut::new();
+        self.release();
         Ok((written, Flush::Empty))
     }
 }
@@ -274,6 +353,82 @@ mod tests {
         assert_eq!(reader.join().unwrap(), want);
         assert!(o.is_empty());
         assert_eq!(o.tail.capacity(), 0, "an empty outbox holds no buffer");
+    }
+
+    #[test]
+    fn the_frame_at_the_front_is_not_counted_as_backlog() {
+        let mut o = Outbox::default();
+        o.push(b"hh", Bytes::from(vec![1u8; 8 << 20]));
+        assert_eq!(o.backlog(), 0, "one large message alone is no backlog");
+        o.push(b"h", Bytes::from_static(b"small"));
+        assert_eq!(o.backlog(), 6, "what queues behind it is");
+        assert_eq!(o.len(), 2 + (8 << 20) + 6);
+    }
+
+    #[test]
+    fn drop_backlog_keeps_the_rest_of_a_partly_written_frame_and_no_other() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut o = Outbox::default();
+        let big = vec![7u8; 4 << 20];
+        o.push(b"BIG:", Bytes::from(big.clone()));
+        let (n, state) = o.flush(a.as_raw_fd()).unwrap();
+        assert_eq!(state, Flush::Blocked, "the socket took part of it");
+        assert!(n > 4 && n < 4 << 20);
+        for _ in 0..100 {
+            o.push(b"next:", Bytes::from_static(b"queued behind"));
+        }
+        o.push(b"big2", Bytes::from(vec![9u8; 100_000]));
+        o.drop_backlog();
+        assert_eq!(
+            o.len(),
+            4 + (4 << 20) - n,
+            "only the rest of the frame in flight"
+        );
+        assert_eq!(o.backlog(), 0);
+        o.push_bytes(Bytes::from_static(b"CLOSE"));
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        while o.flush(a.as_raw_fd()).unwrap().1 == Flush::Blocked {
+            std::thread::yield_now();
+        }
+        drop(a);
+        let mut want = b"BIG:".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"CLOSE");
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the whole frame, then the close, nothing else");
+    }
+
+    #[test]
+    fn drop_backlog_keeps_what_was_marked_to_be_kept() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut o = Outbox::default();
+        o.push_bytes(Bytes::from_static(b"HTTP/1.1 101\r\n\r\n"));
+        o.keep_queued();
+        o.push(b"h", Bytes::from(vec![0u8; 4096]));
+        o.drop_backlog();
+        o.push_bytes(Bytes::from_static(b"CLOSE"));
+        o.flush(a.as_raw_fd()).unwrap();
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"HTTP/1.1 101\r\n\r\nCLOSE");
+    }
+
+    #[test]
+    fn drop_backlog_before_any_write_drops_every_frame_and_the_buffers() {
+        let mut o = Outbox::default();
+        o.push(b"h", Bytes::from_static(b"a"));
+        o.push(b"h", Bytes::from(vec![0u8; 4096]));
+        o.push(b"h", Bytes::from_static(b"b"));
+        o.drop_backlog();
+        assert!(o.is_empty());
+        assert_eq!(o.tail.capacity(), 0);
+        assert_eq!(o.queue.capacity(), 0);
     }
 
     #[test]

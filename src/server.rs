@@ -37,6 +37,12 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{key}: cannot resolve {host:?}: {source}")]
+    Resolve {
+        key: String,
+        host: String,
+        source: std::io::Error,
+    },
     #[error("shard {shard} failed to start: {source}")]
     Shard {
         shard: usize,
@@ -44,6 +50,43 @@ pub enum StartError {
     },
     #[error("cannot block SIGTERM/SIGINT: {0}")]
     Signals(std::io::Error),
+}
+
+/// Resolves every HTTP service's host once at start, so a name that does not resolve
+/// stops the start with the key that names it (later, at a reload, a shard logs it and
+/// answers the service's requests with 60 instead).
+fn resolve_services(config: &Config) -> Result<(), StartError> {
+    use std::net::ToSocketAddrs;
+    for (i, svc) in config.services.iter().enumerate() {
+        if svc.link.is_some() {
+            continue;
+        }
+        let Ok(origin) = crate::backend::parse_url(&svc.url) else {
+            continue; // the config check has refused it already
+        };
+        let key = format!("services[{i}].url");
+        let found = (origin.host.as_str(), origin.port)
+            .to_socket_addrs()
+            .map(|mut a| a.next().is_some());
+        match found {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(StartError::Resolve {
+                    key,
+                    host: origin.host,
+                    source: std::io::Error::other("no address"),
+                })
+            }
+            Err(source) => {
+                return Err(StartError::Resolve {
+                    key,
+                    host: origin.host,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A running gateway.
@@ -72,6 +115,7 @@ impl Gateway {
                 crate::sys::random_bytes()
             }
         };
+        resolve_services(&config)?;
         let registry = Arc::new(Registry::from_config(&config, 1));
         let shards = config.server.shard_count();
         let metrics = Arc::new(Metrics::new(shards));

@@ -36,6 +36,9 @@ pub enum Backend {
     Http(Rc<Pool>),
     /// The backend link: one multiplexed WebSocket (`link`, docs/LINK.md).
     Link(Link),
+    /// The service could not be set up on this shard (its host did not resolve at a
+    /// reload): its requests answer 60; the reason was logged when it was built.
+    Unavailable(Box<str>),
 }
 
 /// A backend service as one shard uses it.
@@ -223,25 +226,30 @@ impl ShardCtx {
                 Some(rt) => rt,
                 None => {
                     let metrics = self.all_metrics.service(self.id, &svc.name);
-                    let backend = match &svc.link {
+                    let built = match &svc.link {
                         Some(link) => {
                             let counter = self.push_counter.clone();
-                            let link = Link::new(
+                            Link::new(
                                 svc.name.clone(),
                                 link,
                                 link_settings.clone(),
                                 Rc::new(move || next_push_id(&counter)),
                                 metrics.clone(),
                             )
-                            .expect("link URLs are validated with the config");
-                            link.ensure_running();
-                            Backend::Link(link)
+                            .map(|link| {
+                                link.ensure_running();
+                                Backend::Link(link)
+                            })
+                            .map_err(|e| e.to_string())
                         }
-                        None => Backend::Http(Rc::new(
-                            Pool::new(&svc.url, settings.clone())
-                                .expect("service URLs are validated with the config"),
-                        )),
+                        None => Pool::new(&svc.url, settings.clone())
+                            .map(|p| Backend::Http(Rc::new(p)))
+                            .map_err(|e| e.to_string()),
                     };
+                    let backend = built.unwrap_or_else(|why| {
+                        tracing::error!(shard = self.id, service = %svc.name, url = %url, error = %why, "service unavailable on this shard: its requests answer 60");
+                        Backend::Unavailable(why.into())
+                    });
                     Rc::new(ServiceRuntime {
                         name: svc.name.clone(),
                         url: url.clone(),
@@ -451,6 +459,9 @@ async fn sweep(ctx: Rc<ShardCtx>) {
         let conns: Vec<Rc<ConnShared>> =
             ctx.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for c in conns {
+            if c.manifest_overdue(now) && !c.closing() {
+                crate::conn::send_manifest(&ctx, &c, "initial");
+            }
             c.on_tick(now, unix, idle, pong);
         }
     }

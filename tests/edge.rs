@@ -611,6 +611,8 @@ fn an_independent_websocket_client_can_upgrade_and_read_the_manifest() {
     );
     let (mut ws, resp) = tungstenite::connect(req).unwrap();
     assert_eq!(resp.status(), 101);
+    // The upgrade's ping first; tungstenite answers it, and the manifest follows.
+    assert!(matches!(ws.read().unwrap(), tungstenite::Message::Ping(_)));
     match ws.read().unwrap() {
         tungstenite::Message::Binary(b) => {
             assert_eq!(b[0], 0x10);

@@ -35,7 +35,7 @@ impl Recorded {
 
 /// A keep-alive HTTP/1.1 backend with behaviour chosen by path:
 /// `/echo*` → 200 + body; `/status/N` → status N; `/delay/MS` → waits MS, then 200 +
-/// body; `*/meta/*` (GET) → 200 `meta:<path>`; anything else → 200 `ok`.
+/// body; `/big/N` → 200 + N bytes (`i % 251`); `*/meta/*` (GET) → 200 `meta:<path>`; anything else → 200 `ok`.
 pub struct Backend {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -144,6 +144,9 @@ fn serve_backend_conn(mut conn: TcpStream, rec: Arc<Mutex<Vec<Recorded>>>) {
             (200, req.body.clone())
         } else if req.path.contains("/meta/") {
             (200, format!("meta:{}", req.path).into_bytes())
+        } else if let Some(n) = req.path.strip_prefix("/big/") {
+            let n: usize = n.parse().unwrap();
+            (200, (0..n).map(|i| (i % 251) as u8).collect())
         } else if req.path.starts_with("/echo") {
             (200, req.body.clone())
         } else {
@@ -196,6 +199,7 @@ endpoints = [
   {{ path = "/delay/300", roles = ["user"] }},
   {{ path = "/delay/10", roles = ["user"] }},
   {{ path = "/delay/3000", roles = ["user"] }},
+  {{ path = "/big/8388608", roles = ["user"] }},
 ]
 [[services]]
 name = "small"
@@ -304,4 +308,96 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
+}
+
+/// A client on a plain blocking socket that writes exactly the bytes a test gives it
+/// and reads the server's frames one by one: for tests that need a client no library
+/// would be (one that sends a frame with its upgrade request, never answers a ping,
+/// or never reads).
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: bytes::BytesMut,
+    decoder: ringgate::proto::ws::Decoder,
+}
+
+impl RawClient {
+    /// Connects and writes `upgrade` followed by `after` in one write; checks the
+    /// `101` (and keeps whatever came after its head).
+    pub fn upgrade(addr: SocketAddr, token: &str, after: &[u8]) -> RawClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut bytes =
+            upgrade_request("/connect", &format!("Authorization: Bearer {token}\r\n")).into_bytes();
+        bytes.extend_from_slice(after);
+        (&stream).write_all(&bytes).unwrap();
+        let mut c = RawClient {
+            stream,
+            buf: bytes::BytesMut::new(),
+            decoder: ringgate::proto::ws::Decoder::new(
+                ringgate::proto::ws::Role::Client,
+                ringgate::proto::ws::Limits {
+                    max_message_bytes: 64 << 20,
+                },
+            ),
+        };
+        let head_len = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut r = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = r.parse(&c.buf) {
+                assert_eq!(r.code, Some(101), "{:?}", String::from_utf8_lossy(&c.buf));
+                break n;
+            }
+            assert!(c.fill(Duration::from_secs(5)), "no 101");
+        };
+        let _ = c.buf.split_to(head_len);
+        c
+    }
+
+    /// Reads more bytes; false on timeout or EOF.
+    fn fill(&mut self, timeout: Duration) -> bool {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next message from the server within `timeout`, or `None`.
+    pub fn next(&mut self, timeout: Duration) -> Option<ringgate::proto::ws::Message> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(m) = self
+                .decoder
+                .decode(&mut self.buf)
+                .expect("server frames are valid")
+            {
+                return Some(m);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || !self.fill(left) {
+                return None;
+            }
+        }
+    }
+
+    /// Sends bytes as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+}
+
+/// Whether `m` is a push carrying a capability manifest.
+pub fn is_manifest(m: &ringgate::proto::ws::Message) -> bool {
+    match m {
+        ringgate::proto::ws::Message::Binary(b) if b.len() > 31 && b[0] & 0x10 != 0 => {
+            serde_json::from_slice::<serde_json::Value>(&b[31..])
+                .map(|j| j["eventName"] == "connect.capability-manifest")
+                .unwrap_or(false)
+        }
+        _ => false,
+    }
 }
