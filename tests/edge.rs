@@ -466,7 +466,7 @@ fn meta_request_is_forwarded_as_get_of_the_meta_path() {
         let (h, body) = c.response(id).await.unwrap();
         assert_eq!(h.code, 0);
         assert_eq!(h.flags, flags::META | flags::RESPONSE);
-        assert_eq!(&body[..], b"meta:/echo/meta/request-schema");
+        assert_eq!(&body[..], br#"{"path":"/echo/meta/request-schema"}"#);
         let seen = backend.seen("/echo/meta/request-schema");
         assert_eq!(seen[0].method, "GET");
     });

@@ -35,7 +35,9 @@ impl Recorded {
 
 /// A keep-alive HTTP/1.1 backend with behaviour chosen by path:
 /// `/echo*` → 200 + body; `/status/N` → status N; `/delay/MS` → waits MS, then 200 +
-/// body; `/big/N` → 200 + N bytes (`i % 251`); `*/meta/*` (GET) → 200 `meta:<path>`; anything else → 200 `ok`.
+/// body; `/big/N` → 200 + N bytes (`i % 251`); `*/meta/*` (GET) → 200
+/// `{"path":"<path>"}` (JSON, as Bannou's meta endpoints answer: its client SDK
+/// parses it); anything else → 200 `ok`.
 pub struct Backend {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -143,7 +145,12 @@ fn serve_backend_conn(mut conn: TcpStream, rec: Arc<Mutex<Vec<Recorded>>>) {
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
             (200, req.body.clone())
         } else if req.path.contains("/meta/") {
-            (200, format!("meta:{}", req.path).into_bytes())
+            (
+                200,
+                serde_json::json!({ "path": req.path })
+                    .to_string()
+                    .into_bytes(),
+            )
         } else if let Some(n) = req.path.strip_prefix("/big/") {
             let n: usize = n.parse().unwrap();
             (200, (0..n).map(|i| (i % 251) as u8).collect())
