@@ -233,9 +233,14 @@ impl Codec {
 
 pub fn run_server(args: &ProbeServerArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = args.listen.parse()?;
-    crate::wsecho::serve_threads("probe-server", addr, args.threads, |stream, _| async move {
-        let _ = serve_conn(stream).await;
-    })
+    crate::backends::listen::serve_threads(
+        "probe-server",
+        addr,
+        args.threads,
+        |stream, _| async move {
+            let _ = serve_conn(stream).await;
+        },
+    )
 }
 
 /// Reads once into `buf`'s spare room (grown when short), after the bytes it already
@@ -292,7 +297,7 @@ const MAX_UPGRADE_HEAD: usize = 16 * 1024;
 /// client cost.
 async fn serve_ws(mut stream: TcpStream, mut buf: Vec<u8>) -> io::Result<()> {
     let n = loop {
-        match crate::wsecho::parse_upgrade_any_path(&buf) {
+        match crate::backends::ws_conn::parse_upgrade_any_path(&buf) {
             Ok(Some((req, n))) => {
                 let response = ringgate::proto::handshake::switching_protocols(&req);
                 let (res, _) = stream.write_all(response.to_vec()).await;
@@ -1134,7 +1139,7 @@ mod tests {
     }
 
     fn listener() -> (SocketAddr, std::net::TcpListener) {
-        let l = crate::echo::bind_std(
+        let l = crate::backends::listen::bind_std(
             "127.0.0.1:0".parse().unwrap(),
             &monoio::net::ListenerOpts::new(),
         )
@@ -1147,7 +1152,7 @@ mod tests {
     fn probe_against_probe_server() {
         let (addr, l) = listener();
         std::thread::spawn(move || {
-            crate::wsecho::accept_loop(l, |s, _| async move {
+            crate::backends::listen::accept_loop(l, |s, _| async move {
                 let _ = serve_conn(s).await;
             })
         });
@@ -1160,7 +1165,7 @@ mod tests {
     fn ws_probe_against_the_probe_servers_websocket_mode() {
         let (addr, l) = listener();
         std::thread::spawn(move || {
-            crate::wsecho::accept_loop(l, |s, _| async move {
+            crate::backends::listen::accept_loop(l, |s, _| async move {
                 let _ = serve_conn(s).await;
             })
         });
@@ -1268,8 +1273,8 @@ mod tests {
     fn ws_probe_against_ws_echo() {
         let (addr, l) = listener();
         std::thread::spawn(move || {
-            crate::wsecho::accept_loop(l, |s, b| async move {
-                let _ = crate::wsecho::serve_conn(s, b).await;
+            crate::backends::listen::accept_loop(l, |s, b| async move {
+                let _ = crate::backends::ws_echo::serve_conn(s, b).await;
             })
         });
         load_both_ways(addr, true);
