@@ -4,15 +4,14 @@
 //! under load they can reproduce; this binary produces that load (through the library's
 //! one Bannou client), the built-in backends, and the reports.
 
+mod backends;
 mod chart;
 mod cli;
 mod compare;
 mod conn;
 mod demo;
-mod echo;
 mod gateway;
 mod jwt;
-mod linkecho;
 mod probe;
 mod procstat;
 mod report;
@@ -20,7 +19,6 @@ mod scenario;
 mod sched;
 mod spawn;
 mod target;
-mod wsecho;
 
 use std::process::ExitCode;
 
@@ -37,11 +35,11 @@ fn main() -> ExitCode {
         .init();
     let command = cli::Cli::parse().into_command();
     let result = match &command {
-        cli::Command::EchoBackend(a) => echo::run(a).map(|()| ExitCode::SUCCESS),
+        cli::Command::EchoBackend(a) => backends::run_echo_backend(a).map(|()| ExitCode::SUCCESS),
         cli::Command::Idle(a) => scenario::idle::run(a),
         cli::Command::Gateway(a) => run_gateway(a),
         cli::Command::Connect(a) => scenario::connect::run(a),
-        cli::Command::WsEcho(a) => wsecho::run(a).map(|()| ExitCode::SUCCESS),
+        cli::Command::WsEcho(a) => backends::ws_echo::run(a).map(|()| ExitCode::SUCCESS),
         cli::Command::ProbeServer(a) => probe::run_server(a).map(|()| ExitCode::SUCCESS),
         cli::Command::Probe(a) => probe::run_client(a),
         cli::Command::Demo(a) => demo::run(a),

@@ -1,6 +1,7 @@
 //! `ringgate-bench echo-backend --link-listen` as the gateway meets it: one process
 //! serving the HTTP echo and the backend link side by side (the unit tests in
-//! `src/linkecho.rs` cover the link's rules; this checks the command line wires both up).
+//! `src/backends/link_echo.rs` cover the link's rules; this checks the command line
+//! wires both up).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

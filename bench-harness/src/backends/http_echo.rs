@@ -2,74 +2,21 @@
 //! (service `echo` at 127.0.0.1:5001, endpoints `/echo` and `/echo/public`).
 //!
 //! Why it exists: RPC benchmarks must measure the gateway, not the backend. This one is
-//! thread-per-core on monoio (one SO_REUSEPORT listener per thread), keeps connections
-//! alive, answers pipelined requests in order with one write per batch, echoes the body
-//! of any request with one (POST, PUT, ...) and answers `{}` to GET/HEAD.
-//!
-//! With `--link-listen` the same process also serves the echo over the backend link
-//! (`crate::linkecho`), on threads of its own, so one backend serves both of the
-//! gateway's paths to a service.
-
-use std::net::SocketAddr;
+//! thread-per-core on monoio (one SO_REUSEPORT listener per thread, from `listen`), keeps
+//! connections alive, answers pipelined requests in order with one write per batch,
+//! echoes the body of any request with one (POST, PUT, ...) and answers `{}` to GET/HEAD.
+//! `echo-backend` runs it (beside the link echo with `--link-listen`; see `backends`).
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::{ListenerOpts, TcpStream};
-
-use crate::cli::EchoArgs;
-use crate::wsecho;
+use monoio::net::TcpStream;
 
 /// Largest request head accepted (431 beyond).
 const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body accepted (413 beyond).
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
-pub fn run(args: &EchoArgs) -> anyhow::Result<()> {
-    let addr: SocketAddr = args.listen.parse()?;
-    let link_addr: Option<SocketAddr> = args.link_listen.as_deref().map(str::parse).transpose()?;
-    // Bind every listener before serving, so a bad address fails fast and the service
-    // is fully up when the messages below are printed.
-    let listeners = wsecho::bind_listeners(addr, args.threads)?;
-    let link_listeners = match link_addr {
-        Some(a) => wsecho::bind_listeners(a, args.threads)?,
-        None => Vec::new(),
-    };
-    eprintln!(
-        "echo-backend listening on http://{addr} ({} threads)",
-        listeners.len()
-    );
-    if let Some(a) = link_addr {
-        eprintln!(
-            "echo-backend serving the link on ws://{a} (subprotocol {}, {} threads)",
-            ringgate::proto::link::SUBPROTOCOL,
-            link_listeners.len()
-        );
-    }
-    let mut handles = wsecho::spawn_accept_threads("echo", listeners, |stream, _| async move {
-        let _ = serve_conn(stream).await;
-    })?;
-    handles.extend(wsecho::spawn_accept_threads(
-        "echo-link",
-        link_listeners,
-        |stream, rbuf| async move {
-            let _ = crate::linkecho::serve_conn(stream, rbuf).await;
-        },
-    )?);
-    wsecho::join_threads("echo-backend", handles)
-}
-
-/// An SO_REUSEPORT listener as a std socket (monoio adopts it on its own thread).
-pub(crate) fn bind_std(addr: SocketAddr, opts: &ListenerOpts) -> std::io::Result<socket2::Socket> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-    s.set_reuse_port(opts.reuse_port)?;
-    s.set_reuse_address(opts.reuse_addr)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(opts.backlog)?;
-    Ok(s)
-}
-
-async fn serve_conn(mut stream: TcpStream) -> std::io::Result<()> {
+/// One HTTP/1.1 connection: requests answered in order until either side closes.
+pub(super) async fn serve_conn(mut stream: TcpStream) -> std::io::Result<()> {
     let mut input: Vec<u8> = Vec::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(8192);
     let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -231,6 +178,8 @@ fn error_response(out: &mut Vec<u8>, status: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::listen::{accept_loop, bind_std};
+    use monoio::net::ListenerOpts;
 
     fn req(head_len: usize, body_len: usize, get: bool, close: bool) -> Parse {
         Parse::Request(Request {
@@ -301,7 +250,7 @@ mod tests {
         let addr = l.local_addr().unwrap().as_socket().unwrap();
         let l = std::net::TcpListener::from(l);
         std::thread::spawn(move || {
-            wsecho::accept_loop(l, |s, _| async move {
+            accept_loop(l, |s, _| async move {
                 let _ = serve_conn(s).await;
             })
         });

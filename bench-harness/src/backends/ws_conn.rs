@@ -1,44 +1,33 @@
-//! `ws-echo`: a plain WebSocket echo server, the "no gateway" baseline of the peers
-//! comparison (and the upstream nginx proxies to).
+//! The WebSocket connection loop of the built-in WebSocket servers, generic over a
+//! [`WsService`] (what to do with the upgrade and with data messages): ws-echo
+//! (`ws_echo`) and the backend link's echo (`link_echo`) are two services on it.
 //!
-//! Why it exists: to say what ringgate costs, the same load must run against a server
-//! that does only the WebSocket part. This one is built like the gateway so that the
-//! difference is the gateway's work, not a different I/O model: thread-per-core monoio
-//! with one SO_REUSEPORT listener per thread, the library's sans-IO codecs
-//! (`proto::handshake`, `proto::ws`), and the gateway's readiness discipline (park on
-//! readiness, `recv` into the thread's one read buffer, keep bytes only for a partial
-//! frame, flush a coalescing `Outbox` with one gathering `sendmsg`). No auth: any path,
-//! any (or no) credential is accepted. Binary and text messages are echoed as they came
-//! (same opcode, payload verbatim), pings are answered, a client close is echoed.
-//!
-//! The connection loop is generic over a [`WsService`] (what to do with the upgrade and
-//! with data messages), so the backend link's echo (`crate::linkecho`) runs on the same
-//! loop; the listener plumbing ([`serve_threads`] and its parts) serves every built-in
-//! server.
+//! Why it exists: both servers must be built like the gateway so that a comparison with
+//! them measures the gateway's work, not a different I/O model: the library's sans-IO
+//! codecs (`proto::handshake`, `proto::ws`) and the gateway's readiness discipline (park
+//! on readiness, `recv` into the thread's one read buffer, keep bytes only for a partial
+//! frame, flush a coalescing `Outbox` with one gathering `sendmsg`). The loop owns the
+//! reads, the frame codec, pings, the close handshake and flushing; a service only
+//! answers. Shared, so that neither server imports the other.
 
-use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
-use std::rc::Rc;
 use std::task::Poll;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::TcpStream;
 use ringgate::outbox::{Flush, Outbox};
 use ringgate::proto::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 use ringgate::proto::handshake::{self, HandshakeError, UpgradeRequest};
 use ringgate::proto::ws::{self, Decoder, Limits, Message, ProtocolError, Role};
 use ringgate::sys::{self, Nb};
 
-use crate::cli::WsEchoArgs;
+use super::listen::{ReadBuf, READ_CHUNK};
 
-/// Bytes read per `recv` into the thread's read buffer (the gateway's `READ_CHUNK`).
-const READ_CHUNK: usize = 32 * 1024;
 /// Reads per readiness wakeup before yielding to other connections.
 const READS_PER_WAKEUP: usize = 8;
 /// Largest message echoed (close 1009 beyond).
@@ -47,111 +36,6 @@ const MAX_MESSAGE_BYTES: usize = 16 << 20;
 const OUTBOX_HIGH_WATER: usize = 4 << 20;
 /// The whole upgrade request must arrive within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn run(args: &WsEchoArgs) -> anyhow::Result<()> {
-    let addr: SocketAddr = args.listen.parse()?;
-    serve_threads("ws-echo", addr, args.threads, |stream, rbuf| async move {
-        let _ = serve_conn(stream, rbuf).await;
-    })
-}
-
-/// The per-thread read buffer all of a thread's connections read into.
-pub type ReadBuf = Rc<RefCell<BytesMut>>;
-
-/// Binds one SO_REUSEPORT listener per thread (all before serving, so a bad address
-/// fails fast), then runs `handler` for every accepted connection on its thread's monoio
-/// runtime. Returns only if a thread fails.
-pub fn serve_threads<H, F>(
-    name: &'static str,
-    addr: SocketAddr,
-    threads: Option<usize>,
-    handler: H,
-) -> anyhow::Result<()>
-where
-    H: Fn(TcpStream, ReadBuf) -> F + Clone + Send + 'static,
-    F: Future<Output = ()> + 'static,
-{
-    let listeners = bind_listeners(addr, threads)?;
-    eprintln!("{name} listening on {addr} ({} threads)", listeners.len());
-    join_threads(name, spawn_accept_threads(name, listeners, handler)?)
-}
-
-/// One SO_REUSEPORT listener on `addr` per thread (`threads`, default one per core).
-pub fn bind_listeners(
-    addr: SocketAddr,
-    threads: Option<usize>,
-) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    let threads = threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
-    (0..threads)
-        .map(|_| Ok(crate::echo::bind_std(addr, &opts)?.into()))
-        .collect()
-}
-
-/// A thread (`name-i`) per listener, each running [`accept_loop`] with `handler`.
-pub fn spawn_accept_threads<H, F>(
-    name: &'static str,
-    listeners: Vec<std::net::TcpListener>,
-    handler: H,
-) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>>
-where
-    H: Fn(TcpStream, ReadBuf) -> F + Clone + Send + 'static,
-    F: Future<Output = ()> + 'static,
-{
-    let handles = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let handler = handler.clone();
-            std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || accept_loop(l, handler))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(handles)
-}
-
-/// Waits for the threads (they return only on failure) and passes a failure on.
-pub fn join_threads(
-    name: &'static str,
-    handles: Vec<JoinHandle<anyhow::Result<()>>>,
-) -> anyhow::Result<()> {
-    for h in handles {
-        match h.join() {
-            Ok(r) => r?,
-            Err(_) => anyhow::bail!("{name} thread panicked"),
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn accept_loop<H, F>(l: std::net::TcpListener, handler: H) -> anyhow::Result<()>
-where
-    H: Fn(TcpStream, ReadBuf) -> F,
-    F: Future<Output = ()> + 'static,
-{
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()?;
-    rt.block_on(async move {
-        let listener = TcpListener::from_std(l)?;
-        let rbuf: ReadBuf = Rc::new(RefCell::new(BytesMut::with_capacity(READ_CHUNK)));
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    monoio::spawn(handler(stream, rbuf.clone()));
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-                    monoio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(_) => {}
-            }
-        }
-    })
-}
 
 /// The request target's path (no query) once the request line is complete.
 fn request_path(buf: &[u8]) -> Option<&str> {
@@ -176,7 +60,7 @@ pub fn parse_upgrade_any_path(
 /// What a WebSocket server built on this module's connection loop does: accept or refuse
 /// the upgrade, and answer data messages. The loop owns everything else (reads, the
 /// frame codec, pings, the close handshake, flushing). ws-echo is one service
-/// ([`Echo`]); the backend link's echo (`crate::linkecho`) is another.
+/// (`ws_echo::Echo`); the backend link's echo (`link_echo::LinkEcho`) is another.
 pub(crate) trait WsService: Sized {
     /// A complete upgrade request (any path; `head` is its raw bytes, for headers the
     /// parsed request does not carry): `Ok` holds the connection's state and the 101
@@ -206,25 +90,6 @@ pub(crate) struct Fail {
     pub reason: String,
 }
 
-/// ws-echo's service: any upgrade is accepted (the first offered subprotocol, if any,
-/// selected), data messages are echoed as they came.
-pub(crate) struct Echo;
-
-impl WsService for Echo {
-    fn upgrade(
-        req: &UpgradeRequest,
-        _: &[u8],
-        _: Option<SocketAddr>,
-    ) -> Result<(Self, Bytes), Bytes> {
-        Ok((Echo, handshake::switching_protocols(req)))
-    }
-
-    fn on_data(&mut self, opcode: OpCode, payload: Bytes, out: &mut Outbox) -> Result<(), Fail> {
-        push_frame(out, opcode, &[], payload);
-        Ok(())
-    }
-}
-
 /// Longest `prefix` [`push_frame`] takes.
 pub(crate) const MAX_FRAME_PREFIX: usize = 16;
 
@@ -240,11 +105,6 @@ pub(crate) fn push_frame(out: &mut Outbox, opcode: OpCode, prefix: &[u8], payloa
     let n = encode_header(frame_head, true, opcode, None, prefix.len() + payload.len());
     head[n..n + prefix.len()].copy_from_slice(prefix);
     out.push(&head[..n + prefix.len()], payload);
-}
-
-/// ws-echo's connection.
-pub(crate) async fn serve_conn(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
-    serve_ws::<Echo>(stream, rbuf).await
 }
 
 /// One WebSocket connection served by `S`: the upgrade (within [`HANDSHAKE_TIMEOUT`]),
@@ -475,8 +335,6 @@ impl<S: WsService> Conn<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringgate::proto::frame::encode_frame_into;
-    use std::io::{Read, Write};
 
     const UPGRADE: &str = "GET /any/path?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -497,97 +355,5 @@ mod tests {
         // A bearer token is accepted (and ignored).
         let auth = UPGRADE.replace("Host: h\r\n", "Host: h\r\nAuthorization: Bearer abc\r\n");
         assert!(parse_upgrade_any_path(auth.as_bytes()).unwrap().is_some());
-    }
-
-    fn frame(op: OpCode, payload: &[u8]) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        encode_frame_into(&mut b, true, op, payload, Some([1, 2, 3, 4]));
-        b.to_vec()
-    }
-
-    fn read_frame(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h).unwrap();
-        assert_eq!(h[1] & 0x80, 0, "server frames are unmasked");
-        let len = match h[1] & 0x7f {
-            126 => {
-                let mut l = [0u8; 2];
-                s.read_exact(&mut l).unwrap();
-                u16::from_be_bytes(l) as usize
-            }
-            127 => {
-                let mut l = [0u8; 8];
-                s.read_exact(&mut l).unwrap();
-                u64::from_be_bytes(l) as usize
-            }
-            n => n as usize,
-        };
-        let mut p = vec![0u8; len];
-        s.read_exact(&mut p).unwrap();
-        (h[0], p)
-    }
-
-    #[test]
-    fn echoes_over_tcp() {
-        let l =
-            crate::echo::bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
-        let addr = l.local_addr().unwrap().as_socket().unwrap();
-        let l = std::net::TcpListener::from(l);
-        std::thread::spawn(move || {
-            accept_loop(l, |s, b| async move {
-                let _ = serve_conn(s, b).await;
-            })
-        });
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        // The upgrade and a first frame in one segment.
-        let mut first = UPGRADE.as_bytes().to_vec();
-        first.extend(frame(OpCode::Binary, b"early"));
-        s.write_all(&first).unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut c = [0u8; 1];
-            s.read_exact(&mut c).unwrap();
-            head.push(c[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
-        assert_eq!(read_frame(&mut s), (0x82, b"early".to_vec()));
-        // Text, a large binary split across writes, a ping, then close.
-        s.write_all(&frame(OpCode::Text, "héllo".as_bytes()))
-            .unwrap();
-        assert_eq!(read_frame(&mut s), (0x81, "héllo".as_bytes().to_vec()));
-        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
-        let f = frame(OpCode::Binary, &big);
-        s.write_all(&f[..50_000]).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        s.write_all(&f[50_000..]).unwrap();
-        assert_eq!(read_frame(&mut s), (0x82, big));
-        s.write_all(&frame(OpCode::Ping, b"p")).unwrap();
-        assert_eq!(read_frame(&mut s), (0x8A, b"p".to_vec()));
-        s.write_all(&frame(OpCode::Close, &1000u16.to_be_bytes()))
-            .unwrap();
-        assert_eq!(read_frame(&mut s), (0x88, 1000u16.to_be_bytes().to_vec()));
-        let mut rest = Vec::new();
-        s.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
-    }
-
-    #[test]
-    fn refuses_a_bad_upgrade() {
-        let l =
-            crate::echo::bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
-        let addr = l.local_addr().unwrap().as_socket().unwrap();
-        let l = std::net::TcpListener::from(l);
-        std::thread::spawn(move || {
-            accept_loop(l, |s, b| async move {
-                let _ = serve_conn(s, b).await;
-            })
-        });
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
-        let mut got = String::new();
-        s.read_to_string(&mut got).unwrap();
-        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
     }
 }

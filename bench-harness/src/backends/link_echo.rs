@@ -4,9 +4,9 @@
 //! Why it exists: the gateway's side of the link needs a backend to be tested and
 //! measured against, and `perf/peers.sh` compares the link with the HTTP path on the same
 //! echo (`ringgate-link` next to `ringgate`). In those runs it shares the gateway's core,
-//! so it is built to cost as little per message as it can: the ws-echo connection loop
-//! (`crate::wsecho`: readiness, the thread's one read buffer, every answer of a read
-//! batch in one coalescing write), the library's link codec, and a REPLY that is a frame
+//! so it is built to cost as little per message as it can: ws-echo's connection loop
+//! (`ws_conn`: readiness, the thread's one read buffer, every answer of a read batch in
+//! one coalescing write), the library's link codec, and a REPLY that is a frame
 //! header and a 7-byte prefix built on the stack, followed by the request's payload as
 //! the `Bytes` it arrived in (copied into the outbox only when small).
 //!
@@ -35,14 +35,15 @@ use ringgate::proto::handshake::{self, UpgradeRequest, BEARER_PROTOCOL_PREFIX};
 use ringgate::proto::link::{FromBackend, ToBackend, REPLY_PREFIX_LEN, SUBPROTOCOL};
 use ringgate::proto::ws::ProtocolError;
 
-use crate::wsecho::{push_frame, Fail, ReadBuf, WsService};
+use super::listen::ReadBuf;
+use super::ws_conn::{push_frame, serve_ws, Fail, WsService};
 
 /// The header ringgate names the dialing shard with.
 const SHARD_HEADER: &str = "X-Ringgate-Shard";
 
 /// One link connection.
 pub(crate) async fn serve_conn(stream: monoio::net::TcpStream, rbuf: ReadBuf) -> io::Result<()> {
-    crate::wsecho::serve_ws::<LinkEcho>(stream, rbuf).await
+    serve_ws::<LinkEcho>(stream, rbuf).await
 }
 
 /// One link connection's state.
@@ -226,6 +227,7 @@ fn header<'h>(head: &'h [u8], name: &str) -> Option<&'h str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::listen::{accept_loop, bind_std};
     use bytes::BytesMut;
     use monoio::net::ListenerOpts;
     use ringgate::proto::frame::encode_frame_into;
@@ -239,12 +241,11 @@ mod tests {
 
     /// A link echo on an ephemeral port of 127.0.0.1, on its own thread.
     fn start() -> SocketAddr {
-        let l =
-            crate::echo::bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
+        let l = bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
         let addr = l.local_addr().unwrap().as_socket().unwrap();
         let l = std::net::TcpListener::from(l);
         std::thread::spawn(move || {
-            crate::wsecho::accept_loop(l, |s, b| async move {
+            accept_loop(l, |s, b| async move {
                 let _ = serve_conn(s, b).await;
             })
         });
