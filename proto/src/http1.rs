@@ -1,9 +1,9 @@
 //! Minimal sans-IO HTTP/1.1 client codec for the backend side of the gateway.
 //!
 //! Why this exists: client binary requests are forwarded to backend services
-//! as HTTP/1.1 POSTs, and the pool in `crate::backend` needs a request-head
-//! encoder and an incremental response parser that it can drive from its own
-//! owned-buffer (io_uring style) reads.
+//! as HTTP/1.1 POSTs, and the gateway's backend pool (`ringgate::backend`)
+//! needs a request-head encoder and an incremental response parser that it
+//! can drive from its own owned-buffer (io_uring style) reads.
 //!
 //! Why it is hand-written instead of using `monoio-http`: that crate pulls in
 //! a second rustls stack, and its client cannot write a borrowed
