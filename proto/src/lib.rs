@@ -18,7 +18,8 @@
 //! - [`guid`]: salted per-session endpoint GUIDs.
 //! - [`event`]: server push events (capability manifest, disconnect notice).
 //! - [`ratelimit`]: the per-connection token bucket.
-//! - [`http1`]: the backend HTTP/1.1 client codec.
+//! - [`http1`]: the backend HTTP/1.1 client codec (request head encoder, incremental
+//!   response parser, body framing).
 //! - [`link`]: the backend link messages (one multiplexed WebSocket per shard).
 
 pub mod bannou;
