@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`proto`]: the sans-IO protocol core (upgrade, framing, Bannou headers, GUIDs,
-//!   events, backend HTTP codec). No runtime, sockets or clocks.
+//!   events, backend HTTP codec), the `ringgate-proto` crate re-exported. No runtime,
+//!   sockets or clocks.
 //! - [`auth`]: JWT verification with pinned algorithms (clock passed in).
 //! - [`config`]: TOML config, embedded defaults, `RINGGATE_*` overrides, validation.
 //! - [`registry`]: the immutable endpoint registry snapshot shared by all shards.
@@ -35,7 +36,8 @@ pub mod link;
 pub mod mailbox;
 pub mod metrics;
 pub mod outbox;
-pub mod proto;
+/// The sans-IO protocol core, the `ringgate-proto` crate (kept at its old path).
+pub use ringgate_proto as proto;
 pub mod registry;
 pub mod server;
 pub mod shard;

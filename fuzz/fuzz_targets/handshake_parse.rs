@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringgate::proto::handshake::{parse_upgrade, switching_protocols};
+use ringgate_proto::handshake::{parse_upgrade, switching_protocols};
 
 fuzz_target!(|data: &[u8]| {
     match parse_upgrade(data, "/connect") {

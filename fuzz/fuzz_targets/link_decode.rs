@@ -1,4 +1,4 @@
-//! cargo-fuzz target for the backend link codec (`ringgate::proto::link`): arbitrary bytes
+//! cargo-fuzz target for the backend link codec (`ringgate_proto::link`): arbitrary bytes
 //! must never panic `ToBackend::decode` or `FromBackend::decode`; whatever either accepts
 //! re-encodes to exactly the bytes it came from (`encoded_len` included), and an accepted
 //! action keeps the promises the gateway relies on (no reply to call 0, SEND flags 0 or
@@ -7,8 +7,8 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use ringgate::proto::frame::is_valid_close_code;
-use ringgate::proto::link::{FromBackend, ToBackend, MAX_CLOSE_REASON};
+use ringgate_proto::frame::is_valid_close_code;
+use ringgate_proto::link::{FromBackend, ToBackend, MAX_CLOSE_REASON};
 
 fuzz_target!(|data: &[u8]| {
     match ToBackend::decode(data) {

@@ -1,11 +1,11 @@
 //! cargo-fuzz target for the WebSocket decoder: arbitrary bytes must never
 //! panic `Decoder::decode`, and every error must map to 1002/1007/1009.
-//! Place at fuzz/fuzz_targets/ws_decode.rs (deps: libfuzzer-sys, bytes, ringgate).
+//! Place at fuzz/fuzz_targets/ws_decode.rs (deps: libfuzzer-sys, bytes, ringgate-proto).
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use ringgate::proto::ws::{Decoder, Limits, Message, Role};
+use ringgate_proto::ws::{Decoder, Limits, Message, Role};
 
 fuzz_target!(|data: &[u8]| {
     // First byte picks role, limit and chunk size so the fuzzer can steer them.
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(Message::Ping(p) | Message::Pong(p))) => assert!(p.len() <= 125),
                 Ok(Some(Message::Close(c))) => {
                     if let Some(c) = c {
-                        assert!(ringgate::proto::frame::is_valid_close_code(c.code));
+                        assert!(ringgate_proto::frame::is_valid_close_code(c.code));
                         assert!(std::str::from_utf8(&c.reason).is_ok());
                     }
                 }

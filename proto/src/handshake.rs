@@ -126,7 +126,7 @@ impl fmt::Debug for UpgradeRequest {
 /// A credential presented by the client. `Debug` never prints the token.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    /// A JWT, to be checked by `crate::auth::Authenticator::verify`.
+    /// A JWT, to be checked by the gateway's `ringgate::auth::Authenticator::verify`.
     Bearer(String),
     /// An opaque session-resume token (`Authorization: Reconnect <token>`).
     Reconnect(String),

@@ -135,7 +135,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::bannou::{ServerMessage, REQUEST_HEADER_LEN};
+    use crate::bannou::{ServerMessage, REQUEST_HEADER_LEN};
 
     #[test]
     fn timestamps_use_dotnet_round_trip_format() {

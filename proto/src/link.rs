@@ -15,7 +15,7 @@
 //! request's payload reaches the client's outbox without a copy.
 //!
 //! Sans-IO: no runtime, socket or clock; the WebSocket framing around each message is
-//! `super::ws`/`super::frame`, the connection is `crate::link`.
+//! `super::ws`/`super::frame`, the connection is the gateway's `ringgate::link`.
 //!
 //! ```text
 //! ringgate → backend ("events")
@@ -283,7 +283,7 @@ impl FromBackend {
             kind::SEND => {
                 let session = r.u64()?;
                 let flags = r.u8()?;
-                if flags & !crate::proto::bannou::flags::BINARY != 0 {
+                if flags & !crate::bannou::flags::BINARY != 0 {
                     return Err(LinkError::BadSendFlags(flags));
                 }
                 FromBackend::Send {

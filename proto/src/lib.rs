@@ -1,5 +1,16 @@
-//! The sans-IO protocol core: everything that is protocol, with no runtime, no socket
-//! and no clock (callers pass `now`). Unit-tested and fuzzed without sockets.
+//! ringgate-proto: ringgate's sans-IO protocol core. Everything that is protocol
+//! lives here, with no runtime, no socket and no clock (callers pass `now`); it is
+//! unit-tested and fuzzed without sockets.
+//!
+//! Why a crate of its own and not a module of `ringgate`: so that Cargo keeps it
+//! sans-IO. Its dependencies are codecs, hashes and ciphers only (no monoio, no
+//! io-uring, no libc or socket crates), so code here cannot reach for a runtime or a
+//! syscall without a change to its `Cargo.toml` that says so. It also lets the fuzz
+//! targets build the decoders without the gateway's runtime. The gateway re-exports
+//! it as `ringgate::proto`, so `ringgate::proto::ws::Decoder` and the like name the
+//! same items as `ringgate_proto::ws::Decoder`.
+//!
+//! # Layout
 //!
 //! - [`handshake`]: the HTTP/1.1 WebSocket upgrade (RFC 6455 §4) and credential lookup.
 //! - [`frame`], [`ws`]: RFC 6455 framing, in place and zero-copy.
@@ -7,7 +18,8 @@
 //! - [`guid`]: salted per-session endpoint GUIDs.
 //! - [`event`]: server push events (capability manifest, disconnect notice).
 //! - [`ratelimit`]: the per-connection token bucket.
-//! - [`http1`]: the backend HTTP/1.1 client codec.
+//! - [`http1`]: the backend HTTP/1.1 client codec (request head encoder, incremental
+//!   response parser, body framing).
 //! - [`link`]: the backend link messages (one multiplexed WebSocket per shard).
 
 pub mod bannou;
