@@ -48,7 +48,7 @@ use crate::proto::event::MANIFEST_EVENT;
 use crate::proto::frame::{append_masked, close_payload, MaskSeq, OpCode};
 use crate::proto::guid::parse_guid;
 use crate::proto::ws::{Decoder, Limits, Message, ProtocolError, Role};
-use crate::sys::{self, Nb};
+use crate::rt::sys::{self, Nb};
 
 /// Bytes reserved in the read buffer for one read.
 const READ_CHUNK: usize = 16 * 1024;

@@ -3,45 +3,50 @@
 //!
 //! # Layout
 //!
-//! - [`proto`]: the sans-IO protocol core (upgrade, framing, Bannou headers, GUIDs,
-//!   events, backend HTTP codec), the `ringgate-proto` crate re-exported. No runtime,
-//!   sockets or clocks.
-//! - [`auth`]: JWT verification with pinned algorithms (clock passed in).
-//! - [`config`]: TOML config, embedded defaults, `RINGGATE_*` overrides, validation.
-//! - [`registry`]: the immutable endpoint registry snapshot shared by all shards.
-//! - [`server`]: binds the listeners, starts shard threads and the admin listener.
-//! - [`shard`]: one thread + monoio runtime: accept loop, timer sweep, mailbox.
-//! - [`mailbox`]: the cross-thread queue into a shard.
-//! - [`conn`]: one client connection: handshake, read/decode, outbox flush, close.
-//! - [`dispatch`]: a client request → backend call → response (channels, codes).
-//! - [`backend`]: the per-shard HTTP/1.1 keep-alive pools.
-//! - [`link`]: the per-shard backend link (one multiplexed WebSocket per service).
-//! - [`outbox`]: per-connection write coalescing and the shard-local wakeup.
-//! - [`sys`]: the few raw non-blocking socket calls.
-//! - [`clock`]: the per-thread cached clock (one reading per batch of work).
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`metrics`]: per-shard counters and Prometheus rendering.
-//! - [`client`]: a Bannou Connect v1 client (tests and the bench harness use it).
+//! The modules are layers: each imports only from the ones listed before it (a test,
+//! `tests/layers.rs`, fails on an import from a layer above). The sans-IO protocol core
+//! is a crate of its own, `ringgate-proto` (re-exported as [`proto`]), whose
+//! dependencies hold no runtime.
+//!
+//! 1. `rt`: runtime plumbing (clock, raw socket calls, isolated tasks, mailbox, wakeup).
+//! 2. [`client`]: a Bannou Connect v1 client (the tests and the bench harness use it).
+//! 3. [`auth`]: JWT verification with pinned algorithms (clock passed in).
+//! 4. `metrics`: per-shard counters, Prometheus text.
+//! 5. [`config`]: TOML config, embedded defaults, `RINGGATE_*` overrides, validation.
+//! 6. [`registry`]: the immutable endpoint registry snapshot shared by all shards.
+//! 7. `session`: a session, its handle, its outbox, the shard's session table.
+//! 8. `upstream`: backends (the call contract, the HTTP pool, the backend link).
+//! 9. `shard`: one shard's state (`ShardCtx`), its read gate, its mailbox messages.
+//! 10. `edge`: accept, handshake, the connection task, request dispatch, the sweep.
+//! 11. `admin`: `/healthz`, `/readyz`, `/metrics`.
+//! 12. [`server`]: listeners, shard threads, signals; the top.
+//!
+//! Public: what the binary, the bench harness and the tests need — [`Gateway`],
+//! [`Config`], [`client`], [`proto`], [`auth`], [`config`], [`registry`], [`server`]
+//! (start and signals), [`io`] (the outbox and socket calls the harness's servers reuse)
+//! and [`Metrics`].
 
-pub mod admin;
-pub mod auth;
-pub mod backend;
-pub mod client;
-pub mod clock;
-pub mod config;
-pub mod conn;
-pub mod dispatch;
-pub mod gate;
-pub mod link;
-pub mod mailbox;
-pub mod metrics;
-pub mod outbox;
-/// The sans-IO protocol core, the `ringgate-proto` crate (kept at its old path).
 pub use ringgate_proto as proto;
+
+mod admin;
+pub mod auth;
+pub mod client;
+pub mod config;
+mod edge;
+mod metrics;
 pub mod registry;
+mod rt;
 pub mod server;
-pub mod shard;
-pub mod sys;
+mod session;
+mod shard;
+mod upstream;
+
+/// The write coalescing and raw socket calls the bench harness's servers reuse.
+pub mod io {
+    pub use crate::rt::sys::{recv_into, shutdown_write, Nb};
+    pub use crate::session::{Flush, Outbox};
+}
 
 pub use config::Config;
+pub use metrics::Metrics;
 pub use server::{Gateway, StartError};

@@ -89,7 +89,7 @@ pub struct ShardMetrics {
     pub outbox_overflows: AtomicU64,
     /// Connections closed for a WebSocket protocol violation.
     pub protocol_errors: AtomicU64,
-    /// Read-gate ticks spent with read batching engaged (`crate::gate`).
+    /// Read-gate ticks spent with read batching engaged (`crate::shard::gate`).
     pub read_batching_ticks: AtomicU64,
 }
 
@@ -141,7 +141,7 @@ impl ServiceMetrics {
         bump(&self.responses[code.index()], 1);
     }
     /// Records one backend round trip, in whole microseconds (the unit of
-    /// `crate::clock::recent_us`, which times requests).
+    /// `crate::rt::clock::recent_us`, which times requests).
     pub fn latency_us(&self, us: u64) {
         // Whole microseconds against the bounds in microseconds (every bound is one).
         let i = LATENCY_BUCKETS_US

@@ -29,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes};
-use ringgate::outbox::Outbox;
+use ringgate::io::Outbox;
 use ringgate::proto::frame::{OpCode, CLOSE_PROTOCOL_ERROR};
 use ringgate::proto::handshake::{self, UpgradeRequest, BEARER_PROTOCOL_PREFIX};
 use ringgate::proto::link::{FromBackend, ToBackend, REPLY_PREFIX_LEN, SUBPROTOCOL};

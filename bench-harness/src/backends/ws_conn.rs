@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
-use ringgate::outbox::{Flush, Outbox};
+use ringgate::io::{self as sys, Nb};
+use ringgate::io::{Flush, Outbox};
 use ringgate::proto::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 use ringgate::proto::handshake::{self, HandshakeError, UpgradeRequest};
 use ringgate::proto::ws::{self, Decoder, Limits, Message, ProtocolError, Role};
-use ringgate::sys::{self, Nb};
 
 use super::listen::{ReadBuf, READ_CHUNK};
 

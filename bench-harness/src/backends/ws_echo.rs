@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use monoio::net::TcpStream;
-use ringgate::outbox::Outbox;
+use ringgate::io::Outbox;
 use ringgate::proto::frame::OpCode;
 use ringgate::proto::handshake::{self, UpgradeRequest};
 

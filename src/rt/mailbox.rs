@@ -1,4 +1,5 @@
-//! Per-shard mailboxes: the one way anything reaches a shard from another thread.
+//! Per-shard mailboxes: the one way anything reaches a shard from another thread
+//! (what a shard is sent is `shard::ShardMsg`).
 //!
 //! Why: a connection lives and dies on the shard that accepted it, and shards share no
 //! locks on the message path (DESIGN §1). Control (shutdown, a new registry snapshot)
@@ -8,40 +9,36 @@
 //! waker safe to call from any thread.
 
 use std::future::poll_fn;
-use std::sync::Arc;
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::SegQueue;
 
-use crate::registry::Registry;
-
-/// What can be sent to a shard.
-#[derive(Debug)]
-pub enum ShardMsg {
-    /// Stop accepting, close every connection with 1001, exit when done or after the
-    /// grace period.
-    Shutdown,
-    /// A new endpoint registry snapshot to use from now on.
-    Registry(Arc<Registry>),
-}
-
 /// A multi-producer, single-consumer queue with an async receive side.
-#[derive(Debug, Default)]
-pub struct Mailbox {
-    queue: SegQueue<ShardMsg>,
+#[derive(Debug)]
+pub struct Mailbox<T> {
+    queue: SegQueue<T>,
     waker: AtomicWaker,
 }
 
-impl Mailbox {
+impl<T> Default for Mailbox<T> {
+    fn default() -> Self {
+        Mailbox {
+            queue: SegQueue::new(),
+            waker: AtomicWaker::new(),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
     /// Queues `msg` and wakes the shard (any thread).
-    pub fn send(&self, msg: ShardMsg) {
+    pub fn send(&self, msg: T) {
         self.queue.push(msg);
         self.waker.wake();
     }
 
     /// The next message (shard thread only).
-    pub async fn recv(&self) -> ShardMsg {
+    pub async fn recv(&self) -> T {
         poll_fn(|cx| {
             if let Some(m) = self.queue.pop() {
                 return Poll::Ready(m);

@@ -1,5 +1,5 @@
-//! A connection's outbox (everything queued for the client, flushed in one gathering
-//! write) and the shard-local wakeup that tells the connection task there is work.
+//! A connection's outbox: everything queued for the client, flushed in one gathering
+//! write.
 //!
 //! Why: DESIGN §1 "write coalescing" — one vectored `sendmsg` per wakeup instead of one
 //! syscall per message. Small frames are copied into a contiguous tail (cheaper than an
@@ -14,16 +14,13 @@
 //! frame: [`Outbox::drop_backlog`] keeps the rest of a frame already partly written
 //! and drops only whole frames.
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::io;
 use std::os::fd::RawFd;
-use std::task::{Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::sys::{self, Nb};
+use crate::rt::sys::{self, Nb};
 
 /// Payloads up to this size are copied into the tail rather than queued by reference.
 const COPY_THRESHOLD: usize = 512;
@@ -220,49 +217,6 @@ impl Outbox {
     }
 }
 
-/// A single-threaded "something happened" flag with a waker: cheaper than a channel,
-/// and never crosses threads (cross-shard traffic uses the shard mailbox).
-#[derive(Debug, Default)]
-pub struct LocalNotify {
-    flag: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl LocalNotify {
-    /// Sets the flag and wakes the waiting task, if any.
-    pub fn notify(&self) {
-        self.flag.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Takes the flag if set; else registers `waker` to be woken by the next `notify`.
-    pub fn poll_take(&self, waker: &Waker) -> bool {
-        if self.flag.replace(false) {
-            return true;
-        }
-        let mut slot = self.waker.borrow_mut();
-        match slot.as_ref() {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
-        }
-        false
-    }
-
-    /// Waits for the next `notify` (or returns at once if one is pending).
-    pub async fn notified(&self) {
-        poll_fn(|cx| {
-            if self.poll_take(cx.waker()) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,24 +383,5 @@ mod tests {
         assert!(o.is_empty());
         assert_eq!(o.tail.capacity(), 0);
         assert_eq!(o.queue.capacity(), 0);
-    }
-
-    #[test]
-    fn notify_before_wait_is_not_lost() {
-        let n = LocalNotify::default();
-        n.notify();
-        let w = futures_waker();
-        assert!(n.poll_take(&w));
-        assert!(!n.poll_take(&w));
-    }
-
-    fn futures_waker() -> Waker {
-        use std::sync::Arc;
-        use std::task::Wake;
-        struct Nop;
-        impl Wake for Nop {
-            fn wake(self: Arc<Self>) {}
-        }
-        Waker::from(Arc::new(Nop))
     }
 }

@@ -7,20 +7,24 @@
 //! a channel c > 0 runs them one at a time in arrival order, and that the payload is
 //! forwarded without being parsed or copied (`payload` is a slice of the client's frame).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::backend::{BackendError, BackendRequest, Done};
-use crate::conn::ConnShared;
-use crate::link::LinkRequest;
 use crate::proto::bannou::{
     flags, MetaKind, RequestHeader, ResponseCode, ResponseHeader, REQUEST_HEADER_LEN,
 };
 use crate::proto::guid::GuidTarget;
-use crate::proto::http1::{self, Response};
-use crate::shard::{Backend, ServiceRuntime, ShardCtx};
+use crate::proto::http1;
+use crate::rt::clock;
+use crate::rt::task::spawn_isolated;
+use crate::session::ConnShared;
+use crate::shard::ShardCtx;
+use crate::upstream::http::BackendRequest;
+use crate::upstream::link::LinkRequest;
+use crate::upstream::{answer, Backend, BackendError, Done, Reply, ServiceRuntime};
 
 /// A request accepted for forwarding.
 #[derive(Debug)]
@@ -34,6 +38,30 @@ pub struct Queued {
     message: Bytes,
 }
 
+/// A connection's ordered channels with a request in flight, and the requests waiting
+/// behind each, in arrival order. The queues are made at the connection's first
+/// ordered request (an idle connection holds none) and shared with the channels' tasks;
+/// the connection clears them when it ends.
+#[derive(Default)]
+pub struct Channels(RefCell<Option<Rc<ChannelQueues>>>);
+
+type ChannelQueues = RefCell<Vec<(u16, VecDeque<Queued>)>>;
+
+impl Channels {
+    fn queues(&self) -> Rc<ChannelQueues> {
+        self.0.borrow_mut().get_or_insert_with(Rc::default).clone()
+    }
+
+    /// Drops every queued request (the connection ended).
+    pub fn clear(&self) {
+        if let Some(q) = self.0.borrow().as_ref() {
+            if let Ok(mut q) = q.try_borrow_mut() {
+                q.clear();
+            }
+        }
+    }
+}
+
 /// Answers `req` with `code` and an empty payload (every error response is empty).
 fn answer_error(shared: &ConnShared, req: &RequestHeader, code: ResponseCode) {
     if req.flags & flags::EVENT != 0 && code != ResponseCode::TooManyRequests {
@@ -45,7 +73,13 @@ fn answer_error(shared: &ConnShared, req: &RequestHeader, code: ResponseCode) {
 }
 
 /// Handles one binary message from a client. `allowed` is the rate limiter's verdict.
-pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Bytes, allowed: bool) {
+pub fn handle_request(
+    ctx: &Rc<ShardCtx>,
+    shared: &Rc<ConnShared>,
+    channels: &Channels,
+    message: Bytes,
+    allowed: bool,
+) {
     let header = match RequestHeader::decode(&message) {
         Ok(h) => h,
         Err(e) => {
@@ -119,13 +153,16 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
     let service = ctx.services.borrow()[endpoint.service].clone();
     let payload_len = message.len() - REQUEST_HEADER_LEN;
     if payload_len == 0 && header.flags & (flags::EVENT | flags::META) == 0 {
-        service.metrics.response(ResponseCode::RequestError);
+        service.meter.metrics.response(ResponseCode::RequestError);
         answer_error(shared, &header, ResponseCode::RequestError);
         return;
     }
     if let Some(max) = reg.services[endpoint.service].max_request_bytes {
         if payload_len > max {
-            service.metrics.response(ResponseCode::RequestTooLarge);
+            service
+                .meter
+                .metrics
+                .response(ResponseCode::RequestTooLarge);
             answer_error(shared, &header, ResponseCode::RequestTooLarge);
             return;
         }
@@ -153,29 +190,31 @@ pub fn handle_request(ctx: &Rc<ShardCtx>, shared: &Rc<ConnShared>, message: Byte
         start(ctx, shared, q);
         return;
     }
+    let queues = channels.queues();
     {
-        let mut channels = shared.channels.borrow_mut();
-        if let Some((_, waiting)) = channels.iter_mut().find(|(c, _)| *c == header.channel) {
+        let mut queues = queues.borrow_mut();
+        if let Some((_, waiting)) = queues.iter_mut().find(|(c, _)| *c == header.channel) {
             waiting.push_back(q);
             return;
         }
-        channels.push((header.channel, VecDeque::new()));
+        queues.push((header.channel, VecDeque::new()));
     }
-    crate::shard::spawn_isolated(
+    spawn_isolated(
         "ordered channel",
-        run_channel(ctx.clone(), shared.clone(), q),
+        run_channel(ctx.clone(), shared.clone(), queues, q),
     );
 }
 
 /// An unordered request (channel 0, meta): started with a callback that answers the
-/// client, so it needs no task of its own (`backend::Pool::start`, `link::Link::start`).
+/// client, so it needs no task of its own (`upstream::http::Pool::start`,
+/// `upstream::link::Link::start`).
 fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     let reply = Reply {
         shard: ctx.id,
         conn: shared.clone(),
-        service: q.service.clone(),
+        meter: q.service.meter.clone(),
         header: q.header,
-        started: crate::clock::recent_us(),
+        started: clock::recent_us(),
     };
     match &q.service.backend {
         // A plain value the pool keeps inside its call, the link in its call table:
@@ -189,50 +228,27 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     }
 }
 
-/// Where a started request's answer goes: its client connection, with what the answer
-/// and the service's metrics need. A plain value (`backend::Done::Reply`), so a backend
-/// keeps it with the call (the pool inside its `Call`, the link in its call table)
-/// without a boxed closure, which was an allocation per request.
-pub struct Reply {
-    shard: usize,
-    conn: Rc<ConnShared>,
-    service: Rc<ServiceRuntime>,
-    header: RequestHeader,
-    /// `crate::clock::recent_us` when the request was started.
-    started: u64,
-}
-
-impl Reply {
-    /// Answers the client from `result` and ends the request.
-    pub fn send(self, result: Result<Response, BackendError>) {
-        answer(
-            self.shard,
-            &self.conn,
-            &self.service,
-            &self.header,
-            self.started,
-            result,
-        );
-        self.conn.request_done();
-    }
-}
-
 /// An ordered channel's task: forwards `first`, then every request queued behind it on
 /// its channel, one at a time, until the queue is empty.
-async fn run_channel(ctx: Rc<ShardCtx>, shared: Rc<ConnShared>, first: Queued) {
+async fn run_channel(
+    ctx: Rc<ShardCtx>,
+    shared: Rc<ConnShared>,
+    queues: Rc<ChannelQueues>,
+    first: Queued,
+) {
     let channel = first.header.channel;
     let mut next = Some(first);
     while let Some(q) = next.take() {
         forward(&ctx, &shared, q).await;
         shared.request_done();
-        let mut channels = shared.channels.borrow_mut();
-        let Some(i) = channels.iter().position(|(c, _)| *c == channel) else {
+        let mut queues = queues.borrow_mut();
+        let Some(i) = queues.iter().position(|(c, _)| *c == channel) else {
             break; // the connection ended and cleared its queues
         };
-        match channels[i].1.pop_front() {
+        match queues[i].1.pop_front() {
             Some(q) => next = Some(q),
             None => {
-                channels.swap_remove(i);
+                queues.swap_remove(i);
             }
         }
     }
@@ -242,7 +258,7 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     if shared.is_gone() {
         return;
     }
-    let started = crate::clock::recent_us();
+    let started = clock::recent_us();
     let result = match &q.service.backend {
         Backend::Http(pool) => match backend_request(shared, &q) {
             Ok(req) => pool.call(req).await,
@@ -251,7 +267,7 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
         Backend::Link(link) => link.call(shared, link_request(&q)).await,
         Backend::Unavailable(why) => Err(BackendError::InvalidUrl(why.to_string())),
     };
-    answer(ctx.id, shared, &q.service, &q.header, started, result);
+    answer(ctx.id, shared, &q.service.meter, &q.header, started, result);
 }
 
 /// The link request for `q` (the payload is a slice of the client's frame).
@@ -297,44 +313,4 @@ fn backend_request<'a>(
         // One client's requests travel together (see `Pool`'s lane choice).
         affinity: std::ptr::from_ref(shared) as u64 >> 6,
     })
-}
-
-/// Answers the client from the backend's result (status → code; errors carry no
-/// payload) and records the service's metrics.
-fn answer(
-    shard: usize,
-    shared: &ConnShared,
-    service: &ServiceRuntime,
-    header: &RequestHeader,
-    started: u64,
-    result: Result<Response, BackendError>,
-) {
-    // Answers come from a read batch (which refreshed the clock); failures may come
-    // from a timer, so they read it afresh.
-    let failed_at = result.is_err().then(crate::clock::refresh);
-    let now = crate::clock::recent_us();
-    service.metrics.latency_us(now.saturating_sub(started));
-    let (code, payload) = match result {
-        Ok(resp) => {
-            let code = ResponseCode::from_http_status(resp.status);
-            if code == ResponseCode::Ok {
-                (code, resp.body)
-            } else {
-                tracing::debug!(shard, service = %service.name, status = resp.status, "backend answered an error status");
-                (code, Bytes::new())
-            }
-        }
-        Err(e) => {
-            if let Some(unlogged) = failed_at.and_then(|at| service.failures.admit(at)) {
-                tracing::warn!(shard, service = %service.name, error = %e, unlogged_since_last = unlogged, "backend call failed");
-            }
-            (ResponseCode::InternalError, Bytes::new())
-        }
-    };
-    service.metrics.response(code);
-    if header.flags & flags::EVENT != 0 {
-        return;
-    }
-    let head = ResponseHeader::answering(header, code).encode();
-    shared.send_binary(&head, payload);
 }

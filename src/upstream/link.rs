@@ -44,10 +44,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 
-use crate::backend::{BackendError, Done};
-use crate::conn::ConnShared;
+use crate::config::url::LinkUrl;
 use crate::metrics::ServiceMetrics;
-use crate::outbox::LocalNotify;
 use crate::proto::bannou::{flags, RequestHeader};
 use crate::proto::frame::{
     append_masked, close_payload, MaskSeq, OpCode, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR,
@@ -55,7 +53,10 @@ use crate::proto::frame::{
 use crate::proto::http1::Response;
 use crate::proto::link::{self as wire, FromBackend, LinkError, ToBackend, UpgradeError};
 use crate::proto::ws::{self, Decoder, Limits, Message, Role};
-use crate::sys::{self, Nb};
+use crate::rt::notify::LocalNotify;
+use crate::rt::sys::{self, Nb};
+use crate::session::ConnShared;
+use crate::upstream::{BackendError, Done, LinkFailure};
 
 /// Unsent bytes a link may hold; requests beyond fail with [`LinkFailure::Overloaded`]
 /// (a backend that stops reading must not grow the gateway's memory without bound).
@@ -72,59 +73,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// While dials keep failing, one log line per this period (with the count).
 const DIAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// A link service's address: `ws://host[:port][/path]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkUrl {
-    /// `host[:port]` as written (the `Host` header).
-    pub authority: String,
-    pub host: String,
-    pub port: u16,
-    /// Starts with `/`.
-    pub path: String,
-}
-
-/// Why a `link` URL is unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkUrlError {
-    #[error("must start with ws:// (wss:// is not supported yet)")]
-    Scheme,
-    #[error("has no host")]
-    NoHost,
-    #[error("has an invalid port")]
-    Port,
-    #[error("must not contain spaces or control characters")]
-    Characters,
-}
-
-impl LinkUrl {
-    pub fn parse(url: &str) -> Result<LinkUrl, LinkUrlError> {
-        let rest = url.strip_prefix("ws://").ok_or(LinkUrlError::Scheme)?;
-        if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(LinkUrlError::Characters);
-        }
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h, p.parse::<u16>().map_err(|_| LinkUrlError::Port)?)
-            }
-            _ => (authority, 80),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(LinkUrlError::NoHost);
-        }
-        Ok(LinkUrl {
-            authority: authority.to_string(),
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
-    }
-}
-
 /// Tuning for one shard's link to one service.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
@@ -140,28 +88,6 @@ pub struct LinkSettings {
     pub max_message_bytes: usize,
     /// Sent to the backend as `X-Ringgate-Shard`.
     pub shard: usize,
-}
-
-/// How a call over the link failed (other than by timing out:
-/// [`BackendError::Timeout`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkFailure {
-    /// The link is down (redialing); the request was not sent.
-    #[error("backend link is down")]
-    Down,
-    /// The link failed after the request was queued; it may or may not have been
-    /// processed.
-    #[error("backend link lost before the reply")]
-    Lost,
-    /// Too many calls waiting or too many bytes unsent; the request was not sent.
-    #[error("backend link overloaded ({0})")]
-    Overloaded(&'static str),
-    /// The request could not be encoded (a field too long); nothing was sent.
-    #[error("request cannot be encoded for the link: {0}")]
-    Encode(LinkError),
-    /// The service's link was replaced by a registry update before the request.
-    #[error("backend link retired")]
-    Retired,
 }
 
 /// Why a link connection ended (logged).
@@ -423,8 +349,8 @@ impl Link {
         if self.inner.running.replace(true) {
             return;
         }
-        crate::shard::spawn_isolated("backend link", run(self.inner.clone()));
-        crate::shard::spawn_isolated("backend link sweeper", sweep_loop(self.inner.clone()));
+        crate::rt::task::spawn_isolated("backend link", run(self.inner.clone()));
+        crate::rt::task::spawn_isolated("backend link sweeper", sweep_loop(self.inner.clone()));
     }
 
     /// Takes the link out of service (a registry update replaced or removed it): no new
@@ -595,7 +521,7 @@ impl Inner {
         let unfinished = if event {
             Some(on_done)
         } else {
-            let deadline = crate::clock::recent() + self.settings.request_timeout;
+            let deadline = crate::rt::clock::recent() + self.settings.request_timeout;
             if let ToBackend::Request { call, .. } = &mut req {
                 *call = st.calls.insert(Pending { on_done, deadline });
             }
@@ -803,10 +729,10 @@ impl Inner {
         let stream = Rc::new(stream);
         let fd = stream.as_raw_fd();
         self.conn_fd.set(Some(fd));
-        self.last_read.set(crate::clock::refresh());
+        self.last_read.set(crate::rt::clock::refresh());
         self.ping_at.set(None);
         let dead = Rc::new(Cell::new(false));
-        crate::shard::spawn_isolated(
+        crate::rt::task::spawn_isolated(
             "backend link writer",
             write_loop(self.clone(), stream.clone(), dead.clone()),
         );
@@ -843,7 +769,7 @@ impl Inner {
                 }
                 _ = self.wake.notified() => continue,
             }
-            self.last_read.set(crate::clock::refresh());
+            self.last_read.set(crate::rt::clock::refresh());
             for _ in 0..READS_PER_WAKEUP {
                 if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
                     rbuf.reserve(READ_CHUNK);
@@ -943,7 +869,7 @@ async fn run(link: Rc<Inner>) {
             }
             Err(e) => {
                 failed_dials += 1;
-                let now = crate::clock::refresh();
+                let now = crate::rt::clock::refresh();
                 if dial_logged.is_none_or(|t| now.saturating_duration_since(t) >= DIAL_LOG_EVERY) {
                     dial_logged = Some(now);
                     tracing::warn!(shard = link.settings.shard, service = %link.service, url = %ws_url, error = %e, failed_dials, retry_in_ms = backoff.as_millis() as u64, "backend link dial failed; requests answer 60 until it is up");
@@ -971,7 +897,7 @@ async fn sweep_loop(link: Rc<Inner>) {
         .clamp(Duration::from_millis(5), Duration::from_millis(100));
     loop {
         monoio::time::sleep(every).await;
-        let now = crate::clock::refresh();
+        let now = crate::rt::clock::refresh();
         link.check_liveness(now);
         let idle = link.settings.idle_ping;
         if !idle.is_zero() && now.saturating_duration_since(link.last_read.get()) >= idle {
@@ -1043,29 +969,6 @@ fn base64_key(b: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn link_urls_need_ws_a_host_and_a_valid_port() {
-        let u = LinkUrl::parse("ws://127.0.0.1:5002/link").unwrap();
-        assert_eq!(
-            (
-                u.authority.as_str(),
-                u.host.as_str(),
-                u.port,
-                u.path.as_str()
-            ),
-            ("127.0.0.1:5002", "127.0.0.1", 5002, "/link")
-        );
-        let u = LinkUrl::parse("ws://backend").unwrap();
-        assert_eq!((u.port, u.path.as_str()), (80, "/"));
-        let u = LinkUrl::parse("ws://[::1]:9/x").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
-        assert_eq!(LinkUrl::parse("http://a:1/"), Err(LinkUrlError::Scheme));
-        assert_eq!(LinkUrl::parse("wss://a:1/"), Err(LinkUrlError::Scheme));
-        assert_eq!(LinkUrl::parse("ws://:1/"), Err(LinkUrlError::NoHost));
-        assert_eq!(LinkUrl::parse("ws://a:x/"), Err(LinkUrlError::Port));
-        assert_eq!(LinkUrl::parse("ws://a b/"), Err(LinkUrlError::Characters));
-    }
 
     fn pending(deadline: Instant) -> Pending {
         Pending {

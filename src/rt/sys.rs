@@ -111,3 +111,40 @@ pub fn random_uuid() -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     crate::proto::guid::format_guid(&b)
 }
+/// The process's soft RLIMIT_NOFILE (for log lines that explain a descriptor limit).
+pub fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur
+    } else {
+        0
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard) after.
+pub fn raise_nofile_limit() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return (0, 0);
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r = want;
+            }
+        }
+    }
+    (r.rlim_cur, r.rlim_max)
+}

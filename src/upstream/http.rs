@@ -64,12 +64,13 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use crate::dispatch::Reply;
+use super::{BackendError, Done};
+use crate::config::url::parse_url;
 use crate::proto::http1::{
     encode_request_head, HeaderBlock, HostLine, Http1Error, RequestHead, RequestLine, Response,
     ResponseParser,
 };
-use crate::sys::{self, Nb, MAX_IOVECS};
+use crate::rt::sys::{self, Nb, MAX_IOVECS};
 
 /// Read buffer growth step; it grows as needed for large bodies.
 const READ_CHUNK: usize = 16 * 1024;
@@ -138,87 +139,6 @@ pub struct BackendRequest<'a> {
     /// Requests with the same value share a connection when pipelining (the
     /// gateway passes one per client connection); any value is correct.
     pub affinity: u64,
-}
-
-/// Who is to blame for a failed call (for choosing a status / metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSide {
-    /// The backend failed: refused/unreachable, timed out, reset, or sent
-    /// an invalid or oversized response (502/504-like).
-    Backend,
-    /// The gateway itself: pool saturated, bad configuration (503/500-like).
-    Gateway,
-    /// The request could not be encoded, e.g. a header value taken from a
-    /// client's claims contains CR/LF (400-like).
-    Request,
-}
-
-/// Why a backend call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// Could not connect (refused, unreachable, connect timeout). The
-    /// request was not sent.
-    #[error("backend connect failed: {0}")]
-    Connect(#[source] io::Error),
-    /// The request deadline expired after the request may have been sent.
-    #[error("backend request timed out")]
-    Timeout,
-    /// I/O error on an established connection.
-    #[error("backend I/O error: {0}")]
-    Io(#[source] io::Error),
-    /// The backend's response violated HTTP/1.1 or our limits.
-    #[error("backend protocol error: {0}")]
-    Protocol(#[source] Http1Error),
-    /// No connection slot became free before the deadline. The request was
-    /// not sent.
-    #[error("backend connection pool saturated")]
-    Saturated,
-    /// The pool's URL is unusable (the message says why).
-    #[error("invalid backend URL: {0}")]
-    InvalidUrl(String),
-    /// Settings are unusable (the message says why).
-    #[error("invalid backend settings: {0}")]
-    InvalidSettings(&'static str),
-    /// The request could not be encoded (bad header value, path, ...).
-    /// Nothing was sent.
-    #[error("invalid backend request: {0}")]
-    InvalidRequest(#[source] Http1Error),
-    /// A call over the backend link failed (`crate::link`).
-    #[error(transparent)]
-    Link(#[from] crate::link::LinkFailure),
-}
-
-impl BackendError {
-    /// True only when the request certainly never reached the backend and
-    /// retrying (e.g. another instance) is safe: connect failures and
-    /// saturation. (`InvalidRequest` was not sent either, but retrying it
-    /// cannot succeed, so it is `false`.)
-    pub fn retry_safe(&self) -> bool {
-        matches!(self, BackendError::Connect(_) | BackendError::Saturated)
-    }
-
-    /// Which side failed.
-    pub fn side(&self) -> ErrorSide {
-        match self {
-            BackendError::Connect(_)
-            | BackendError::Timeout
-            | BackendError::Io(_)
-            | BackendError::Protocol(_) => ErrorSide::Backend,
-            BackendError::Saturated
-            | BackendError::InvalidUrl(_)
-            | BackendError::InvalidSettings(_) => ErrorSide::Gateway,
-            BackendError::InvalidRequest(_) => ErrorSide::Request,
-            BackendError::Link(l) => match l {
-                crate::link::LinkFailure::Down | crate::link::LinkFailure::Lost => {
-                    ErrorSide::Backend
-                }
-                crate::link::LinkFailure::Overloaded(_) | crate::link::LinkFailure::Retired => {
-                    ErrorSide::Gateway
-                }
-                crate::link::LinkFailure::Encode(_) => ErrorSide::Request,
-            },
-        }
-    }
 }
 
 /// Snapshot of a pool's occupancy (for metrics and tests).
@@ -339,7 +259,7 @@ impl Pool {
                 "pipeline_depth must be at least 1",
             ));
         }
-        let origin = parse_url(url)?;
+        let origin = parse_url(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
         let host_line = HostLine::new(&origin.authority)
             .map_err(|e| BackendError::InvalidUrl(format!("{url:?}: {e}")))?;
         let addrs: Vec<SocketAddr> = (origin.host.as_str(), origin.port)
@@ -446,7 +366,7 @@ impl Pool {
             head,
             body,
             head_request: req.method.eq_ignore_ascii_case("HEAD"),
-            deadline: crate::clock::recent() + self.inner.settings.request_timeout,
+            deadline: crate::rt::clock::recent() + self.inner.settings.request_timeout,
             affinity: req.affinity,
         };
         if self.inner.pending.borrow().is_empty() {
@@ -474,28 +394,6 @@ struct CallParts {
     head_request: bool,
     deadline: Instant,
     affinity: u64,
-}
-
-/// A callback for a started call's result.
-pub type OnDone = Box<dyn FnOnce(Result<Response, BackendError>)>;
-
-/// Where a started call's result goes, for the pool ([`Pool::start`]) and the link
-/// (`crate::link::Link::start`) alike: a client's [`Reply`] (a plain value, kept with
-/// the call: no allocation per request), or any callback (boxed: an awaited link
-/// call's waker, tests).
-pub enum Done {
-    Reply(Reply),
-    Callback(OnDone),
-}
-
-impl Done {
-    /// Hands `result` over.
-    pub fn run(self, result: Result<Response, BackendError>) {
-        match self {
-            Done::Reply(r) => r.send(result),
-            Done::Callback(f) => f(result),
-        }
-    }
 }
 
 impl Inner {
@@ -740,8 +638,8 @@ impl Inner {
         self.lanes.borrow_mut().push(lane.clone());
         self.open.set(self.open.get() + 1);
         let max_body = self.settings.max_response_bytes;
-        crate::shard::spawn_isolated("backend reader", read_loop(lane.clone(), max_body));
-        crate::shard::spawn_isolated("backend writer", write_loop(lane.clone()));
+        crate::rt::task::spawn_isolated("backend reader", read_loop(lane.clone(), max_body));
+        crate::rt::task::spawn_isolated("backend writer", write_loop(lane.clone()));
         self.ensure_sweeper();
         Ok(lane)
     }
@@ -828,7 +726,7 @@ impl Inner {
         }
         drop(slot);
         let inner = self.clone();
-        crate::shard::spawn_isolated("backend call", async move {
+        crate::rt::task::spawn_isolated("backend call", async move {
             let CallParts {
                 head,
                 body,
@@ -847,7 +745,7 @@ impl Inner {
     fn enqueue(self: &Rc<Self>, call: Pending) {
         self.pending.borrow_mut().push_back(call);
         if !self.feeding.replace(true) {
-            crate::shard::spawn_isolated("backend feeder", feed_loop(self.clone()));
+            crate::rt::task::spawn_isolated("backend feeder", feed_loop(self.clone()));
         }
         self.ensure_sweeper();
     }
@@ -874,7 +772,10 @@ impl Inner {
     fn ensure_sweeper(self: &Rc<Self>) {
         if !self.sweeping.replace(true) {
             let every = self.sweep_every;
-            crate::shard::spawn_isolated("backend sweeper", sweep_loop(Rc::downgrade(self), every));
+            crate::rt::task::spawn_isolated(
+                "backend sweeper",
+                sweep_loop(Rc::downgrade(self), every),
+            );
         }
     }
 
@@ -982,7 +883,7 @@ impl Detached {
             let pool = slot.0.clone();
             drop(slot);
             let call = call.clone();
-            crate::shard::spawn_isolated("backend retry", async move {
+            crate::rt::task::spawn_isolated("backend retry", async move {
                 let (head, body) = (call.head.clone(), call.body.clone());
                 let result = pool
                     .call_inner(head, body, call.head_request, affinity, call.deadline, true)
@@ -1378,7 +1279,7 @@ async fn sweep_loop(pool: Weak<Inner>, every: Duration) {
             pool.sweeping.set(false);
             return;
         }
-        let now = crate::clock::refresh();
+        let now = crate::rt::clock::refresh();
         pool.sweep(now);
         pool.expire_pending(now);
     }
@@ -1406,7 +1307,7 @@ async fn feed_loop(pool: Rc<Inner>) {
         let Some(call) = pool.pending.borrow_mut().pop_front() else {
             continue;
         };
-        if call.call.deadline <= crate::clock::recent() {
+        if call.call.deadline <= crate::rt::clock::recent() {
             drop(slot);
             call.on_done.run(Err(BackendError::Saturated));
             continue;
@@ -1460,7 +1361,7 @@ async fn read_loop(lane: Rc<Lane>, max_body: usize) {
         if lane.state.get() == LaneState::Closed {
             break ReadEnd::Shutdown;
         }
-        crate::clock::refresh();
+        crate::rt::clock::refresh();
         let mut stop = None;
         for _ in 0..READS_PER_WAKEUP {
             if buf.capacity() - buf.len() < READ_CHUNK / 2 {
@@ -1652,80 +1553,6 @@ impl Drop for Acquire<'_> {
 }
 
 /// Parsed `http://` origin.
-/// A service `url` taken apart: `http://host[:port][/base]`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Origin {
-    pub authority: String,
-    pub host: String,
-    pub port: u16,
-    pub base_path: String,
-}
-
-/// Parses a service `url` (syntax only: nothing is resolved). The config is checked
-/// with it, so a shard never meets a URL it cannot parse.
-pub fn parse_url(url: &str) -> Result<Origin, BackendError> {
-    let bad = |why: &str| BackendError::InvalidUrl(format!("{why}: {url:?}"));
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(bad("expected http://host[:port][/path]"));
-    };
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(bad("https:// backends are not supported yet (use http://)"));
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(bad("only http:// is supported"));
-    }
-    if rest.contains(['?', '#']) {
-        return Err(bad("query and fragment are not allowed in a backend URL"));
-    }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err(bad("missing host or unsupported userinfo"));
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("unterminated IPv6 literal"))?;
-        match after {
-            "" => (host, None),
-            p => (
-                host,
-                Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?),
-            ),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let port = match port {
-        None => 80,
-        Some(digits) => match digits.parse::<u16>() {
-            Ok(p) if p != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => p,
-            _ => return Err(bad("bad port")),
-        },
-    };
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
-    {
-        return Err(bad("bad host"));
-    }
-    if !path.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(bad("bad base path"));
-    }
-    Ok(Origin {
-        authority: authority.to_owned(),
-        host: host.to_owned(),
-        port,
-        base_path: path.trim_end_matches('/').to_owned(),
-    })
-}
-
 /// `base` (no trailing `/`) + `path`, with exactly one `/` between them.
 fn join_path(base: &str, path: &str) -> String {
     let path = path.strip_prefix('/').unwrap_or(path);
@@ -1739,6 +1566,7 @@ fn join_path(base: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::error::ErrorSide;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream as StdStream};
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -2886,49 +2714,7 @@ mod tests {
     }
 
     #[test]
-    fn url_parsing() {
-        let o = parse_url("http://example.com:8080/api/v1/").unwrap();
-        assert_eq!(
-            o,
-            Origin {
-                authority: "example.com:8080".into(),
-                host: "example.com".into(),
-                port: 8080,
-                base_path: "/api/v1".into(),
-            }
-        );
-        let o = parse_url("HTTP://10.0.0.1").unwrap();
-        assert_eq!(
-            (o.port, o.base_path.as_str(), o.authority.as_str()),
-            (80, "", "10.0.0.1")
-        );
-        let o = parse_url("http://[::1]:9000/x").unwrap();
-        assert_eq!(
-            (o.host.as_str(), o.port, o.authority.as_str()),
-            ("::1", 9000, "[::1]:9000")
-        );
-        let err = parse_url("https://example.com").unwrap_err();
-        assert!(
-            matches!(&err, BackendError::InvalidUrl(m) if m.contains("https")),
-            "{err}"
-        );
-        for bad in [
-            "example.com",
-            "ftp://x",
-            "http://",
-            "http://h:0",
-            "http://h:99999",
-            "http://h:+80",
-            "http://u@h",
-            "http://h/a?b",
-            "http://h/a b",
-            "http://h\r\nX: y/",
-        ] {
-            assert!(
-                matches!(parse_url(bad), Err(BackendError::InvalidUrl(_))),
-                "{bad}"
-            );
-        }
+    fn a_pool_without_connections_is_refused() {
         assert!(matches!(
             Pool::new(
                 "http://127.0.0.1:1",

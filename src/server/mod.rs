@@ -1,6 +1,6 @@
 //! Starting and stopping the gateway: listeners, shard threads, the admin listener.
 //!
-//! Why apart from `shard`: this is the only code that runs outside a shard. It binds one
+//! Why at the top: this is the only code that runs outside a shard. It binds one
 //! `SO_REUSEPORT` socket per shard (all on the same port, so the kernel spreads
 //! connections), starts each shard's thread pinned to a core with its own monoio runtime
 //! (io_uring, or the legacy epoll driver when the kernel refuses io_uring — said in the
@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 use crate::admin::{self, AdminState};
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::Config;
-use crate::mailbox::{Mailbox, ShardMsg};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::shard::{self, ShardCtx};
+use crate::rt::mailbox::Mailbox;
+use crate::shard::{ShardCtx, ShardMsg};
+
+mod shard_thread;
+
+pub use crate::rt::sys::raise_nofile_limit;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +65,7 @@ fn resolve_services(config: &Config) -> Result<(), StartError> {
         if svc.link.is_some() {
             continue;
         }
-        let Ok(origin) = crate::backend::parse_url(&svc.url) else {
+        let Ok(origin) = crate::config::url::parse_url(&svc.url) else {
             continue; // the config check has refused it already
         };
         let key = format!("services[{i}].url");
@@ -96,7 +100,7 @@ pub struct Gateway {
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
-    mailboxes: Vec<Arc<Mailbox>>,
+    mailboxes: Vec<Arc<Mailbox<ShardMsg>>>,
     threads: Vec<JoinHandle<()>>,
     state: Arc<AdminState>,
     admin_thread: Option<JoinHandle<()>>,
@@ -112,7 +116,7 @@ impl Gateway {
             Ok(Some(s)) => s,
             _ => {
                 tracing::warn!("server.guid_secret is not set: GUIDs will change when this process restarts (set it to keep them stable across restarts and instances)");
-                crate::sys::random_bytes()
+                crate::rt::sys::random_bytes()
             }
         };
         resolve_services(&config)?;
@@ -197,7 +201,7 @@ impl Gateway {
                             metrics,
                         ));
                         let _ = started_tx.send((id, Ok(())));
-                        shard::run(ctx, listener, mailbox, ready).await;
+                        shard_thread::run(ctx, listener, mailbox, ready).await;
                     };
                     let built = if uring {
                         shard_uring_runtime().map(|mut rt| rt.block_on(task()))
@@ -439,44 +443,6 @@ pub fn allowed_cpus() -> Vec<usize> {
         .map(|n| n.get())
         .unwrap_or(1))
         .collect()
-}
-
-/// The process's soft RLIMIT_NOFILE (for log lines that explain a descriptor limit).
-pub fn nofile_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
-        r.rlim_cur
-    } else {
-        0
-    }
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard) after.
-pub fn raise_nofile_limit() -> (u64, u64) {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return (0, 0);
-        }
-        if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                r = want;
-            }
-        }
-    }
-    (r.rlim_cur, r.rlim_max)
 }
 
 /// A shard's io_uring runtime, with `IORING_SETUP_COOP_TASKRUN` where the kernel has it

@@ -1,5 +1,6 @@
 //! Configuration: the TOML file, its embedded defaults, `RINGGATE_*` environment
-//! overrides, and validation that names the offending key.
+//! overrides, and validation that names the offending key. `url` takes apart the
+//! services' URLs.
 //!
 //! Why a module of its own: every other part of ringgate receives an already-validated
 //! [`Config`], so no runtime code has to cope with a missing key or a bad address. The
@@ -11,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod url;
+
 /// The embedded default configuration (localhost only).
-pub const DEFAULT_CONFIG_TOML: &str = include_str!("../configs/default.toml");
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../configs/default.toml");
 
 /// Prefix of environment variables that override config keys:
 /// `RINGGATE_SERVER_LISTEN=0.0.0.0:8080` sets `server.listen`.
@@ -81,7 +84,7 @@ pub struct ServerConfig {
     pub max_inflight_per_connection: u32,
     pub shutdown_grace_ms: u64,
     /// Read batching while a shard's thread is busy: each client connection reads at
-    /// most once per tick of this length (see `crate::gate`); 0 = never.
+    /// most once per tick of this length (see `crate::shard::gate`); 0 = never.
     pub read_batch_tick_us: u64,
     pub backlog: i32,
     /// Send a ping with the `101` and the capability manifest once the client answers
@@ -396,7 +399,7 @@ impl Config {
                     ))
                 }
                 (Some(link), true) => {
-                    if let Err(e) = crate::link::LinkUrl::parse(link) {
+                    if let Err(e) = url::LinkUrl::parse(link) {
                         return Err(ConfigError::key(at("link"), e.to_string()));
                     }
                 }
@@ -405,7 +408,7 @@ impl Config {
                     "missing: set url = \"http://host:port\" (or link = \"ws://host:port/path\")",
                 )),
                 (None, false) => {
-                    if let Err(e) = crate::backend::parse_url(&svc.url) {
+                    if let Err(e) = url::parse_url(&svc.url) {
                         return Err(ConfigError::key(at("url"), e.to_string()));
                     }
                 }
@@ -816,7 +819,7 @@ endpoints = [{ path = "/account/get", roles = ["user"] }]
 
     #[test]
     fn example_config_is_valid_once_its_key_file_exists() {
-        let text = include_str!("../configs/example.toml").replace(
+        let text = include_str!("../../configs/example.toml").replace(
             "/etc/ringgate/auth-rs256.pem",
             concat!(
                 env!("CARGO_MANIFEST_DIR"),

@@ -1,0 +1,208 @@
+//! The URLs a config names for its services: `url = "http://…"` (HTTP backends) and
+//! `link = "ws://…"` (backend links), taken apart.
+//!
+//! Why in the config layer: a URL is checked when the config is loaded, so no shard
+//! ever meets one it cannot parse (a shard that did used to panic); the backends above
+//! take the parsed parts. Hand-written rather than the `url` crate: the accepted forms
+//! are narrow (no userinfo, query or fragment; http and ws only) and each rejection
+//! names what is wrong.
+
+/// Why a service `url` is unusable (the message names the URL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(pub String);
+
+/// A service `url` taken apart: `http://host[:port][/base]`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+    pub base_path: String,
+}
+
+/// Parses a service `url` (syntax only: nothing is resolved). The config is checked
+/// with it, so a shard never meets a URL it cannot parse.
+pub fn parse_url(url: &str) -> Result<Origin, UrlError> {
+    let bad = |why: &str| UrlError(format!("{why}: {url:?}"));
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(bad("expected http://host[:port][/path]"));
+    };
+    if scheme.eq_ignore_ascii_case("https") {
+        return Err(bad("https:// backends are not supported yet (use http://)"));
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(bad("only http:// is supported"));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(bad("query and fragment are not allowed in a backend URL"));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad("missing host or unsupported userinfo"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unterminated IPv6 literal"))?;
+        match after {
+            "" => (host, None),
+            p => (
+                host,
+                Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?),
+            ),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        None => 80,
+        Some(digits) => match digits.parse::<u16>() {
+            Ok(p) if p != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => p,
+            _ => return Err(bad("bad port")),
+        },
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+    {
+        return Err(bad("bad host"));
+    }
+    if !path.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(bad("bad base path"));
+    }
+    Ok(Origin {
+        authority: authority.to_owned(),
+        host: host.to_owned(),
+        port,
+        base_path: path.trim_end_matches('/').to_owned(),
+    })
+}
+
+/// A link service's address: `ws://host[:port][/path]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkUrl {
+    /// `host[:port]` as written (the `Host` header).
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+    /// Starts with `/`.
+    pub path: String,
+}
+
+/// Why a `link` URL is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkUrlError {
+    #[error("must start with ws:// (wss:// is not supported yet)")]
+    Scheme,
+    #[error("has no host")]
+    NoHost,
+    #[error("has an invalid port")]
+    Port,
+    #[error("must not contain spaces or control characters")]
+    Characters,
+}
+
+impl LinkUrl {
+    pub fn parse(url: &str) -> Result<LinkUrl, LinkUrlError> {
+        let rest = url.strip_prefix("ws://").ok_or(LinkUrlError::Scheme)?;
+        if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(LinkUrlError::Characters);
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h, p.parse::<u16>().map_err(|_| LinkUrlError::Port)?)
+            }
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(LinkUrlError::NoHost);
+        }
+        Ok(LinkUrl {
+            authority: authority.to_string(),
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_urls_are_http_with_a_host_an_optional_port_and_a_base_path() {
+        let o = parse_url("http://example.com:8080/api/v1/").unwrap();
+        assert_eq!(
+            o,
+            Origin {
+                authority: "example.com:8080".into(),
+                host: "example.com".into(),
+                port: 8080,
+                base_path: "/api/v1".into(),
+            }
+        );
+        let o = parse_url("HTTP://10.0.0.1").unwrap();
+        assert_eq!(
+            (o.port, o.base_path.as_str(), o.authority.as_str()),
+            (80, "", "10.0.0.1")
+        );
+        let o = parse_url("http://[::1]:9000/x").unwrap();
+        assert_eq!(
+            (o.host.as_str(), o.port, o.authority.as_str()),
+            ("::1", 9000, "[::1]:9000")
+        );
+        let err = parse_url("https://example.com").unwrap_err();
+        assert!(err.0.contains("https"), "{err}");
+        for bad in [
+            "example.com",
+            "ftp://x",
+            "http://",
+            "http://h:0",
+            "http://h:99999",
+            "http://h:+80",
+            "http://u@h",
+            "http://h/a?b",
+            "http://h/a b",
+            "http://h\r\nX: y/",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn link_urls_need_ws_a_host_and_a_valid_port() {
+        let u = LinkUrl::parse("ws://127.0.0.1:5002/link").unwrap();
+        assert_eq!(
+            (
+                u.authority.as_str(),
+                u.host.as_str(),
+                u.port,
+                u.path.as_str()
+            ),
+            ("127.0.0.1:5002", "127.0.0.1", 5002, "/link")
+        );
+        let u = LinkUrl::parse("ws://backend").unwrap();
+        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        let u = LinkUrl::parse("ws://[::1]:9/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        assert_eq!(LinkUrl::parse("http://a:1/"), Err(LinkUrlError::Scheme));
+        assert_eq!(LinkUrl::parse("wss://a:1/"), Err(LinkUrlError::Scheme));
+        assert_eq!(LinkUrl::parse("ws://:1/"), Err(LinkUrlError::NoHost));
+        assert_eq!(LinkUrl::parse("ws://a:x/"), Err(LinkUrlError::Port));
+        assert_eq!(LinkUrl::parse("ws://a b/"), Err(LinkUrlError::Characters));
+    }
+}

@@ -1,0 +1,450 @@
+//! One upgraded client connection, from its first frame to its close.
+//!
+//! Why it is shaped like this: an idle connection must cost a few hundred bytes
+//! (docs/DESIGN.md §1). The task parks on readiness (an io_uring PollAdd), not on a
+//! read with a buffer; when readable it reads into the shard's read buffer and decodes
+//! in place, keeping bytes of its own only for a partial frame. Everything others need
+//! to reach the connection sits in its session handle (`session::ConnShared`); the
+//! task's own locals (decoder, partial buffer, rate bucket, ordered channel queues)
+//! never leave it.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use crate::proto::bannou::{flags, ResponseCode, ResponseHeader};
+use crate::proto::frame::CLOSE_NORMAL;
+use crate::proto::ratelimit::{Rate, TokenBucket};
+use crate::proto::ws::{self, Decoder, Limits, Message, ProtocolError, Role};
+use crate::rt::clock;
+use crate::rt::sys::{self, Nb};
+use crate::session::{CloseRequest, ConnShared, Flush, SessionRef};
+use crate::shard::{ShardCtx, READ_CHUNK};
+
+use super::dispatch::{self, Channels};
+use super::manifest;
+
+/// How long a server-initiated close waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Reads per readiness wakeup before the task yields to others.
+const READS_PER_WAKEUP: usize = 8;
+/// The upgraded connection's task, from the first frame to the close. `leftover`: the
+/// bytes that came after the upgrade request.
+pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, leftover: BytesMut) {
+    let channels = Channels::default();
+    let _registered = Registration {
+        at: ctx.add_session(shared.clone()),
+        ctx: &ctx,
+        shared: &shared,
+        channels: &channels,
+    };
+    let mut conn = Conn {
+        ctx: &ctx,
+        shared: &shared,
+        fd: stream.as_raw_fd(),
+        decoder: Decoder::new(
+            Role::Server,
+            Limits {
+                max_message_bytes: ctx.config.server.max_message_bytes,
+            },
+        ),
+        // Bytes that came with the upgrade request (a first frame sent without waiting
+        // for the 101) are decoded at once, as if a read had just stopped there.
+        stalled: !leftover.is_empty(),
+        partial: (!leftover.is_empty()).then_some(leftover),
+        bucket: TokenBucket::new(rate(&ctx), ctx.now_ms()),
+        closing: None,
+        read_epoch: u64::MAX,
+        gate_registered: u64::MAX,
+        channels: &channels,
+    };
+    match conn.run(&stream).await {
+        Ok(()) => {
+            tracing::debug!(shard = ctx.id, session = %shared.session.session_id, "connection closed")
+        }
+        Err(e) => {
+            tracing::debug!(shard = ctx.id, session = %shared.session.session_id, error = %e, "connection ended")
+        }
+    }
+}
+
+/// A connection's place in its shard; leaving it (also by a panic) unregisters the
+/// connection and drops what was queued for it.
+struct Registration<'a> {
+    ctx: &'a ShardCtx,
+    shared: &'a ConnShared,
+    channels: &'a Channels,
+    at: SessionRef,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.shared.gone.set(true);
+        if let Ok(mut out) = self.shared.outbox.try_borrow_mut() {
+            out.clear();
+        }
+        self.channels.clear();
+        self.ctx.remove_session(self.at);
+        self.ctx.session_ended(&self.shared.session);
+    }
+}
+
+fn rate(ctx: &ShardCtx) -> Rate {
+    Rate {
+        per_sec: ctx.config.server.rate_limit_per_sec,
+        burst: ctx.config.server.rate_limit_burst,
+    }
+}
+
+/// What the connection is doing about closing.
+#[derive(Debug, Clone, Copy)]
+enum Closing {
+    /// We sent a close frame; waiting for the client's until the deadline.
+    Sent { deadline: Instant },
+    /// Flush what is queued (the close reply), then close the socket.
+    FlushThenEnd,
+}
+
+/// The task-local half of a connection.
+struct Conn<'a> {
+    ctx: &'a Rc<ShardCtx>,
+    shared: &'a Rc<ConnShared>,
+    fd: RawFd,
+    decoder: Decoder,
+    /// Bytes of a frame not yet complete (only then does a connection own a buffer).
+    partial: Option<BytesMut>,
+    bucket: TokenBucket,
+    closing: Option<Closing>,
+    /// Complete requests wait in `partial` because the in-flight bound was reached.
+    stalled: bool,
+    /// The read gate's tick of the last read, and of the last wait for the next tick
+    /// (see `shard::gate`).
+    read_epoch: u64,
+    gate_registered: u64,
+    channels: &'a Channels,
+}
+
+/// What woke the connection task.
+enum Wake {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Notified,
+    Deadline,
+}
+
+/// What reading found.
+enum ReadOutcome {
+    /// Keep going.
+    More,
+    /// The peer closed its side (or the close handshake completed).
+    End,
+}
+
+impl Conn<'_> {
+    async fn run(&mut self, stream: &TcpStream) -> io::Result<()> {
+        let mut readable = pin!(stream.readable(false));
+        let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
+        let mut sleep: Option<Pin<Box<monoio::time::Sleep>>> = None;
+        loop {
+            // 0. Requests read before the in-flight bound stopped us.
+            if self.stalled && self.shared.can_read() && self.resume_buffered() {
+                return Ok(());
+            }
+            // 1. A close asked for from outside.
+            if let Some(req) = self.shared.close.take() {
+                match &req {
+                    CloseRequest::Abort => return Ok(()),
+                    CloseRequest::Close(code, reason) => {
+                        if self.closing.is_none() {
+                            self.begin_close(*code, reason);
+                        }
+                    }
+                }
+                // Keep the request visible so no further messages are queued.
+                self.shared.close.set(Some(req));
+            }
+            // 2. Flush.
+            if writable.is_none() {
+                let (n, state) = self.shared.outbox.borrow_mut().flush(self.fd)?;
+                if n > 0 {
+                    crate::metrics::bump(&self.ctx.metrics.bytes_out, n as u64);
+                }
+                if state == Flush::Blocked {
+                    writable = Some(Box::pin(stream.writable(false)));
+                } else if matches!(self.closing, Some(Closing::FlushThenEnd)) {
+                    sys::shutdown_write(self.fd);
+                    return Ok(());
+                }
+            }
+            if let Some(Closing::Sent { deadline }) = self.closing {
+                if sleep.is_none() {
+                    sleep = Some(Box::pin(monoio::time::sleep_until(deadline.into())));
+                }
+            }
+            // 3. Wait for something to do.
+            let wake = poll_fn(|cx| {
+                if self.shared.notify.poll_take(cx.waker()) {
+                    return Poll::Ready(Wake::Notified);
+                }
+                if let Some(w) = writable.as_mut() {
+                    if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Writable(r));
+                    }
+                }
+                // Past the in-flight bound the client is not read (TCP backpressure)
+                // until a request finishes and notifies; while the shard is busy, not
+                // twice in one tick of the read gate.
+                if self.shared.can_read()
+                    && self.ctx.read_gate.may_read(
+                        self.read_epoch,
+                        &mut self.gate_registered,
+                        cx.waker(),
+                    )
+                {
+                    if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Readable(r));
+                    }
+                }
+                if let Some(s) = sleep.as_mut() {
+                    if s.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Deadline);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Notified => {}
+                Wake::Writable(r) => {
+                    r?;
+                    writable = None;
+                }
+                Wake::Readable(r) => {
+                    r?;
+                    self.read_epoch = self.ctx.read_gate.epoch();
+                    let outcome = self.read_ready();
+                    readable.set(stream.readable(false));
+                    match outcome? {
+                        ReadOutcome::More => {}
+                        ReadOutcome::End => return Ok(()),
+                    }
+                }
+                Wake::Deadline => return Ok(()),
+            }
+        }
+    }
+
+    /// Starts a server-initiated close: queue the close frame, wait for the reply.
+    fn begin_close(&mut self, code: u16, reason: &str) {
+        self.shared
+            .outbox
+            .borrow_mut()
+            .push_bytes(ws::close_frame(Some((code, reason)), None));
+        self.closing = Some(Closing::Sent {
+            deadline: Instant::now() + CLOSE_WAIT,
+        });
+    }
+
+    /// Fails the connection on a protocol violation: close frame with its code, then end.
+    fn fail(&mut self, e: &ProtocolError) {
+        tracing::debug!(shard = self.ctx.id, error = %e, code = e.close_code(), "protocol error");
+        self.ctx
+            .metrics
+            .protocol_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut out = self.shared.outbox.borrow_mut();
+        out.drop_backlog();
+        out.push_bytes(ws::close_frame(Some((e.close_code(), "")), None));
+        drop(out);
+        self.shared
+            .close
+            .set(Some(CloseRequest::Close(e.close_code(), "".into())));
+        self.closing = Some(Closing::FlushThenEnd);
+        self.partial = None;
+    }
+
+    /// Reads what is there (bounded) and handles every complete message.
+    fn read_ready(&mut self) -> io::Result<ReadOutcome> {
+        let ctx = self.ctx.clone();
+        for _ in 0..READS_PER_WAKEUP {
+            // Read into the connection's partial-frame buffer if it has one, else into
+            // the shard's shared read buffer.
+            let mut own = self.partial.take();
+            let from_shard = own.is_none();
+            let mut shard_buf = None;
+            let buf: &mut BytesMut = match own.as_mut() {
+                Some(p) => {
+                    let want = self.decoder.pending_frame_len().unwrap_or(0);
+                    p.reserve(want.saturating_sub(p.len()).clamp(4096, READ_CHUNK));
+                    p
+                }
+                None => {
+                    // Room is made only once less than half a chunk is left: the
+                    // messages cut from this buffer are still in flight, so making
+                    // room means a new buffer, which was an allocation (and fresh
+                    // memory) per read when each read carried one request.
+                    let b = shard_buf.insert(ctx.read_buf.borrow_mut());
+                    if b.capacity() - b.len() < READ_CHUNK / 2 {
+                        b.reserve(READ_CHUNK);
+                    }
+                    b
+                }
+            };
+            let n = match sys::recv_into(self.fd, buf) {
+                Ok(Nb::Done(0)) => return Ok(ReadOutcome::End),
+                Ok(Nb::Done(n)) => n,
+                Ok(Nb::WouldBlock) => {
+                    self.partial = own;
+                    return Ok(ReadOutcome::More);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Ok(ReadOutcome::End)
+                }
+                Err(e) => return Err(e),
+            };
+            crate::metrics::bump(&ctx.metrics.bytes_in, n as u64);
+            if matches!(self.closing, Some(Closing::FlushThenEnd)) {
+                // Failing or answering a close: whatever else arrives is discarded.
+                buf.clear();
+                continue;
+            }
+            clock::refresh();
+            self.shared.last_rx.set(ctx.now_secs());
+            self.shared.ping_sent.set(None);
+            let end = self.consume(buf);
+            // Keep only a partial frame, in a buffer of the connection's own.
+            if matches!(self.closing, Some(Closing::FlushThenEnd)) || buf.is_empty() {
+                buf.clear();
+            } else if from_shard {
+                let mut mine = BytesMut::with_capacity(buf.len().max(1024));
+                mine.extend_from_slice(buf);
+                buf.clear();
+                self.partial = Some(mine);
+            } else {
+                self.partial = own;
+            }
+            if end {
+                return Ok(ReadOutcome::End);
+            }
+            if self.stalled {
+                // At the in-flight bound: read no further until requests finish.
+                return Ok(ReadOutcome::More);
+            }
+            if n < READ_CHUNK / 2 {
+                // A short read: the socket is most likely drained.
+                return Ok(ReadOutcome::More);
+            }
+        }
+        Ok(ReadOutcome::More)
+    }
+
+    /// Decodes and handles the complete messages at the front of `buf`, stopping early
+    /// at the in-flight bound (the rest waits in the connection's own buffer; `stalled`
+    /// says so). Returns true when the connection should end now.
+    fn consume(&mut self, buf: &mut BytesMut) -> bool {
+        if self.shared.manifest_due() && self.closing.is_none() {
+            // The client answered (the upgrade's ping, or sent anything): the manifest
+            // goes out now, ahead of any answer to what it sent.
+            manifest::send(self.ctx, self.shared, "initial");
+        }
+        // One reading for the whole batch (the clock is refreshed per read anyway).
+        let now_ms = self.ctx.now_ms();
+        loop {
+            if !self.shared.can_read() {
+                self.stalled = !buf.is_empty();
+                return false;
+            }
+            match self.decoder.decode(buf) {
+                Ok(Some(msg)) => {
+                    if self.on_message(msg, now_ms) {
+                        return true;
+                    }
+                }
+                Ok(None) => return false,
+                Err(e) => {
+                    buf.clear();
+                    self.fail(&e);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// After a stall at the in-flight bound: handles what was already read.
+    fn resume_buffered(&mut self) -> bool {
+        self.stalled = false;
+        let Some(mut buf) = self.partial.take() else {
+            return false;
+        };
+        let end = self.consume(&mut buf);
+        if !buf.is_empty() && !matches!(self.closing, Some(Closing::FlushThenEnd)) {
+            self.partial = Some(buf);
+        }
+        end
+    }
+
+    /// Handles one message; returns true when the connection should end now.
+    /// `now_ms`: `ShardCtx::now_ms` for the rate limiter.
+    fn on_message(&mut self, msg: Message, now_ms: u64) -> bool {
+        crate::metrics::bump(&self.ctx.metrics.frames_in, 1);
+        match msg {
+            Message::Binary(payload) => {
+                if self.closing.is_none() {
+                    let allowed = self.bucket.try_take(rate(self.ctx), now_ms);
+                    dispatch::handle_request(
+                        self.ctx,
+                        self.shared,
+                        self.channels,
+                        payload,
+                        allowed,
+                    );
+                }
+                false
+            }
+            Message::Text(_) => {
+                if self.closing.is_none() {
+                    let h = ResponseHeader {
+                        flags: flags::RESPONSE,
+                        channel: 0,
+                        sequence: 0,
+                        message_id: u64::from_be_bytes(sys::random_bytes()),
+                        code: ResponseCode::TextProtocolNotSupported.as_u8(),
+                    };
+                    self.shared.send_binary(&h.encode(), Bytes::new());
+                }
+                false
+            }
+            Message::Ping(p) => {
+                self.shared.send_frame(ws::pong_frame(&p, None));
+                false
+            }
+            Message::Pong(_) => false,
+            Message::Close(frame) => match self.closing {
+                // The reply to our close: done.
+                Some(Closing::Sent { .. }) => true,
+                Some(Closing::FlushThenEnd) => false,
+                None => {
+                    // Echo the client's status code (none if it sent none).
+                    let code = frame.as_ref().map(|f| f.code);
+                    self.shared
+                        .outbox
+                        .borrow_mut()
+                        .push_bytes(ws::close_frame(code.map(|c| (c, "")), None));
+                    self.shared.close.set(Some(CloseRequest::Close(
+                        code.unwrap_or(CLOSE_NORMAL),
+                        "".into(),
+                    )));
+                    self.closing = Some(Closing::FlushThenEnd);
+                    false
+                }
+            },
+        }
+    }
+}

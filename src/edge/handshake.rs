@@ -1,0 +1,187 @@
+//! The upgrade: read and check the HTTP request, authenticate it, build the session,
+//! and queue the `101` (and the ping the manifest waits on, or the manifest).
+//!
+//! Why its own task and file: the handshake holds a timer (`handshake_timeout_ms`) and
+//! parse state a parked connection must not keep, so it runs as a short task of its
+//! own and hands the upgraded connection to `edge::conn`. Everything that can refuse a
+//! client (404/405/400/426/431, 403 origin, 401 token, 503 draining, 408 too slow)
+//! answers here, before any session exists.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use crate::auth::Identity;
+use crate::metrics::HandshakeResult;
+use crate::proto::guid::SessionKey;
+use crate::proto::handshake::{self, parse_upgrade, Credential, HandshakeError, UpgradeRequest};
+use crate::proto::ws;
+use crate::rt::sys::{self, Nb};
+use crate::rt::task::{spawn_isolated, unix_now};
+use crate::session::{ConnShared, Session};
+use crate::shard::ShardCtx;
+
+use super::{conn, manifest};
+
+/// Why a handshake ended without an upgrade.
+enum HandshakeFail {
+    /// Answer with this HTTP error response.
+    Reject(HandshakeResult, Bytes),
+    /// The peer went away or the socket failed: nothing to answer.
+    Gone,
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
+    let fd = stream.as_raw_fd();
+    let timeout = Duration::from_millis(ctx.config.server.handshake_timeout_ms);
+    let upgraded = match monoio::time::timeout(timeout, handshake(&ctx, &stream)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(HandshakeFail::Reject(result, response))) => {
+            ctx.metrics.handshake(result);
+            let _ = sys::send_vectored(fd, &[&response]);
+            sys::shutdown_write(fd);
+            return;
+        }
+        Ok(Err(HandshakeFail::Gone)) => {
+            ctx.metrics.handshake(HandshakeResult::Closed);
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.handshake(HandshakeResult::Timeout);
+            let resp = handshake::error_response(408, "handshake timed out");
+            let _ = sys::send_vectored(fd, &[&resp]);
+            return;
+        }
+    };
+    ctx.metrics.handshake(HandshakeResult::Ok);
+    let (shared, leftover) = upgraded;
+    // The session runs as a task of its own: this handshake task (with its timer and
+    // parse state) ends here, so a parked idle connection holds only what `session`
+    // needs.
+    spawn_isolated("connection", conn::run(ctx, stream, shared, leftover));
+}
+
+/// Reads and checks the upgrade, authenticates, and queues the 101 and the manifest.
+async fn handshake(
+    ctx: &Rc<ShardCtx>,
+    stream: &TcpStream,
+) -> Result<(Rc<ConnShared>, BytesMut), HandshakeFail> {
+    let fd = stream.as_raw_fd();
+    let mut buf = BytesMut::with_capacity(1024);
+    let (req, consumed) = loop {
+        match sys::recv_into(fd, &mut buf).map_err(|_| HandshakeFail::Gone)? {
+            Nb::Done(0) => return Err(HandshakeFail::Gone),
+            Nb::Done(_) => {}
+            Nb::WouldBlock => {
+                stream
+                    .readable(false)
+                    .await
+                    .map_err(|_| HandshakeFail::Gone)?;
+                continue;
+            }
+        }
+        match parse_upgrade(&buf, &ctx.config.server.path) {
+            Ok(Some(done)) => break done,
+            Ok(None) => {
+                if buf.capacity() == buf.len() {
+                    let room = (handshake::MAX_HANDSHAKE_BYTES + 1).saturating_sub(buf.len());
+                    buf.reserve(room.clamp(1, 4096));
+                }
+            }
+            Err(e) => return Err(reject(&e)),
+        }
+    };
+    let leftover = BytesMut::from(&buf[consumed..]);
+    drop(buf);
+
+    if ctx.draining.get() {
+        return Err(HandshakeFail::Reject(
+            HandshakeResult::Draining,
+            handshake::error_response(503, "server is shutting down"),
+        ));
+    }
+    let origins = &ctx.config.auth.origins;
+    if !origins.is_empty() {
+        if let Some(origin) = &req.origin {
+            if !origins.iter().any(|o| o == origin) {
+                tracing::info!(shard = ctx.id, origin = %origin, "upgrade refused: origin not allowed");
+                return Err(HandshakeFail::Reject(
+                    HandshakeResult::Forbidden,
+                    handshake::error_response(403, "origin not allowed"),
+                ));
+            }
+        }
+    }
+    let identity = authenticate(ctx, &req)?;
+    let session = new_session(ctx, identity);
+    let shared = Rc::new(ConnShared::new(
+        session,
+        ctx.config.server.max_outbox_bytes,
+        ctx.config.server.max_inflight_per_connection,
+        ctx.metrics.clone(),
+        ctx.now_secs(),
+    ));
+    let mut out = shared.outbox.borrow_mut();
+    out.push_bytes(handshake::switching_protocols(&req));
+    let after_pong = ctx.config.server.manifest_after_pong;
+    if after_pong {
+        // The manifest follows the client's answer (`Conn::consume`), so it cannot
+        // arrive in the same read as the 101 (see `ServerConfig::manifest_after_pong`).
+        out.push_bytes(ws::ping_frame(b"", None));
+    }
+    // However the connection ends from here on, the client gets its 101 first.
+    out.keep_queued();
+    drop(out);
+    if !after_pong {
+        manifest::send(ctx, &shared, "initial");
+    }
+    Ok((shared, leftover))
+}
+
+fn reject(e: &HandshakeError) -> HandshakeFail {
+    HandshakeFail::Reject(HandshakeResult::from_status(e.status()), e.response())
+}
+
+fn unauthorized(ctx: &ShardCtx, why: &str) -> HandshakeFail {
+    tracing::info!(shard = ctx.id, reason = why, "upgrade refused: 401");
+    HandshakeFail::Reject(
+        HandshakeResult::Unauthorized,
+        handshake::error_response(401, "invalid or missing token"),
+    )
+}
+
+fn authenticate(ctx: &ShardCtx, req: &UpgradeRequest) -> Result<Identity, HandshakeFail> {
+    match &req.credential {
+        Some(Credential::Bearer(token)) => ctx
+            .auth
+            .verify(token, unix_now().as_secs())
+            .map_err(|e| unauthorized(ctx, e.as_str())),
+        // Session resumption arrives with the session store (DESIGN §7).
+        Some(Credential::Reconnect(_)) => Err(unauthorized(ctx, "reconnect token not recognised")),
+        None => ctx
+            .auth
+            .anonymous(sys::random_uuid())
+            .ok_or_else(|| unauthorized(ctx, "no token")),
+    }
+}
+
+fn new_session(ctx: &ShardCtx, id: Identity) -> Session {
+    let session_id = id.session_id.unwrap_or_else(sys::random_uuid);
+    let mut roles = id.roles;
+    if id.anonymous && !roles.iter().any(|r| r == "anonymous") {
+        roles.push("anonymous".to_string());
+    }
+    let key = SessionKey::derive(&ctx.guid_secret, &session_id);
+    Session::new(
+        session_id.into(),
+        id.account_id.map(Into::into),
+        roles,
+        key,
+        ctx.next_link_ref(),
+        id.expires_at,
+    )
+}

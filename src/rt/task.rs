@@ -1,0 +1,88 @@
+//! Spawning a task so that its panic ends only that task, and the wall clock.
+//!
+//! Why a module of its own: every layer above spawns tasks on its shard's runtime
+//! (connections, backend readers and writers, link tasks) and each must be isolated:
+//! monoio would otherwise unwind a panic through the whole shard, taking every other
+//! connection of the thread with it. Bad input must never reach a panic (the decoders
+//! are fuzzed); this is the backstop.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Spawns a task on this shard whose panic ends only that task: the panic is caught,
+/// logged with `what`, and the shard's other connections carry on. (monoio would
+/// otherwise unwind through the whole shard runtime.)
+pub fn spawn_isolated<F>(what: &'static str, fut: F)
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    monoio::spawn(Isolated { what, fut });
+}
+
+struct Isolated<F> {
+    what: &'static str,
+    fut: F,
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Isolated<F> {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // SAFETY: a pin projection: `fut` is never moved out of the pinned `Isolated`
+        // (no method hands it out by value, and `Isolated` has no Drop impl).
+        let this = unsafe { self.get_unchecked_mut() };
+        let fut = unsafe { std::pin::Pin::new_unchecked(&mut this.fut) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(p) => p,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(task = this.what, panic = %msg, "task panicked; it alone was stopped");
+                std::task::Poll::Ready(())
+            }
+        }
+    }
+}
+
+/// Wall-clock time since the Unix epoch (JWT expiry, event timestamps).
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_panicking_task_stops_alone_and_the_shard_runs_on() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let done = rt.block_on(async {
+            let done = std::rc::Rc::new(Cell::new(false));
+            spawn_isolated("test", async { panic!("boom") });
+            let d = done.clone();
+            spawn_isolated("test", async move {
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                d.set(true);
+            });
+            // (Printing the panic, with a backtrace, can take a while.)
+            for _ in 0..500 {
+                if done.get() {
+                    break;
+                }
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+            done.get()
+        });
+        assert!(done);
+    }
+}

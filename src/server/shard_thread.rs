@@ -1,0 +1,73 @@
+//! The body of one shard thread: its tasks (accept, sweep, the read gate's ticker),
+//! its mailbox loop, and its drain at shutdown.
+//!
+//! Why here, at the top: it starts tasks of every layer below (the edge's accept loop
+//! and sweep, the shard's gate) on the thread `server` made for it.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::TcpListener;
+
+use crate::edge::{accept, sweep};
+use crate::rt::mailbox::Mailbox;
+use crate::shard::{gate, ShardCtx, ShardMsg};
+
+/// The shard's main task: accepts, sweeps timers, obeys its mailbox; returns once a
+/// shutdown has drained (or the grace period ran out).
+pub async fn run(
+    ctx: Rc<ShardCtx>,
+    listener: TcpListener,
+    mailbox: Arc<Mailbox<ShardMsg>>,
+    ready: Arc<AtomicUsize>,
+) {
+    monoio::spawn(sweep::sweep(ctx.clone()));
+    monoio::spawn(accept::accept_loop(ctx.clone(), listener));
+    let tick = ctx.config.server.read_batch_tick_us;
+    if tick > 0 {
+        monoio::spawn(gate::run(
+            ctx.read_gate.clone(),
+            Duration::from_micros(tick),
+            ctx.metrics.clone(),
+        ));
+    }
+    ready.fetch_add(1, Ordering::SeqCst);
+    loop {
+        match mailbox.recv().await {
+            ShardMsg::Shutdown => break,
+            ShardMsg::Registry(reg) => {
+                tracing::info!(
+                    shard = ctx.id,
+                    generation = reg.generation,
+                    "registry updated"
+                );
+                ctx.apply_registry(reg);
+            }
+        }
+    }
+    ready.fetch_sub(1, Ordering::SeqCst);
+    ctx.draining.set(true);
+    ctx.stop_accept.notify();
+    let open = ctx.sessions.all();
+    tracing::info!(shard = ctx.id, connections = open.len(), "draining");
+    for c in &open {
+        c.request_close(crate::proto::frame::CLOSE_GOING_AWAY, "server shutdown");
+    }
+    drop(open);
+    let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms);
+    let drained = monoio::time::timeout(grace, async {
+        while !ctx.sessions.is_empty() {
+            ctx.sessions.removed().await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            shard = ctx.id,
+            left = ctx.sessions.len(),
+            "shutdown grace period over; dropping the remaining connections"
+        );
+    }
+}

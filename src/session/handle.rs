@@ -1,0 +1,459 @@
+//! The session and its handle: what the rest of a shard reaches of a connection.
+//!
+//! Why apart from the connection task (`edge::conn`): request answers, backend links
+//! and the shard's sweep all need to queue a frame for a client, ask it to close or
+//! read its identity, while only the connection task touches the socket. So the
+//! session's identity, its outbox, its wakeup and its close request sit in one
+//! `Rc<ConnShared>` that any task of the shard may hold; the task's own locals
+//! (decoder, partial buffer, rate bucket) never leave it. The push plane will find
+//! sessions through the same handle (`session::SessionTable`).
+
+use std::cell::{Cell, RefCell};
+
+use bytes::Bytes;
+
+use crate::proto::frame::{encode_header, OpCode};
+use crate::proto::guid::SessionKey;
+use crate::proto::http1::{HeaderBlock, Http1Error};
+use crate::proto::ws;
+use crate::rt::notify::LocalNotify;
+
+use super::outbox::Outbox;
+use super::{CLOSE_OVERLOADED, CLOSE_SESSION_EXPIRED};
+
+/// The authenticated identity of a connection, fixed at upgrade.
+#[derive(Debug)]
+pub struct Session {
+    pub session_id: Box<str>,
+    pub account_id: Option<Box<str>>,
+    pub roles: Vec<String>,
+    /// The headers every backend request of this session carries; see
+    /// [`Session::backend_headers`]. Built at the first request, so an idle connection
+    /// does not hold them.
+    backend_headers: std::cell::OnceCell<Result<HeaderBlock, Http1Error>>,
+    pub key: SessionKey,
+    /// The session's number on backend links (unique within the shard; docs/LINK.md).
+    pub link_ref: u64,
+    pub expires_at: Option<u64>,
+    pub manifest_version: Cell<u64>,
+}
+
+impl Session {
+    pub fn new(
+        session_id: Box<str>,
+        account_id: Option<Box<str>>,
+        roles: Vec<String>,
+        key: SessionKey,
+        link_ref: u64,
+        expires_at: Option<u64>,
+    ) -> Session {
+        Session {
+            session_id,
+            account_id,
+            roles,
+            backend_headers: std::cell::OnceCell::new(),
+            key,
+            link_ref,
+            expires_at,
+            manifest_version: Cell::new(0),
+        }
+    }
+
+    /// The headers every backend request of this session carries (`X-Bannou-Session-Id`,
+    /// `X-Account-Id`, `X-Roles`, and `X-Correlation-Id: {session id}:` left open for
+    /// each request's message id in 16 hex digits), checked and encoded once, at the
+    /// first request. An error (a claim with a control character) fails each request,
+    /// as it would have failed when checked per request.
+    pub fn backend_headers(&self) -> &Result<HeaderBlock, Http1Error> {
+        self.backend_headers.get_or_init(|| {
+            let roles = self.roles.join(",");
+            let mut headers = vec![("X-Bannou-Session-Id", &*self.session_id)];
+            if let Some(a) = &self.account_id {
+                headers.push(("X-Account-Id", a));
+            }
+            headers.push(("X-Roles", &roles));
+            let prefix = format!("{}:", self.session_id);
+            HeaderBlock::with_open_tail(&headers, "X-Correlation-Id", &prefix)
+        })
+    }
+}
+
+/// A request to end the connection, made from outside its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseRequest {
+    /// Send a close frame with this code and reason, then close. (The reason is
+    /// borrowed for the gateway's own closes, owned for one a backend asked for.)
+    Close(u16, std::borrow::Cow<'static, str>),
+    /// Drop the connection now (the peer is gone).
+    Abort,
+}
+
+/// A connection's pending close request (a `Cell`; `Debug` without needing `Copy`).
+#[derive(Default)]
+pub struct CloseSlot(Cell<Option<CloseRequest>>);
+
+impl std::ops::Deref for CloseSlot {
+    type Target = Cell<Option<CloseRequest>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CloseSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let req = self.0.take();
+        let r = write!(f, "{req:?}");
+        self.0.set(req);
+        r
+    }
+}
+
+/// The part of a connection that other tasks of its shard reach.
+#[derive(Debug)]
+pub struct ConnShared {
+    pub session: Session,
+    pub(crate) outbox: RefCell<Outbox>,
+    pub(crate) notify: LocalNotify,
+    pub(crate) close: CloseSlot,
+    pub(crate) gone: Cell<bool>,
+    pub(crate) last_rx: Cell<u32>,
+    pub(crate) ping_sent: Cell<Option<u32>>,
+    max_outbox: usize,
+    /// Requests forwarded or queued now, and the bound at which reading pauses.
+    inflight: Cell<u32>,
+    max_inflight: u32,
+    /// Reading is paused: the bound was reached and the count has not yet fallen to
+    /// half of it.
+    paused: Cell<bool>,
+    metrics: std::sync::Arc<crate::metrics::ShardMetrics>,
+}
+
+impl ConnShared {
+    /// The handle of a session just upgraded; `now_secs` is the shard's coarse clock
+    /// (its idle timers count from here).
+    pub fn new(
+        session: Session,
+        max_outbox: usize,
+        max_inflight: u32,
+        metrics: std::sync::Arc<crate::metrics::ShardMetrics>,
+        now_secs: u32,
+    ) -> ConnShared {
+        ConnShared {
+            session,
+            outbox: RefCell::default(),
+            notify: LocalNotify::default(),
+            close: CloseSlot::default(),
+            gone: Cell::new(false),
+            last_rx: Cell::new(now_secs),
+            ping_sent: Cell::new(None),
+            max_outbox,
+            inflight: Cell::new(0),
+            max_inflight,
+            paused: Cell::new(false),
+            metrics,
+        }
+    }
+
+    /// Whether the connection has ended (answers for it are dropped).
+    pub fn is_gone(&self) -> bool {
+        self.gone.get()
+    }
+
+    /// Queues a binary message `head ++ payload`; `head` is the Bannou header. Returns
+    /// false if the connection is gone or was just closed for overflowing.
+    pub fn send_binary(&self, head: &[u8], payload: Bytes) -> bool {
+        if self.gone.get() || self.closing() {
+            return false;
+        }
+        let mut buf = [0u8; 14 + 31];
+        let mut ws_head = [0u8; 14];
+        let n = encode_header(
+            &mut ws_head,
+            true,
+            OpCode::Binary,
+            None,
+            head.len() + payload.len(),
+        );
+        buf[..n].copy_from_slice(&ws_head[..n]);
+        buf[n..n + head.len()].copy_from_slice(head);
+        self.push(&buf[..n + head.len()], payload)
+    }
+
+    /// Queues an already-encoded frame (control frames: pongs and pings, which count
+    /// against the outbox bound like any frame, so a client that pings and never
+    /// reads is closed, not buffered without end).
+    pub fn send_frame(&self, frame: Bytes) -> bool {
+        if self.gone.get() || self.closing() {
+            return false;
+        }
+        self.push(&[], frame)
+    }
+
+    fn push(&self, head: &[u8], payload: Bytes) -> bool {
+        crate::metrics::bump(&self.metrics.frames_out, 1);
+        let mut out = self.outbox.borrow_mut();
+        out.push(head, payload);
+        if out.backlog() > self.max_outbox {
+            // Whole frames only before the close: the rest of one being written stays.
+            out.drop_backlog();
+            drop(out);
+            self.metrics
+                .outbox_overflows
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(session = %self.session.session_id, bound = self.max_outbox, "client too slow: outbox past its bound, closing with 1013");
+            self.close.set(Some(CloseRequest::Close(
+                CLOSE_OVERLOADED,
+                "client too slow: outbox full".into(),
+            )));
+            self.notify.notify();
+            return false;
+        }
+        drop(out);
+        self.notify.notify();
+        true
+    }
+
+    /// A request was accepted for forwarding; at the bound, reading pauses.
+    pub fn request_started(&self) {
+        let n = self.inflight.get() + 1;
+        self.inflight.set(n);
+        if n >= self.max_inflight {
+            self.paused.set(true);
+        }
+    }
+
+    /// A request finished. A paused connection resumes once half of the bound is free,
+    /// not at the first free slot: resuming one request at a time would turn a backlog
+    /// (the moment batches matter most) into one wakeup, one decode and one backend
+    /// write per request, and a gateway behind its load would never catch up.
+    pub fn request_done(&self) {
+        let n = self.inflight.get().saturating_sub(1);
+        self.inflight.set(n);
+        if self.paused.get() && n <= self.max_inflight / 2 {
+            self.paused.set(false);
+            self.notify.notify();
+        }
+    }
+
+    /// Whether the first capability manifest is still owed (held back until the
+    /// client answers the upgrade's ping; `ServerConfig::manifest_after_pong`).
+    pub fn manifest_due(&self) -> bool {
+        self.session.manifest_version.get() == 0
+    }
+
+    /// Whether the manifest has been owed since before the sweep's previous tick: a
+    /// client that does not answer the upgrade's ping gets it 1–2 s late, not never.
+    pub fn manifest_overdue(&self, now: u32) -> bool {
+        self.manifest_due() && now.saturating_sub(self.last_rx.get()) >= 1
+    }
+
+    /// Whether the connection may read more requests now.
+    pub fn can_read(&self) -> bool {
+        !self.paused.get()
+    }
+
+    /// Whether a close was asked for (or decided) already.
+    pub fn closing(&self) -> bool {
+        let req = self.close.take();
+        let closing = req.is_some();
+        self.close.set(req);
+        closing
+    }
+
+    /// The close asked for, if any (left in place).
+    #[cfg(test)]
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        let req = self.close.take();
+        self.close.set(req.clone());
+        req
+    }
+
+    /// Asks the connection to close (the first request wins).
+    pub fn request_close(&self, code: u16, reason: impl Into<std::borrow::Cow<'static, str>>) {
+        if !self.closing() {
+            self.close
+                .set(Some(CloseRequest::Close(code, reason.into())));
+            self.notify.notify();
+        }
+    }
+
+    /// The once-a-second sweep: session expiry, idle ping, pong deadline.
+    pub fn on_tick(&self, now: u32, unix_now: u64, idle_ping: u32, pong_timeout: u32) {
+        if self.gone.get() || self.closing() {
+            return;
+        }
+        if let Some(exp) = self.session.expires_at {
+            if unix_now >= exp {
+                self.request_close(CLOSE_SESSION_EXPIRED, "session expired");
+                return;
+            }
+        }
+        if !self.can_read() {
+            // Reading is paused for backpressure: the client's silence is ours.
+            self.last_rx.set(now);
+            return;
+        }
+        match self.ping_sent.get() {
+            Some(at) if now.saturating_sub(at) >= pong_timeout => {
+                self.close.set(Some(CloseRequest::Abort));
+                self.notify.notify();
+            }
+            Some(_) => {}
+            None if now.saturating_sub(self.last_rx.get()) >= idle_ping => {
+                self.ping_sent.set(Some(now));
+                self.send_frame(ws::ping_frame(b"", None));
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub fn shared(max_outbox: usize) -> ConnShared {
+        let session = Session::new(
+            "s".into(),
+            None,
+            vec![],
+            SessionKey::derive(&[0; 32], "s"),
+            1,
+            Some(100),
+        );
+        ConnShared::new(session, max_outbox, 4, Default::default(), 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::shared;
+    use super::*;
+
+    #[test]
+    fn a_client_past_its_outbox_bound_is_closed_with_1013_counted_and_its_backlog_dropped() {
+        let c = shared(4096);
+        let chunk = Bytes::from(vec![0u8; 1000]);
+        // The first frame is the one being written; the bound is on what queues behind.
+        for _ in 0..5 {
+            assert!(c.send_binary(&[0; 16], chunk.clone()));
+        }
+        assert!(!c.send_binary(&[0; 16], chunk.clone()));
+        assert_eq!(
+            c.close_request(),
+            Some(CloseRequest::Close(
+                CLOSE_OVERLOADED,
+                "client too slow: outbox full".into()
+            ))
+        );
+        assert_eq!(
+            c.metrics
+                .outbox_overflows
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(
+            c.outbox.borrow().is_empty(),
+            "nothing was written yet: all dropped"
+        );
+        // Nothing more is queued once the close is decided.
+        assert!(!c.send_binary(&[0; 16], Bytes::from_static(b"x")));
+    }
+
+    #[test]
+    fn one_message_larger_than_the_bound_is_queued_for_a_client_that_reads() {
+        let c = shared(4096);
+        assert!(c.send_binary(&[0; 16], Bytes::from(vec![1u8; 64 * 1024])));
+        assert_eq!(c.close_request(), None);
+        assert!(c.send_binary(&[0; 16], Bytes::from_static(b"a small answer behind it")));
+        assert_eq!(c.close_request(), None);
+    }
+
+    #[test]
+    fn pongs_owed_to_a_client_that_never_reads_count_against_the_bound() {
+        let c = shared(4096);
+        let mut queued = 0;
+        while c.send_frame(ws::pong_frame(&[7u8; 125], None)) {
+            queued += 1;
+            assert!(queued < 100, "pongs must not pile up past the bound");
+        }
+        assert!(c.outbox.borrow().len() <= 4096 + 127);
+        assert_eq!(
+            c.close_request(),
+            Some(CloseRequest::Close(
+                CLOSE_OVERLOADED,
+                "client too slow: outbox full".into()
+            ))
+        );
+        assert!(
+            !c.send_frame(ws::pong_frame(b"", None)),
+            "none once closing"
+        );
+    }
+
+    #[test]
+    fn a_manifest_owed_since_before_the_previous_tick_is_overdue() {
+        let c = shared(1 << 20);
+        c.last_rx.set(10);
+        assert!(c.manifest_due());
+        assert!(!c.manifest_overdue(10));
+        assert!(c.manifest_overdue(11));
+        c.session.manifest_version.set(1);
+        assert!(!c.manifest_due());
+        assert!(!c.manifest_overdue(20));
+    }
+
+    #[test]
+    fn sweep_pings_an_idle_client_then_drops_it_after_the_pong_deadline() {
+        let c = shared(1 << 20);
+        c.on_tick(5, 0, 30, 10);
+        assert!(c.outbox.borrow().is_empty(), "not idle long enough");
+        c.on_tick(30, 0, 30, 10);
+        assert_eq!(c.ping_sent.get(), Some(30));
+        assert!(!c.outbox.borrow().is_empty(), "a ping was queued");
+        c.on_tick(39, 0, 30, 10);
+        assert_eq!(c.close_request(), None);
+        c.on_tick(40, 0, 30, 10);
+        assert_eq!(c.close_request(), Some(CloseRequest::Abort));
+    }
+
+    #[test]
+    fn sweep_closes_an_expired_session_with_4001() {
+        let c = shared(1 << 20);
+        c.on_tick(1, 99, 30, 10);
+        assert_eq!(c.close_request(), None);
+        c.on_tick(2, 100, 30, 10);
+        assert_eq!(
+            c.close_request(),
+            Some(CloseRequest::Close(
+                CLOSE_SESSION_EXPIRED,
+                "session expired".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn reading_pauses_at_the_inflight_bound_and_resumes_at_half_of_it() {
+        let c = shared(1 << 20); // max_inflight = 4
+        let w = std::task::Waker::noop();
+        for _ in 0..3 {
+            c.request_started();
+        }
+        assert!(c.can_read(), "below the bound");
+        c.request_started();
+        assert!(!c.can_read(), "at the bound");
+        let _ = c.notify.poll_take(w);
+        c.request_done();
+        assert!(!c.can_read(), "one free slot does not resume reading");
+        assert!(!c.notify.poll_take(w), "nor wake the connection");
+        c.request_done();
+        assert!(c.can_read(), "half of the bound free: reading resumes");
+        assert!(
+            c.notify.poll_take(w),
+            "the connection task is woken to read again"
+        );
+        // Below the bound, finishing requests wakes nobody.
+        c.request_done();
+        assert!(!c.notify.poll_take(w));
+    }
+}

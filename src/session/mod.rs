@@ -1,0 +1,24 @@
+//! Sessions: who a connection is (identity, roles, GUID key), what the rest of its
+//! shard may do to it (queue frames, ask it to close: [`ConnShared`]), its outbox, and
+//! the shard's table of them.
+//!
+//! # Layout
+//! - `handle`: [`Session`] and [`ConnShared`], the handle every task of the shard holds.
+//! - `outbox`: [`Outbox`], the bytes queued for one client, bounded and coalesced.
+//! - `table`: [`SessionTable`], the shard's sessions by slot.
+//!
+//! The close codes the gateway itself decides are here too; the connection task
+//! (`edge::conn`) carries them out.
+
+mod handle;
+pub mod outbox;
+mod table;
+
+pub use handle::{CloseRequest, ConnShared, Session};
+pub use outbox::{Flush, Outbox};
+pub use table::{SessionRef, SessionTable};
+
+/// Close code for a client that fell too far behind (reconnectable in Bannou's SDKs).
+pub const CLOSE_OVERLOADED: u16 = 1013;
+/// Close code for a session whose token expired.
+pub const CLOSE_SESSION_EXPIRED: u16 = 4001;

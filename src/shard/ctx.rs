@@ -1,0 +1,250 @@
+//! A shard's state: everything one thread owns and its connections' message path
+//! reaches.
+//!
+//! Why: thread-per-core (docs/DESIGN.md §1). Everything a connection touches on its
+//! message path — its session, the registry snapshot, the backend pools and links, the
+//! read buffer — belongs to its shard and is reached through `Rc`/`RefCell`, never a
+//! lock. Other threads reach a shard only through its mailbox (`ShardMsg`). The
+//! shard's tasks that use this state live above it (`edge`, `server::shard_thread`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::metrics::{Metrics, ShardMetrics};
+use crate::registry::Registry;
+use crate::rt::clock;
+use crate::rt::notify::LocalNotify;
+use crate::rt::task::unix_now;
+use crate::session::{ConnShared, Session, SessionRef, SessionTable};
+use crate::upstream::http::{BackendSettings, Pool};
+use crate::upstream::link::{Link, LinkSettings};
+use crate::upstream::{Backend, FailureLog, ServiceMeter, ServiceRuntime};
+
+use super::gate::ReadGate;
+
+/// Size of a shard read: what one readiness wakeup reads at most per `recv`.
+pub const READ_CHUNK: usize = 32 * 1024;
+
+/// Everything one shard owns.
+pub struct ShardCtx {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    pub guid_secret: [u8; 32],
+    pub registry: RefCell<Arc<Registry>>,
+    /// Indexed like `registry.services`.
+    pub services: RefCell<Vec<Rc<ServiceRuntime>>>,
+    /// Indexed like `registry.endpoints`: each endpoint's path as this shard's own `Rc`,
+    /// so that a request carries its path without touching an atomic count.
+    pub paths: RefCell<Vec<Rc<str>>>,
+    pub sessions: SessionTable,
+    pub metrics: Arc<ShardMetrics>,
+    pub all_metrics: Arc<Metrics>,
+    /// The one read buffer all of this shard's connections read into.
+    pub read_buf: RefCell<BytesMut>,
+    /// The last session key expanded for opening GUIDs (a read batch is one session's).
+    pub guid_cache: RefCell<crate::proto::guid::OpenCache>,
+    /// Read batching while the thread is busy (see `shard::gate`).
+    pub read_gate: Rc<ReadGate>,
+    pub draining: Cell<bool>,
+    pub stop_accept: LocalNotify,
+    push_counter: Rc<Cell<u16>>,
+    /// Numbers sessions for the backend links (never reused while the process runs).
+    link_refs: Cell<u64>,
+    epoch: Instant,
+}
+
+impl ShardCtx {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        auth: Arc<Authenticator>,
+        guid_secret: [u8; 32],
+        registry: Arc<Registry>,
+        all_metrics: Arc<Metrics>,
+    ) -> ShardCtx {
+        let ctx = ShardCtx {
+            id,
+            metrics: all_metrics.shards[id].clone(),
+            config,
+            auth,
+            guid_secret,
+            registry: RefCell::new(Arc::new(Registry::default())),
+            services: RefCell::default(),
+            paths: RefCell::default(),
+            sessions: SessionTable::default(),
+            all_metrics,
+            read_buf: RefCell::new(BytesMut::new()),
+            guid_cache: RefCell::default(),
+            read_gate: Rc::default(),
+            draining: Cell::new(false),
+            stop_accept: LocalNotify::default(),
+            push_counter: Rc::default(),
+            link_refs: Cell::new(0),
+            epoch: Instant::now(),
+        };
+        ctx.apply_registry(registry);
+        ctx
+    }
+
+    /// Seconds since the shard started (the coarse clock of idle and ping timers).
+    pub fn now_secs(&self) -> u32 {
+        clock::recent()
+            .saturating_duration_since(self.epoch)
+            .as_secs() as u32
+    }
+
+    /// Milliseconds since the shard started (rate limiting).
+    pub fn now_ms(&self) -> u64 {
+        clock::recent()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
+    /// A fresh message id for a server push, in Bannou's `(unix_ms << 16) | counter`
+    /// scheme.
+    pub fn next_push_id(&self) -> u64 {
+        next_push_id(&self.push_counter)
+    }
+
+    /// A session's number on the backend links.
+    pub fn next_link_ref(&self) -> u64 {
+        let n = self.link_refs.get() + 1;
+        self.link_refs.set(n);
+        n
+    }
+
+    /// A session ended: the links that were told about it are told it is gone.
+    pub fn session_ended(&self, session: &Session) {
+        let Ok(services) = self.services.try_borrow() else {
+            return;
+        };
+        for svc in services.iter() {
+            if let Backend::Link(link) = &svc.backend {
+                link.session_closed(session.link_ref);
+            }
+        }
+    }
+
+    /// Swaps in a new registry snapshot; pools and links of services whose URL did not
+    /// change are kept (with their connections); links no longer used are retired (their
+    /// calls in flight still get answers). Must run on the shard's runtime: new links
+    /// start dialing here.
+    pub fn apply_registry(&self, reg: Arc<Registry>) {
+        let b = &self.config.backend;
+        let settings = BackendSettings {
+            connect_timeout: Duration::from_millis(b.connect_timeout_ms),
+            request_timeout: Duration::from_millis(b.request_timeout_ms),
+            max_idle_per_shard: b.max_idle_per_shard,
+            max_conns_per_shard: b.max_conns_per_shard,
+            pipeline_depth: b.pipeline_depth,
+            max_response_bytes: b.max_response_bytes,
+        };
+        let link_settings = LinkSettings {
+            connect_timeout: settings.connect_timeout,
+            request_timeout: settings.request_timeout,
+            max_inflight: b.link_max_inflight,
+            idle_ping: Duration::from_secs(b.link_ping_secs),
+            max_message_bytes: self
+                .config
+                .server
+                .max_message_bytes
+                .max(b.max_response_bytes),
+            shard: self.id,
+        };
+        let old = self.services.take();
+        let mut services = Vec::with_capacity(reg.services.len());
+        for svc in &reg.services {
+            let url = svc.link.as_ref().unwrap_or(&svc.url);
+            let reuse = old
+                .iter()
+                .find(|o| o.meter.name == svc.name && &o.url == url)
+                .cloned();
+            let rt = match reuse {
+                Some(rt) => rt,
+                None => {
+                    let metrics = self.all_metrics.service(self.id, &svc.name);
+                    let built = match &svc.link {
+                        Some(link) => {
+                            let counter = self.push_counter.clone();
+                            Link::new(
+                                svc.name.clone(),
+                                link,
+                                link_settings.clone(),
+                                Rc::new(move || next_push_id(&counter)),
+                                metrics.clone(),
+                            )
+                            .map(|link| {
+                                link.ensure_running();
+                                Backend::Link(link)
+                            })
+                            .map_err(|e| e.to_string())
+                        }
+                        None => Pool::new(&svc.url, settings.clone())
+                            .map(|p| Backend::Http(Rc::new(p)))
+                            .map_err(|e| e.to_string()),
+                    };
+                    let backend = built.unwrap_or_else(|why| {
+                        tracing::error!(shard = self.id, service = %svc.name, url = %url, error = %why, "service unavailable on this shard: its requests answer 60");
+                        Backend::Unavailable(why.into())
+                    });
+                    Rc::new(ServiceRuntime {
+                        url: url.clone(),
+                        backend,
+                        meter: Rc::new(ServiceMeter {
+                            name: svc.name.clone(),
+                            metrics,
+                            failures: FailureLog::default(),
+                        }),
+                    })
+                }
+            };
+            services.push(rt);
+        }
+        for o in &old {
+            if let Backend::Link(link) = &o.backend {
+                if !services.iter().any(|n| Rc::ptr_eq(n, o)) {
+                    link.retire();
+                }
+            }
+        }
+        *self.services.borrow_mut() = services;
+        *self.paths.borrow_mut() = reg.endpoints.iter().map(|e| Rc::from(&*e.path)).collect();
+        *self.registry.borrow_mut() = reg;
+    }
+
+    /// Registers a session; its reference stays valid until it is removed.
+    pub fn add_session(&self, c: Rc<ConnShared>) -> SessionRef {
+        self.metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.sessions.insert(c)
+    }
+
+    /// Removes a session.
+    pub fn remove_session(&self, at: SessionRef) {
+        if self.sessions.remove(at) {
+            self.metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A fresh push message id from the shard's counter, in Bannou's
+/// `(unix_ms << 16) | counter` scheme.
+fn next_push_id(counter: &Cell<u16>) -> u64 {
+    let c = counter.get().wrapping_add(1);
+    counter.set(c);
+    crate::proto::event::push_message_id(unix_now().as_millis() as u64, c)
+}
