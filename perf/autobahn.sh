@@ -3,7 +3,7 @@
 #
 # ringgate itself is not an echo server (binary frames are Bannou requests, text frames
 # answer code 14), so the suite runs against `ringgate-bench ws-echo`, a plain echo
-# server built on exactly the codec the gateway uses (src/proto/{handshake,frame,ws}.rs,
+# server built on exactly the codec the gateway uses (proto/src/{handshake,frame,ws}.rs,
 # the same readiness + non-blocking I/O and outbox). Sections 1-7 and 10 take seconds;
 # 9 (performance) and 12-13 (compression, not negotiated by ringgate) are left out.
 #

@@ -3,7 +3,7 @@
 //! Why a plain blocking thread: it serves a scraper every few seconds and a load
 //! balancer's probes — a handful of requests, never on the message path. Keeping it off
 //! the shards means a probe still answers when a shard is busy, and keeps the shards free
-//! of anything but client traffic. The push API (DESIGN §5) will join it here.
+//! of anything but client traffic. The push API (docs/DESIGN.md §5) will join it here.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

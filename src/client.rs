@@ -21,7 +21,7 @@
 //!   `try_read` takes whatever the socket holds and `try_next` decodes only what is
 //!   already buffered. A load generator sends everything that is due in one write and
 //!   handles every response of one read before it waits again. Why: one small frame per
-//!   syscall caps a single core at ~150k messages/s (DESIGN §1 measures the same for
+//!   syscall caps a single core at ~150k messages/s (docs/DESIGN.md §1 measures the same for
 //!   the server side), far below what the gateway is asked to do, so a harness that did
 //!   that would measure itself.
 //!

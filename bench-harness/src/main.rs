@@ -1,4 +1,4 @@
-//! `ringgate-bench`: the load-testing harness for ringgate (DESIGN.md §9).
+//! `ringgate-bench`: the load-testing harness for ringgate (docs/DESIGN.md §9).
 //!
 //! Why it exists: ringgate's users decide by latency percentiles and per-connection cost
 //! under load they can reproduce; this binary produces that load (through the library's

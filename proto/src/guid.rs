@@ -1,7 +1,7 @@
 //! Salted endpoint GUIDs: unique per session, unforgeable, stable for the session's life
 //! (also across a reconnection), with no per-session table.
 //!
-//! Why this shape (DESIGN §4): a GUID is the AES-128 encryption, under a per-session key,
+//! Why this shape (docs/DESIGN.md §4): a GUID is the AES-128 encryption, under a per-session key,
 //! of a 16-byte block `(kind, stable id, zero tag)`. Decrypting a GUID the client sends
 //! gives back the route; a non-zero tag or unknown kind means the GUID was never issued
 //! to this session (forged, or another session's) and the caller answers code 30. The

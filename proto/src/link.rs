@@ -1,4 +1,4 @@
-//! The backend link codec (DESIGN §5, `docs/LINK.md`): the messages ringgate and a link
+//! The backend link codec (docs/DESIGN.md §5, `docs/LINK.md`): the messages ringgate and a link
 //! backend exchange over one multiplexed WebSocket per shard.
 //!
 //! Why a link next to HTTP: an HTTP/1.1 exchange per request makes the gateway build and
@@ -118,7 +118,7 @@ pub enum FromBackend {
     Reply {
         call: u64,
         /// HTTP status semantics: 2xx → code 0, 400 → 50, 401/403 → 52, 404 → 51,
-        /// 409 → 53, else → 60 (DESIGN §2). Only a 2xx reply's payload reaches the client.
+        /// 409 → 53, else → 60 (docs/DESIGN.md §2). Only a 2xx reply's payload reaches the client.
         status: u16,
         payload: Bytes,
     },

@@ -2,7 +2,7 @@
 //! the call to the backend (HTTP pool or backend link), and the response back into the
 //! client's outbox.
 //!
-//! Why apart from `conn`: this is the Bannou Connect request semantics (DESIGN §2, §5) —
+//! Why apart from `conn`: this is the Bannou Connect request semantics (docs/DESIGN.md §2, §5) —
 //! which code answers which situation, that channel 0 runs requests concurrently while
 //! a channel c > 0 runs them one at a time in arrival order, and that the payload is
 //! forwarded without being parsed or copied (`payload` is a slice of the client's frame).

@@ -160,7 +160,7 @@ fn authenticate(ctx: &ShardCtx, req: &UpgradeRequest) -> Result<Identity, Handsh
             .auth
             .verify(token, unix_now().as_secs())
             .map_err(|e| unauthorized(ctx, e.as_str())),
-        // Session resumption arrives with the session store (DESIGN §7).
+        // Session resumption arrives with the session store (docs/DESIGN.md §7).
         Some(Credential::Reconnect(_)) => Err(unauthorized(ctx, "reconnect token not recognised")),
         None => ctx
             .auth

@@ -2,7 +2,7 @@
 //! (what a shard is sent is `shard::ShardMsg`).
 //!
 //! Why: a connection lives and dies on the shard that accepted it, and shards share no
-//! locks on the message path (DESIGN §1). Control (shutdown, a new registry snapshot)
+//! locks on the message path (docs/DESIGN.md §1). Control (shutdown, a new registry snapshot)
 //! and, later, cross-shard traffic (a push to a session on another shard, a topic
 //! publish, a peer message) are queued on the target shard's lock-free queue and the
 //! shard is woken; it applies them between events. monoio's `sync` feature makes the

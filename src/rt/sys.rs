@@ -1,6 +1,6 @@
 //! Non-blocking socket calls made directly on a connection's descriptor.
 //!
-//! Why: DESIGN §1 says an idle connection must not pin a read buffer. monoio's reads take
+//! Why: docs/DESIGN.md §1 says an idle connection must not pin a read buffer. monoio's reads take
 //! an owned buffer per pending read, so a parked read costs a buffer per connection.
 //! Instead a connection waits for readiness (`TcpStream::readable`, an io_uring PollAdd)
 //! and then reads here, synchronously, into the shard's one read buffer; writes gather

@@ -1,14 +1,14 @@
 //! A connection's outbox: everything queued for the client, flushed in one gathering
 //! write.
 //!
-//! Why: DESIGN §1 "write coalescing" — one vectored `sendmsg` per wakeup instead of one
+//! Why: docs/DESIGN.md §1 "write coalescing" — one vectored `sendmsg` per wakeup instead of one
 //! syscall per message. Small frames are copied into a contiguous tail (cheaper than an
 //! iovec and an allocation each); large payloads are queued as the `Bytes` they already
 //! are, so a push fanned out to many clients stays one shared allocation. An empty
 //! outbox releases its memory, keeping idle connections small.
 //!
 //! The outbox knows where each queued frame ends, for two reasons. The byte bound of a
-//! slow client (DESIGN §6) is on its *backlog* — the frames queued behind the one being
+//! slow client (docs/DESIGN.md §6) is on its *backlog* — the frames queued behind the one being
 //! written — so one large answer to a client that reads it is never mistaken for a
 //! backlog ([`Outbox::backlog`]). And a close on overflow must never follow half a
 //! frame: [`Outbox::drop_backlog`] keeps the rest of a frame already partly written

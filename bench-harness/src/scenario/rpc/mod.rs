@@ -3,7 +3,7 @@
 //! window of requests in flight per connection); latency percentiles, throughput, errors
 //! by response code, and the gateway's CPU and RSS.
 //!
-//! Why it exists: RPC latency under a known load is what users decide by (DESIGN.md §9).
+//! Why it exists: RPC latency under a known load is what users decide by (docs/DESIGN.md §9).
 //! Open loop means requests leave on a schedule fixed by the rate alone (`sched`), not
 //! when the previous response arrives, so a slow server faces the same offered load and
 //! its slowness is measured from each request's intended send time.
