@@ -91,7 +91,7 @@ pub struct ServerConfig {
     /// it (or sends anything), instead of in the same write as the `101`. Bannou's
     /// TypeScript SDK on Node handles a manifest that arrives with the `101` before it
     /// starts waiting for one, then waits 30 s; a client that never answers gets the
-    /// manifest from the shard's sweep 1–2 s after its upgrade.
+    /// manifest from the shard's sweep 1–3 s after its upgrade.
     pub manifest_after_pong: bool,
     /// Hex-encoded 32-byte secret from which per-session GUID keys are derived. Set it
     /// (the same on every instance) so GUIDs survive a restart or a move to another

@@ -360,15 +360,19 @@ impl RawClient {
         c
     }
 
-    /// Reads more bytes; false on timeout or EOF.
+    /// Reads more bytes; false on timeout or EOF. (A read interrupted by a signal —
+    /// the gateway's threads share this process — is retried.)
     fn fill(&mut self, timeout: Duration) -> bool {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
         let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
+        loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(0) | Err(_) => return false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return true;
+                }
             }
         }
     }
