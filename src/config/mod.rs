@@ -270,10 +270,10 @@ impl Config {
                 "must be > 0 when server.rate_limit_per_sec is set",
             ));
         }
-        if s.max_outbox_bytes < 4096 {
+        if !(4096..=1 << 30).contains(&s.max_outbox_bytes) {
             return Err(ConfigError::key(
                 "server.max_outbox_bytes",
-                "must be at least 4096",
+                "must be between 4096 and 1073741824 (1 GiB)",
             ));
         }
         if s.max_inflight_per_connection == 0 {
@@ -361,6 +361,12 @@ impl Config {
             return Err(ConfigError::key(
                 "backend.link_max_inflight",
                 "must be between 1 and 2147483647",
+            ));
+        }
+        if b.max_response_bytes == 0 || b.max_response_bytes > 1 << 30 {
+            return Err(ConfigError::key(
+                "backend.max_response_bytes",
+                "must be between 1 and 1073741824 (1 GiB)",
             ));
         }
         if b.pipeline_depth == 0 || b.pipeline_depth > 1024 {

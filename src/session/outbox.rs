@@ -29,22 +29,25 @@ const MAX_IOV: usize = 64;
 /// The tail's first allocation: room for a batch of small responses at once, so it is
 /// not regrown (and copied) several times per batch.
 const TAIL_FIRST_ALLOC: usize = 2048;
+/// Past this many bytes written, the offsets are rebased (they are `u32`).
+const REBASE_AT: u32 = 1 << 30;
 
 /// Bytes queued for one client.
 #[derive(Debug, Default)]
 pub struct Outbox {
     queue: VecDeque<Bytes>,
     tail: BytesMut,
-    /// Bytes ever queued and ever written: `pushed - sent` are waiting. Stream offsets,
-    /// so frame ends stay valid while writes advance.
-    pushed: u64,
-    sent: u64,
+    /// Bytes queued and written since the outbox was last empty (or rebased): `pushed
+    /// - sent` are waiting. Stream offsets, so frame ends stay valid while writes
+    /// advance; `u32`, rebased past 1 GiB, to keep an idle connection small.
+    pushed: u32,
+    sent: u32,
     /// Where the frames not yet wholly written end (stream offsets, ascending).
-    ends: VecDeque<u64>,
+    ends: VecDeque<u32>,
     /// Where the first of them starts (the end of the last frame wholly written).
-    front_start: u64,
+    front_start: u32,
     /// Bytes up to this offset are never dropped (the upgrade's `101`).
-    floor: u64,
+    floor: u32,
 }
 
 /// Whether a flush emptied the outbox.
@@ -76,7 +79,10 @@ impl Outbox {
 
     /// Queues one frame: `head` (frame and protocol headers, copied) then `payload`.
     pub fn push(&mut self, head: &[u8], payload: Bytes) {
-        self.pushed += (head.len() + payload.len()) as u64;
+        // A frame is at most a message (`max_message_bytes`, `max_response_bytes`: both
+        // capped at 1 GiB by the config) and the backlog is bounded, so this stays far
+        // below `u32::MAX` (`count_sent` rebases).
+        self.pushed += (head.len() + payload.len()) as u32;
         self.ends.push_back(self.pushed);
         if self.tail.capacity() == 0 {
             self.tail.reserve(TAIL_FIRST_ALLOC);
@@ -141,7 +147,7 @@ impl Outbox {
 
     /// Counts `n` more bytes written: frames wholly written leave `ends`.
     fn count_sent(&mut self, n: usize) {
-        self.sent += n as u64;
+        self.sent += n as u32;
         while let Some(&end) = self.ends.front() {
             if end > self.sent {
                 break;
@@ -149,14 +155,23 @@ impl Outbox {
             self.front_start = end;
             self.ends.pop_front();
         }
+        if self.sent >= REBASE_AT {
+            // Offsets count from where the frame being written starts again.
+            let base = self.front_start;
+            self.sent -= base;
+            self.pushed -= base;
+            self.front_start = 0;
+            self.floor = self.floor.saturating_sub(base);
+            for end in self.ends.iter_mut() {
+                *end -= base;
+            }
+        }
     }
 
-    /// Gives the buffers back once everything is written: an idle connection keeps
-    /// none.
+    /// Gives the buffers back once nothing is waiting (everything written, or dropped):
+    /// an idle connection keeps none, and the offsets start again from zero.
     fn release(&mut self) {
-        self.queue = VecDeque::new();
-        self.tail = BytesMut::new();
-        self.ends = VecDeque::new();
+        *self = Outbox::default();
     }
 
     fn seal_tail(&mut self) {
@@ -355,6 +370,30 @@ mod tests {
         let got = reader.join().unwrap();
         assert_eq!(got.len(), want.len());
         assert!(got == want, "the whole frame, then the close, nothing else");
+    }
+
+    #[test]
+    fn offsets_are_rebased_past_a_gibibyte_and_keep_their_meaning() {
+        let mut o = Outbox::default();
+        let mib = Bytes::from(vec![0u8; 1 << 20]);
+        for _ in 0..1500 {
+            o.push(b"", mib.clone());
+        }
+        // 1,100.5 MiB written (as if by flushes): past the rebase point, mid-frame.
+        o.count_sent((1100 << 20) + (1 << 19));
+        assert!(o.sent < REBASE_AT, "rebased");
+        assert_eq!(o.len(), (400 << 20) - (1 << 19));
+        assert_eq!(
+            o.backlog(),
+            399 << 20,
+            "the rest of the front frame is not backlog"
+        );
+        o.drop_backlog();
+        assert_eq!(
+            o.len(),
+            1 << 19,
+            "only the rest of the frame in flight is kept"
+        );
     }
 
     #[test]
