@@ -1,0 +1,73 @@
+//! What the backend sends once a message is decoded (`proto::link::FromBackend`):
+//! REPLY answers a call, SEND pushes to a session's client, CLOSE closes it. The
+//! backend's new actions (the push plane's) go here.
+
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::proto::bannou::{flags, RequestHeader};
+use crate::proto::http1::Response;
+use crate::proto::link::FromBackend;
+use crate::session::ConnShared;
+
+use super::inner::Inner;
+
+impl Inner {
+    pub(super) fn on_action(&self, action: FromBackend) {
+        match action {
+            FromBackend::Reply {
+                call,
+                status,
+                payload,
+            } => {
+                let pending = self.st.borrow_mut().calls.remove(call);
+                if pending.is_none() {
+                    self.metrics.link_late_replies.fetch_add(1, Relaxed);
+                }
+                if let Some(p) = pending {
+                    p.on_done.run(Ok(Response {
+                        status,
+                        body: payload,
+                        keep_alive: true,
+                    }));
+                }
+            }
+            FromBackend::Send {
+                session,
+                flags: f,
+                payload,
+            } => match self.session(session) {
+                Some(c) => {
+                    let mut head = RequestHeader::push((self.push_ids)());
+                    head.flags |= f & flags::BINARY;
+                    c.send_binary(&head.encode(), payload);
+                }
+                None => {
+                    tracing::debug!(service = %self.service, session, "SEND for a session that is gone; dropped")
+                }
+            },
+            FromBackend::Close {
+                session,
+                code,
+                reason,
+            } => match self.session(session) {
+                Some(c) => {
+                    let reason = String::from_utf8_lossy(&reason).into_owned();
+                    c.request_close(code, reason);
+                }
+                None => {
+                    tracing::debug!(service = %self.service, session, "CLOSE for a session that is gone; dropped")
+                }
+            },
+        }
+    }
+
+    fn session(&self, session: u64) -> Option<Rc<ConnShared>> {
+        self.st
+            .borrow()
+            .sessions
+            .get(&session)
+            .and_then(Weak::upgrade)
+            .filter(|c| !c.is_gone())
+    }
+}
