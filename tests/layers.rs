@@ -1,6 +1,6 @@
 //! The layer rule of `src/` (ARCHITECTURE.md, "Layers"): each top-level module imports
-//! only from modules listed before it in [`LAYERS`], and within a module's folder the
-//! files import each other without a circle. This test reads the sources and fails
+//! only from modules listed before it in [`LAYERS`], and within any folder the files
+//! (a sub-folder counting as one) import each other without a circle. This test reads the sources and fails
 //! naming the file and the import that breaks either rule, so the layout cannot decay
 //! one convenient import at a time. (The sans-IO core is another crate, whose
 //! manifest has no runtime: Cargo keeps that one.)
@@ -155,19 +155,10 @@ fn segments(s: &str) -> Vec<String> {
     segs
 }
 
-/// (top-level module, file within its folder) of a path under `src/`.
-fn place(src: &Path, file: &Path) -> (String, String) {
-    let rel = file.strip_prefix(src).unwrap();
-    let parts: Vec<String> = rel
-        .iter()
-        .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
-        .collect();
-    let file_in = if parts.len() > 1 {
-        parts[1].clone()
-    } else {
-        "mod".into()
-    };
-    (parts[0].clone(), file_in)
+/// The top-level module a path under `src/` belongs to.
+fn top_module(src: &Path, file: &Path) -> String {
+    let first = file.strip_prefix(src).unwrap().iter().next().unwrap();
+    first.to_string_lossy().trim_end_matches(".rs").to_string()
 }
 
 #[test]
@@ -178,7 +169,7 @@ fn every_module_imports_only_from_the_layers_below_it() {
     let rank = |m: &str| LAYERS.iter().position(|l| *l == m);
     let mut broken = Vec::new();
     for file in &files {
-        let (module, _) = place(&src, file);
+        let module = top_module(&src, file);
         if module == "lib" || module == "main" {
             continue;
         }
@@ -217,35 +208,58 @@ fn every_module_imports_only_from_the_layers_below_it() {
 }
 
 #[test]
-fn the_files_of_a_module_import_each_other_without_a_circle() {
+fn the_files_of_a_folder_import_each_other_without_a_circle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    // module -> file -> files of the same module it imports
-    let mut graph: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    // folder (path components under src/) -> file -> names it imports from its folder
+    let mut graph: BTreeMap<Vec<String>, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     for file in &files {
-        let (module, file_in) = place(&src, file);
+        let rel: Vec<String> = file
+            .strip_prefix(&src)
+            .unwrap()
+            .iter()
+            .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        let (name, folder) = rel.split_last().unwrap();
+        if folder.is_empty() {
+            continue; // a top-level file: the layer rule covers it
+        }
         let code = code_only(&std::fs::read_to_string(file).unwrap());
         let mut deps = BTreeSet::new();
         for path in crate_paths(&code, "crate") {
-            if path[0] == module && path.len() > 1 {
-                deps.insert(path[1].clone());
+            if path.len() > folder.len() && path[..folder.len()] == *folder {
+                deps.insert(path[folder.len()].clone());
             }
         }
-        for path in crate_paths(&code, "super") {
-            if file_in != "mod" {
+        if name != "mod" {
+            for path in crate_paths(&code, "super") {
                 deps.insert(path[0].clone());
             }
         }
-        let siblings = graph.entry(module).or_default();
-        siblings.entry(file_in.clone()).or_default().extend(deps);
+        graph
+            .entry(folder.to_vec())
+            .or_default()
+            .entry(name.clone())
+            .or_default()
+            .extend(deps);
     }
     let mut circles = Vec::new();
-    for (module, g) in &graph {
-        // An item the module's mod.rs re-exports (`pub use file::Item`) counts as an
-        // import of the file it comes from.
-        let reexports = reexports(&src, module);
+    for (folder, g) in &graph {
+        // An item the folder's mod.rs re-exports (`pub use file::Item`) counts as an
+        // import of the file it comes from; a sub-folder counts as one file.
+        let reexports = reexports(&src.join(folder.join("/")));
         let resolve = |d: &String| reexports.get(d).cloned().unwrap_or_else(|| d.clone());
+        let known: BTreeSet<String> = g
+            .keys()
+            .cloned()
+            .chain(
+                graph
+                    .keys()
+                    .filter(|k| k.len() == folder.len() + 1 && k[..folder.len()] == *folder)
+                    .map(|k| k[folder.len()].clone()),
+            )
+            .collect();
         let g: BTreeMap<String, Vec<String>> = g
             .iter()
             .filter(|(f, _)| *f != "mod")
@@ -253,7 +267,7 @@ fn the_files_of_a_module_import_each_other_without_a_circle() {
                 let deps: BTreeSet<String> = deps
                     .iter()
                     .map(resolve)
-                    .filter(|d| d != f && d != "mod" && g.contains_key(d))
+                    .filter(|d| d != f && d != "mod" && known.contains(d))
                     .collect();
                 (f.clone(), deps.into_iter().collect())
             })
@@ -292,7 +306,7 @@ fn the_files_of_a_module_import_each_other_without_a_circle() {
             }
         }
         for f in found {
-            circles.push(format!("src/{module}/: {f}"));
+            circles.push(format!("src/{}/: {f}", folder.join("/")));
         }
     }
     assert!(
@@ -302,10 +316,10 @@ fn the_files_of_a_module_import_each_other_without_a_circle() {
     );
 }
 
-/// Item name -> file, for the items `src/{module}/mod.rs` re-exports.
-fn reexports(src: &Path, module: &str) -> BTreeMap<String, String> {
+/// Item name -> file, for the items `{folder}/mod.rs` re-exports.
+fn reexports(folder: &Path) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(src.join(module).join("mod.rs")) else {
+    let Ok(text) = std::fs::read_to_string(folder.join("mod.rs")) else {
         return map;
     };
     let code = code_only(&text);

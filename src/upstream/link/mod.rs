@@ -1,4 +1,4 @@
-//! The backend link (DESIGN §5, `docs/LINK.md`): one persistent, multiplexed WebSocket
+//! The backend link (docs/DESIGN.md §5, `docs/LINK.md`): one persistent, multiplexed WebSocket
 //! per shard to a service, carrying that shard's requests for the service and the
 //! service's replies and actions (push to a session, close it) back.
 //!
