@@ -1,86 +1,38 @@
-//! Per-shard HTTP/1.1 connection pool for backend services, with pipelining.
+//! The pool itself: what the rest of the gateway calls ([`Pool`], its settings and its
+//! request type) and the shard-local state behind it (`Inner`), which decides where
+//! each call goes.
 //!
-//! Why this exists: every client binary request that the gateway forwards
-//! becomes an HTTP/1.1 request to a backend service. Opening a TCP
-//! connection per request would dominate latency, and sharing connections
-//! across shards would need locks, so each shard (thread) owns one [`Pool`]
-//! per backend service: `!Send`, `Rc`-shared within the shard, no
-//! cross-thread synchronisation anywhere.
-//!
-//! Why pipelining: on loopback the cost of a forwarded request is mostly the
-//! kernel's per-`sendmsg`/`recv` work on both ends. One request per connection
-//! at a time means one write and one read per request on the gateway AND on
-//! the backend. With `pipeline_depth > 1`, the requests started in one
-//! scheduler round share one connection (an idle one first), whose writer
-//! sends them in one gathering `sendmsg`, so a burst of requests costs the
-//! backend one read and one write (DESIGN §1, write coalescing); the next
-//! round's batch starts on another idle connection, and once every allowed
-//! connection is busy, further requests are queued behind the ones in flight.
-//! `pipeline_depth = 1` (the default) never pipelines: an idle or new
-//! connection per request. HTTP/1.1 requires servers to answer pipelined
-//! requests in order; the cost is head-of-line blocking behind a slow request
-//! of the same batch (or, once all are busy, of the same connection).
-//!
-//! Shape: a connection is a [`Lane`] with two tasks. The writer wakes when
-//! calls are queued and writes all of them (head and body `Bytes` as iovecs,
-//! the body never copied) with non-blocking `sendmsg`; the reader waits for
-//! readability, reads what is there and completes calls in FIFO order with
-//! [`ResponseParser`]. Because a reader is always waiting, a connection the
-//! backend closes while idle is noticed and dropped at once, with no probe
-//! per request.
-//!
-//! Guarantees:
-//! - open connections per shard are capped; calls beyond `max_conns ×
-//!   depth` wait FIFO for a slot, bounded by the request timeout
-//!   ([`BackendError::Saturated`]): awaited calls in the slot queue, started
-//!   calls in the pool's queue of [`Pending`] calls (no task or timer each);
-//! - a request that never reached the backend (not yet written, or queued
-//!   behind a response that said `Connection: close`) is retried once on
-//!   another connection; so is one whose *reused* connection turned out dead
-//!   before any byte of its response arrived (EOF / reset). A request on a
-//!   fresh connection is never retried;
-//! - one deadline covers waiting + connect + write + read. A call that
-//!   times out after it was written leaves its connection "draining": no
-//!   new calls go there, its other calls still get their responses, and it
-//!   is closed once none is left, so a late response is never handed to
-//!   another request. A draining connection no longer counts against the
-//!   cap (so a hung backend cannot starve the pool of slots); it is closed
-//!   at the latest when its last call's deadline passes.
-//!
-//! Requires a monoio runtime built with `enable_timer()`. A pool belongs to
-//! the runtime that first used it (its connections' tasks run there).
+//! Why apart: this is the one place that sees every connection and every call slot of
+//! a service on a shard. It encodes request heads, picks a lane for a call or connects
+//! a new one, places started calls or queues them (and runs the feeder that places
+//! them later), and runs the deadline sweeper. It sits on top of the other files
+//! (`lane`, `call`, `limiter`) and implements the traits through which a lane and a
+//! started call reach it ([`LanePool`], [`CallPool`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::{BackendError, Done};
+use super::call::{Call, CallParts, CallPool, CallState, Detached, Failure, OwnedSlot, Pending};
+use super::lane::{read_loop, write_loop, Lane, LaneEnd, LanePool, LaneState, Waiting};
+use super::limiter::{Limiter, Slot};
 use crate::config::url::parse_url;
 use crate::proto::http1::{
-    encode_request_head, HeaderBlock, HostLine, Http1Error, RequestHead, RequestLine, Response,
-    ResponseParser,
+    encode_request_head, HeaderBlock, HostLine, RequestHead, RequestLine, Response,
 };
-use crate::rt::sys::{self, Nb, MAX_IOVECS};
+use crate::upstream::{BackendError, Done};
 
-/// Read buffer growth step; it grows as needed for large bodies.
-const READ_CHUNK: usize = 16 * 1024;
 /// Bodies up to this size are copied in behind their request head.
 const INLINE_BODY: usize = 512;
 /// Size of the buffer request heads are encoded into, one after another (see
 /// [`Inner::encode_head`]).
 const HEAD_ARENA: usize = 8 * 1024;
-/// Reads per readiness wake-up before the reader lets other tasks run.
-const READS_PER_WAKEUP: usize = 4;
 
 /// Tuning for one backend service's pool on one shard.
 #[derive(Debug, Clone)]
@@ -205,44 +157,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// How one attempt of a call failed.
-#[derive(Debug)]
-enum Failure {
-    /// The connection was dead before any byte of the response arrived:
-    /// retried once if the connection was a reused one.
-    Stale(BackendError),
-    /// The backend never processed the request (it was not written, or it
-    /// was queued behind a response that closed the connection): retried
-    /// once.
-    Unprocessed(BackendError),
-    Fatal(BackendError),
-}
-
-impl Failure {
-    /// Whether a first attempt that failed this way may be retried (once): never
-    /// processed, or dead before any answer on a connection that had answered before
-    /// (`reused`).
-    fn may_retry(&self, reused: bool) -> bool {
-        match self {
-            Failure::Stale(_) => reused,
-            Failure::Unprocessed(_) => true,
-            Failure::Fatal(_) => false,
-        }
-    }
-
-    fn error(&self) -> &BackendError {
-        match self {
-            Failure::Stale(e) | Failure::Unprocessed(e) | Failure::Fatal(e) => e,
-        }
-    }
-
-    fn into_error(self) -> BackendError {
-        match self {
-            Failure::Stale(e) | Failure::Unprocessed(e) | Failure::Fatal(e) => e,
-        }
-    }
-}
-
 impl Pool {
     /// Pool for the service at `url` = `http://host[:port][/base/path]`.
     ///
@@ -325,7 +239,7 @@ impl Pool {
 
     /// Current occupancy.
     pub fn stats(&self) -> PoolStats {
-        let st = self.inner.limiter.state.borrow();
+        let limiter = &self.inner.limiter;
         PoolStats {
             idle: self
                 .inner
@@ -334,8 +248,8 @@ impl Pool {
                 .iter()
                 .filter(|l| l.is_idle())
                 .count(),
-            busy: st.in_use,
-            waiting: st.queue.len() - usize::from(self.inner.feeder_waiting.get())
+            busy: limiter.in_use(),
+            waiting: limiter.queued() - usize::from(self.inner.feeder_waiting.get())
                 + self.inner.pending.borrow().len(),
         }
     }
@@ -376,24 +290,6 @@ impl Pool {
         }
         self.inner.enqueue(Pending { call, on_done });
     }
-}
-
-/// A started call not yet placed on a connection: it waits in the pool's queue for a
-/// slot (every slot taken), with no task and no timer of its own. [`feed_loop`] places
-/// queued calls in order as slots free up; the sweeper answers those whose deadline
-/// passes first ([`BackendError::Saturated`]).
-struct Pending {
-    call: CallParts,
-    on_done: Done,
-}
-
-/// What a started call sends, and until when.
-struct CallParts {
-    head: Bytes,
-    body: Bytes,
-    head_request: bool,
-    deadline: Instant,
-    affinity: u64,
 }
 
 impl Inner {
@@ -623,18 +519,8 @@ impl Inner {
         let guard = Connecting(&self.connecting);
         let stream = self.connect().await?;
         drop(guard);
-        let lane = Rc::new(Lane {
-            fd: stream.as_raw_fd(),
-            stream,
-            pool: Rc::downgrade(self),
-            calls: RefCell::new(VecDeque::new()),
-            written: Cell::new(0),
-            write_off: Cell::new(0),
-            state: Cell::new(LaneState::Open),
-            answered: Cell::new(0),
-            writer: RefCell::new(None),
-            end: RefCell::new(None),
-        });
+        let pool: Weak<Self> = Rc::downgrade(self);
+        let lane = Rc::new(Lane::new(stream, pool));
         self.lanes.borrow_mut().push(lane.clone());
         self.open.set(self.open.get() + 1);
         let max_body = self.settings.max_response_bytes;
@@ -784,7 +670,7 @@ impl Inner {
     fn idle_cap(&self, lane: &Lane) {
         let max_idle = self.settings.max_idle_per_shard;
         if self.open.get() <= max_idle
-            || self.limiter.state.borrow().queue.len() > usize::from(self.feeder_waiting.get())
+            || self.limiter.queued() > usize::from(self.feeder_waiting.get())
             || !self.pending.borrow().is_empty()
         {
             return;
@@ -796,470 +682,40 @@ impl Inner {
     }
 }
 
-/// One request on one connection, shared by the caller (awaiting it) and the
-/// lane (writing it, then completing it). `done` is where a started call's result
-/// goes, kept in the call's own allocation (taken when it runs); an awaited call has
-/// none.
-struct Call {
-    head: Bytes,
-    body: Bytes,
-    head_request: bool,
-    deadline: Instant,
-    state: RefCell<CallState>,
-    done: Cell<Option<Done>>,
-}
-
-enum CallState {
-    /// A task awaits it ([`Pool::call`]).
-    Waiting(Option<Waker>),
-    /// Nobody awaits it: its result goes to a callback ([`Pool::start`]).
-    Detached(Detached),
-    Done(Result<Response, Failure>),
-    Taken,
-    /// The caller gave up (deadline); a response that still arrives is dropped.
-    Abandoned,
-}
-
-impl Call {
-    fn len(&self) -> usize {
-        self.head.len() + self.body.len()
+/// What a lane tells its pool.
+impl LanePool for Inner {
+    fn lane_left_open(&self) {
+        self.open.set(self.open.get() - 1);
     }
 
-    /// Still awaited by its caller (not answered, failed, timed out or abandoned).
-    fn is_live(&self) -> bool {
-        matches!(
-            *self.state.borrow(),
-            CallState::Waiting(_) | CallState::Detached(_)
-        )
+    fn lane_idle(&self, lane: &Lane) {
+        self.idle_cap(lane);
     }
 
-    fn complete(self: &Rc<Self>, result: Result<Response, Failure>) {
-        let mut st = self.state.borrow_mut();
-        match &mut *st {
-            CallState::Waiting(waker) => {
-                let waker = waker.take();
-                *st = CallState::Done(result);
-                drop(st);
-                if let Some(w) = waker {
-                    w.wake();
-                }
+    fn lane_ended(&self, lane: &Lane) {
+        self.lanes
+            .borrow_mut()
+            .retain(|l| !std::ptr::eq(Rc::as_ptr(l), lane));
+    }
+}
+
+/// What a started call asks of its pool.
+impl CallPool for Inner {
+    fn release_slot(&self) {
+        self.limiter.release();
+    }
+
+    fn retry(self: Rc<Self>, call: Rc<Call>, affinity: u64) {
+        let pool = self;
+        crate::rt::task::spawn_isolated("backend retry", async move {
+            let (head, body) = (call.head.clone(), call.body.clone());
+            let result = pool
+                .call_inner(head, body, call.head_request, affinity, call.deadline, true)
+                .await;
+            if let Some(done) = call.done.take() {
+                done.run(result);
             }
-            CallState::Detached(_) => {
-                let CallState::Detached(d) = std::mem::replace(&mut *st, CallState::Taken) else {
-                    unreachable!("matched Detached above")
-                };
-                drop(st);
-                d.finish(self, result);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// What a started call's retry needs (its callback is the call's `done`).
-struct Detached {
-    /// Placed on a connection that had answered before (a stale one may be retried).
-    reused: bool,
-    affinity: u64,
-    /// Its call slot (released when the call ends); holds the pool too.
-    _slot: OwnedSlot,
-}
-
-impl Detached {
-    /// Hands the result over, or retries once (in a task, like [`Pool::call`]'s
-    /// retry) when the backend certainly or probably never processed it.
-    fn finish(self, call: &Rc<Call>, result: Result<Response, Failure>) {
-        let retry = matches!(&result, Err(f) if f.may_retry(self.reused));
-        if retry {
-            if let Err(f) = &result {
-                tracing::debug!(error = %f.error(), "backend request not processed; retrying once");
-            }
-            let Detached {
-                affinity,
-                _slot: slot,
-                ..
-            } = self;
-            // The retry takes a slot of its own: this one is given back first.
-            let pool = slot.0.clone();
-            drop(slot);
-            let call = call.clone();
-            crate::rt::task::spawn_isolated("backend retry", async move {
-                let (head, body) = (call.head.clone(), call.body.clone());
-                let result = pool
-                    .call_inner(head, body, call.head_request, affinity, call.deadline, true)
-                    .await;
-                if let Some(done) = call.done.take() {
-                    done.run(result);
-                }
-            });
-            return;
-        }
-        if let Some(done) = call.done.take() {
-            done.run(result.map_err(Failure::into_error));
-        }
-    }
-}
-
-/// A call slot owned by a started call (released on drop).
-struct OwnedSlot(Rc<Inner>);
-
-impl Drop for OwnedSlot {
-    fn drop(&mut self) {
-        self.0.limiter.release();
-    }
-}
-
-/// The caller's side of a [`Call`]; dropping it early abandons the call.
-struct Waiting {
-    lane: Rc<Lane>,
-    call: Rc<Call>,
-}
-
-impl Future for Waiting {
-    type Output = Result<Response, Failure>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut st = self.call.state.borrow_mut();
-        match &mut *st {
-            CallState::Waiting(w) => {
-                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *w = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-            CallState::Done(_) => match std::mem::replace(&mut *st, CallState::Taken) {
-                CallState::Done(r) => Poll::Ready(r),
-                _ => unreachable!("matched Done above"),
-            },
-            CallState::Taken | CallState::Abandoned | CallState::Detached(_) => {
-                unreachable!("a Waiting is polled until Ready and only then dropped")
-            }
-        }
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        let waiting = matches!(*self.call.state.borrow(), CallState::Waiting(_));
-        if waiting {
-            *self.call.state.borrow_mut() = CallState::Abandoned;
-            self.lane.abandon(&self.call);
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LaneState {
-    /// Takes new calls.
-    Open,
-    /// A written call was abandoned: no new calls; closed when no live call
-    /// is left.
-    Draining,
-    /// Shut down; the reader is failing what is left and removing the lane.
-    Closed,
-}
-
-/// Why a lane was shut down from outside its reader.
-#[derive(Debug)]
-enum LaneEnd {
-    /// By the pool, with no live call on it (idle cap, drained, pool dropped).
-    Retired,
-    /// The backend's last response closes the connection: calls behind it
-    /// were never processed.
-    BackendClosing,
-    /// The writer failed.
-    WriteError(io::Error),
-}
-
-/// Why the reader stopped.
-enum ReadEnd {
-    /// `shutdown` was called (see the lane's `end`).
-    Shutdown,
-    Eof,
-    Io(io::Error),
-    Protocol(Http1Error),
-}
-
-/// One backend connection.
-struct Lane {
-    stream: TcpStream,
-    fd: RawFd,
-    pool: Weak<Inner>,
-    /// Calls in request order: `calls[..written]` are fully written, then
-    /// `write_off` bytes of `calls[written]`, then the unwritten rest.
-    calls: RefCell<VecDeque<Rc<Call>>>,
-    written: Cell<usize>,
-    write_off: Cell<usize>,
-    state: Cell<LaneState>,
-    /// Responses received (a lane with any is a "reused" connection).
-    answered: Cell<u64>,
-    writer: RefCell<Option<Waker>>,
-    end: RefCell<Option<LaneEnd>>,
-}
-
-impl Lane {
-    fn is_idle(&self) -> bool {
-        self.state.get() == LaneState::Open && self.calls.borrow().is_empty()
-    }
-
-    /// Open and holding fewer than `depth` calls.
-    fn has_room(&self, depth: usize) -> bool {
-        self.state.get() == LaneState::Open && self.calls.borrow().len() < depth
-    }
-
-    fn has_unsent(&self) -> bool {
-        self.written.get() < self.calls.borrow().len()
-    }
-
-    fn submit(&self, call: Rc<Call>) {
-        self.calls.borrow_mut().push_back(call);
-        self.wake_writer();
-    }
-
-    fn wake_writer(&self) {
-        if let Some(w) = self.writer.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Stops taking new calls.
-    fn leave_open(&self, to: LaneState) {
-        if self.state.get() == LaneState::Open {
-            if let Some(pool) = self.pool.upgrade() {
-                pool.open.set(pool.open.get() - 1);
-            }
-        }
-        self.state.set(to);
-    }
-
-    /// Closes the connection; the reader wakes up (EOF), fails what is
-    /// left and removes the lane.
-    fn shutdown(&self, why: LaneEnd) {
-        if self.state.get() == LaneState::Closed {
-            return;
-        }
-        self.leave_open(LaneState::Closed);
-        self.end.borrow_mut().get_or_insert(why);
-        sys::shutdown(self.fd);
-        self.wake_writer();
-    }
-
-    /// The caller of `call` gave up, or its deadline passed.
-    fn abandon(&self, call: &Rc<Call>) {
-        let mut calls = self.calls.borrow_mut();
-        let Some(i) = calls.iter().position(|c| Rc::ptr_eq(c, call)) else {
-            return; // already answered or failed
-        };
-        let w = self.written.get();
-        if i > w || (i == w && self.write_off.get() == 0) {
-            // Not a byte of it was written: forget it.
-            calls.remove(i);
-            return;
-        }
-        drop(calls);
-        // Its response will still come: let this connection finish what it
-        // owes and take nothing new.
-        if self.state.get() == LaneState::Open {
-            self.leave_open(LaneState::Draining);
-        }
-        self.retire_if_drained();
-    }
-
-    fn retire_if_drained(&self) {
-        if self.state.get() == LaneState::Draining
-            && !self.calls.borrow().iter().any(|c| c.is_live())
-        {
-            self.shutdown(LaneEnd::Retired);
-        }
-    }
-
-    /// Writes unwritten calls, as many per `sendmsg` as the iovec limit
-    /// allows. `Ok(true)`: all written; `Ok(false)`: the socket is full.
-    fn flush(&self) -> io::Result<bool> {
-        loop {
-            if self.state.get() == LaneState::Closed {
-                return Ok(true);
-            }
-            let calls = self.calls.borrow();
-            let first = self.written.get();
-            if first >= calls.len() {
-                return Ok(true);
-            }
-            let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
-            let mut n = 0;
-            let mut skip = self.write_off.get();
-            for c in calls.range(first..) {
-                if n + 2 > MAX_IOVECS {
-                    break;
-                }
-                let (head, body) = (&c.head[..], &c.body[..]);
-                if skip < head.len() {
-                    slices[n] = &head[skip..];
-                    n += 1;
-                    if !body.is_empty() {
-                        slices[n] = body;
-                        n += 1;
-                    }
-                } else {
-                    slices[n] = &body[skip - head.len()..];
-                    n += 1;
-                }
-                skip = 0;
-            }
-            let mut sent = match sys::send_vectored(self.fd, &slices[..n])? {
-                Nb::Done(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "backend accepted no bytes",
-                    ))
-                }
-                Nb::Done(k) => k,
-                Nb::WouldBlock => return Ok(false),
-            };
-            let (mut w, mut off) = (first, self.write_off.get());
-            while sent > 0 {
-                let left = calls[w].len() - off;
-                if sent >= left {
-                    sent -= left;
-                    w += 1;
-                    off = 0;
-                } else {
-                    off += sent;
-                    sent = 0;
-                }
-            }
-            self.written.set(w);
-            self.write_off.set(off);
-        }
-    }
-
-    /// Completes every call whose response is complete in `buf`.
-    fn deliver(
-        &self,
-        buf: &mut BytesMut,
-        parser: &mut Option<ResponseParser>,
-        max_body: usize,
-    ) -> Result<(), Http1Error> {
-        while !buf.is_empty() && self.state.get() != LaneState::Closed {
-            let Some(call) = self.calls.borrow().front().cloned() else {
-                return Err(Http1Error::Unsolicited);
-            };
-            let p = parser.get_or_insert_with(|| {
-                ResponseParser::new(max_body).head_request(call.head_request)
-            });
-            let Some(resp) = p.parse(buf)? else {
-                return Ok(());
-            };
-            *parser = None;
-            self.calls.borrow_mut().pop_front();
-            self.answered.set(self.answered.get() + 1);
-            // An early answer (before the request was fully written) ends the
-            // connection: the rest of the request cannot be sent any more.
-            let was_written = self.written.get() > 0;
-            if was_written {
-                self.written.set(self.written.get() - 1);
-            } else {
-                self.write_off.set(0);
-            }
-            let keep_alive = resp.keep_alive && was_written;
-            call.complete(Ok(resp));
-            if !keep_alive {
-                self.shutdown(LaneEnd::BackendClosing);
-                return Ok(());
-            }
-            if self.calls.borrow().is_empty() {
-                match self.state.get() {
-                    LaneState::Draining => self.retire_if_drained(),
-                    LaneState::Open => {
-                        if let Some(pool) = self.pool.upgrade() {
-                            pool.idle_cap(self);
-                        }
-                    }
-                    LaneState::Closed => {}
-                }
-            } else {
-                self.retire_if_drained();
-            }
-        }
-        Ok(())
-    }
-
-    /// The reader stopped: fail every call left, say why, and leave the pool.
-    fn finish(
-        &self,
-        why: ReadEnd,
-        buf: &mut BytesMut,
-        parser: Option<ResponseParser>,
-        max_body: usize,
-    ) {
-        self.shutdown(LaneEnd::Retired);
-        let end = self.end.borrow_mut().take();
-        let calls: Vec<Rc<Call>> = self.calls.borrow_mut().drain(..).collect();
-        let (written, partial) = (self.written.get(), self.write_off.get() > 0);
-        self.written.set(0);
-        self.write_off.set(0);
-        let mut parser = parser;
-        for (i, call) in calls.iter().enumerate() {
-            let sent = i < written || (i == written && partial);
-            let result = if !sent {
-                Err(Failure::Unprocessed(BackendError::Io(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "backend connection closed before the request was written",
-                ))))
-            } else {
-                match (&why, &end) {
-                    (_, Some(LaneEnd::BackendClosing)) => Err(Failure::Unprocessed(
-                        BackendError::Protocol(Http1Error::ConnectionClosed),
-                    )),
-                    (_, Some(LaneEnd::WriteError(e))) => Err(io_failure(e, false)),
-                    (ReadEnd::Eof, _) if i == 0 => {
-                        let mut p = parser.take().unwrap_or_else(|| {
-                            ResponseParser::new(max_body).head_request(call.head_request)
-                        });
-                        match p.parse_eof(buf) {
-                            Ok(resp) => Ok(resp),
-                            Err(Http1Error::ConnectionClosed) => Err(Failure::Stale(
-                                BackendError::Protocol(Http1Error::ConnectionClosed),
-                            )),
-                            Err(e) => Err(Failure::Fatal(BackendError::Protocol(e))),
-                        }
-                    }
-                    (ReadEnd::Eof, _) => Err(Failure::Stale(BackendError::Protocol(
-                        Http1Error::ConnectionClosed,
-                    ))),
-                    (ReadEnd::Io(e), _) => {
-                        let started = i == 0 && (parser.is_some() || !buf.is_empty());
-                        Err(io_failure(e, started))
-                    }
-                    (ReadEnd::Protocol(e), _) => {
-                        Err(Failure::Fatal(BackendError::Protocol(e.clone())))
-                    }
-                    (ReadEnd::Shutdown, _) => {
-                        Err(Failure::Fatal(BackendError::Io(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            "backend connection closed by the gateway",
-                        ))))
-                    }
-                }
-            };
-            call.complete(result);
-        }
-        if let Some(pool) = self.pool.upgrade() {
-            pool.lanes
-                .borrow_mut()
-                .retain(|l| !std::ptr::eq(Rc::as_ptr(l), self));
-        }
-    }
-}
-
-/// A lane's I/O error as a call failure: a dead connection before any
-/// response byte is `Stale` (maybe retried), anything else is final.
-fn io_failure(e: &io::Error, response_started: bool) -> Failure {
-    let err = BackendError::Io(io::Error::new(e.kind(), e.to_string()));
-    if !response_started && is_dead_connection(e) {
-        Failure::Stale(err)
-    } else {
-        Failure::Fatal(err)
+        });
     }
 }
 
@@ -1316,243 +772,6 @@ async fn feed_loop(pool: Rc<Inner>) {
     }
 }
 
-/// Writes whatever calls are queued on `lane`, until the lane closes.
-async fn write_loop(lane: Rc<Lane>) {
-    loop {
-        poll_fn(|cx| {
-            if lane.state.get() == LaneState::Closed || lane.has_unsent() {
-                Poll::Ready(())
-            } else {
-                *lane.writer.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        if lane.state.get() == LaneState::Closed {
-            return;
-        }
-        let blocked = match lane.flush() {
-            Ok(done) => !done,
-            Err(e) => {
-                lane.shutdown(LaneEnd::WriteError(e));
-                return;
-            }
-        };
-        if blocked {
-            if let Err(e) = lane.stream.writable(false).await {
-                lane.shutdown(LaneEnd::WriteError(e));
-                return;
-            }
-        }
-    }
-}
-
-/// Reads responses on `lane` and completes its calls, until the lane ends.
-async fn read_loop(lane: Rc<Lane>, max_body: usize) {
-    let mut buf = BytesMut::new();
-    let mut parser: Option<ResponseParser> = None;
-    let why = loop {
-        if lane.state.get() == LaneState::Closed {
-            break ReadEnd::Shutdown;
-        }
-        if let Err(e) = lane.stream.readable(false).await {
-            break ReadEnd::Io(e);
-        }
-        if lane.state.get() == LaneState::Closed {
-            break ReadEnd::Shutdown;
-        }
-        crate::rt::clock::refresh();
-        let mut stop = None;
-        for _ in 0..READS_PER_WAKEUP {
-            if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-                buf.reserve(READ_CHUNK);
-            }
-            let spare = buf.capacity() - buf.len();
-            match sys::recv_into(lane.fd, &mut buf) {
-                Ok(Nb::Done(0)) => {
-                    stop = Some(ReadEnd::Eof);
-                    break;
-                }
-                // A short read drained the socket: asking again would only say EAGAIN.
-                Ok(Nb::Done(n)) if n < spare => break,
-                Ok(Nb::Done(_)) => {}
-                Ok(Nb::WouldBlock) => break,
-                Err(e) => {
-                    stop = Some(ReadEnd::Io(e));
-                    break;
-                }
-            }
-        }
-        if let Err(e) = lane.deliver(&mut buf, &mut parser, max_body) {
-            break ReadEnd::Protocol(e);
-        }
-        if let Some(why) = stop {
-            break why;
-        }
-        if buf.is_empty() && lane.calls.borrow().is_empty() {
-            // Hold no buffer while idle.
-            buf = BytesMut::new();
-        }
-    };
-    lane.finish(why, &mut buf, parser, max_body);
-}
-
-/// Errors that mean the peer had already closed/reset the connection.
-fn is_dead_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::NotConnected
-            | io::ErrorKind::UnexpectedEof
-    )
-}
-
-/// FIFO connection-slot limiter (a local, `!Send` semaphore).
-///
-/// A released slot is handed directly to the oldest waiter, so late arrivals
-/// cannot overtake the queue.
-struct Limiter {
-    state: RefCell<LimiterState>,
-}
-
-struct LimiterState {
-    max: usize,
-    in_use: usize,
-    queue: VecDeque<Rc<RefCell<Waiter>>>,
-}
-
-struct Waiter {
-    waker: Option<Waker>,
-    granted: bool,
-}
-
-impl Limiter {
-    fn new(max: usize) -> Self {
-        Limiter {
-            state: RefCell::new(LimiterState {
-                max,
-                in_use: 0,
-                queue: VecDeque::new(),
-            }),
-        }
-    }
-
-    /// A slot now, if one is free and nobody is waiting.
-    fn try_acquire(&self) -> Option<Slot<'_>> {
-        let mut st = self.state.borrow_mut();
-        if st.queue.is_empty() && st.in_use < st.max {
-            st.in_use += 1;
-            return Some(Slot(self));
-        }
-        None
-    }
-
-    fn acquire(&self) -> Acquire<'_> {
-        Acquire {
-            limiter: self,
-            waiter: None,
-            done: false,
-        }
-    }
-
-    fn release(&self) {
-        let waker = {
-            let mut st = self.state.borrow_mut();
-            match st.queue.pop_front() {
-                Some(waiter) => {
-                    let mut w = waiter.borrow_mut();
-                    w.granted = true;
-                    w.waker.take()
-                }
-                None => {
-                    st.in_use -= 1;
-                    None
-                }
-            }
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-struct Acquire<'a> {
-    limiter: &'a Limiter,
-    waiter: Option<Rc<RefCell<Waiter>>>,
-    done: bool,
-}
-
-struct Slot<'a>(&'a Limiter);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
-
-impl<'a> Future for Acquire<'a> {
-    type Output = Slot<'a>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Slot<'a>> {
-        let this = &mut *self;
-        match &this.waiter {
-            None => {
-                let mut st = this.limiter.state.borrow_mut();
-                if st.queue.is_empty() && st.in_use < st.max {
-                    st.in_use += 1;
-                    this.done = true;
-                    return Poll::Ready(Slot(this.limiter));
-                }
-                let waiter = Rc::new(RefCell::new(Waiter {
-                    waker: Some(cx.waker().clone()),
-                    granted: false,
-                }));
-                st.queue.push_back(waiter.clone());
-                this.waiter = Some(waiter);
-                Poll::Pending
-            }
-            Some(waiter) => {
-                let mut w = waiter.borrow_mut();
-                if w.granted {
-                    drop(w);
-                    this.done = true;
-                    return Poll::Ready(Slot(this.limiter));
-                }
-                match &w.waker {
-                    Some(old) if old.will_wake(cx.waker()) => {}
-                    _ => w.waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl Drop for Acquire<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let Some(waiter) = self.waiter.take() else {
-            return;
-        };
-        if waiter.borrow().granted {
-            // Granted but never observed (e.g. timed out at the same
-            // moment): pass the slot on.
-            self.limiter.release();
-        } else {
-            self.limiter
-                .state
-                .borrow_mut()
-                .queue
-                .retain(|w| !Rc::ptr_eq(w, &waiter));
-        }
-    }
-}
-
-/// Parsed `http://` origin.
 /// `base` (no trailing `/`) + `path`, with exactly one `/` between them.
 fn join_path(base: &str, path: &str) -> String {
     let path = path.strip_prefix('/').unwrap_or(path);
@@ -1566,217 +785,13 @@ fn join_path(base: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::http1::Http1Error;
     use crate::upstream::error::ErrorSide;
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream as StdStream};
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    use std::sync::{Arc, Mutex};
-    use std::thread;
+    use crate::upstream::http::test_server::Server;
+    use std::future::Future;
+    use std::net::TcpListener;
+    use std::sync::atomic::Ordering::SeqCst;
     use std::time::Instant;
-
-    // ---- canned backend on 127.0.0.1 (std threads, one per connection) ----
-
-    #[derive(Debug, Clone)]
-    struct Recorded {
-        conn: usize,
-        method: String,
-        path: String,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    }
-
-    impl Recorded {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        }
-    }
-
-    #[derive(Default)]
-    struct Stats {
-        accepted: AtomicUsize,
-        open: AtomicUsize,
-        max_open: AtomicUsize,
-        requests: Mutex<Vec<Recorded>>,
-    }
-
-    struct Server {
-        addr: SocketAddr,
-        stats: Arc<Stats>,
-    }
-
-    impl Server {
-        fn start() -> Server {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let stats = Arc::new(Stats::default());
-            let st = stats.clone();
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(stream) = stream else { continue };
-                    let id = st.accepted.fetch_add(1, SeqCst) + 1;
-                    let open = st.open.fetch_add(1, SeqCst) + 1;
-                    st.max_open.fetch_max(open, SeqCst);
-                    let st = st.clone();
-                    thread::spawn(move || {
-                        serve_conn(stream, id, &st);
-                        st.open.fetch_sub(1, SeqCst);
-                    });
-                }
-            });
-            Server { addr, stats }
-        }
-
-        fn url(&self, base: &str) -> String {
-            format!("http://{}{base}", self.addr)
-        }
-
-        fn accepted(&self) -> usize {
-            self.stats.accepted.load(SeqCst)
-        }
-
-        fn requests(&self) -> Vec<Recorded> {
-            self.stats.requests.lock().unwrap().clone()
-        }
-    }
-
-    /// Read one request; `None` on EOF/error.
-    fn read_request(s: &mut StdStream, buf: &mut Vec<u8>, conn: usize) -> Option<Recorded> {
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
-                let headers: Vec<(String, String)> = req
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_owned(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let len: usize = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .map_or(0, |(_, v)| v.parse().unwrap());
-                let (method, path) = (req.method.unwrap().to_owned(), req.path.unwrap().to_owned());
-                while buf.len() < n + len {
-                    read_more(s, buf)?;
-                }
-                let body = buf[n..n + len].to_vec();
-                buf.drain(..n + len);
-                return Some(Recorded {
-                    conn,
-                    method,
-                    path,
-                    headers,
-                    body,
-                });
-            }
-            read_more(s, buf)?;
-        }
-    }
-
-    fn read_more(s: &mut StdStream, buf: &mut Vec<u8>) -> Option<()> {
-        let mut tmp = [0u8; 16 * 1024];
-        match s.read(&mut tmp) {
-            Ok(0) | Err(_) => None,
-            Ok(n) => {
-                buf.extend_from_slice(&tmp[..n]);
-                Some(())
-            }
-        }
-    }
-
-    fn ok(body: &[u8]) -> Vec<u8> {
-        let mut r =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-        r.extend_from_slice(body);
-        r
-    }
-
-    /// Routes (on the last path segment(s)):
-    /// `echo` → 200 with the request body; `chunked`; `close-delimited`;
-    /// `slow` → 1.5 s delay; `close-after` → respond, then close;
-    /// `close-header` → after 50 ms respond with `Connection: close`, then close;
-    /// `hangup` → close without responding;
-    /// `drop-next` / `reset-next` → respond, then read the next request on
-    /// this connection and close (FIN / RST) without answering it;
-    /// `delay/<ms>/<tag>` → respond `tag` after `ms`.
-    fn serve_conn(mut s: StdStream, conn: usize, st: &Stats) {
-        let mut buf = Vec::new();
-        let mut kill_next: Option<bool> = None; // Some(rst?)
-        while let Some(req) = read_request(&mut s, &mut buf, conn) {
-            st.requests.lock().unwrap().push(req.clone());
-            if let Some(rst) = kill_next {
-                if rst {
-                    set_linger_zero(&s);
-                }
-                return;
-            }
-            let path = req.path.as_str();
-            let resp = if path.ends_with("/echo") {
-                ok(&req.body)
-            } else if path.ends_with("/chunked") {
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-                  5;ext=1\r\nhello\r\n2\r\n, \r\nd\r\nchunked world\r\n0\r\nX-Trailer: t\r\n\r\n"
-                    .to_vec()
-            } else if path.ends_with("/close-delimited") {
-                let _ =
-                    s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the very end");
-                return;
-            } else if path.ends_with("/slow") {
-                thread::sleep(Duration::from_millis(1500));
-                ok(b"too late")
-            } else if path.ends_with("/hangup") {
-                return;
-            } else if path.ends_with("/close-header") {
-                // Late enough that requests pipelined behind it are sent.
-                thread::sleep(Duration::from_millis(50));
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast",
-                );
-                return;
-            } else if path.ends_with("/close-after") {
-                let _ = s.write_all(&ok(b"first"));
-                return;
-            } else if path.ends_with("/drop-next") || path.ends_with("/reset-next") {
-                kill_next = Some(path.ends_with("/reset-next"));
-                ok(b"served")
-            } else if let Some(rest) = path.split("/delay/").nth(1) {
-                let (ms, tag) = rest.split_once('/').unwrap();
-                thread::sleep(Duration::from_millis(ms.parse().unwrap()));
-                ok(tag.as_bytes())
-            } else {
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
-            };
-            if s.write_all(&resp).is_err() {
-                return;
-            }
-        }
-    }
-
-    fn set_linger_zero(s: &StdStream) {
-        use std::os::fd::AsRawFd as _;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: valid socket fd and a properly sized option value.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
-    }
 
     // ---- helpers ----
 
