@@ -13,7 +13,7 @@
 //! the backend. With `pipeline_depth > 1`, the requests started in one
 //! scheduler round share one connection (an idle one first), whose writer
 //! sends them in one gathering `sendmsg`, so a burst of requests costs the
-//! backend one read and one write (DESIGN §1, write coalescing); the next
+//! backend one read and one write (docs/DESIGN.md §1, write coalescing); the next
 //! round's batch starts on another idle connection, and once every allowed
 //! connection is busy, further requests are queued behind the ones in flight.
 //! `pipeline_depth = 1` (the default) never pipelines: an idle or new
