@@ -7,10 +7,12 @@
 //! no lock. Ids are stable across snapshots (configured or derived from service + path),
 //! which keeps every session's GUIDs valid across an update.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ahash::AHashMap;
 
+use crate::config::url::resolve_service;
 use crate::config::{endpoint_id, Config};
 
 /// A backend service.
@@ -22,6 +24,9 @@ pub struct Service {
     /// The backend link's `ws://` URL, for a service reached over a link.
     pub link: Option<String>,
     pub max_request_bytes: Option<usize>,
+    /// The service host's addresses, resolved when this snapshot was built (off the
+    /// shards), or why they could not be: such a service answers 60 on every shard.
+    pub addrs: Result<Arc<[SocketAddr]>, String>,
 }
 
 /// A client-callable endpoint.
@@ -53,7 +58,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds a snapshot from a validated config.
+    /// Builds a snapshot from a validated config, resolving every service's host (a
+    /// blocking lookup per name: build it off the shards).
     pub fn from_config(config: &Config, generation: u64) -> Registry {
         let mut r = Registry {
             generation,
@@ -66,6 +72,7 @@ impl Registry {
                 url: svc.url.clone(),
                 link: svc.link.clone(),
                 max_request_bytes: svc.max_request_bytes,
+                addrs: resolve_service(&svc.url, svc.link.as_deref()).map(Arc::from),
             });
             for ep in &svc.endpoints {
                 let id = endpoint_id(&svc.name, ep);

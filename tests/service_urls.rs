@@ -64,6 +64,21 @@ fn a_service_host_that_does_not_resolve_stops_the_start_naming_its_key() {
 }
 
 #[test]
+fn a_link_host_that_does_not_resolve_stops_the_start_naming_its_key() {
+    let backend = Backend::start();
+    let text = with_service(&backend, &backend.url()).replace(
+        &format!("name = \"broken\"\nurl = \"{}\"", backend.url()),
+        "name = \"broken\"\nlink = \"ws://no-such-host.invalid:1/link\"",
+    );
+    assert!(text.contains("no-such-host.invalid"));
+    let c = Config::from_toml_str(&text, &[]).unwrap();
+    let e = ringgate::Gateway::start(c).err().expect("start refused");
+    let text = e.to_string();
+    assert!(text.contains("services[1].link"), "{text}");
+    assert!(text.contains("no-such-host.invalid"), "{text}");
+}
+
+#[test]
 fn a_host_that_stops_resolving_at_an_update_answers_60_and_the_shard_lives_on() {
     let backend = Backend::start();
     let c = Config::from_toml_str(&with_service(&backend, &backend.url()), &[]).unwrap();
@@ -75,18 +90,50 @@ fn a_host_that_stops_resolving_at_an_update_answers_60_and_the_shard_lives_on() 
     .unwrap();
     g.update_registry(Arc::new(Registry::from_config(&bad, 2)));
     run(async {
-        // Connections on both shards: each has applied the update by the time it
-        // answers (the mailbox runs between events; give it a moment).
-        monoio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Each shard applies the update between events, soon after it is sent: a
+        // connection (on whichever shard accepted it) is asked until it answers 60.
         for _ in 0..4 {
             let (mut c, m) = connect(&g, &user_token(&["user"])).await;
-            let (h, _) = c
-                .call(m.guid("/broken/call").unwrap(), b"{}")
-                .await
-                .unwrap();
-            assert_eq!(h.code, 60);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let (h, _) = c
+                    .call(m.guid("/broken/call").unwrap(), b"{}")
+                    .await
+                    .unwrap();
+                if h.code == 60 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the update never applied"
+                );
+                monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
             let (h, body) = c.call(m.guid("/echo").unwrap(), b"fine").await.unwrap();
             assert_eq!((h.code, &body[..]), (0, &b"fine"[..]));
         }
+    });
+}
+
+#[test]
+fn a_call_in_flight_when_its_service_is_replaced_is_still_answered() {
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "", ""));
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        // A 300 ms call, then an update that replaces its service's pool (its URL
+        // changes) while the call is in flight.
+        let id = c
+            .send_request(0, 0, 0, m.guid("/delay/300").unwrap(), b"slow")
+            .await
+            .unwrap();
+        let text = config_text(&backend, "", "").replace(
+            &format!("url = \"{}\"", backend.url()),
+            &format!("url = \"{}/\"", backend.url()),
+        );
+        let updated = Config::from_toml_str(&text, &[]).unwrap();
+        g.update_registry(Arc::new(Registry::from_config(&updated, 2)));
+        let (h, body) = c.response(id).await.unwrap();
+        assert_eq!((h.code, &body[..]), (0, &b"slow"[..]));
     });
 }

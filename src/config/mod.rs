@@ -17,6 +17,15 @@ pub mod url;
 /// The embedded default configuration (localhost only).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../configs/default.toml");
 
+/// The HS256 secret `configs/default.toml` ships for localhost development. It is
+/// public, so a config that uses it is refused for a listener off loopback.
+pub const DEV_HS256_SECRET: &str = "ringgate-dev-secret-change-me-0123456789";
+
+/// The most `server.max_outbox_bytes` and `backend.max_response_bytes` may be: an
+/// outbox then never holds more than a few times this, which its `u32` offsets rely
+/// on (`session::outbox`).
+const MAX_BUFFERED: usize = 256 << 20;
+
 /// Prefix of environment variables that override config keys:
 /// `RINGGATE_SERVER_LISTEN=0.0.0.0:8080` sets `server.listen`.
 pub const ENV_PREFIX: &str = "RINGGATE_";
@@ -203,17 +212,19 @@ impl Config {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         apply_env_overrides(&mut value, env)?;
-        let dev_secret_implied = fill_defaults(&mut value)?;
+        fill_defaults(&mut value)?;
         let de = toml::Value::Table(value);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             ConfigError::key(key, e.into_inner().to_string())
         })?;
         config.validate()?;
-        if dev_secret_implied && !config.server.listen_addr()?.ip().is_loopback() {
+        if config.auth.hs256_secret.as_deref() == Some(DEV_HS256_SECRET)
+            && !config.server.listen_addr()?.ip().is_loopback()
+        {
             return Err(ConfigError::key(
                 "auth.hs256_secret",
-                "no key is configured and the listener is not on loopback: the embedded development secret is public, so anyone could mint tokens; set auth.hs256_secret or a public key",
+                "is the development secret from configs/default.toml, which is public (anyone could mint tokens), and the listener is not on loopback; set a secret of your own or a public key",
             ));
         }
         Ok(config)
@@ -270,10 +281,10 @@ impl Config {
                 "must be > 0 when server.rate_limit_per_sec is set",
             ));
         }
-        if !(4096..=1 << 30).contains(&s.max_outbox_bytes) {
+        if !(4096..=MAX_BUFFERED).contains(&s.max_outbox_bytes) {
             return Err(ConfigError::key(
                 "server.max_outbox_bytes",
-                "must be between 4096 and 1073741824 (1 GiB)",
+                "must be between 4096 and 268435456 (256 MiB)",
             ));
         }
         if s.max_inflight_per_connection == 0 {
@@ -363,10 +374,10 @@ impl Config {
                 "must be between 1 and 2147483647",
             ));
         }
-        if b.max_response_bytes == 0 || b.max_response_bytes > 1 << 30 {
+        if b.max_response_bytes == 0 || b.max_response_bytes > MAX_BUFFERED {
             return Err(ConfigError::key(
                 "backend.max_response_bytes",
-                "must be between 1 and 1073741824 (1 GiB)",
+                "must be between 1 and 268435456 (256 MiB)",
             ));
         }
         if b.pipeline_depth == 0 || b.pipeline_depth > 1024 {
@@ -512,12 +523,11 @@ const AUTH_KEYS: [&str; 4] = [
 /// are written), so a file names only what it changes. `[[services]]` are never
 /// inherited. The development HS256 secret is inherited only when `[auth]` configures
 /// no key at all and does not ask for anonymous sessions (a file with a public key
-/// must not silently accept HS256 tokens signed with a public secret); returns
-/// whether it was.
-fn fill_defaults(table: &mut toml::Table) -> Result<bool, ConfigError> {
+/// must not silently accept HS256 tokens signed with a public secret); wherever it
+/// comes from, it is refused for a listener off loopback.
+fn fill_defaults(table: &mut toml::Table) -> Result<(), ConfigError> {
     let defaults: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML)
         .map_err(|e| ConfigError::Syntax(format!("embedded defaults: {e}")))?;
-    let mut dev_secret = false;
     for (section, def) in defaults {
         let toml::Value::Table(def) = def else {
             continue;
@@ -532,16 +542,13 @@ fn fill_defaults(table: &mut toml::Table) -> Result<bool, ConfigError> {
             && (AUTH_KEYS.iter().any(|k| t.contains_key(*k))
                 || t.get("allow_anonymous") == Some(&toml::Value::Boolean(true)));
         for (key, value) in def {
-            if section == "auth" && key == "hs256_secret" {
-                if has_auth_key {
-                    continue;
-                }
-                dev_secret = true;
+            if section == "auth" && key == "hs256_secret" && has_auth_key {
+                continue;
             }
             t.entry(key).or_insert(value);
         }
     }
-    Ok(dev_secret)
+    Ok(())
 }
 
 /// Applies `RINGGATE_<SECTION>_<KEY>=value` to the parsed table. The value is read as a
@@ -763,9 +770,18 @@ endpoints = [{ path = "/account/get", roles = ["user"] }]
     }
 
     #[test]
-    fn the_implied_dev_secret_is_refused_off_loopback() {
+    fn the_dev_secret_is_refused_off_loopback_wherever_it_comes_from() {
+        assert!(DEFAULT_CONFIG_TOML.contains(DEV_HS256_SECRET));
         let e = Config::from_toml_str("[server]\nlisten = \"0.0.0.0:8080\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("auth.hs256_secret"), "{e}");
+        let public = env(&[("RINGGATE_SERVER_LISTEN", "0.0.0.0:8080")]);
+        let e = Config::from_defaults(&public).unwrap_err();
+        assert!(e.to_string().contains("auth.hs256_secret"), "{e}");
+        let copied = DEFAULT_CONFIG_TOML.replace("127.0.0.1:8080", "0.0.0.0:8080");
+        assert!(
+            Config::from_toml_str(&copied, &[]).is_err(),
+            "a copy of the defaults"
+        );
         let env = env(&[(
             "RINGGATE_AUTH_HS256_SECRET",
             "an-own-secret-of-32-bytes-or-more-ok",

@@ -7,6 +7,36 @@
 //! are narrow (no userinfo, query or fragment; http and ws only) and each rejection
 //! names what is wrong.
 
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// Resolves `host:port` (a blocking `getaddrinfo` for a name; none for an IP literal).
+/// Called off the shards, where the registry is built: a shard never waits on DNS.
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host:?} resolved to no address"));
+    }
+    Ok(addrs)
+}
+
+/// The addresses of a configured service: its `link` URL's host when it has one, else
+/// its `url`'s.
+pub fn resolve_service(url: &str, link: Option<&str>) -> Result<Vec<SocketAddr>, String> {
+    match link {
+        Some(link) => {
+            let u = LinkUrl::parse(link).map_err(|e| format!("{link:?}: {e}"))?;
+            resolve(&u.host, u.port)
+        }
+        None => {
+            let o = parse_url(url).map_err(|e| e.to_string())?;
+            resolve(&o.host, o.port)
+        }
+    }
+}
+
 /// Why a service `url` is unusable (the message names the URL).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

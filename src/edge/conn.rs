@@ -259,13 +259,17 @@ impl Conn<'_> {
             .metrics
             .protocol_errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut out = self.shared.outbox.borrow_mut();
-        out.drop_backlog();
-        out.push_bytes(ws::close_frame(Some((e.close_code(), "")), None));
-        drop(out);
-        self.shared
-            .close
-            .set(Some(CloseRequest::Close(e.close_code(), "".into())));
+        if self.closing.is_none() {
+            let mut out = self.shared.outbox.borrow_mut();
+            out.drop_backlog();
+            out.push_bytes(ws::close_frame(Some((e.close_code(), "")), None));
+            drop(out);
+            self.shared
+                .close
+                .set(Some(CloseRequest::Close(e.close_code(), "".into())));
+        }
+        // (Already closing: our close frame is queued, perhaps partly written; a
+        // second one must not follow it. Flush what is queued and end.)
         self.closing = Some(Closing::FlushThenEnd);
         self.partial = None;
     }

@@ -224,7 +224,7 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
             Err(e) => reply.send(Err(e)),
         },
         Backend::Link(link) => link.start(shared, link_request(&q), Done::Reply(reply)),
-        Backend::Unavailable(why) => reply.send(Err(BackendError::InvalidUrl(why.to_string()))),
+        Backend::Unavailable(why) => reply.send(Err(Backend::unavailable(why))),
     }
 }
 
@@ -265,7 +265,7 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
             Err(e) => Err(e),
         },
         Backend::Link(link) => link.call(shared, link_request(&q)).await,
-        Backend::Unavailable(why) => Err(BackendError::InvalidUrl(why.to_string())),
+        Backend::Unavailable(why) => Err(Backend::unavailable(why)),
     };
     answer(ctx.id, shared, &q.service.meter, &q.header, started, result);
 }

@@ -19,6 +19,7 @@ use crate::metrics::HandshakeResult;
 use crate::proto::guid::SessionKey;
 use crate::proto::handshake::{self, parse_upgrade, Credential, HandshakeError, UpgradeRequest};
 use crate::proto::ws;
+use crate::rt::clock;
 use crate::rt::sys::{self, Nb};
 use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session};
@@ -65,7 +66,8 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     spawn_isolated("connection", conn::run(ctx, stream, shared, leftover));
 }
 
-/// Reads and checks the upgrade, authenticates, and queues the 101 and the manifest.
+/// Reads and checks the upgrade, authenticates, and queues the 101 and the ping the
+/// manifest waits on (or, with `manifest_after_pong` off, the manifest).
 async fn handshake(
     ctx: &Rc<ShardCtx>,
     stream: &TcpStream,
@@ -118,6 +120,9 @@ async fn handshake(
     }
     let identity = authenticate(ctx, &req)?;
     let session = new_session(ctx, identity);
+    // The idle timers and the manifest's fallback count from now, not from the
+    // thread's last clock reading.
+    clock::refresh();
     let shared = Rc::new(ConnShared::new(
         session,
         ctx.config.server.max_outbox_bytes,

@@ -41,12 +41,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("{key}: cannot resolve {host:?}: {source}")]
-    Resolve {
-        key: String,
-        host: String,
-        source: std::io::Error,
-    },
+    #[error("{key}: {why}")]
+    Resolve { key: String, why: String },
     #[error("shard {shard} failed to start: {source}")]
     Shard {
         shard: usize,
@@ -56,38 +52,17 @@ pub enum StartError {
     Signals(std::io::Error),
 }
 
-/// Resolves every HTTP service's host once at start, so a name that does not resolve
-/// stops the start with the key that names it (later, at a reload, a shard logs it and
-/// answers the service's requests with 60 instead).
-fn resolve_services(config: &Config) -> Result<(), StartError> {
-    use std::net::ToSocketAddrs;
-    for (i, svc) in config.services.iter().enumerate() {
-        if svc.link.is_some() {
-            continue;
-        }
-        let Ok(origin) = crate::config::url::parse_url(&svc.url) else {
-            continue; // the config check has refused it already
-        };
-        let key = format!("services[{i}].url");
-        let found = (origin.host.as_str(), origin.port)
-            .to_socket_addrs()
-            .map(|mut a| a.next().is_some());
-        match found {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(StartError::Resolve {
-                    key,
-                    host: origin.host,
-                    source: std::io::Error::other("no address"),
-                })
-            }
-            Err(source) => {
-                return Err(StartError::Resolve {
-                    key,
-                    host: origin.host,
-                    source,
-                })
-            }
+/// A service whose host did not resolve when the first registry was built stops the
+/// start, naming its key (later, at an update, the shards log it and answer that
+/// service's requests with 60 instead).
+fn check_resolved(config: &Config, registry: &Registry) -> Result<(), StartError> {
+    for (i, (svc, cfg)) in registry.services.iter().zip(&config.services).enumerate() {
+        if let Err(why) = &svc.addrs {
+            let key = if cfg.link.is_some() { "link" } else { "url" };
+            return Err(StartError::Resolve {
+                key: format!("services[{i}].{key}"),
+                why: why.clone(),
+            });
         }
     }
     Ok(())
@@ -119,8 +94,8 @@ impl Gateway {
                 crate::rt::sys::random_bytes()
             }
         };
-        resolve_services(&config)?;
         let registry = Arc::new(Registry::from_config(&config, 1));
+        check_resolved(&config, &registry)?;
         let shards = config.server.shard_count();
         let metrics = Arc::new(Metrics::new(shards));
 

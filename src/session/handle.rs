@@ -108,6 +108,22 @@ impl std::fmt::Debug for CloseSlot {
     }
 }
 
+/// When the sweep's idle ping went out (shard seconds), if one is unanswered: an
+/// `Option<u32>` in four bytes (`u32::MAX` = none), which keeps the handle within one
+/// allocator size class.
+#[derive(Debug)]
+pub(crate) struct PingSent(Cell<u32>);
+
+impl PingSent {
+    pub(crate) fn get(&self) -> Option<u32> {
+        Some(self.0.get()).filter(|&at| at != u32::MAX)
+    }
+
+    pub(crate) fn set(&self, at: Option<u32>) {
+        self.0.set(at.unwrap_or(u32::MAX));
+    }
+}
+
 /// The part of a connection that other tasks of its shard reach.
 #[derive(Debug)]
 pub struct ConnShared {
@@ -117,8 +133,9 @@ pub struct ConnShared {
     pub(crate) close: CloseSlot,
     pub(crate) gone: Cell<bool>,
     pub(crate) last_rx: Cell<u32>,
-    pub(crate) ping_sent: Cell<Option<u32>>,
-    max_outbox: usize,
+    pub(crate) ping_sent: PingSent,
+    /// `server.max_outbox_bytes` (at most 1 GiB: a `u32` keeps the handle small).
+    max_outbox: u32,
     /// Requests forwarded or queued now, and the bound at which reading pauses.
     inflight: Cell<u32>,
     max_inflight: u32,
@@ -145,8 +162,8 @@ impl ConnShared {
             close: CloseSlot::default(),
             gone: Cell::new(false),
             last_rx: Cell::new(now_secs),
-            ping_sent: Cell::new(None),
-            max_outbox,
+            ping_sent: PingSent(Cell::new(u32::MAX)),
+            max_outbox: u32::try_from(max_outbox).unwrap_or(u32::MAX),
             inflight: Cell::new(0),
             max_inflight,
             paused: Cell::new(false),
@@ -193,7 +210,7 @@ impl ConnShared {
         crate::metrics::bump(&self.metrics.frames_out, 1);
         let mut out = self.outbox.borrow_mut();
         out.push(head, payload);
-        if out.backlog() > self.max_outbox {
+        if out.backlog() > self.max_outbox as usize {
             // Whole frames only before the close: the rest of one being written stays.
             out.drop_backlog();
             drop(out);
@@ -336,8 +353,9 @@ mod tests {
     fn a_client_past_its_outbox_bound_is_closed_with_1013_counted_and_its_backlog_dropped() {
         let c = shared(4096);
         let chunk = Bytes::from(vec![0u8; 1000]);
-        // The first frame is the one being written; the bound is on what queues behind.
-        for _ in 0..5 {
+        // The first frame is the one being written and the largest behind it is left
+        // out: the bound is on the rest (4 × 1,020 bytes fit in 4,096; 5 do not).
+        for _ in 0..6 {
             assert!(c.send_binary(&[0; 16], chunk.clone()));
         }
         assert!(!c.send_binary(&[0; 16], chunk.clone()));
@@ -390,6 +408,17 @@ mod tests {
         assert!(
             !c.send_frame(ws::pong_frame(b"", None)),
             "none once closing"
+        );
+    }
+
+    #[test]
+    fn the_session_handle_stays_within_its_allocator_size_class() {
+        // Rc<ConnShared> = 16 + size: at 384 bytes or less it is one 384-byte block
+        // (mimalloc); past it, 448 — 64 more bytes for every idle connection.
+        assert!(
+            std::mem::size_of::<ConnShared>() <= 368,
+            "{}",
+            std::mem::size_of::<ConnShared>()
         );
     }
 

@@ -39,7 +39,7 @@ pub struct Outbox {
     tail: BytesMut,
     /// Bytes queued and written since the outbox was last empty (or rebased): `pushed
     /// - sent` are waiting. Stream offsets, so frame ends stay valid while writes
-    /// advance; `u32`, rebased past 1 GiB, to keep an idle connection small.
+    /// advance; `u32`, rebased past 1 GiB written, to keep an idle connection small.
     pushed: u32,
     sent: u32,
     /// Where the frames not yet wholly written end (stream offsets, ascending).
@@ -48,6 +48,11 @@ pub struct Outbox {
     front_start: u32,
     /// Bytes up to this offset are never dropped (the upgrade's `101`).
     floor: u32,
+    /// The largest frame queued behind the front one (its end and length), left out
+    /// of the backlog: one large answer queued behind a small unwritten one is still
+    /// one message, not a backlog.
+    spare_end: u32,
+    spare_len: u32,
 }
 
 /// Whether a flush emptied the outbox.
@@ -69,20 +74,38 @@ impl Outbox {
         self.pushed == self.sent
     }
 
-    /// Bytes queued behind the first unwritten frame: what a client that stopped
-    /// reading has let pile up. The frame at the front (being written, or next) does
-    /// not count, so a single large message is not a backlog.
+    /// Bytes queued behind the first unwritten frame, less the largest of them: what a
+    /// client that stopped reading has let pile up. The frame at the front (being
+    /// written, or next) and one large frame behind it do not count, so a single large
+    /// message is not a backlog wherever it is queued.
     pub fn backlog(&self) -> usize {
-        let front_end = self.ends.front().copied().unwrap_or(self.pushed);
-        (self.pushed - front_end) as usize
+        let front_end = self.front_end();
+        let spare = if self.spare_end > front_end {
+            self.spare_len
+        } else {
+            0
+        };
+        (self.pushed - front_end - spare) as usize
+    }
+
+    /// Where the first frame not yet wholly written ends.
+    fn front_end(&self) -> u32 {
+        self.ends.front().copied().unwrap_or(self.pushed)
     }
 
     /// Queues one frame: `head` (frame and protocol headers, copied) then `payload`.
     pub fn push(&mut self, head: &[u8], payload: Bytes) {
-        // A frame is at most a message (`max_message_bytes`, `max_response_bytes`: both
-        // capped at 1 GiB by the config) and the backlog is bounded, so this stays far
-        // below `u32::MAX` (`count_sent` rebases).
-        self.pushed += (head.len() + payload.len()) as u32;
+        // Offsets stay below 2^31: `sent` is under 1 GiB after a rebase, and what is
+        // queued is at most the frame being written, the backlog bound, the spare
+        // frame and this one, each at most 256 MiB (the config caps
+        // `max_outbox_bytes`, `max_response_bytes` and `max_message_bytes`).
+        let len = (head.len() + payload.len()) as u32;
+        if self.spare_end <= self.front_end() || len > self.spare_len {
+            // The largest frame behind the front one is not counted as backlog.
+            self.spare_end = self.pushed + len;
+            self.spare_len = len;
+        }
+        self.pushed += len;
         self.ends.push_back(self.pushed);
         if self.tail.capacity() == 0 {
             self.tail.reserve(TAIL_FIRST_ALLOC);
@@ -101,7 +124,9 @@ impl Outbox {
         self.push(&[], frame);
     }
 
-    /// Drops everything queued (the connection is gone).
+    /// Drops everything queued and gives the buffers back (the connection is gone, or
+    /// everything was written: an idle connection keeps no buffer, and the offsets
+    /// start again from zero).
     pub fn clear(&mut self) {
         *self = Outbox::default();
     }
@@ -134,8 +159,10 @@ impl Outbox {
         self.tail.truncate(left);
         self.pushed = keep_to;
         self.ends.retain(|&end| end <= keep_to);
+        self.spare_end = 0;
+        self.spare_len = 0;
         if keep == 0 {
-            self.release();
+            self.clear();
         }
     }
 
@@ -162,16 +189,11 @@ impl Outbox {
             self.pushed -= base;
             self.front_start = 0;
             self.floor = self.floor.saturating_sub(base);
+            self.spare_end = self.spare_end.saturating_sub(base);
             for end in self.ends.iter_mut() {
                 *end -= base;
             }
         }
-    }
-
-    /// Gives the buffers back once nothing is waiting (everything written, or dropped):
-    /// an idle connection keeps none, and the offsets start again from zero.
-    fn release(&mut self) {
-        *self = Outbox::default();
     }
 
     fn seal_tail(&mut self) {
@@ -197,7 +219,7 @@ impl Outbox {
                     Nb::WouldBlock => return Ok((written, Flush::Blocked)),
                 }
             }
-            self.release();
+            self.clear();
             return Ok((written, Flush::Empty));
         }
         self.seal_tail();
@@ -227,7 +249,7 @@ impl Outbox {
                 }
             }
         }
-        self.release();
+        self.clear();
         Ok((written, Flush::Empty))
     }
 }
@@ -330,8 +352,28 @@ mod tests {
         o.push(b"hh", Bytes::from(vec![1u8; 8 << 20]));
         assert_eq!(o.backlog(), 0, "one large message alone is no backlog");
         o.push(b"h", Bytes::from_static(b"small"));
-        assert_eq!(o.backlog(), 6, "what queues behind it is");
-        assert_eq!(o.len(), 2 + (8 << 20) + 6);
+        o.push(b"h", Bytes::from_static(b"small"));
+        assert_eq!(
+            o.backlog(),
+            6,
+            "what queues behind it is (less its largest frame)"
+        );
+        assert_eq!(o.len(), 2 + (8 << 20) + 12);
+    }
+
+    #[test]
+    fn one_large_frame_behind_small_unwritten_ones_is_not_a_backlog() {
+        let mut o = Outbox::default();
+        o.push(b"h", Bytes::from_static(b"small answer"));
+        o.push(b"h", Bytes::from(vec![1u8; 8 << 20]));
+        o.push(b"h", Bytes::from_static(b"another"));
+        assert_eq!(o.backlog(), 8, "only the small frame behind the large one");
+        // A second large frame is a backlog: only one is left out.
+        o.push(b"", Bytes::from(vec![2u8; 1 << 20]));
+        assert_eq!(o.backlog(), 8 + (1 << 20));
+        // A frame larger than the one left out takes its place.
+        o.push(b"", Bytes::from(vec![3u8; 9 << 20]));
+        assert_eq!(o.backlog(), 8 + (1 << 20) + (8 << 20) + 1);
     }
 
     #[test]

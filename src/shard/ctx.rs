@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, ShardMetrics};
 use crate::registry::Registry;
 use crate::rt::clock;
 use crate::rt::notify::LocalNotify;
-use crate::rt::task::unix_now;
+use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session, SessionRef, SessionTable};
 use crate::upstream::http::{BackendSettings, Pool};
 use crate::upstream::link::{Link, LinkSettings};
@@ -133,10 +133,11 @@ impl ShardCtx {
         }
     }
 
-    /// Swaps in a new registry snapshot; pools and links of services whose URL did not
-    /// change are kept (with their connections); links no longer used are retired (their
-    /// calls in flight still get answers). Must run on the shard's runtime: new links
-    /// start dialing here.
+    /// Swaps in a new registry snapshot; pools and links of services whose URL and
+    /// addresses did not change are kept (with their connections); those no longer used
+    /// are retired (their calls in flight still get answers). Must run on the shard's
+    /// runtime: new links start dialing here. No DNS lookup happens here: the registry
+    /// carries each service's resolved addresses.
     pub fn apply_registry(&self, reg: Arc<Registry>) {
         let b = &self.config.backend;
         let settings = BackendSettings {
@@ -163,20 +164,30 @@ impl ShardCtx {
         let mut services = Vec::with_capacity(reg.services.len());
         for svc in &reg.services {
             let url = svc.link.as_ref().unwrap_or(&svc.url);
+            let addrs = svc.addrs.as_ref().ok();
+            // Kept (with its connections) while its name, URL and addresses stay; a
+            // service that could not be built is tried again at every update.
             let reuse = old
                 .iter()
-                .find(|o| o.meter.name == svc.name && &o.url == url)
+                .find(|o| {
+                    o.meter.name == svc.name
+                        && &o.url == url
+                        && o.addrs.as_ref() == addrs
+                        && !matches!(o.backend, Backend::Unavailable(_))
+                })
                 .cloned();
             let rt = match reuse {
                 Some(rt) => rt,
                 None => {
                     let metrics = self.all_metrics.service(self.id, &svc.name);
-                    let built = match &svc.link {
-                        Some(link) => {
+                    let built = match (&svc.addrs, &svc.link) {
+                        (Err(why), _) => Err(why.clone()),
+                        (Ok(addrs), Some(link)) => {
                             let counter = self.push_counter.clone();
                             Link::new(
                                 svc.name.clone(),
                                 link,
+                                addrs.to_vec(),
                                 link_settings.clone(),
                                 Rc::new(move || next_push_id(&counter)),
                                 metrics.clone(),
@@ -187,16 +198,19 @@ impl ShardCtx {
                             })
                             .map_err(|e| e.to_string())
                         }
-                        None => Pool::new(&svc.url, settings.clone())
-                            .map(|p| Backend::Http(Rc::new(p)))
-                            .map_err(|e| e.to_string()),
+                        (Ok(addrs), None) => {
+                            Pool::with_addrs(&svc.url, addrs.to_vec(), settings.clone())
+                                .map(|p| Backend::Http(Rc::new(p)))
+                                .map_err(|e| e.to_string())
+                        }
                     };
                     let backend = built.unwrap_or_else(|why| {
-                        tracing::error!(shard = self.id, service = %svc.name, url = %url, error = %why, "service unavailable on this shard: its requests answer 60");
+                        tracing::error!(shard = self.id, service = %svc.name, url = %url, error = %why, "service unavailable on this shard until the next registry update: its requests answer 60");
                         Backend::Unavailable(why.into())
                     });
                     Rc::new(ServiceRuntime {
                         url: url.clone(),
+                        addrs: addrs.cloned(),
                         backend,
                         meter: Rc::new(ServiceMeter {
                             name: svc.name.clone(),
@@ -208,11 +222,24 @@ impl ShardCtx {
             };
             services.push(rt);
         }
-        for o in &old {
-            if let Backend::Link(link) = &o.backend {
-                if !services.iter().any(|n| Rc::ptr_eq(n, o)) {
-                    link.retire();
+        for o in old {
+            if services.iter().any(|n| Rc::ptr_eq(n, &o)) {
+                continue;
+            }
+            match &o.backend {
+                // Its calls in flight still get their answers; then it closes.
+                Backend::Link(link) => link.retire(),
+                // Replies do not hold the pool: it is kept until every call it took
+                // has been answered or has timed out (one deadline covers a call's
+                // wait, connect, write and read), then dropped with its connections.
+                Backend::Http(_) => {
+                    let keep = settings.request_timeout + Duration::from_secs(1);
+                    spawn_isolated("retired backend pool", async move {
+                        monoio::time::sleep(keep).await;
+                        drop(o);
+                    });
                 }
+                Backend::Unavailable(_) => {}
             }
         }
         *self.services.borrow_mut() = services;

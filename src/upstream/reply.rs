@@ -20,7 +20,7 @@ use super::error::BackendError;
 use super::meter::ServiceMeter;
 
 /// Where a started request's answer goes: its client connection, with what the answer
-/// and the service's metrics need. A plain value (`backend::Done::Reply`), so a backend
+/// and the service's metrics need. A plain value (`upstream::Done::Reply`), so a backend
 /// keeps it with the call (the pool inside its `Call`, the link in its call table)
 /// without a boxed closure, which was an allocation per request.
 pub struct Reply {

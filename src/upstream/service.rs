@@ -18,15 +18,25 @@ pub enum Backend {
     Http(Rc<Pool>),
     /// The backend link: one multiplexed WebSocket (`link`, docs/LINK.md).
     Link(Link),
-    /// The service could not be set up on this shard (its host did not resolve at a
-    /// reload): its requests answer 60; the reason was logged when it was built.
+    /// The service could not be set up on this shard (its host did not resolve when the
+    /// registry was built): its requests answer 60 until the next registry update; the
+    /// reason was logged when it was built.
     Unavailable(Box<str>),
+}
+
+impl Backend {
+    /// The failure a request to an unavailable service gets (code 60).
+    pub fn unavailable(why: &str) -> super::BackendError {
+        super::BackendError::InvalidUrl(why.to_string())
+    }
 }
 
 /// A backend service as one shard uses it.
 pub struct ServiceRuntime {
     /// The `url` or the `link` URL, as configured.
     pub url: String,
+    /// The addresses it was built for (`None` when its host did not resolve).
+    pub addrs: Option<std::sync::Arc<[std::net::SocketAddr]>>,
     pub backend: Backend,
     /// Its name, metrics and failure log: what a request's answer records into.
     pub meter: Rc<ServiceMeter>,

@@ -173,7 +173,13 @@ fn serve_backend_conn(mut conn: TcpStream, rec: Arc<Mutex<Vec<Recorded>>>) {
 /// service whose port refuses connections. `extra_server` lines go into `[server]`,
 /// `extra_auth` into `[auth]`.
 pub fn config(backend: &Backend, extra_server: &str, extra_auth: &str) -> Config {
-    let text = format!(
+    Config::from_toml_str(&config_text(backend, extra_server, extra_auth), &[])
+        .expect("test config is valid")
+}
+
+/// The text of [`config`].
+pub fn config_text(backend: &Backend, extra_server: &str, extra_auth: &str) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -219,8 +225,7 @@ url = "http://127.0.0.1:1"
 endpoints = [ {{ path = "/dead/call", roles = ["user"] }} ]
 "#,
         url = backend.url()
-    );
-    Config::from_toml_str(&text, &[]).expect("test config is valid")
+    )
 }
 
 /// Starts a gateway and waits until it is ready.

@@ -12,7 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -158,11 +158,24 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Pool for the service at `url` = `http://host[:port][/base/path]`.
-    ///
-    /// Host names are resolved here, once (blocking `getaddrinfo`); IP
-    /// literals need no lookup. Only `http://` is supported for now.
+    /// Pool for the service at `url` = `http://host[:port][/base/path]`, resolving
+    /// its host here (blocking: tests only; the shard's pools take the addresses the
+    /// registry resolved, [`Pool::with_addrs`]).
+    #[cfg(test)]
     pub fn new(url: &str, settings: BackendSettings) -> Result<Pool, BackendError> {
+        let origin = parse_url(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
+        let addrs = crate::config::url::resolve(&origin.host, origin.port)
+            .map_err(BackendError::InvalidUrl)?;
+        Pool::with_addrs(url, addrs, settings)
+    }
+
+    /// Pool for the service at `url` whose host resolved to `addrs` (the shard's way:
+    /// the registry resolved them, so no lookup blocks the shard).
+    pub fn with_addrs(
+        url: &str,
+        addrs: Vec<SocketAddr>,
+        settings: BackendSettings,
+    ) -> Result<Pool, BackendError> {
         if settings.max_conns_per_shard == 0 {
             return Err(BackendError::InvalidSettings(
                 "max_conns_per_shard must be at least 1",
@@ -176,18 +189,6 @@ impl Pool {
         let origin = parse_url(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
         let host_line = HostLine::new(&origin.authority)
             .map_err(|e| BackendError::InvalidUrl(format!("{url:?}: {e}")))?;
-        let addrs: Vec<SocketAddr> = (origin.host.as_str(), origin.port)
-            .to_socket_addrs()
-            .map_err(|e| {
-                BackendError::InvalidUrl(format!("cannot resolve {:?}: {e}", origin.host))
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(BackendError::InvalidUrl(format!(
-                "{:?} resolved to no address",
-                origin.host
-            )));
-        }
         let slots = settings
             .max_conns_per_shard
             .saturating_mul(settings.pipeline_depth);
@@ -373,8 +374,10 @@ impl Inner {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // Calls hold the pool (through their service), so every lane is idle
-        // or draining here: close them all.
+        // The pool is dropped once no call can still be in flight on it: a shard keeps
+        // a replaced pool for a request timeout after the registry update
+        // (`shard::ShardCtx::apply_registry`), and awaited calls hold their service.
+        // Every lane is idle or draining here: close them all.
         let lanes: Vec<Rc<Lane>> = self.inner.lanes.borrow().clone();
         for lane in lanes {
             lane.shutdown(LaneEnd::Retired);

@@ -66,7 +66,7 @@ mod writer;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -111,26 +111,18 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// A link to `url` (`ws://host:port/path`) for `service`. Host names are resolved
-    /// here, once. Nothing is dialed before [`Link::ensure_running`].
+    /// A link to `url` (`ws://host:port/path`) for `service`, whose host resolved to
+    /// `addrs` (the registry resolved them, off the shards). Nothing is dialed before
+    /// [`Link::ensure_running`].
     pub fn new(
         service: Arc<str>,
         url: &str,
+        addrs: Vec<SocketAddr>,
         settings: LinkSettings,
         push_ids: PushIds,
         metrics: Arc<ServiceMetrics>,
     ) -> Result<Link, BackendError> {
         let url = LinkUrl::parse(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
-        let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| BackendError::InvalidUrl(format!("cannot resolve {}: {e}", url.host)))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(BackendError::InvalidUrl(format!(
-                "{} resolves to no address",
-                url.host
-            )));
-        }
         metrics
             .link
             .store(true, std::sync::atomic::Ordering::Relaxed);
