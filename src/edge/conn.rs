@@ -38,12 +38,10 @@ const READS_PER_WAKEUP: usize = 8;
 /// The upgraded connection's task, from the first frame to the close. `leftover`: the
 /// bytes that came after the upgrade request.
 pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, leftover: BytesMut) {
-    let channels = Channels::default();
     let _registered = Registration {
         at: ctx.add_session(shared.clone()),
         ctx: &ctx,
         shared: &shared,
-        channels: &channels,
     };
     let mut conn = Conn {
         ctx: &ctx,
@@ -61,9 +59,9 @@ pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
         partial: (!leftover.is_empty()).then_some(leftover),
         bucket: TokenBucket::new(rate(&ctx), ctx.now_ms()),
         closing: None,
-        read_epoch: u64::MAX,
-        gate_registered: u64::MAX,
-        channels: &channels,
+        read_epoch: u32::MAX,
+        gate_registered: u32::MAX,
+        channels: Channels::default(),
     };
     match conn.run(&stream).await {
         Ok(()) => {
@@ -80,7 +78,6 @@ pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
 struct Registration<'a> {
     ctx: &'a ShardCtx,
     shared: &'a ConnShared,
-    channels: &'a Channels,
     at: SessionRef,
 }
 
@@ -90,7 +87,6 @@ impl Drop for Registration<'_> {
         if let Ok(mut out) = self.shared.outbox.try_borrow_mut() {
             out.clear();
         }
-        self.channels.clear();
         self.ctx.remove_session(self.at);
         self.ctx.session_ended(&self.shared.session);
     }
@@ -126,9 +122,10 @@ struct Conn<'a> {
     stalled: bool,
     /// The read gate's tick of the last read, and of the last wait for the next tick
     /// (see `shard::gate`).
-    read_epoch: u64,
-    gate_registered: u64,
-    channels: &'a Channels,
+    read_epoch: u32,
+    gate_registered: u32,
+    /// The ordered channels' queues (dropped, and cleared, with the task).
+    channels: Channels,
 }
 
 /// What woke the connection task.
@@ -405,7 +402,7 @@ impl Conn<'_> {
                     dispatch::handle_request(
                         self.ctx,
                         self.shared,
-                        self.channels,
+                        &mut self.channels,
                         payload,
                         allowed,
                     );

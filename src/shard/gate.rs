@@ -126,13 +126,17 @@ impl Busy {
 #[derive(Debug, Default)]
 pub struct ReadGate {
     engaged: Cell<bool>,
-    epoch: Cell<u64>,
+    /// Counts ticks, wrapping: only equality matters (a tick recurs after 2^32 of them,
+    /// weeks at the shortest tick, and costs a connection at most one tick's wait).
+    /// `u32`, not `u64`: connections keep two of these, and the idle connection task
+    /// sits just under an allocator size class.
+    epoch: Cell<u32>,
     waiters: RefCell<Vec<Waker>>,
 }
 
 impl ReadGate {
     /// The current tick: a connection records it when it reads.
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> u32 {
         self.epoch.get()
     }
 
@@ -140,7 +144,7 @@ impl ReadGate {
     /// `waker` is woken at the next tick. `registered` is the connection's own record of
     /// the tick it last left its waker for, so a connection polled again within the tick
     /// (an answer to flush) is not listed, and woken, twice.
-    pub fn may_read(&self, last: u64, registered: &mut u64, waker: &Waker) -> bool {
+    pub fn may_read(&self, last: u32, registered: &mut u32, waker: &Waker) -> bool {
         let epoch = self.epoch.get();
         if !self.engaged.get() || last != epoch {
             return true;
@@ -155,7 +159,7 @@ impl ReadGate {
     /// A new tick: every waiting connection may read again.
     fn tick(&self, engaged: bool) {
         self.engaged.set(engaged);
-        self.epoch.set(self.epoch.get() + 1);
+        self.epoch.set(self.epoch.get().wrapping_add(1));
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in waiters {
             w.wake();
@@ -422,7 +426,7 @@ mod tests {
         let gate = ReadGate::default();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        let mut reg = u64::MAX;
+        let mut reg = u32::MAX;
         // Not engaged: always open.
         assert!(gate.may_read(gate.epoch(), &mut reg, &waker));
         gate.tick(true);
@@ -432,7 +436,7 @@ mod tests {
         assert!(!gate.may_read(read_at, &mut reg, &waker));
         assert!(!gate.may_read(read_at, &mut reg, &waker));
         // One that last read in an earlier tick may read.
-        let mut other = u64::MAX;
+        let mut other = u32::MAX;
         assert!(gate.may_read(read_at - 1, &mut other, &waker));
         gate.tick(true);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
