@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     if args.config.is_none() {
         tracing::info!("no --config given: running on the embedded defaults (localhost only)");
     }
-    match ringgate::server::run_until_signalled(config) {
+    match ringgate::server::run_until_signalled(config, args.config.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("cannot start: {e}");

@@ -63,6 +63,6 @@ fn run_gateway(a: &cli::ServeGatewayArgs) -> anyhow::Result<ExitCode> {
         Some(path) => ringgate::Config::from_file(path, &env)?,
         None => ringgate::Config::from_defaults(&env)?,
     };
-    ringgate::server::run_until_signalled(config)?;
+    ringgate::server::run_until_signalled(config, None)?;
     Ok(ExitCode::SUCCESS)
 }

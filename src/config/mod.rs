@@ -72,7 +72,7 @@ pub struct Config {
 // keys, absent there too, are `Option`s or `#[serde(default)]`).
 
 /// `[server]`: listeners, limits and timers of the client edge.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: String,
@@ -113,7 +113,7 @@ pub struct ServerConfig {
 }
 
 /// `[auth]`: how upgrade requests are authenticated.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
@@ -137,7 +137,7 @@ pub struct AuthConfig {
 }
 
 /// `[backend]`: the HTTP forwarding pools (one per service per shard).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub connect_timeout_ms: u64,

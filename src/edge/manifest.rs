@@ -3,11 +3,13 @@
 //!
 //! Why apart: it is sent from three places (the handshake, the connection task once
 //! the client answers the upgrade's ping, the sweep for a client that never does) and,
-//! with the push plane, again whenever a session's roles or the registry change.
+//! again whenever the registry changes what a session may call (`resend_changed`) and,
+//! with the push plane, when its roles change.
 
 use bytes::Bytes;
 
 use crate::proto::event::{manifest_message, ApiEntry};
+use crate::registry::Registry;
 use crate::rt::sys;
 use crate::rt::task::unix_now;
 use crate::session::ConnShared;
@@ -41,4 +43,30 @@ pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
     );
     let msg = Bytes::from(msg);
     shared.send_binary(&[], msg);
+}
+
+/// After a registry update (`old` → the shard's current one): a new manifest, with the
+/// next version, to every session whose callable endpoints changed (added, removed,
+/// or renamed); the GUIDs of endpoints it keeps stay the same (they derive from the
+/// session key and the stable endpoint id). Sessions still owed their first manifest
+/// get it as usual. Returns how many were sent.
+pub fn resend_changed(ctx: &ShardCtx, old: &Registry, reason: &str) -> usize {
+    let new = ctx.registry.borrow().clone();
+    let mut sent = 0;
+    for c in ctx.sessions.all() {
+        let s = &c.session;
+        if c.manifest_due() || c.is_gone() || c.closing() {
+            continue;
+        }
+        let entries = |reg: &Registry| -> Vec<(u32, std::sync::Arc<str>, std::sync::Arc<str>)> {
+            reg.visible(&s.roles)
+                .map(|e| (e.id, e.path.clone(), reg.services[e.service].name.clone()))
+                .collect()
+        };
+        if entries(old) != entries(&new) {
+            send(ctx, &c, reason);
+            sent += 1;
+        }
+    }
+    sent
 }

@@ -14,5 +14,5 @@ pub mod accept;
 mod conn;
 mod dispatch;
 pub mod handshake;
-mod manifest;
+pub mod manifest;
 pub mod sweep;

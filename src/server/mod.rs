@@ -7,6 +7,7 @@
 //! log), and turns a shutdown into a message in every shard's mailbox.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -80,6 +81,10 @@ pub struct Gateway {
     state: Arc<AdminState>,
     admin_thread: Option<JoinHandle<()>>,
     grace: Duration,
+    /// The config in force (replaced by each successful reload) and the generation of
+    /// the last registry sent to the shards.
+    config: std::sync::Mutex<Arc<Config>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -229,7 +234,46 @@ impl Gateway {
             state,
             admin_thread: Some(admin_thread),
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            generation: std::sync::atomic::AtomicU64::new(registry.generation),
+            config: std::sync::Mutex::new(config),
         })
+    }
+
+    /// Applies a new config's services and endpoints to every shard: a new registry
+    /// snapshot (hosts resolved here, on the caller's thread, never on a shard), and a
+    /// new manifest to each session whose callable endpoints changed. `[server]`,
+    /// `[auth]` and `[backend]` are read at start only: a change there is logged as
+    /// waiting for a restart. Returns the new registry's generation.
+    pub fn reload(&self, config: Config) -> u64 {
+        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        for (section, changed) in [
+            ("server", current.server != config.server),
+            ("auth", current.auth != config.auth),
+            ("backend", current.backend != config.backend),
+        ] {
+            if changed {
+                tracing::warn!(
+                    section,
+                    "config reload: [{section}] changed; it takes effect at the next start (a reload applies [[services]])"
+                );
+            }
+        }
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let registry = Registry::from_config(&config, generation);
+        for (svc, cfg) in registry.services.iter().zip(&config.services) {
+            if let Err(why) = &svc.addrs {
+                tracing::error!(service = %cfg.name, error = %why, "config reload: service unavailable (its requests answer 60 until a reload resolves it)");
+            }
+        }
+        tracing::info!(
+            generation,
+            services = registry.services.len(),
+            endpoints = registry.endpoints.len(),
+            "config reloaded: new registry sent to every shard"
+        );
+        self.update_registry(Arc::new(registry));
+        *current = Arc::new(config);
+        generation
     }
 
     /// Whether every shard is accepting.
@@ -344,16 +388,38 @@ fn bind_reuseport(
 }
 
 /// Runs a gateway until SIGTERM or SIGINT, then drains it: what the `ringgate` binary
-/// does (and `ringgate-bench gateway`). Call it before any other thread is started:
-/// it blocks the two signals in the calling thread, every thread the gateway starts
-/// inherits that mask, and the signals are then taken synchronously with `sigwait`, so
-/// no handler runs on a shard thread and none is lost.
-pub fn run_until_signalled(config: Config) -> Result<(), StartError> {
+/// does (and `ringgate-bench gateway`). SIGHUP reloads `reload_from` (the `--config`
+/// file): its services and endpoints reach every shard and every affected session gets
+/// a new manifest ([`Gateway::reload`]); a file that fails validation changes nothing.
+/// Call it before any other thread is started: it blocks the three signals in the
+/// calling thread, every thread the gateway starts inherits that mask, and the signals
+/// are then taken synchronously with `sigwait`, so no handler runs on a shard thread
+/// and none is lost.
+pub fn run_until_signalled(config: Config, reload_from: Option<&Path>) -> Result<(), StartError> {
     let (soft, hard) = raise_nofile_limit();
     tracing::info!(soft, hard, "file descriptor limit (RLIMIT_NOFILE)");
-    let signals = ShutdownSignals::block().map_err(StartError::Signals)?;
+    let signals = Signals::block().map_err(StartError::Signals)?;
     let gateway = Gateway::start(config)?;
-    let sig = signals.wait();
+    let sig = loop {
+        let sig = signals.wait();
+        if sig != libc::SIGHUP {
+            break sig;
+        }
+        // SIGHUP: read the config file again; a file that fails validation changes
+        // nothing (the running config stays) and the log says why.
+        let Some(path) = reload_from else {
+            tracing::warn!("SIGHUP: no --config file to reload (running on the embedded defaults)");
+            continue;
+        };
+        match Config::from_file(path, &Config::process_env()) {
+            Ok(config) => {
+                gateway.reload(config);
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "SIGHUP: config reload refused, nothing changed");
+            }
+        }
+    };
     tracing::info!(
         signal = sig,
         "shutting down: no new connections, closing open ones with 1001"
@@ -366,11 +432,12 @@ pub fn run_until_signalled(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT, blocked in every thread and taken synchronously.
-struct ShutdownSignals(libc::sigset_t);
+/// SIGTERM, SIGINT (shut down) and SIGHUP (reload), blocked in every thread and taken
+/// synchronously.
+struct Signals(libc::sigset_t);
 
-impl ShutdownSignals {
-    fn block() -> std::io::Result<ShutdownSignals> {
+impl Signals {
+    fn block() -> std::io::Result<Signals> {
         // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the calls
         // only read and write the set we pass.
         unsafe {
@@ -378,11 +445,12 @@ impl ShutdownSignals {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGTERM);
             libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             if rc != 0 {
                 return Err(std::io::Error::from_raw_os_error(rc));
             }
-            Ok(ShutdownSignals(set))
+            Ok(Signals(set))
         }
     }
 

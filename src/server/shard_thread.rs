@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use monoio::net::TcpListener;
 
-use crate::edge::{accept, sweep};
+use crate::edge::{accept, manifest, sweep};
 use crate::rt::mailbox::Mailbox;
 use crate::shard::{gate, ShardCtx, ShardMsg};
 
@@ -43,7 +43,12 @@ pub async fn run(
                     generation = reg.generation,
                     "registry updated"
                 );
+                let old = ctx.registry.borrow().clone();
                 ctx.apply_registry(reg);
+                let sent = manifest::resend_changed(&ctx, &old, "capabilities_updated");
+                if sent > 0 {
+                    tracing::info!(shard = ctx.id, sessions = sent, "new manifests sent");
+                }
             }
         }
     }
