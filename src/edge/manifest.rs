@@ -58,15 +58,21 @@ pub fn resend_changed(ctx: &ShardCtx, old: &Registry, reason: &str) -> usize {
         if c.manifest_due() || c.is_gone() || c.closing() {
             continue;
         }
-        let entries = |reg: &Registry| -> Vec<(u32, std::sync::Arc<str>, std::sync::Arc<str>)> {
-            reg.visible(&s.roles)
-                .map(|e| (e.id, e.path.clone(), reg.services[e.service].name.clone()))
-                .collect()
-        };
-        if entries(old) != entries(&new) {
+        // Compared in place (no copies, no reference counts touched): a reload walks
+        // every session of the shard.
+        if !callable(old, &s.roles).eq(callable(&new, &s.roles)) {
             send(ctx, &c, reason);
             sent += 1;
         }
     }
     sent
+}
+
+/// What a session with `roles` may call in `reg`, as its manifest shows it.
+fn callable<'a>(
+    reg: &'a Registry,
+    roles: &'a [String],
+) -> impl Iterator<Item = (u32, &'a str, &'a str)> + 'a {
+    reg.visible(roles)
+        .map(move |e| (e.id, &*e.path, &*reg.services[e.service].name))
 }
