@@ -1,7 +1,11 @@
 //! Tests of the `ringgate` binary itself: config checking and signal handling.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::GatewayProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
 
@@ -71,54 +75,10 @@ fn sigterm_drains_and_exits_zero_within_the_grace_period() {
         )
         .replace("shutdown_grace_ms = 5000", "shutdown_grace_ms = 1000");
     let p = write_config(&dir, "run.toml", &text);
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&p)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read the log on a thread so a silent child cannot hang the test.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !log.contains("ringgate listening") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => log.push_str(&line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("never logged that it listens: {log}");
-            }
-        }
-    }
-    // SAFETY: sending a signal to the child we started, by its pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut gw = GatewayProcess::start(&p);
+    gw.wait_log("ringgate listening");
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
-        log.push_str(&line);
-    }
-    assert!(log.contains("stopped"), "{log}");
+    assert!(gw.log.contains("stopped"), "{}", gw.log);
 }

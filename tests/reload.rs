@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::process::GatewayProcess;
 use common::*;
 use ringgate::client::Incoming;
 use ringgate::Config;
@@ -77,66 +77,6 @@ fn a_reload_that_adds_an_endpoint_sends_affected_sessions_manifest_v2_with_stabl
     });
 }
 
-/// The gateway process a test started: stopped by its pid when the test ends, also
-/// when it fails half-way.
-struct Gateway(std::process::Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn_binary(config: &std::path::Path) -> (Gateway, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Gateway(child), rx)
-}
-
-/// Waits for a log line containing `needle`; returns it.
-fn wait_log(rx: &std::sync::mpsc::Receiver<String>, needle: &str, log: &mut String) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-            Err(_) => panic!("no log line with {needle:?}:\n{log}"),
-        }
-    }
-}
-
-fn signal(child: &Gateway, sig: i32) {
-    // SAFETY: sending a signal to the child this test started, by its pid.
-    unsafe {
-        libc::kill(child.0.id() as i32, sig);
-    }
-}
-
 #[test]
 fn sighup_reloads_the_config_file_and_a_bad_file_changes_nothing() {
     let backend = Backend::start();
@@ -145,15 +85,8 @@ fn sighup_reloads_the_config_file_and_a_bad_file_changes_nothing() {
     let path = dir.join("ringgate.toml");
     let base = config_text(&backend, "", "");
     std::fs::write(&path, &base).unwrap();
-    let (mut child, rx) = spawn_binary(&path);
-    let mut log = String::new();
-    let line = wait_log(&rx, "ringgate listening", &mut log);
-    let addr: std::net::SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("listen="))
-        .expect("the listen address is logged")
-        .parse()
-        .unwrap();
+    let mut gw = GatewayProcess::start(&path);
+    let addr = gw.wait_listening();
 
     run(async {
         let opts = ringgate::client::ConnectOptions {
@@ -168,8 +101,8 @@ fn sighup_reloads_the_config_file_and_a_bad_file_changes_nothing() {
 
         // A file that fails validation: refused, the process lives, nothing changes.
         std::fs::write(&path, base.replace("[server]", "[server]\nno_such_key = 1")).unwrap();
-        signal(&child, libc::SIGHUP);
-        let refused = wait_log(&rx, "reload refused", &mut log);
+        gw.signal(libc::SIGHUP);
+        let refused = gw.wait_log("reload refused");
         assert!(refused.contains("no_such_key"), "{refused}");
 
         // A good file: the new endpoint reaches the live session.
@@ -179,25 +112,16 @@ fn sighup_reloads_the_config_file_and_a_bad_file_changes_nothing() {
         );
         assert!(added.contains("/echo/hup"));
         std::fs::write(&path, added).unwrap();
-        signal(&child, libc::SIGHUP);
+        gw.signal(libc::SIGHUP);
         let m2 = c.manifest().await.unwrap();
         assert_eq!(m2.version, 2, "one manifest: the refused reload sent none");
         let hup = m2.guid("/echo/hup").expect("the endpoint added by SIGHUP");
         let (h, body) = c.call(hup, b"hi").await.unwrap();
         assert_eq!((h.code, &body[..]), (0, &b"hi"[..]));
     });
-    wait_log(&rx, "config reloaded", &mut log);
-    signal(&child, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            panic!("did not exit after SIGTERM:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0), "{log}");
+    gw.wait_log("config reloaded");
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", gw.log);
     let _ = std::fs::remove_dir_all(&dir);
 }
