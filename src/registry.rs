@@ -88,6 +88,15 @@ impl Registry {
         r
     }
 
+    /// The services whose host did not resolve when this snapshot was built: their
+    /// index, the service, and why.
+    pub fn unresolved(&self) -> impl Iterator<Item = (usize, &Service, &str)> {
+        self.services
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.addrs.as_ref().err().map(|why| (i, s, why.as_str())))
+    }
+
     /// The endpoint with stable id `id`.
     pub fn endpoint(&self, id: u32) -> Option<&Endpoint> {
         self.endpoint_at(id).map(|(_, e)| e)

@@ -20,15 +20,8 @@ pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
     let s = &shared.session;
     let reg = ctx.registry.borrow().clone();
     let minter = s.key.minter();
-    let apis: Vec<ApiEntry> = reg
-        .visible(&s.roles)
-        .map(|e| {
-            ApiEntry::new(
-                &minter.endpoint_guid(e.id),
-                &e.path,
-                &reg.services[e.service].name,
-            )
-        })
+    let apis: Vec<ApiEntry> = callable(&reg, &s.roles)
+        .map(|(id, path, service)| ApiEntry::new(&minter.endpoint_guid(id), path, service))
         .collect();
     let version = s.manifest_version.get() + 1;
     s.manifest_version.set(version);

@@ -56,17 +56,17 @@ pub enum StartError {
 /// A service whose host did not resolve when the first registry was built stops the
 /// start, naming its key (later, at an update, the shards log it and answer that
 /// service's requests with 60 instead).
-fn check_resolved(config: &Config, registry: &Registry) -> Result<(), StartError> {
-    for (i, (svc, cfg)) in registry.services.iter().zip(&config.services).enumerate() {
-        if let Err(why) = &svc.addrs {
-            let key = if cfg.link.is_some() { "link" } else { "url" };
-            return Err(StartError::Resolve {
+fn check_resolved(registry: &Registry) -> Result<(), StartError> {
+    match registry.unresolved().next() {
+        Some((i, svc, why)) => {
+            let key = if svc.link.is_some() { "link" } else { "url" };
+            Err(StartError::Resolve {
                 key: format!("services[{i}].{key}"),
-                why: why.clone(),
-            });
+                why: why.to_string(),
+            })
         }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A running gateway.
@@ -100,7 +100,7 @@ impl Gateway {
             }
         };
         let registry = Arc::new(Registry::from_config(&config, 1));
-        check_resolved(&config, &registry)?;
+        check_resolved(&registry)?;
         let shards = config.server.shard_count();
         let metrics = Arc::new(Metrics::new(shards));
 
@@ -260,10 +260,8 @@ impl Gateway {
         }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let registry = Registry::from_config(&config, generation);
-        for (svc, cfg) in registry.services.iter().zip(&config.services) {
-            if let Err(why) = &svc.addrs {
-                tracing::error!(service = %cfg.name, error = %why, "config reload: service unavailable (its requests answer 60 until a reload resolves it)");
-            }
+        for (_, svc, why) in registry.unresolved() {
+            tracing::error!(service = %svc.name, error = %why, "config reload: service unavailable (its requests answer 60 until a reload resolves it)");
         }
         tracing::info!(
             generation,
