@@ -24,6 +24,7 @@
 //!   REQUEST 0x02 | session u64 | call u64 | message_id u64 | flags u8 | path_len u16
 //!                | path | payload                     (call 0 = an event: no reply)
 //!   CLOSED  0x03 | session u64
+//!   CLIENT_ANSWER 0x04 | call u64 | code u8 | payload    (the answer to CALL_CLIENT)
 //! backend → ringgate ("actions")
 //!   REPLY   0x81 | call u64 | status u16 | payload      (HTTP status semantics)
 //!   SEND    0x82 | session u64 | flags u8 | payload     (flags: 0 or 0x01 binary)
@@ -63,6 +64,8 @@ pub mod kind {
     pub const REQUEST: u8 = 0x02;
     /// A session the backend was told about has ended.
     pub const CLOSED: u8 = 0x03;
+    /// A client's answer to CALL_CLIENT (or ringgate's, when there was none).
+    pub const CLIENT_ANSWER: u8 = 0x04;
     /// The answer to a request.
     pub const REPLY: u8 = 0x81;
     /// A push to one session.

@@ -35,6 +35,15 @@ pub enum ToBackend<'a> {
     Closed {
         session: u64,
     },
+    /// The client's answer to CALL_CLIENT `call`.
+    ClientAnswer {
+        call: u64,
+        /// The Bannou response code the client set; ringgate's own 60 when the client
+        /// did not answer within the call's timeout, 31 when the session is gone.
+        code: u8,
+        /// The client's response payload (empty with ringgate's codes).
+        payload: &'a [u8],
+    },
 }
 
 fn check_len(kind: u8, field: &'static str, s: &[u8]) -> Result<u16, LinkError> {
@@ -59,6 +68,7 @@ impl ToBackend<'_> {
                 REQUEST_PREFIX_LEN + path.len() + payload.len()
             }
             ToBackend::Closed { .. } => 1 + 8,
+            ToBackend::ClientAnswer { payload, .. } => 1 + 8 + 1 + payload.len(),
         }
     }
 
@@ -79,7 +89,7 @@ impl ToBackend<'_> {
             ToBackend::Request { path, .. } => {
                 check_len(kind::REQUEST, "path", path.as_bytes())?;
             }
-            ToBackend::Closed { .. } => {}
+            ToBackend::Closed { .. } | ToBackend::ClientAnswer { .. } => {}
         }
         Ok(())
     }
@@ -123,6 +133,16 @@ impl ToBackend<'_> {
                 out.put_u8(kind::CLOSED);
                 out.put_u64(session);
             }
+            ToBackend::ClientAnswer {
+                call,
+                code,
+                payload,
+            } => {
+                out.put_u8(kind::CLIENT_ANSWER);
+                out.put_u64(call);
+                out.put_u8(code);
+                out.put_slice(payload);
+            }
         }
         Ok(())
     }
@@ -149,6 +169,11 @@ impl<'a> ToBackend<'a> {
                 payload: r.rest(),
             },
             kind::CLOSED => ToBackend::Closed { session: r.u64()? },
+            kind::CLIENT_ANSWER => ToBackend::ClientAnswer {
+                call: r.u64()?,
+                code: r.u8()?,
+                payload: r.rest(),
+            },
             other => return Err(LinkError::UnknownKind(other)),
         };
         r.end()?;
@@ -198,6 +223,49 @@ mod tests {
             payload: b"",
         });
         round_trip(ToBackend::Closed { session: 99 });
+        round_trip(ToBackend::ClientAnswer {
+            call: 12,
+            code: 0,
+            payload: b"{\"ok\":true}",
+        });
+        round_trip(ToBackend::ClientAnswer {
+            call: u64::MAX,
+            code: 60,
+            payload: b"",
+        });
+    }
+
+    #[test]
+    fn a_client_answer_has_the_documented_byte_layout_and_a_borrowed_payload() {
+        let mut out = Vec::new();
+        ToBackend::ClientAnswer {
+            call: 0x0102,
+            code: 31,
+            payload: b"p",
+        }
+        .encode(&mut out)
+        .unwrap();
+        assert_eq!(out, [0x04, 0, 0, 0, 0, 0, 0, 1, 2, 31, b'p']);
+        let Ok(ToBackend::ClientAnswer { payload, .. }) = ToBackend::decode(&out) else {
+            panic!("not a client answer");
+        };
+        assert_eq!(payload.as_ptr(), out[10..].as_ptr(), "no copy");
+    }
+
+    #[test]
+    fn a_client_answer_cut_anywhere_before_its_payload_is_truncated() {
+        let out = [0x04, 0, 0, 0, 0, 0, 0, 0, 9, 0];
+        for n in 1..out.len() {
+            assert_eq!(
+                ToBackend::decode(&out[..n]),
+                Err(LinkError::Truncated {
+                    kind: kind::CLIENT_ANSWER,
+                    len: n
+                }),
+                "{n}"
+            );
+        }
+        assert!(ToBackend::decode(&out).is_ok());
     }
 
     #[test]
