@@ -42,6 +42,12 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    pub(super) fn u32(&mut self) -> Result<u32, LinkError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
     pub(super) fn u64(&mut self) -> Result<u64, LinkError> {
         Ok(u64::from_be_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
