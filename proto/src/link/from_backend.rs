@@ -41,8 +41,8 @@ pub enum FromBackend {
         /// 1 to [`MAX_TOPIC`] bytes.
         topic: Box<str>,
         /// The conflation key: in a slow client's outbox, this message replaces an
-        /// unsent older one of the same topic with the same key. `None` on the wire is
-        /// an empty key; at most [`MAX_KEY`] bytes.
+        /// unsent older one with the same key. `None` on the wire is an empty key; at
+        /// most [`MAX_KEY`] bytes.
         key: Option<Box<str>>,
         payload: Bytes,
     },

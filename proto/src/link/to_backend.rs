@@ -41,7 +41,7 @@ pub enum ToBackend<'a> {
         /// The Bannou response code the client set; ringgate's own 60 when the client
         /// did not answer within the call's timeout, 31 when the session is gone.
         code: u8,
-        /// The client's response payload (empty with ringgate's codes).
+        /// The client's response payload.
         payload: &'a [u8],
     },
 }
