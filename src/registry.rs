@@ -142,6 +142,11 @@ impl Registry {
         self.by_id.get(&id).map(|&i| (i, &self.endpoints[i]))
     }
 
+    /// The endpoint at `path` (a shortcut's target) and its stable id.
+    pub fn endpoint_by_path(&self, path: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| &*e.path == path)
+    }
+
     /// The endpoints a session with `roles` may call, in config order.
     pub fn visible<'a>(&'a self, roles: &'a [String]) -> impl Iterator<Item = &'a Endpoint> + 'a {
         self.endpoints.iter().filter(move |e| e.permits(roles))

@@ -109,6 +109,42 @@ impl<'a> Manifest<'a> {
     }
 }
 
+/// Event name of a backend failure notice to admin sessions (Bannou's).
+pub const SERVICE_ERROR_EVENT: &str = "service_error";
+
+/// A backend failure, told to sessions with an admin role (Bannou's field names).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceError<'a> {
+    pub event_name: &'static str,
+    pub event_id: String,
+    pub timestamp: String,
+    /// A stable UUID of the failing service.
+    pub service_id: String,
+    /// The gateway instance reporting it.
+    pub app_id: &'a str,
+    /// What was being done: the endpoint call.
+    pub operation: &'a str,
+    /// The kind of failure (`timeout`, `unreachable`, `link_down`, …).
+    pub error_type: &'a str,
+    pub message: &'a str,
+    /// `info`, `warning`, `error` or `critical`.
+    pub severity: &'a str,
+    /// The failing dependency: the service's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<&'a str>,
+}
+
+/// Builds a JSON push message (header + `event` serialized).
+pub fn event_message<T: Serialize>(message_id: u64, event: &T) -> Vec<u8> {
+    let json = serde_json::to_vec(event).expect("events serialize");
+    encode_push(message_id, &json)
+}
+
 /// Builds the disconnect notice push message (header + JSON), sent before a
 /// server-initiated close the client may recover from by reconnecting.
 pub fn disconnect_message(

@@ -12,6 +12,7 @@
 //! ```text
 //! endpoint block: 0x01 | id u32 | 11 zero bytes          (88-bit tag)
 //! peer block:     0x02 | shard u16 | slot u32 | gen u32 | 5 zero bytes
+//! shortcut block: 0x03 | id u32 | 11 zero bytes          (a session's shortcut)
 //! ```
 
 use aes::cipher::{generic_array::GenericArray, BlockDecrypt, BlockEncrypt, KeyInit};
@@ -21,6 +22,7 @@ use sha2::Sha256;
 
 const KIND_ENDPOINT: u8 = 0x01;
 const KIND_PEER: u8 = 0x02;
+const KIND_SHORTCUT: u8 = 0x03;
 const DERIVE_LABEL: &[u8] = b"ringgate guid key v1\0";
 /// Label of the gateway-wide peer key. It differs from `DERIVE_LABEL` within that
 /// label's length, so no session id gives a session the peer key.
@@ -31,6 +33,9 @@ const PEER_LABEL: &[u8] = b"ringgate peer key v1\0";
 pub enum GuidTarget {
     /// A service endpoint, by its stable id.
     Endpoint(u32),
+    /// One of the session's shortcuts (a backend-published, pre-bound call), by its
+    /// number within the session.
+    Shortcut(u32),
     /// Another client connection (peer-to-peer routing).
     Peer {
         shard: u16,
@@ -129,6 +134,9 @@ fn open_with(cipher: &Aes128Dec, guid: &[u8; 16]) -> Option<GuidTarget> {
         KIND_ENDPOINT if block[5..].iter().all(|&x| x == 0) => Some(GuidTarget::Endpoint(
             u32::from_be_bytes(block[1..5].try_into().expect("4 bytes")),
         )),
+        KIND_SHORTCUT if block[5..].iter().all(|&x| x == 0) => Some(GuidTarget::Shortcut(
+            u32::from_be_bytes(block[1..5].try_into().expect("4 bytes")),
+        )),
         KIND_PEER if block[11..].iter().all(|&x| x == 0) => Some(GuidTarget::Peer {
             shard: u16::from_be_bytes([block[1], block[2]]),
             slot: u32::from_be_bytes(block[3..7].try_into().expect("4 bytes")),
@@ -196,8 +204,17 @@ pub struct GuidMinter(Aes128);
 impl GuidMinter {
     /// Same as [`SessionKey::endpoint_guid`].
     pub fn endpoint_guid(&self, id: u32) -> [u8; 16] {
+        self.seal(KIND_ENDPOINT, id)
+    }
+
+    /// The GUID of the session's shortcut number `id`.
+    pub fn shortcut_guid(&self, id: u32) -> [u8; 16] {
+        self.seal(KIND_SHORTCUT, id)
+    }
+
+    fn seal(&self, kind: u8, id: u32) -> [u8; 16] {
         let mut block = [0u8; 16];
-        block[0] = KIND_ENDPOINT;
+        block[0] = kind;
         block[1..5].copy_from_slice(&id.to_be_bytes());
         let mut b = GenericArray::from(block);
         self.0.encrypt_block(&mut b);
@@ -309,6 +326,20 @@ mod tests {
         let b = SessionKey::derive(&[8; 32], "s");
         assert_ne!(a.endpoint_guid(1), b.endpoint_guid(1));
         assert_eq!(b.open(&a.endpoint_guid(1)), None);
+    }
+
+    #[test]
+    fn shortcut_guids_open_to_their_number_and_only_under_their_session() {
+        let k = SessionKey::derive(&[7; 32], "s1");
+        let g = k.minter().shortcut_guid(5);
+        assert_eq!(k.open(&g), Some(GuidTarget::Shortcut(5)));
+        assert_ne!(
+            g,
+            k.endpoint_guid(5),
+            "not the endpoint with the same number"
+        );
+        let other = SessionKey::derive(&[7; 32], "s2");
+        assert_eq!(other.open(&g), None);
     }
 
     #[test]

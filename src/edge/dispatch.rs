@@ -73,6 +73,12 @@ pub fn handle_request(
     message: Bytes,
     allowed: bool,
 ) {
+    if message.first().is_some_and(|f| f & flags::RESPONSE != 0)
+        && super::client_rpc::client_answered(ctx, shared, &message)
+    {
+        // A client's answer (16-byte response header) to a backend's call.
+        return;
+    }
     let header = match RequestHeader::decode(&message) {
         Ok(h) => h,
         Err(e) => {
@@ -124,8 +130,15 @@ pub fn handle_request(
         .guid_cache
         .borrow_mut()
         .open(&shared.session.key, &header.guid);
-    let endpoint_id = match target {
-        Some(GuidTarget::Endpoint(id)) => id,
+    let (endpoint_id, message) = match target {
+        Some(GuidTarget::Endpoint(id)) => (id, message),
+        Some(GuidTarget::Shortcut(id)) => match shortcut(ctx, shared, id, &message) {
+            Ok(routed) => routed,
+            Err(code) => {
+                answer_error(shared, &header, code);
+                return;
+            }
+        },
         // (Peer GUIDs are sealed under the peer key: under a session's own key they
         // open to nothing. Peer messages took the branch above.)
         Some(GuidTarget::Peer { .. }) | None => {
@@ -154,7 +167,8 @@ pub fn handle_request(
         return;
     }
     let payload_len = message.len() - REQUEST_HEADER_LEN;
-    if payload_len == 0 && header.flags & (flags::EVENT | flags::META) == 0 {
+    let is_shortcut = matches!(target, Some(GuidTarget::Shortcut(_)));
+    if payload_len == 0 && header.flags & (flags::EVENT | flags::META) == 0 && !is_shortcut {
         service.meter.metrics.response(ResponseCode::RequestError);
         answer_error(shared, &header, ResponseCode::RequestError);
         return;
@@ -207,6 +221,38 @@ pub fn handle_request(
     );
 }
 
+/// A shortcut invoked: its target endpoint's id and the message to forward (the
+/// client's header, the bound payload), or the code that answers it: revoked 72,
+/// expired 70, target gone (or no longer permitted) 71.
+fn shortcut(
+    ctx: &ShardCtx,
+    shared: &ConnShared,
+    id: u32,
+    message: &Bytes,
+) -> Result<(u32, Bytes), ResponseCode> {
+    let shortcuts = ctx.plane.shortcuts.borrow();
+    let Some(sc) = shortcuts.get(shared.session.link_ref, id) else {
+        return Err(ResponseCode::ServiceNotFound);
+    };
+    if sc.revoked {
+        return Err(ResponseCode::ShortcutRevoked);
+    }
+    if sc.expired(crate::rt::task::unix_now().as_millis() as u64) {
+        return Err(ResponseCode::ShortcutExpired);
+    }
+    let reg = ctx.registry.borrow();
+    let Some(target) = reg
+        .endpoint_by_path(&sc.target)
+        .filter(|e| e.permits(&shared.session.roles()))
+    else {
+        return Err(ResponseCode::ShortcutTargetNotFound);
+    };
+    let mut m = bytes::BytesMut::with_capacity(REQUEST_HEADER_LEN + sc.payload.len());
+    m.extend_from_slice(&message[..REQUEST_HEADER_LEN]);
+    m.extend_from_slice(&sc.payload);
+    Ok((target.id, m.freeze()))
+}
+
 /// An unordered request (channel 0, meta): started with a callback that answers the
 /// client, so it needs no task of its own (`upstream::http::Pool::start`,
 /// `upstream::link::Link::start`).
@@ -217,6 +263,7 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
         meter: q.service.meter.clone(),
         header: q.header,
         started: clock::recent_us(),
+        path: q.path.clone(),
     };
     match &q.service.backend {
         // A plain value the pool keeps inside its call, the link in its call table:
@@ -275,7 +322,15 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
         Backend::Link(link) => link.call(shared, link_request(&q)).await,
         Backend::Unavailable(why) => Err(Backend::unavailable(why)),
     };
-    answer(ctx.id, shared, &q.service.meter, &q.header, started, result);
+    answer(
+        ctx.id,
+        shared,
+        &q.service.meter,
+        &q.header,
+        started,
+        result,
+        Some(&q.path),
+    );
 }
 
 /// The link request for `q` (the payload is a slice of the client's frame).

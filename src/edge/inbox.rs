@@ -17,7 +17,7 @@ use crate::session::{ConnShared, SessionRef};
 use crate::shard::ShardCtx;
 use crate::upstream::Backend;
 
-use super::manifest;
+use super::{client_rpc, manifest};
 
 /// Most messages applied in one turn before yielding to the shard's other tasks.
 const BATCH: usize = 256;
@@ -47,7 +47,7 @@ fn live(ctx: &ShardCtx, at: SessionRef) -> Option<Rc<ConnShared>> {
 }
 
 /// Applies one push message.
-pub fn apply(ctx: &ShardCtx, msg: PushMsg) {
+pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg) {
     match msg {
         PushMsg::Publish(p) => {
             ctx.plane.deliver(&p);
@@ -102,6 +102,54 @@ pub fn apply(ctx: &ShardCtx, msg: PushMsg) {
                 c.request_close(code, reason);
             }
         }
+        PushMsg::Shortcut {
+            to,
+            name,
+            target,
+            expires_unix_ms,
+            payload,
+        } => {
+            if let Some(c) = live(ctx, to) {
+                let published = ctx.plane.shortcuts.borrow_mut().publish(
+                    c.session.link_ref,
+                    &name,
+                    &target,
+                    payload,
+                    expires_unix_ms,
+                );
+                match published {
+                    Ok(_) if !c.manifest_due() => manifest::send(ctx, &c, "shortcut_published"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(shard = ctx.id, session = %c.session.session_id, shortcut = %name, error = %e, "shortcut refused")
+                    }
+                }
+            }
+        }
+        PushMsg::ShortcutRevoke { to, name } => {
+            if let Some(c) = live(ctx, to) {
+                let revoked = ctx
+                    .plane
+                    .shortcuts
+                    .borrow_mut()
+                    .revoke(c.session.link_ref, &name);
+                if revoked && !c.manifest_due() {
+                    manifest::send(ctx, &c, "shortcut_revoked");
+                }
+            }
+        }
+        PushMsg::CallClient {
+            to,
+            reply_to,
+            timeout_ms,
+            payload,
+        } => client_rpc::call_client(ctx, to, reply_to, timeout_ms, payload),
+        PushMsg::ClientAnswer {
+            service,
+            call,
+            code,
+            payload,
+        } => client_rpc::deliver_answer(ctx, &service, call, code, &payload),
         PushMsg::Inspect { to, reply } => {
             let info = live(ctx, to).map(|c| info(ctx, &c));
             let _ = reply.try_send(info);

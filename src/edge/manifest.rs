@@ -21,9 +21,17 @@ pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
     let s = &shared.session;
     let reg = ctx.registry.borrow().clone();
     let minter = s.key.minter();
-    let apis: Vec<ApiEntry> = callable(&reg, &s.roles())
+    let mut apis: Vec<ApiEntry> = callable(&reg, &s.roles())
         .map(|(id, path, service)| ApiEntry::new(&minter.endpoint_guid(id), path, service))
         .collect();
+    // The session's shortcuts, as Bannou lists them: service `shortcut`, endpoint = name.
+    apis.extend(
+        ctx.plane
+            .shortcuts
+            .borrow()
+            .listed(s.link_ref)
+            .map(|sc| ApiEntry::new(&minter.shortcut_guid(sc.id), &sc.name, "shortcut")),
+    );
     let version = s.manifest_version.get() + 1;
     s.manifest_version.set(version);
     let at = shared.at();

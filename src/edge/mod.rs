@@ -12,10 +12,12 @@
 //! - `sweep`: the shard's once-a-second pass over its sessions.
 //! - `peer`: client-to-client messages (flag 0x20) and broadcasts.
 //! - `topic`: topic endpoints (publish, subscribe, unsubscribe without a backend).
+//! - `client_rpc`: a backend's request to a client and the client's answer back.
 //! - `inbox`: the shard's push inbox (what the hub posts to this shard).
 
 pub mod accept;
 mod answer;
+mod client_rpc;
 mod conn;
 mod dispatch;
 pub mod handshake;

@@ -19,17 +19,22 @@
 //! - `msg`: [`PushMsg`], what a shard's push inbox receives.
 //! - `hub`: [`Hub`], the inboxes and the directory, used from any thread.
 //! - `topics`: a shard's subscribers per topic and topics per session.
+//! - `client_calls`: calls from a backend to a client awaiting the client's answer.
+//! - `shortcuts`: a session's pre-bound calls published by backends.
 //! - `plane`: [`ShardPlane`], one shard's half: its session table, its topics, the hub.
 
+mod client_calls;
 mod directory;
 pub mod frame;
 mod hub;
 mod msg;
 mod plane;
+mod shortcuts;
 mod topics;
 
 // (The push API and the link's session-addressed actions, next, use all of these.)
 #[allow(unused_imports)]
+pub use client_calls::ClientCall;
 pub use directory::Loc;
 #[allow(unused_imports)]
 pub use hub::{Hub, PublishError, Target};

@@ -81,6 +81,34 @@ pub enum PushMsg {
         code: u16,
         reason: String,
     },
+    /// Publishes (or replaces, by name) a shortcut for a connection's session; its
+    /// manifest is re-sent.
+    Shortcut {
+        to: SessionRef,
+        name: Box<str>,
+        target: Box<str>,
+        expires_unix_ms: u64,
+        payload: Bytes,
+    },
+    /// Revokes a shortcut by name; the manifest is re-sent if one was listed.
+    ShortcutRevoke { to: SessionRef, name: Box<str> },
+    /// A backend's request to a client (service → client RPC): sent as a request frame
+    /// (flags 0x01, as Bannou sends it); the client's response frame, or the timeout
+    /// (60), or its absence (31), goes back to `reply_to`.
+    CallClient {
+        to: SessionRef,
+        reply_to: super::ClientCall,
+        timeout_ms: u32,
+        payload: Bytes,
+    },
+    /// A client's answer (or 60, or 31) to a backend's call, for that backend's link
+    /// on this shard.
+    ClientAnswer {
+        service: Arc<str>,
+        call: u64,
+        code: u8,
+        payload: Bytes,
+    },
     /// Reports on a connection (none if it has ended).
     Inspect {
         to: SessionRef,

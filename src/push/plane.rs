@@ -14,9 +14,15 @@ use std::sync::Arc;
 use crate::metrics::{bump, ShardMetrics};
 use crate::session::{ConnShared, SessionRef, SessionTable};
 
+use bytes::Bytes;
+
+use crate::proto::bannou::ResponseCode;
+
+use super::client_calls::{ClientCall, ClientCalls};
 use super::directory::Loc;
 use super::hub::Hub;
-use super::msg::Published;
+use super::msg::{Published, PushMsg};
+use super::shortcuts::Shortcuts;
 use super::topics::{Change, Topics};
 
 /// One shard's sessions and subscriptions, and the hub.
@@ -26,6 +32,10 @@ pub struct ShardPlane {
     pub hub: Arc<Hub>,
     pub sessions: SessionTable,
     pub topics: RefCell<Topics>,
+    /// Backends' calls to this shard's clients awaiting answers.
+    pub client_calls: RefCell<ClientCalls>,
+    /// Shortcuts published for this shard's sessions.
+    pub shortcuts: RefCell<Shortcuts>,
     metrics: Arc<ShardMetrics>,
 }
 
@@ -36,6 +46,8 @@ impl ShardPlane {
             hub,
             sessions: SessionTable::default(),
             topics: RefCell::default(),
+            client_calls: RefCell::default(),
+            shortcuts: RefCell::default(),
             metrics,
         }
     }
@@ -60,6 +72,10 @@ impl ShardPlane {
         self.hub
             .directory
             .unregister(&s.session_id, s.account_id.as_deref(), self.loc(at));
+        self.shortcuts.borrow_mut().remove_session(s.link_ref);
+        for call in self.client_calls.borrow_mut().take_session(s.link_ref) {
+            self.answer_call(call, ResponseCode::ClientNotFound.as_u8(), Bytes::new());
+        }
         let left = self.topics.borrow().of_session(s.link_ref).len();
         if left > 0 {
             let emptied = self.topics.borrow_mut().remove_session(s.link_ref);
@@ -69,6 +85,20 @@ impl ShardPlane {
             }
         }
         true
+    }
+
+    /// Sends a client's answer (or the gateway's code for it) back to the backend that
+    /// made the call.
+    pub fn answer_call(&self, call: ClientCall, code: u8, payload: Bytes) {
+        self.hub.post(
+            call.origin,
+            PushMsg::ClientAnswer {
+                service: call.service,
+                call: call.call,
+                code,
+                payload,
+            },
+        );
     }
 
     /// Where a connection of this shard is, for the directory and peer GUIDs.

@@ -27,7 +27,7 @@ use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session, SessionRef};
 use crate::upstream::http::{BackendSettings, Pool};
 use crate::upstream::link::{Link, LinkSettings};
-use crate::upstream::{Backend, FailureLog, ServiceMeter, ServiceRuntime};
+use crate::upstream::{Alerts, Backend, FailureLog, ServiceMeter, ServiceRuntime};
 
 use super::gate::ReadGate;
 
@@ -231,6 +231,12 @@ impl ShardCtx {
                             name: svc.name.clone(),
                             metrics,
                             failures: FailureLog::default(),
+                            alerts: (!self.config.server.service_error_roles.is_empty()).then(
+                                || Alerts {
+                                    plane: self.plane.clone(),
+                                    roles: self.config.server.service_error_roles.clone().into(),
+                                },
+                            ),
                         }),
                     })
                 }

@@ -59,6 +59,20 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// A short name for the kind of failure (`service_error` events' `errorType`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Connect(_) => "unreachable",
+            BackendError::Timeout => "timeout",
+            BackendError::Io(_) => "io",
+            BackendError::Protocol(_) => "protocol",
+            BackendError::Saturated => "saturated",
+            BackendError::InvalidUrl(_) | BackendError::InvalidSettings(_) => "misconfigured",
+            BackendError::InvalidRequest(_) => "invalid_request",
+            BackendError::Link(_) => "link",
+        }
+    }
+
     /// True only when the request certainly never reached the backend and
     /// retrying (e.g. another instance) is safe: connect failures and
     /// saturation. (`InvalidRequest` was not sent either, but retrying it

@@ -13,6 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::ServiceMetrics;
+use crate::proto::event::{event_message, iso8601_utc, ServiceError, SERVICE_ERROR_EVENT};
+use crate::proto::guid::format_guid;
+use crate::push::frame::message_frame;
+use crate::push::ShardPlane;
+use crate::rt::sys;
+use crate::rt::task::unix_now;
+
+use super::error::BackendError;
 
 /// A service's name, metrics and failure log, shared by its runtime and the replies
 /// in flight to it.
@@ -22,6 +30,75 @@ pub struct ServiceMeter {
     pub metrics: Arc<ServiceMetrics>,
     /// Throttles the warning logged per failed backend call.
     pub failures: FailureLog,
+    /// Who is told of failures: sessions of the shard with one of these roles get a
+    /// `service_error` event when a failure is logged (so at most once a second).
+    pub alerts: Option<Alerts>,
+}
+
+/// Where a service's `service_error` events go.
+#[derive(Debug)]
+pub struct Alerts {
+    pub plane: std::rc::Rc<ShardPlane>,
+    pub roles: Arc<[String]>,
+}
+
+impl ServiceMeter {
+    /// Tells the shard's sessions with an alert role that a call to `endpoint` failed
+    /// (called when the failure is logged: at most once a second per service and
+    /// shard). Returns how many were told.
+    pub fn alert(
+        &self,
+        error: &BackendError,
+        endpoint: Option<&str>,
+        correlation: Option<&str>,
+    ) -> usize {
+        let Some(a) = &self.alerts else {
+            return 0;
+        };
+        let admins: Vec<_> = a
+            .plane
+            .sessions
+            .all()
+            .into_iter()
+            .filter(|c| !c.is_gone() && c.session.roles().iter().any(|r| a.roles.contains(r)))
+            .collect();
+        if admins.is_empty() {
+            return 0;
+        }
+        let now = unix_now();
+        let message = error.to_string();
+        let event = ServiceError {
+            event_name: SERVICE_ERROR_EVENT,
+            event_id: format_guid(&sys::random_bytes()),
+            timestamp: iso8601_utc(now.as_nanos()),
+            service_id: format_guid(&service_uuid(&self.name)),
+            app_id: "ringgate",
+            operation: endpoint.unwrap_or("call"),
+            error_type: error.kind(),
+            message: &message,
+            severity: "error",
+            dependency: Some(&self.name),
+            endpoint,
+            correlation_id: correlation,
+        };
+        // Bannou's message id for these: the time in milliseconds.
+        let frame = message_frame(&event_message(now.as_millis() as u64, &event), &[]);
+        for c in &admins {
+            c.send_frame(frame.clone());
+        }
+        admins.len()
+    }
+}
+
+/// A stable UUID (version 8 layout) for a service name.
+fn service_uuid(name: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(name.as_bytes());
+    let mut u = [0u8; 16];
+    u.copy_from_slice(&d[..16]);
+    u[6] = (u[6] & 0x0f) | 0x80;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
 }
 
 /// Backend failures are logged at most once a second per service and shard, with the

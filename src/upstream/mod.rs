@@ -6,7 +6,8 @@
 //! - `error`: [`BackendError`], typed failures tagged with the side that failed and
 //!   whether a retry is safe.
 //! - `reply`: [`Reply`], a client request's answer turned into its response frame.
-//! - `meter`: [`ServiceMeter`], a service's name, metrics and failure log.
+//! - `meter`: [`ServiceMeter`], a service's name, metrics, failure log and the
+//!   `service_error` events its failures send to admin sessions.
 //! - `service`: [`ServiceRuntime`], a service as one shard uses it.
 //! - `http`: the per-shard HTTP/1.1 keep-alive pool (lanes, pipelining, limiter).
 //! - `link`: the per-shard backend link (one multiplexed WebSocket per service).
@@ -21,6 +22,6 @@ mod service;
 
 pub use call::Done;
 pub use error::{BackendError, LinkFailure};
-pub use meter::{FailureLog, ServiceMeter};
+pub use meter::{Alerts, FailureLog, ServiceMeter};
 pub use reply::{answer, Reply};
 pub use service::{Backend, ServiceRuntime};

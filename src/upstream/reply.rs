@@ -30,6 +30,8 @@ pub struct Reply {
     pub header: RequestHeader,
     /// `rt::clock::recent_us` when the request was started.
     pub started: u64,
+    /// The endpoint's path (the shard's `Rc`: named in `service_error` events).
+    pub path: Rc<str>,
 }
 
 impl Reply {
@@ -42,13 +44,15 @@ impl Reply {
             &self.header,
             self.started,
             result,
+            Some(&self.path),
         );
         self.conn.request_done();
     }
 }
 
 /// Answers the client from the backend's result (status → code; errors carry no
-/// payload) and records the service's metrics.
+/// payload) and records the service's metrics. A failure that is logged is also told to
+/// the shard's admin sessions (`ServiceMeter::alert`; `endpoint` when known).
 pub fn answer(
     shard: usize,
     shared: &ConnShared,
@@ -56,6 +60,7 @@ pub fn answer(
     header: &RequestHeader,
     started: u64,
     result: Result<Response, BackendError>,
+    endpoint: Option<&str>,
 ) {
     // Answers come from a read batch (which refreshed the clock); failures may come
     // from a timer, so they read it afresh.
@@ -75,6 +80,9 @@ pub fn answer(
         Err(e) => {
             if let Some(unlogged) = failed_at.and_then(|at| service.failures.admit(at)) {
                 tracing::warn!(shard, service = %service.name, error = %e, side = ?e.side(), retry_safe = e.retry_safe(), unlogged_since_last = unlogged, "backend call failed");
+                let correlation =
+                    format!("{}:{:016x}", shared.session.session_id, header.message_id);
+                service.alert(&e, endpoint, Some(&correlation));
             }
             (ResponseCode::InternalError, Bytes::new())
         }

@@ -233,6 +233,12 @@ impl Link {
         self.inner.announce(session);
     }
 
+    /// A client answered this link's CALL_CLIENT `call` (or the gateway gave up on
+    /// it: 60 timeout, 31 gone): the backend gets CLIENT_ANSWER.
+    pub fn client_answer(&self, call: u64, code: u8, payload: &[u8]) {
+        self.inner.client_answer(call, code, payload);
+    }
+
     /// A session's roles changed: if the backend was told of it, it is told again.
     pub fn session_changed(&self, session: &Rc<ConnShared>) {
         self.inner.reannounce(session);

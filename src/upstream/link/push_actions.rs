@@ -1,5 +1,5 @@
 //! The backend's push-plane actions (docs/LINK.md): PUBLISH to a topic; SUBSCRIBE,
-//! UNSUBSCRIBE, PUSH, ROLES and KICK addressed to a session announced on this link, a
+//! UNSUBSCRIBE, PUSH, ROLES, KICK, SHORTCUT, SHORTCUT_REVOKE and CALL_CLIENT addressed to a session announced on this link, a
 //! session id or an account, wherever those sessions live.
 //!
 //! Why here and this way: the link is only a pipe — an action is resolved to shards
@@ -10,12 +10,15 @@
 
 use std::sync::Arc;
 
-use crate::proto::bannou::flags;
-use crate::proto::link::{Addr, FromBackend};
+use bytes::Bytes;
+
+use crate::proto::bannou::{flags, ResponseCode};
+use crate::proto::link::{Addr, FromBackend, ToBackend};
 use crate::push::frame::push_frame;
-use crate::push::{Loc, PushMsg, Target};
+use crate::push::{ClientCall, Loc, PushMsg, Target};
 
 use super::inner::Inner;
+use super::state::Phase;
 
 impl Inner {
     /// Carries out one push-plane action (any action but REPLY, SEND and CLOSE).
@@ -81,10 +84,89 @@ impl Inner {
                     );
                 }
             }
+            FromBackend::Shortcut {
+                addr,
+                name,
+                target,
+                expires_unix_ms,
+                payload,
+            } => {
+                for l in self.locate(&addr) {
+                    hub.post(
+                        l.shard,
+                        PushMsg::Shortcut {
+                            to: l.at,
+                            name: name.clone(),
+                            target: target.clone(),
+                            expires_unix_ms,
+                            payload: payload.clone(),
+                        },
+                    );
+                }
+            }
+            FromBackend::ShortcutRevoke { addr, name } => {
+                for l in self.locate(&addr) {
+                    hub.post(
+                        l.shard,
+                        PushMsg::ShortcutRevoke {
+                            to: l.at,
+                            name: name.clone(),
+                        },
+                    );
+                }
+            }
+            FromBackend::CallClient {
+                addr,
+                call,
+                timeout_ms,
+                flags: _,
+                payload,
+            } => {
+                let reply_to = ClientCall {
+                    origin: self.plane.shard,
+                    service: self.service.clone(),
+                    call,
+                };
+                // A call has one answer: the session's first connection gets it.
+                match self.locate(&addr).first() {
+                    Some(l) => hub.post(
+                        l.shard,
+                        PushMsg::CallClient {
+                            to: l.at,
+                            reply_to,
+                            timeout_ms,
+                            payload,
+                        },
+                    ),
+                    None => self.plane.answer_call(
+                        reply_to,
+                        ResponseCode::ClientNotFound.as_u8(),
+                        Bytes::new(),
+                    ),
+                }
+            }
+            // REPLY, SEND and CLOSE are `actions`'s.
             other => {
-                tracing::debug!(service = %self.service, kind = %format_args!("{:#04x}", other.kind()), "action not carried out yet; dropped")
+                tracing::debug!(service = %self.service, kind = %format_args!("{:#04x}", other.kind()), "not a push-plane action; dropped")
             }
         }
+    }
+
+    /// A client's answer to CALL_CLIENT `call` (or the gateway's 60 or 31): sent as
+    /// CLIENT_ANSWER if the link is up (a link that went down lost the call with it).
+    pub(super) fn client_answer(&self, call: u64, code: u8, payload: &[u8]) {
+        let msg = ToBackend::ClientAnswer {
+            call,
+            code,
+            payload,
+        };
+        let mut st = self.st.borrow_mut();
+        if st.phase != Phase::Up || msg.check().is_err() {
+            return;
+        }
+        st.put_message(&msg);
+        drop(st);
+        self.wake_writer();
     }
 
     /// Subscribes (or unsubscribes) every connection `addr` names to `topic`: at once
