@@ -74,7 +74,7 @@ pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg) {
         PushMsg::Broadcast { frame, except } => {
             let mut n = 0;
             for c in ctx.plane.sessions.all() {
-                if Some(c.at()) != except && !c.is_gone() && c.send_frame(frame.clone()) {
+                if Some(c.at()) != except && !c.is_gone() && c.send_shared(frame.clone()) {
                     n += 1;
                 }
             }

@@ -154,7 +154,7 @@ impl ShardPlane {
         for c in topics.subscribers(&p.topic) {
             let queued = match &p.key {
                 Some(key) => c.send_keyed(p.frame.clone(), key),
-                None => c.send_frame(p.frame.clone()),
+                None => c.send_shared(p.frame.clone()),
             };
             n += usize::from(queued);
         }

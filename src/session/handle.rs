@@ -243,6 +243,17 @@ impl ConnShared {
         self.push(&[], frame)
     }
 
+    /// Queues a complete frame shared by many outboxes (a topic message, a broadcast):
+    /// queued by reference, never copied. Returns false if nothing was queued.
+    pub fn send_shared(&self, frame: Bytes) -> bool {
+        if self.gone.get() || self.closing() {
+            return false;
+        }
+        crate::metrics::bump(&self.metrics.frames_out, 1);
+        self.outbox.borrow_mut().push_shared(frame);
+        self.check_bound()
+    }
+
     /// Queues a complete frame under a conflation key (a keyed topic message): an
     /// unsent older frame with the same key is replaced (counted). Returns false if
     /// nothing was queued (gone, closing, or closed now for overflowing).

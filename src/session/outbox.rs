@@ -225,6 +225,13 @@ impl Outbox {
         }
     }
 
+    /// Queues a complete frame shared with other outboxes (a topic message, a
+    /// broadcast) as an entry of its own, by reference: however small, it is not copied,
+    /// and an outbox that only receives such frames never allocates its tail.
+    pub fn push_shared(&mut self, frame: Bytes) {
+        self.push_inner(&[], frame, true);
+    }
+
     /// Queues bytes that are already a complete frame (or several).
     pub fn push_bytes(&mut self, frame: Bytes) {
         self.push(&[], frame);
