@@ -167,7 +167,8 @@ impl ShardPlane {
 mod tests {
     use super::*;
     use crate::push::frame::{conflation_key, push_frame};
-    use crate::session::tests_support::shared;
+    use crate::rt::heap_count;
+    use crate::session::tests_support::{shared, shared_numbered};
 
     #[test]
     fn a_session_that_ends_leaves_the_directory_and_its_topics_shard_bits() {
@@ -192,5 +193,29 @@ mod tests {
         assert!(hub.directory.session("s").is_empty());
         assert!(hub.directory.topic_shards("npc.1").is_empty());
         assert_eq!(plane.metrics.subscriptions.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn twenty_subscriptions_add_less_than_two_kib_to_a_session() {
+        // 1,000 observers each watching 20 of 1,000 NPC topics (as in the NPC world).
+        let hub = Arc::new(Hub::new(1));
+        let plane = ShardPlane::new(0, hub, Default::default());
+        let conns: Vec<Rc<ConnShared>> = (0..1000)
+            .map(|i| Rc::new(shared_numbered(1 << 20, i + 1)))
+            .collect();
+        let names: Vec<String> = (0..1000).map(|i| format!("npc.{i}")).collect();
+        let before = heap_count::held();
+        for (i, c) in conns.iter().enumerate() {
+            for k in 0..20 {
+                plane.subscribe(c, &names[(i * 37 + k * 101) % 1000]);
+            }
+        }
+        let per_session = (heap_count::held() - before) as f64 / 1000.0;
+        let per_subscription = per_session / 20.0;
+        eprintln!(
+            "{per_session:.0} B per session of 20 subscriptions ({per_subscription:.0} B each)"
+        );
+        assert!(per_session < 2048.0, "{per_session:.0} B per session");
+        assert_eq!(plane.metrics.subscriptions.load(Relaxed), 20_000);
     }
 }

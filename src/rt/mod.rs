@@ -8,8 +8,11 @@
 //! - `task`: `spawn_isolated` (a panic ends one task, not the shard), `unix_now`.
 //! - `mailbox`: a lock-free multi-producer queue with an async receive side.
 //! - `notify`: a single-threaded "something happened" flag with a waker.
+//! - `heap_count` (test builds): a per-thread counting allocator, to measure costs.
 
 pub mod clock;
+#[cfg(test)]
+pub mod heap_count;
 pub mod mailbox;
 pub mod notify;
 pub mod sys;

@@ -438,12 +438,17 @@ pub(crate) mod tests_support {
     use super::*;
 
     pub fn shared(max_outbox: usize) -> ConnShared {
+        shared_numbered(max_outbox, 1)
+    }
+
+    /// A handle whose session has the shard-unique number `link_ref`.
+    pub fn shared_numbered(max_outbox: usize, link_ref: u64) -> ConnShared {
         let session = Session::new(
             "s".into(),
             None,
             vec![],
             SessionKey::derive(&[0; 32], "s"),
-            1,
+            link_ref,
             Some(100),
         );
         ConnShared::new(session, max_outbox, 4, Default::default(), 0)
