@@ -53,12 +53,20 @@ pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg) {
             ctx.plane.deliver(&p);
         }
         PushMsg::Deliver { to, frame, then } => {
-            let delivered = live(ctx, to).is_some_and(|c| c.send_frame(frame));
+            let target = live(ctx, to);
+            let refused = then.is_some() && target.as_ref().is_some_and(|c| c.busy());
+            let delivered = !refused && target.is_some_and(|c| c.send_frame(frame));
             if delivered {
                 bump(&ctx.metrics.pushes, 1);
             }
             if let Some(f) = then {
-                let answer = if delivered { f.delivered } else { f.missed };
+                let answer = if delivered {
+                    f.delivered
+                } else if refused {
+                    f.refused
+                } else {
+                    f.missed
+                };
                 if let Some(frame) = answer {
                     ctx.plane.hub.post(
                         f.shard,

@@ -7,7 +7,9 @@
 //! to the target shard's inbox, and a stale generation misses there. The recipient gets
 //! the sender's frame unchanged; a sender that wants an answer (no 0x10) gets code 0
 //! once it is queued for the peer, or 31 if the peer is gone — said by the target
-//! shard, which is the only one that knows.
+//! shard, which is the only one that knows. A peer whose backlog is past half its
+//! bound refuses peer messages (the sender gets 12): flooding a client must not get it
+//! closed for slowness.
 
 use std::rc::Rc;
 
@@ -60,6 +62,12 @@ pub fn route(ctx: &ShardCtx, shared: &Rc<ConnShared>, header: &RequestHeader, me
             &[],
         )
     });
+    // A peer that is not keeping up refuses more: 12, as for a sender over its rate
+    // (said even to an event, like the rate limit, so a flooding sender knows).
+    let refused = Some(response_frame(
+        &ResponseHeader::answering(header, ResponseCode::TooManyRequests),
+        &[],
+    ));
     ctx.plane.hub.post(
         shard,
         PushMsg::Deliver {
@@ -70,6 +78,7 @@ pub fn route(ctx: &ShardCtx, shared: &Rc<ConnShared>, header: &RequestHeader, me
                 to: shared.at(),
                 delivered,
                 missed,
+                refused,
             }),
         },
     );

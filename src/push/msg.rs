@@ -32,6 +32,9 @@ pub struct Followup {
     pub delivered: Option<Bytes>,
     /// Queued for `to` when the target was gone (none: nothing is said).
     pub missed: Option<Bytes>,
+    /// Queued for `to` when the target's backlog was past half its bound and the frame
+    /// was refused (none: nothing is said).
+    pub refused: Option<Bytes>,
 }
 
 /// What the push API reports of a session (`GET /v1/sessions/{id}`).
@@ -52,7 +55,8 @@ pub enum PushMsg {
     /// A topic message for this shard's subscribers.
     Publish(Arc<Published>),
     /// A complete frame for one connection (a push to a session or user, a peer
-    /// message, an answer).
+    /// message, an answer). With `then` (a peer message), a target whose backlog is
+    /// past half its bound refuses it.
     Deliver {
         to: SessionRef,
         frame: Bytes,

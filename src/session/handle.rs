@@ -277,6 +277,13 @@ impl ConnShared {
         }
     }
 
+    /// Whether the client's backlog is past half its bound: what another client sends it
+    /// (a peer message) is refused rather than queued, so no client can get another
+    /// closed for slowness by flooding it.
+    pub fn busy(&self) -> bool {
+        self.outbox.borrow().backlog() > self.max_outbox as usize / 2
+    }
+
     /// The connection's place in its shard's table.
     pub fn at(&self) -> SessionRef {
         self.at.get()
