@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod tools;
 
 use std::future::Future;
 use std::io::{Read, Write};
