@@ -2,10 +2,12 @@
 //! (`@beyondimmersion/bannou-client`, vendored unchanged in
 //! `../shared/vendor/bannou-sdk-ts`): ringgate claims to speak Connect v1 so that the
 //! clients Bannou's users already ship work against it, and only that client can show
-//! it. The test starts a real gateway and HTTP backend (`tests/common`), prepares a Node
+//! it. Each test starts a real gateway and HTTP backend (`tests/common`), prepares a Node
 //! package folder under the cargo target dir (`sdk-interop`: `ws@8` from npm, installed
-//! once and kept; the SDK copied in on every run), runs `tests/sdk/interop.mjs` there
-//! with a timeout, and checks its JSON summary and what the backend saw.
+//! once and kept; the SDK copied in once per run), runs a script of `tests/sdk/` there
+//! with a timeout, and checks its JSON summary and what the backend saw:
+//! `interop.mjs` (connect, calls, codes, meta, disconnect) and `push.mjs` (the push
+//! plane through the push API: a push, roles that add and remove a capability, a kick).
 //!
 //! It needs `node` (18+) and `npm`; `.ci/run` installs them and pre-installs `ws`. When
 //! they or the vendored SDK are missing, the test fails saying what to install;
@@ -13,12 +15,14 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::tools::{run_with_timeout, target_subdir, tool_version};
 use common::*;
+use serde_json::{json, Value};
 
 /// Connecting (upgrade + capability manifest) must take less than this.
 const CONNECT_BOUND_MS: u64 = 1000;
@@ -26,53 +30,89 @@ const CONNECT_BOUND_MS: u64 = 1000;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// `npm install` is given this long.
 const NPM_TIMEOUT: Duration = Duration::from_secs(300);
-const SCRIPT: &str = include_str!("sdk/interop.mjs");
+const SCRIPTS: &[(&str, &str)] = &[
+    ("interop.mjs", include_str!("sdk/interop.mjs")),
+    ("push.mjs", include_str!("sdk/push.mjs")),
+];
 const SKIP_ENV: &str = "RINGGATE_SKIP_SDK_INTEROP";
+/// The push API's bearer token in the push test's gateway.
+const ADMIN_TOKEN: &str = "sdk-push-api-token-0123456789";
 
-#[test]
-fn bannou_ts_sdk_connects_calls_and_sees_codes_against_a_real_gateway() {
+/// The package folder, or None when the test is to be skipped.
+fn package_dir_or_skip() -> Option<PathBuf> {
     if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
         eprintln!("skipped: {SKIP_ENV}=1 (the Bannou TypeScript SDK interop test did not run)");
-        return;
+        return None;
     }
-    let dir = match prepare_package_dir() {
-        Ok(dir) => dir,
+    // Once per test binary: the tests run on parallel threads and share the folder.
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match DIR.get_or_init(prepare_package_dir) {
+        Ok(dir) => Some(dir.clone()),
         Err(e) => panic!(
             "Bannou TypeScript SDK interop test cannot run: {e}\n(set {SKIP_ENV}=1 to skip it)"
         ),
-    };
+    }
+}
 
-    let backend = Backend::start();
-    let g = gateway(config(&backend, "", ""));
-    let jwt = user_token(&["user"]);
-    let url = format!("http://{}", g.addr);
-    let bound = CONNECT_BOUND_MS.to_string();
-    let out = run_with_timeout(
-        Command::new("node")
-            .arg("interop.mjs")
-            .current_dir(&dir)
-            .env("RINGGATE_URL", &url)
-            .env("RINGGATE_JWT", &jwt)
-            .env("RINGGATE_CONNECT_BOUND_MS", &bound),
-        SCRIPT_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("node interop.mjs: {e}"));
-
+/// Runs `node script` in `dir` with `envs`; its JSON summary once it passed, else a
+/// panic showing its failures and output.
+fn run_script(dir: &Path, script: &str, envs: &[(&str, &str)]) -> Value {
+    let mut cmd = Command::new("node");
+    cmd.arg(script).current_dir(dir);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out =
+        run_with_timeout(&mut cmd, SCRIPT_TIMEOUT).unwrap_or_else(|e| panic!("node {script}: {e}"));
     let line = out.stdout.lines().rev().find(|l| l.starts_with('{'));
-    let summary: Option<serde_json::Value> = line.and_then(|l| serde_json::from_str(l).ok());
+    let summary: Option<Value> = line.and_then(|l| serde_json::from_str(l).ok());
     let Some(summary) = summary.filter(|_| out.success) else {
         let failures = line
-            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|l| serde_json::from_str::<Value>(l).ok())
             .map(|s| s["failures"].to_string())
             .unwrap_or_else(|| "(no JSON summary)".into());
         panic!(
-            "the Bannou TypeScript SDK failed against ringgate ({}):\nfailures: {failures}\n\
+            "the Bannou TypeScript SDK failed against ringgate in {script} ({}):\nfailures: {failures}\n\
              --- stdout ---\n{}--- stderr ---\n{}",
             out.status, out.stdout, out.stderr
         );
     };
     eprint!("{}", out.stderr);
     println!("{}", line.unwrap_or_default());
+    summary
+}
+
+/// Waits up to 5 s for the gateway to have no connection open.
+fn wait_no_connections(g: &ringgate::Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while g.metrics.connections_open() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "connection still open on the gateway"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bannou_ts_sdk_connects_calls_and_sees_codes_against_a_real_gateway() {
+    let Some(dir) = package_dir_or_skip() else {
+        return;
+    };
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "", ""));
+    let jwt = user_token(&["user"]);
+    let url = format!("http://{}", g.addr);
+    let bound = CONNECT_BOUND_MS.to_string();
+    let summary = run_script(
+        &dir,
+        "interop.mjs",
+        &[
+            ("RINGGATE_URL", &url),
+            ("RINGGATE_JWT", &jwt),
+            ("RINGGATE_CONNECT_BOUND_MS", &bound),
+        ],
+    );
 
     // What the script checked, pinned here too so a weaker script cannot pass quietly.
     let connect_ms = summary["connect_ms"].as_u64().expect("connect_ms");
@@ -100,18 +140,81 @@ fn bannou_ts_sdk_connects_calls_and_sees_codes_against_a_real_gateway() {
         assert_eq!(seen[0].method, "GET");
     }
     // The gateway let the connection go.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while g.metrics.connections_open() != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "connection still open on the gateway"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_no_connections(&g);
 }
 
-/// The Node package folder the script runs in: `ws@8` installed (kept across runs),
-/// the SDK copied in fresh, the script written. Err says what is missing.
+#[test]
+fn bannou_ts_sdk_gets_pushes_as_raw_events_capability_callbacks_on_role_changes_and_a_kick_as_kicked(
+) {
+    let Some(dir) = package_dir_or_skip() else {
+        return;
+    };
+    let backend = Backend::start();
+    let text = format!(
+        "{}\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n",
+        config_text(&backend, "", "")
+    );
+    let g = gateway(ringgate::Config::from_toml_str(&text, &[]).expect("push test config"));
+    let sid = "sdk-push-session-1";
+    let jwt = token("account-1", &["user"], Some(sid), unix_now() + 3600);
+    let url = format!("http://{}", g.addr);
+    let admin_url = format!("http://{}", g.admin_addr);
+    let summary = run_script(
+        &dir,
+        "push.mjs",
+        &[
+            ("RINGGATE_URL", &url),
+            ("RINGGATE_JWT", &jwt),
+            ("RINGGATE_SESSION_ID", sid),
+            ("RINGGATE_ADMIN_URL", &admin_url),
+            ("RINGGATE_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("RINGGATE_ROLE", "admin"),
+            ("RINGGATE_UNLOCKED", "/echo/admin"),
+        ],
+    );
+
+    // What the script checked, pinned here too so a weaker script cannot pass quietly.
+    assert_eq!(summary["session_id"], sid, "{summary}");
+    assert_eq!(
+        summary["push"]["received"],
+        json!({"eventName": "ringgate.test-push", "n": 7, "text": "h\u{e9}llo w\u{f6}rld \u{2713}",
+               "nested": {"list": [1, "two", null]}}),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["roles_added"]["endpoints"],
+        json!(["/echo/admin"]),
+        "{summary}"
+    );
+    assert_eq!(summary["roles_added"]["call_ok"], true, "{summary}");
+    assert_eq!(
+        summary["roles_removed"]["endpoints"],
+        json!(["/echo/admin"]),
+        "{summary}"
+    );
+    assert_eq!(summary["roles_removed"]["still_mapped"], false, "{summary}");
+    assert_eq!(
+        summary["capability_callbacks"],
+        json!({"added": [["/echo/admin"]], "removed": [["/echo/admin"]]}),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["kick"]["disconnect"],
+        json!({"reason": "kicked", "close_code": 4002,
+               "message": "kicked by the push API test", "can_reconnect": false}),
+        "{summary}"
+    );
+
+    // The granted call reached the backend with the new role.
+    let granted = backend.seen("/echo/admin");
+    assert_eq!(granted.len(), 1, "{granted:?}");
+    assert_eq!(granted[0].header("X-Roles"), Some("user,admin"));
+    assert_eq!(granted[0].body, br#"{"granted":"admin"}"#);
+    wait_no_connections(&g);
+}
+
+/// The Node package folder the scripts run in: `ws@8` installed (kept across runs),
+/// the SDK copied in fresh, the scripts written. Err says what is missing.
 fn prepare_package_dir() -> Result<PathBuf, String> {
     let node = tool_version("node").ok_or(
         "`node` (18 or later) is not on PATH: install Node.js (e.g. `apt-get install -y nodejs npm`)",
@@ -131,7 +234,7 @@ fn prepare_package_dir() -> Result<PathBuf, String> {
         .ok_or("`npm` is not on PATH: install it (e.g. `apt-get install -y npm`)")?;
     let sdk = vendored_sdk()?;
 
-    let dir = package_dir();
+    let dir = target_subdir("sdk-interop");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let package_json = dir.join("package.json");
     if !package_json.exists() {
@@ -165,20 +268,11 @@ fn prepare_package_dir() -> Result<PathBuf, String> {
         }
         copy_tree(&sdk.join(pkg), &to).map_err(|e| format!("copying the SDK's {pkg}: {e}"))?;
     }
-    std::fs::write(dir.join("interop.mjs"), SCRIPT)
-        .map_err(|e| format!("writing the script: {e}"))?;
+    for (name, text) in SCRIPTS {
+        std::fs::write(dir.join(name), text)
+            .map_err(|e| format!("writing the script {name}: {e}"))?;
+    }
     Ok(dir)
-}
-
-/// `$CARGO_TARGET_DIR/sdk-interop`, else `target/sdk-interop` in the package: the folder
-/// `.ci/run` pre-installs `ws` into.
-fn package_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(t) if !t.is_empty() => manifest.join(t),
-        _ => manifest.join("target"),
-    };
-    target.join("sdk-interop")
 }
 
 /// The vendored SDK in `../shared` beside the repository (for a git worktree one folder
@@ -219,18 +313,6 @@ fn has_ws8(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// `tool --version`, or None when it does not run.
-fn tool_version(tool: &str) -> Option<String> {
-    let out = Command::new(tool)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// Copies a folder's files (new files get default permissions: the vendored copy is
 /// read-only, and the next run must be able to replace what this one wrote).
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -245,65 +327,4 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-struct Output {
-    success: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with its output captured; past `timeout` the child is killed (by its pid)
-/// and that is an error carrying what it printed.
-fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", shown(cmd)))?;
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = r.read_to_end(&mut s);
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
-    match status {
-        Some(status) => Ok(Output {
-            success: status.success(),
-            status: status.to_string(),
-            stdout,
-            stderr,
-        }),
-        None => Err(format!(
-            "`{}` did not finish within {timeout:?} and was killed\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
-            shown(cmd)
-        )),
-    }
-}
-
-/// The command line without its environment (which holds the token).
-fn shown(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -6,6 +6,7 @@
 
 pub mod process;
 pub mod scripted_link;
+pub mod tools;
 
 use std::future::Future;
 use std::io::{Read, Write};
