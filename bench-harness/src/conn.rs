@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use ringgate::client::{Client, ClientError, ConnectOptions, Manifest};
+use ringgate::client::{Client, ClientError, ConnectOptions, Manifest, TokenVia};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// A failed attempt: where and why.
@@ -157,6 +157,47 @@ pub async fn open(
         Ok(Err(e)) => Err(Failure::client("manifest", &e)),
         Err(_) => Err(Failure::timeout("manifest")),
     }
+}
+
+/// Opens simulated user `g`'s connection for run `run_id` (token for `user-{g}`, session
+/// `bench-{run_id}-{g}`, role `user`, in the `Authorization` header): TCP connect from
+/// `source`, upgrade, manifest, with one retry after 100 ms when the failure is worth it.
+/// Returns the outcome and whether it retried.
+pub async fn open_user(
+    target: &crate::target::Target,
+    minter: &crate::jwt::Minter,
+    run_id: &str,
+    g: usize,
+    source: IpAddr,
+    timeout: Duration,
+) -> (Result<(Client, Manifest), Failure>, bool) {
+    let token = match minter.mint(
+        &format!("user-{g}"),
+        &format!("bench-{run_id}-{g}"),
+        &["user"],
+    ) {
+        Ok(t) => t,
+        Err(_) => {
+            let f = Failure {
+                stage: "token",
+                reason: "mint".into(),
+                retryable: false,
+            };
+            return (Err(f), false);
+        }
+    };
+    let opts = ConnectOptions {
+        path: target.path.clone(),
+        token: Some(token),
+        token_via: TokenVia::Header,
+        ..Default::default()
+    };
+    let result = open(target.addr, Some(source), &opts, timeout).await;
+    if !matches!(&result, Err(f) if f.retryable) {
+        return (result, false);
+    }
+    monoio::time::sleep(Duration::from_millis(100)).await;
+    (open(target.addr, Some(source), &opts, timeout).await, true)
 }
 
 /// TCP connect + WebSocket upgrade only (no manifest: a plain WebSocket server), each
