@@ -64,6 +64,9 @@ pub enum Command {
     /// Spawn the echo backend and a gateway on its embedded defaults, run an RPC load,
     /// print the report, stop both.
     Demo(DemoArgs),
+    /// Run the NPC world: a link backend whose K NPCs publish their state every
+    /// 100–500 ms to topics `npc.{id}`; `/npc/watch` subscribes a session to some.
+    NpcWorld(NpcWorldArgs),
     /// RPC load: C connections calling an endpoint at a constant total rate (open loop,
     /// latency from the intended send time) or at saturation (`--rate max`).
     Rpc(Box<RpcArgs>),
@@ -316,6 +319,22 @@ pub struct DemoArgs {
     /// Write the RPC report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NpcWorldArgs {
+    /// Address to listen on (one thread serves every link connection).
+    #[arg(long, default_value = "127.0.0.1:5005")]
+    pub listen: String,
+    /// NPCs in the world (ids 0..K).
+    #[arg(long, default_value_t = 1000)]
+    pub npcs: u32,
+    /// How often the one ticker makes the NPCs due decide, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub tick_ms: u64,
+    /// Seed of the world's random choices (decision intervals, made-up states).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// What `rpc` speaks to the server.
