@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         cli::Command::Demo(a) => demo::run(a),
         cli::Command::Rpc(a) => scenario::rpc::run(a),
         cli::Command::NpcWorld(a) => backends::npc_world::run(a).map(|()| ExitCode::SUCCESS),
+        cli::Command::Observers(a) => scenario::observers::run(a),
         cli::Command::Compare(a) => compare::run(a),
         cli::Command::Chart(a) => scenario::rpc::chart_reports(a),
     };

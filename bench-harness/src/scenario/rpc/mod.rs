@@ -34,7 +34,7 @@ use std::process::ExitCode;
 use crate::cli::RpcArgs;
 
 pub use output::chart_reports;
-pub use request::payload;
+pub use request::{code_key, payload};
 
 pub fn run(args: &RpcArgs) -> anyhow::Result<ExitCode> {
     match args.worker.worker_index {
