@@ -59,6 +59,10 @@ impl Inner {
                     tracing::debug!(service = %self.service, session, "CLOSE for a session that is gone; dropped")
                 }
             },
+            // The push plane (PUBLISH … CALL_CLIENT) decodes but is not carried out yet.
+            other => {
+                tracing::debug!(service = %self.service, kind = %format_args!("{:#04x}", other.kind()), "push-plane action not carried out yet; dropped")
+            }
         }
     }
 
