@@ -9,8 +9,8 @@
 //!
 //! Answers: a `/npc/watch` body that is not `{"npcs":[ids…]}` with every id below K gets
 //! REPLY 400; any other path 404; an event (call 0) to `/npc/watch` subscribes without a
-//! reply. OPEN and CLOSED are counted only (a subscription ends with its session, in the
-//! gateway). A text message, or one the codec rejects, closes the link with 1002.
+//! reply. OPEN is counted, CLOSED (a subscription ends with its session, in the
+//! gateway) and CLIENT_ANSWER (the world calls no client) are ignored. A text message, or one the codec rejects, closes the link with 1002.
 
 use std::fmt;
 use std::io;
@@ -20,11 +20,10 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use ringgate::io::Outbox;
 use ringgate::proto::frame::{encode_frame_into, OpCode, CLOSE_PROTOCOL_ERROR};
-use ringgate::proto::link::{FromBackend, ToBackend, REPLY_PREFIX_LEN};
+use ringgate::proto::link::{Addr, FromBackend, ToBackend, REPLY_PREFIX_LEN};
 use ringgate::proto::ws::ProtocolError;
 use serde::Deserialize;
 
-use super::link_actions;
 use super::world::{World, WorldCounters};
 use crate::backends::link_upgrade::Peer;
 use crate::backends::ws_conn::{push_frame, Fail, WsService};
@@ -126,7 +125,11 @@ impl WsService for NpcLink {
                 let mut action = Vec::with_capacity(32);
                 for id in &npcs {
                     action.clear();
-                    link_actions::subscribe(&mut action, session, &npc_state::topic(*id));
+                    FromBackend::Subscribe {
+                        addr: Addr::Link(session),
+                        topic: npc_state::topic(*id).into(),
+                    }
+                    .encode(&mut action);
                     push_message(out, &action);
                 }
                 WorldCounters::bump(&self.world.counters.subscribes, npcs.len() as u64);
@@ -140,7 +143,8 @@ impl WsService for NpcLink {
                 self.sessions += 1;
                 Ok(())
             }
-            Ok(ToBackend::Closed { .. }) => Ok(()),
+            // The world makes no client calls: no answers to expect.
+            Ok(ToBackend::Closed { .. }) | Ok(ToBackend::ClientAnswer { .. }) => Ok(()),
             Err(e) => Err(self.fail(e)),
         }
     }

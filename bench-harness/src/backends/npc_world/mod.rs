@@ -13,11 +13,10 @@
 //! NPCs due decide; there is no task or timer per NPC. Each publish goes out on one link
 //! only, the oldest live one: the gateway fans it out to its other shards itself. The
 //! files: `schedule` (when each NPC decides), `world` (NPCs, links, queued publishes,
-//! counters), `link` (one link connection's protocol), `link_actions` (PUBLISH and
-//! SUBSCRIBE bytes, until the codec has them).
+//! counters), `link` (one link connection's protocol); PUBLISH and SUBSCRIBE are the
+//! library's link codec's (`FromBackend`).
 
 mod link;
-mod link_actions;
 mod schedule;
 mod world;
 
@@ -129,8 +128,8 @@ mod tests {
     use super::*;
     use crate::backends::test_gateway::{encode, Gateway};
     use crate::npc_state::Head;
-    use bytes::{Buf, Bytes};
-    use ringgate::proto::link::{FromBackend, ToBackend};
+    use bytes::Bytes;
+    use ringgate::proto::link::{Addr, FromBackend, ToBackend};
     use ringgate::proto::ws::Message;
     use std::time::Instant;
 
@@ -159,7 +158,9 @@ mod tests {
     fn next_not_publish(gw: &mut Gateway) -> Bytes {
         loop {
             match gw.next() {
-                Some(Message::Binary(b)) if b[0] == 0x84 => continue,
+                Some(Message::Binary(b)) if b[0] == ringgate::proto::link::kind::PUBLISH => {
+                    continue
+                }
                 Some(Message::Binary(b)) => return b,
                 other => panic!("not a binary message: {other:?}"),
             }
@@ -173,23 +174,13 @@ mod tests {
         gw.send(&[watch(0x0102, 9, r#"{"npcs":[3,41]}"#)]);
         for id in [3u32, 41] {
             let b = next_not_publish(&mut gw);
-            let topic = format!("npc.{id}");
-            let mut want = vec![
-                0x85,
-                0x01,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0x01,
-                0x02,
-                0,
-                topic.len() as u8,
-            ];
-            want.extend_from_slice(topic.as_bytes());
-            assert_eq!(&b[..], &want[..]);
+            assert_eq!(
+                FromBackend::decode(&b).unwrap(),
+                FromBackend::Subscribe {
+                    addr: Addr::Link(0x0102),
+                    topic: format!("npc.{id}").into(),
+                }
+            );
         }
         let b = next_not_publish(&mut gw);
         match FromBackend::decode(&b).unwrap() {
@@ -229,15 +220,17 @@ mod tests {
         assert_eq!(WorldCounters::get(&w.counters.subscribes), 2);
     }
 
-    /// A PUBLISH's topic, key and payload.
-    fn parse_publish(mut b: Bytes) -> (String, String, Bytes) {
-        assert_eq!(b.get_u8(), 0x84);
-        assert_eq!(b.get_u8(), 0, "flags: JSON");
-        let n = b.get_u16() as usize;
-        let topic = String::from_utf8(b.split_to(n).to_vec()).unwrap();
-        let n = b.get_u16() as usize;
-        let key = String::from_utf8(b.split_to(n).to_vec()).unwrap();
-        (topic, key, b)
+    /// A PUBLISH's topic, key and payload (its flags must say JSON).
+    fn parse_publish(b: Bytes) -> (String, String, Bytes) {
+        match FromBackend::decode(&b).unwrap() {
+            FromBackend::Publish {
+                flags: 0,
+                topic,
+                key: Some(key),
+                payload,
+            } => (topic.into(), key.into(), payload),
+            other => panic!("not a JSON publish with a key: {other:?}"),
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
 use ringgate::proto::frame::{encode_frame_into, OpCode};
+use ringgate::proto::link::FromBackend;
 
-use super::link_actions;
 use super::schedule::Schedule;
 use crate::npc_state::{self, NpcState};
 use crate::rng::Rng;
@@ -145,12 +145,13 @@ impl World {
             *seq += 1;
             let state = NpcState::made_up(id, *seq, now_ns, rng.next_u64(), self.npcs);
             msg.clear();
-            link_actions::publish(
-                &mut *msg,
-                &npc_state::topic(id),
-                &id.to_string(),
-                &state.to_json(),
-            );
+            FromBackend::Publish {
+                flags: 0,
+                topic: npc_state::topic(id).into(),
+                key: Some(id.to_string().into()),
+                payload: state.to_json().into(),
+            }
+            .encode(&mut *msg);
             encode_frame_into(&mut pending, true, OpCode::Binary, &msg, None);
         }
         if let Some(w) = links[0].waker.take() {
