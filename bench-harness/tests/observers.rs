@@ -69,8 +69,6 @@ fn run_observers(dir: &Path, listen: &str, admin: &str) -> (serde_json::Value, S
 }
 
 #[test]
-#[ignore = "needs the gateway to carry out PUBLISH and SUBSCRIBE (being written on main); \
-            until then every watch is answered but no state is delivered"]
 fn observers_of_an_npc_world_get_every_state_of_their_npcs() {
     let started = Instant::now();
     let listen = format!("127.0.0.1:{}", free_port());
