@@ -365,8 +365,9 @@ pub struct ObserversArgs {
     /// at (one message, then a pause); their latencies are reported apart.
     #[arg(long, default_value_t = 0.0)]
     pub slow_share: f64,
-    /// Worker processes (`auto`: enough for RLIMIT_NOFILE and the ephemeral ports;
-    /// each binds its sockets to its own source address 127.0.0.(2+i)).
+    /// Worker processes, one thread each (`auto`: one per core, or more if RLIMIT_NOFILE
+    /// and the ephemeral ports need them; each binds its sockets to its own source
+    /// address 127.0.0.(2+i)).
     #[arg(long, default_value = "auto")]
     pub procs: Procs,
     /// An npc-world already running (`host:port`); the gateway must link to it. Default:

@@ -440,6 +440,7 @@ async fn attempt(cx: &Rc<Ctx>, i: usize, from: Instant) {
         g,
         cx.source,
         cx.params.connect_timeout,
+        None,
     )
     .await;
     if retried {

@@ -22,7 +22,7 @@ use super::setup;
 use super::tally::ClassStats;
 use super::worker::slow_pause;
 use crate::backends::npc_world::WorldCounters;
-use crate::cli::ObserversArgs;
+use crate::cli::{ObserversArgs, Procs};
 use crate::report::{self, fmt_counts, fmt_us, ConnectStats, HistData, Percentiles};
 use crate::scenario::fleet::{self, Coordinator};
 use crate::scenario::gateway_track::GatewayTrack;
@@ -42,7 +42,18 @@ pub(super) fn coordinate(args: &ObserversArgs) -> anyhow::Result<ExitCode> {
              --slow-share within 0..1"
         );
     }
-    let (plan, soft, hard) = match spawn::plan_for("observers", args.observers, args.procs) {
+    // A worker is one thread: `auto` takes at least one per core (more if the
+    // descriptor and port limits need them).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let procs = match args.procs {
+        Procs::Auto => match spawn::plan_for("observers", args.observers, Procs::Auto) {
+            Ok((p, ..)) if p.procs() < cores => Procs::Fixed(cores.min(args.observers)),
+            Ok(_) => Procs::Auto,
+            Err(code) => return Ok(code),
+        },
+        fixed => fixed,
+    };
+    let (plan, soft, hard) = match spawn::plan_for("observers", args.observers, procs) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };

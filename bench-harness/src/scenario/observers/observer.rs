@@ -57,6 +57,9 @@ pub(super) async fn observe(o: Observer, st: Rc<State>) {
     let watch_id = client.queue_request(0, 0, 0, guid, &body);
     let watch_deadline = Instant::now() + cfg.connect_timeout;
     let mut watching = false;
+    // One timer for the connection's life, set again only once it has fired: a timer
+    // set and dropped per wait would cost more than the message it waits for.
+    let mut tick = std::pin::pin!(monoio::time::sleep(TICK));
     let end = 'run: loop {
         // Every complete message already read.
         loop {
@@ -116,14 +119,14 @@ pub(super) async fn observe(o: Observer, st: Rc<State>) {
         if !watching && Instant::now() >= watch_deadline {
             break End::WatchFailed("timeout".into());
         }
-        match race(client.readable(), monoio::time::sleep(TICK)).await {
+        match race(client.readable(), tick.as_mut()).await {
             Race::First(Ok(())) => match client.try_read() {
                 Ok(ReadOutcome::Data(_)) | Ok(ReadOutcome::WouldBlock) => {}
                 Ok(ReadOutcome::Eof) => break End::Dropped("closed_eof".into()),
                 Err(e) => break End::Dropped(conn::drop_cause("run", &e)),
             },
             Race::First(Err(e)) => break End::Dropped(conn::drop_cause("run", &e)),
-            Race::Second => {}
+            Race::Second => tick.set(monoio::time::sleep(TICK)),
         }
     };
     st.npcs_seen.set(st.npcs_seen.get() + watched.seen() as u64);

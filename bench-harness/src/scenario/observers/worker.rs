@@ -19,6 +19,7 @@ use monoio::task::JoinHandle;
 use super::observer::{observe, Observer};
 use super::protocol::{Msg, WorkerReport};
 use super::state::{RunCfg, State};
+use super::tally::is_slow;
 use crate::backends::npc_world::WATCH_PATH;
 use crate::cli::ObserversArgs;
 use crate::conn;
@@ -30,6 +31,9 @@ use crate::target::Target;
 
 /// Seeds the observers' choices of NPCs: observer g watches the same NPCs in every run.
 const WATCH_SEED: u64 = 1;
+
+/// A slow observer's socket receive buffer (the kernel doubles it).
+const SLOW_RCVBUF: usize = 4096;
 
 /// Mean time between two decisions of one NPC (uniform over 100–500 ms).
 const MEAN_DECISION_NS: u64 = 300_000_000;
@@ -199,6 +203,9 @@ async fn ramp_lane(
         ramp.connect.borrow_mut().attempted += 1;
         let t0 = std::time::Instant::now();
         let cfg = &st.cfg;
+        // A slow reader's small receive buffer makes its backlog reach the gateway's
+        // outbox (where conflation happens) within a second or two, not after megabytes.
+        let rcvbuf = is_slow(g as u64, cfg.slow_share).then_some(SLOW_RCVBUF);
         let (result, retried) = conn::open_user(
             &cfg.target,
             &minter,
@@ -206,6 +213,7 @@ async fn ramp_lane(
             g,
             source,
             cfg.connect_timeout,
+            rcvbuf,
         )
         .await;
         if retried {
