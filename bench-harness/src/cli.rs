@@ -61,9 +61,16 @@ pub enum Command {
     ProbeServer(ProbeServerArgs),
     /// Load the limit probe's server: ping-pong at a fixed rate or at saturation.
     Probe(ProbeArgs),
-    /// Spawn the echo backend and a gateway on its embedded defaults, run an RPC load,
-    /// print the report, stop both.
+    /// Start an NPC world and a gateway in front of it, run a few thousand observers
+    /// (`observers`) for ~10 s, print the report, stop both (`--rpc`: the echo backend
+    /// and an RPC load instead).
     Demo(DemoArgs),
+    /// Run the NPC world: a link backend whose K NPCs publish their state every
+    /// 100–500 ms to topics `npc.{id}`; `/npc/watch` subscribes a session to some.
+    NpcWorld(NpcWorldArgs),
+    /// NPC observers: N clients each watching S NPCs of a world (`/npc/watch`), reading
+    /// the pushes: decision-to-receipt latency, deliveries/s, conflations, disconnects.
+    Observers(Box<ObserversArgs>),
     /// RPC load: C connections calling an endpoint at a constant total rate (open loop,
     /// latency from the intended send time) or at saturation (`--rate max`).
     Rpc(Box<RpcArgs>),
@@ -300,22 +307,117 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Seconds of RPC load.
-    #[arg(long, default_value_t = 20)]
-    pub duration: u64,
-    /// Simulated clients.
+    /// The RPC demo instead: the echo backend behind the gateway, `rpc` load on `/echo`.
+    #[arg(long)]
+    pub rpc: bool,
+    /// Seconds measured (default: 10 for the NPC world, 20 for `--rpc`).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Simulated clients: observers (default 2000) or, with `--rpc`, RPC clients (2000).
     #[arg(long, default_value_t = 2000)]
     pub conns: usize,
-    /// Requests per second over all clients (`max`: saturation).
+    /// With `--rpc`: requests per second over all clients (`max`: saturation).
     #[arg(long, default_value = "10000")]
     pub rate: String,
     /// The gateway binary (default: `ringgate` next to this binary if built, else this
     /// binary's `gateway` subcommand).
     #[arg(long, value_name = "FILE")]
     pub gateway_bin: Option<PathBuf>,
-    /// Write the RPC report as JSON here.
+    /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NpcWorldArgs {
+    /// Address to listen on (one thread serves every link connection).
+    #[arg(long, default_value = "127.0.0.1:5005")]
+    pub listen: String,
+    /// NPCs in the world (ids 0..K).
+    #[arg(long, default_value_t = 1000)]
+    pub npcs: u32,
+    /// How often the one ticker makes the NPCs due decide, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub tick_ms: u64,
+    /// Seed of the world's random choices (decision intervals, made-up states).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ObserversArgs {
+    /// Observers (simulated clients).
+    #[arg(long, default_value_t = 2000)]
+    pub observers: usize,
+    /// NPCs each observer watches (chosen at random from the world's).
+    #[arg(long, default_value_t = 20)]
+    pub watch: usize,
+    /// NPCs in the world (the one started here; else the running world's K).
+    #[arg(long, default_value_t = 1000)]
+    pub npcs: u32,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of pushes read before the measured window (not recorded).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Share of the observers (0–1) that read at a tenth of the speed the pushes come
+    /// at (one message, then a pause); their latencies are reported apart.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_share: f64,
+    /// Worker processes, one thread each (`auto`: one per core, or more if RLIMIT_NOFILE
+    /// and the ephemeral ports need them; each binds its sockets to its own source
+    /// address 127.0.0.(2+i)).
+    #[arg(long, default_value = "auto")]
+    pub procs: Procs,
+    /// An npc-world already running (`host:port`); the gateway must link to it. Default:
+    /// start one in this process on `--world-listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub world: Option<String>,
+    /// Where the world started here listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub world_listen: String,
+    /// A running gateway (`--gateway` or `--gateway-config`; its config must route
+    /// `/npc/watch` to the world's link). Default: start one with a config written for
+    /// the run (`--listen`, `--admin-listen`, `--shards`, the secret, the world's link).
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// Where the gateway started here listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the gateway started here serves /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: String,
+    /// Shards of the gateway started here (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub shards: usize,
+    /// The gateway binary to start (default: `ringgate` beside this binary if built,
+    /// else this binary's `gateway` subcommand).
+    #[arg(long, value_name = "PATH")]
+    pub gateway_bin: Option<PathBuf>,
+    /// Where the started gateway's output goes (default: this terminal's stderr).
+    #[arg(long, value_name = "FILE")]
+    pub gateway_log: Option<PathBuf>,
+    /// Sample this (already running) gateway's CPU and RSS.
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+    /// A name for this run in the report and chart.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the latency-percentile chart (SVG; fast and slow observers) here.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+    /// Connection attempts in flight per worker process during the ramp.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Time allowed for TCP connect + upgrade + manifest, and for the watch's answer.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 /// What `rpc` speaks to the server.

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use ringgate::client::{Client, ClientError, ConnectOptions, Manifest};
+use ringgate::client::{Client, ClientError, ConnectOptions, Manifest, TokenVia};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// A failed attempt: where and why.
@@ -80,8 +80,13 @@ pub fn drop_cause(stage: &'static str, e: &ClientError) -> String {
     Failure::client(stage, e).cause()
 }
 
-/// A non-blocking TCP connect from `source` (port chosen at connect time).
-async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+/// A non-blocking TCP connect from `source` (port chosen at connect time), with a
+/// receive buffer of `rcvbuf` bytes if given (the kernel doubles it; no autotuning).
+async fn tcp_connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    rcvbuf: Option<usize>,
+) -> io::Result<TcpStream> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -93,6 +98,10 @@ async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Tcp
         Some(Protocol::TCP),
     )?;
     socket.set_nodelay(true)?;
+    if let Some(n) = rcvbuf {
+        // Before connect, so the window it advertises is small from the start.
+        socket.set_recv_buffer_size(n)?;
+    }
     if let Some(ip) = source {
         // Defer the port choice to connect(): ports are then unique per 4-tuple, not
         // per source address alone.
@@ -149,14 +158,69 @@ pub async fn open(
     opts: &ConnectOptions,
     timeout: Duration,
 ) -> Result<(Client, Manifest), Failure> {
+    open_with(addr, source, opts, timeout, None).await
+}
+
+/// [`open`] with the socket's receive buffer set to `rcvbuf` bytes if given.
+async fn open_with(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    opts: &ConnectOptions,
+    timeout: Duration,
+    rcvbuf: Option<usize>,
+) -> Result<(Client, Manifest), Failure> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let mut client = open_ws(addr, source, opts, timeout).await?;
+    let mut client = open_ws_with(addr, source, opts, timeout, rcvbuf).await?;
     match monoio::time::timeout(left(), client.manifest()).await {
         Ok(Ok(m)) => Ok((client, m)),
         Ok(Err(e)) => Err(Failure::client("manifest", &e)),
         Err(_) => Err(Failure::timeout("manifest")),
     }
+}
+
+/// Opens simulated user `g`'s connection for run `run_id` (token for `user-{g}`, session
+/// `bench-{run_id}-{g}`, role `user`, in the `Authorization` header): TCP connect from
+/// `source` (with a receive buffer of `rcvbuf` bytes if given: a client that reads slowly
+/// then pushes back on the server soon), upgrade, manifest, with one retry after 100 ms
+/// when the failure is worth it. Returns the outcome and whether it retried.
+pub async fn open_user(
+    target: &crate::target::Target,
+    minter: &crate::jwt::Minter,
+    run_id: &str,
+    g: usize,
+    source: IpAddr,
+    timeout: Duration,
+    rcvbuf: Option<usize>,
+) -> (Result<(Client, Manifest), Failure>, bool) {
+    let token = match minter.mint(
+        &format!("user-{g}"),
+        &format!("bench-{run_id}-{g}"),
+        &["user"],
+    ) {
+        Ok(t) => t,
+        Err(_) => {
+            let f = Failure {
+                stage: "token",
+                reason: "mint".into(),
+                retryable: false,
+            };
+            return (Err(f), false);
+        }
+    };
+    let opts = ConnectOptions {
+        path: target.path.clone(),
+        token: Some(token),
+        token_via: TokenVia::Header,
+        ..Default::default()
+    };
+    let result = open_with(target.addr, Some(source), &opts, timeout, rcvbuf).await;
+    if !matches!(&result, Err(f) if f.retryable) {
+        return (result, false);
+    }
+    monoio::time::sleep(Duration::from_millis(100)).await;
+    let result = open_with(target.addr, Some(source), &opts, timeout, rcvbuf).await;
+    (result, true)
 }
 
 /// TCP connect + WebSocket upgrade only (no manifest: a plain WebSocket server), each
@@ -167,9 +231,19 @@ pub async fn open_ws(
     opts: &ConnectOptions,
     timeout: Duration,
 ) -> Result<Client, Failure> {
+    open_ws_with(addr, source, opts, timeout, None).await
+}
+
+async fn open_ws_with(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    opts: &ConnectOptions,
+    timeout: Duration,
+    rcvbuf: Option<usize>,
+) -> Result<Client, Failure> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let stream = match monoio::time::timeout(left(), tcp_connect(addr, source)).await {
+    let stream = match monoio::time::timeout(left(), tcp_connect(addr, source, rcvbuf)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Failure::io("tcp", &e)),
         Err(_) => return Err(Failure::timeout("tcp")),

@@ -1,11 +1,16 @@
-//! `demo`: the README's first command. Starts the built-in echo backend and a gateway on
-//! its embedded defaults, runs an RPC load against it, prints the report, stops both.
+//! `demo`: the README's first command. By default the NPC world: an `npc-world` of 1000
+//! NPCs and a gateway in front of it on the embedded defaults' addresses and secret
+//! (plus the npc service), 2000 observers watching 20 NPCs each (a tenth of them slow
+//! readers) for 10 s, the `observers` table, both stopped. With `--rpc`: the built-in
+//! echo backend and a gateway on its embedded defaults, an RPC load, the `rpc` table.
 //!
 //! Why it exists: someone evaluating ringgate should see it carry real load in one
-//! command, with nothing to configure: the embedded defaults already route `/echo` to
-//! the echo service on 127.0.0.1:5001 and sign with a development secret the harness
-//! knows. Both children are stopped by pid (SIGTERM, then SIGKILL after a grace) on every
-//! path out, including errors and Ctrl-C of the run (the children see the same SIGINT).
+//! command, with nothing to configure: the users' own test (observers of NPCs) by
+//! default, and request latency with `--rpc`. Each runs through its scenario's own
+//! entry point, parsed from the command line a user would type, so the demo cannot
+//! drift from the scenarios' flags. The RPC demo's children are stopped by pid (SIGTERM,
+//! then SIGKILL after a grace) on every path out, including errors and Ctrl-C of the run
+//! (the children see the same SIGINT); the NPC demo's gateway is `observers`' own.
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -77,6 +82,9 @@ fn accepts(addr: &str) -> bool {
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    if !args.rpc {
+        return run_npc(args);
+    }
     for (addr, what) in [
         (ECHO_ADDR, "the echo backend"),
         (GATEWAY_ADDR, "the gateway"),
@@ -129,7 +137,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         gw.pid(),
         args.conns,
         args.rate,
-        args.duration
+        rpc_duration(args)
     );
 
     let code = run_rpc(args, gw.pid());
@@ -177,13 +185,71 @@ pub fn rpc_argv(args: &DemoArgs, gateway_pid: u32) -> Vec<String> {
     v.extend([
         format!("--conns={}", args.conns),
         format!("--rate={}", args.rate),
-        format!("--duration={}", args.duration),
+        format!("--duration={}", rpc_duration(args)),
         format!("--gateway-pid={gateway_pid}"),
     ]);
     if let Some(p) = &args.json {
         v.push(format!("--json={}", p.display()));
     }
     v
+}
+
+fn rpc_duration(args: &DemoArgs) -> u64 {
+    args.duration.unwrap_or(20)
+}
+
+/// The `observers` command line of the NPC demo: the embedded defaults' addresses and
+/// secret, the world started in-process.
+pub fn observers_argv(args: &DemoArgs) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "ringgate-bench",
+        "observers",
+        "--listen",
+        GATEWAY_ADDR,
+        "--admin-listen",
+        ADMIN_ADDR,
+        "--npcs=1000",
+        "--watch=20",
+        "--slow-share=0.1",
+        "--warmup=1",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.extend([
+        format!("--observers={}", args.conns),
+        format!("--duration={}", args.duration.unwrap_or(10)),
+    ]);
+    if let Some(b) = &args.gateway_bin {
+        v.push(format!("--gateway-bin={}", b.display()));
+    }
+    if let Some(p) = &args.json {
+        v.push(format!("--json={}", p.display()));
+    }
+    v
+}
+
+/// The NPC demo: `observers` as `observers_argv` says (it starts the world and the
+/// gateway, and stops the gateway, itself).
+fn run_npc(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    for (addr, what) in [
+        (GATEWAY_ADDR, "the gateway"),
+        (ADMIN_ADDR, "the gateway's admin"),
+    ] {
+        if accepts(addr) {
+            bail!("{addr} (for {what}) is already in use: stop whatever listens there first");
+        }
+    }
+    eprintln!(
+        "demo: an NPC world (1000 NPCs) behind a gateway on ws://{GATEWAY_ADDR}/connect, \
+         {} observers x 20 NPCs, {} s (`demo --rpc`: the RPC demo)",
+        args.conns,
+        args.duration.unwrap_or(10)
+    );
+    let cli = Cli::try_parse_from(observers_argv(args)).context("demo's observers flags")?;
+    match cli.into_command() {
+        crate::cli::Command::Observers(o) => crate::scenario::observers::run(&o),
+        _ => unreachable!("observers_argv names the observers subcommand"),
+    }
 }
 
 /// Runs the RPC load through the `rpc` scenario's own entry point, parsed from the same
@@ -201,18 +267,43 @@ fn run_rpc(args: &DemoArgs, gateway_pid: u32) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rpc_command_line_parses() {
-        let args = DemoArgs {
-            duration: 20,
+    fn demo_args(rpc: bool) -> DemoArgs {
+        DemoArgs {
+            rpc,
+            duration: None,
             conns: 2000,
             rate: "10000".into(),
             gateway_bin: None,
             json: Some("out/demo.json".into()),
-        };
-        let argv = rpc_argv(&args, 42);
+        }
+    }
+
+    #[test]
+    fn rpc_command_line_parses() {
+        let argv = rpc_argv(&demo_args(true), 42);
         assert!(argv.contains(&"--conns=2000".to_string()));
+        assert!(argv.contains(&"--duration=20".to_string()));
         let cli = Cli::try_parse_from(&argv).unwrap();
         assert!(matches!(cli.into_command(), crate::cli::Command::Rpc(_)));
+    }
+
+    #[test]
+    fn the_default_demo_is_2000_observers_of_the_npc_world_for_10_s() {
+        let argv = observers_argv(&demo_args(false));
+        let cli = Cli::try_parse_from(&argv).unwrap();
+        let crate::cli::Command::Observers(o) = cli.into_command() else {
+            panic!("not observers: {argv:?}");
+        };
+        assert_eq!((o.observers, o.watch, o.npcs), (2000, 20, 1000));
+        assert_eq!((o.duration, o.slow_share), (10.0, 0.1));
+        assert_eq!(
+            (o.listen.as_str(), o.admin_listen.as_str()),
+            (GATEWAY_ADDR, ADMIN_ADDR)
+        );
+        assert!(
+            o.gateway.gateway.is_none() && o.world.is_none(),
+            "it starts both"
+        );
+        assert_eq!(o.json, Some("out/demo.json".into()));
     }
 }

@@ -12,9 +12,11 @@ mod conn;
 mod demo;
 mod gateway;
 mod jwt;
+mod npc_state;
 mod probe;
 mod procstat;
 mod report;
+mod rng;
 mod scenario;
 mod sched;
 mod spawn;
@@ -44,6 +46,8 @@ fn main() -> ExitCode {
         cli::Command::Probe(a) => probe::run_client(a),
         cli::Command::Demo(a) => demo::run(a),
         cli::Command::Rpc(a) => scenario::rpc::run(a),
+        cli::Command::NpcWorld(a) => backends::npc_world::run(a).map(|()| ExitCode::SUCCESS),
+        cli::Command::Observers(a) => scenario::observers::run(a),
         cli::Command::Compare(a) => compare::run(a),
         cli::Command::Chart(a) => scenario::rpc::chart_reports(a),
     };

@@ -330,13 +330,60 @@ impl RpcReport {
 
 /// Writes `value` as pretty JSON to `path` (creating parent directories).
 pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_file(path, text.as_bytes())
+}
+
+/// Writes `data` to `path` (creating parent directories).
+pub fn write_file(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    std::fs::write(path, text)?;
+    std::fs::write(path, data)?;
     Ok(())
+}
+
+/// The header of a table of latency percentiles whose first column is `what`.
+pub fn latency_header(what: &str) -> String {
+    format!(
+        "  {what:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "p50", "p90", "p99", "p99.9", "p99.99", "max"
+    )
+}
+
+/// One row of that table.
+pub fn latency_row(name: &str, p: &Percentiles) -> String {
+    if p.count == 0 {
+        return format!("  {name:<14} (no samples)");
+    }
+    format!(
+        "  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        name,
+        fmt_us(p.p50),
+        fmt_us(p.p90),
+        fmt_us(p.p99),
+        fmt_us(p.p999),
+        fmt_us(p.p9999),
+        fmt_us(p.max)
+    )
+}
+
+/// The table's line about the gateway's CPU and memory.
+pub fn gateway_line(g: &GatewayUsage) -> String {
+    let opt = |b: Option<u64>| b.map_or("-".to_string(), |b| fmt_bytes(b as f64));
+    format!(
+        "  gateway pid {}{}: CPU {} over the measured window; RSS start {}, end {}, peak {}",
+        g.pid,
+        if g.spawned { " (spawned)" } else { "" },
+        match (g.cpu_secs, g.cpu_percent_of_core) {
+            (Some(s), Some(p)) => format!("{s:.2} s ({p:.0}% of one core)"),
+            _ => "-".into(),
+        },
+        opt(g.rss_start_bytes),
+        opt(g.rss_end_bytes),
+        opt(g.rss_peak_bytes)
+    )
 }
 
 #[cfg(test)]

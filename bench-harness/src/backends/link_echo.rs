@@ -31,15 +31,13 @@ use std::net::SocketAddr;
 use bytes::{Buf, Bytes};
 use ringgate::io::Outbox;
 use ringgate::proto::frame::{OpCode, CLOSE_PROTOCOL_ERROR};
-use ringgate::proto::handshake::{self, UpgradeRequest, BEARER_PROTOCOL_PREFIX};
-use ringgate::proto::link::{FromBackend, ToBackend, REPLY_PREFIX_LEN, SUBPROTOCOL};
+use ringgate::proto::handshake::UpgradeRequest;
+use ringgate::proto::link::{FromBackend, ToBackend, REPLY_PREFIX_LEN};
 use ringgate::proto::ws::ProtocolError;
 
+use super::link_upgrade::{accept_link, Peer};
 use super::listen::ReadBuf;
-use super::ws_conn::{push_frame, serve_ws, Fail, WsService};
-
-/// The header ringgate names the dialing shard with.
-const SHARD_HEADER: &str = "X-Ringgate-Shard";
+use super::ws_conn::{push_frame, serve_ws, Fail, WsService, WsUpgrade};
 
 /// One link connection.
 pub(crate) async fn serve_conn(stream: monoio::net::TcpStream, rbuf: ReadBuf) -> io::Result<()> {
@@ -56,62 +54,24 @@ pub(crate) struct LinkEcho {
     events: u64,
 }
 
-/// The dialing gateway as the log lines name it.
-struct Peer {
-    addr: Option<SocketAddr>,
-    shard: Option<String>,
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.addr {
-            Some(a) => write!(f, "{a}")?,
-            None => f.write_str("?")?,
-        }
-        match &self.shard {
-            Some(s) => write!(f, " (shard {s})"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl WsService for LinkEcho {
+impl WsUpgrade for LinkEcho {
     fn upgrade(
         req: &UpgradeRequest,
         head: &[u8],
         peer: Option<SocketAddr>,
     ) -> Result<(Self, Bytes), Bytes> {
-        let from = Peer {
-            addr: peer,
-            shard: header(head, SHARD_HEADER).map(str::to_owned),
-        };
-        if !req.protocols.iter().any(|p| p == SUBPROTOCOL) {
-            eprintln!(
-                "link-echo: refused an upgrade from {from}: Sec-WebSocket-Protocol does not \
-                 offer {SUBPROTOCOL} (offered: {:?})",
-                offered(req)
-            );
-            return Err(handshake::error_response(
-                400,
-                &format!("Sec-WebSocket-Protocol must offer {SUBPROTOCOL}"),
-            ));
-        }
-        // `switching_protocols` selects the first offered protocol; make it this one.
-        let selected = UpgradeRequest {
-            protocols: vec![SUBPROTOCOL.to_owned()],
-            token_protocol: None,
-            ..req.clone()
-        };
-        eprintln!("link-echo: link up from {from}");
+        let (from, response) = accept_link("link-echo", req, head, peer)?;
         let link = LinkEcho {
             from,
             sessions: HashSet::new(),
             replies: 0,
             events: 0,
         };
-        Ok((link, handshake::switching_protocols(&selected)))
+        Ok((link, response))
     }
+}
 
+impl WsService for LinkEcho {
     fn on_data(&mut self, opcode: OpCode, mut msg: Bytes, out: &mut Outbox) -> Result<(), Fail> {
         if opcode != OpCode::Binary {
             return Err(self.fail("a text message (link messages are binary)"));
@@ -204,165 +164,22 @@ impl LinkEcho {
     }
 }
 
-/// The offered subprotocols fit for a log line (token-carrying `bearer.` entries left out).
-fn offered(req: &UpgradeRequest) -> Vec<&str> {
-    req.protocols
-        .iter()
-        .filter(|p| {
-            !p.get(..BEARER_PROTOCOL_PREFIX.len())
-                .is_some_and(|s| s.eq_ignore_ascii_case(BEARER_PROTOCOL_PREFIX))
-        })
-        .map(String::as_str)
-        .collect()
-}
-
-/// A header's value in a complete request head (which `parse_upgrade` has accepted).
-fn header<'h>(head: &'h [u8], name: &str) -> Option<&'h str> {
-    let mut headers = [httparse::EMPTY_HEADER; handshake::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    req.parse(head).ok()?;
-    let value = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))?
-        .value;
-    std::str::from_utf8(value).ok().map(str::trim)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::listen::{accept_loop, bind_std};
+    use crate::backends::test_gateway::{encode, serve_ephemeral, Gateway, KEY};
     use bytes::BytesMut;
-    use monoio::net::ListenerOpts;
     use ringgate::proto::frame::encode_frame_into;
-    use ringgate::proto::link::LinkError;
-    use ringgate::proto::ws::{CloseFrame, Decoder, Limits, Message, Role};
+    use ringgate::proto::handshake;
+    use ringgate::proto::link::{LinkError, SUBPROTOCOL};
     use std::io::{Read, Write};
-    use std::net::TcpStream;
     use std::time::Duration;
-
-    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
     /// A link echo on an ephemeral port of 127.0.0.1, on its own thread.
     fn start() -> SocketAddr {
-        let l = bind_std("127.0.0.1:0".parse().unwrap(), &ListenerOpts::new()).unwrap();
-        let addr = l.local_addr().unwrap().as_socket().unwrap();
-        let l = std::net::TcpListener::from(l);
-        std::thread::spawn(move || {
-            accept_loop(l, |s, b| async move {
-                let _ = serve_conn(s, b).await;
-            })
-        });
-        addr
-    }
-
-    fn upgrade_request(protocols: Option<&str>) -> String {
-        let mut r = format!(
-            "GET /link HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nX-Ringgate-Shard: 3\r\n"
-        );
-        if let Some(p) = protocols {
-            r.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
-        }
-        r.push_str("\r\n");
-        r
-    }
-
-    /// The gateway's end of a link: a blocking socket, masked frames out, the server's
-    /// frames decoded by the library's client-side decoder.
-    struct Gateway {
-        s: TcpStream,
-        buf: BytesMut,
-        decoder: Decoder,
-    }
-
-    impl Gateway {
-        /// Upgrades with `protocols` offered; returns the response head too.
-        fn connect(addr: SocketAddr, protocols: Option<&str>) -> (Gateway, String) {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(upgrade_request(protocols).as_bytes()).unwrap();
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                let mut c = [0u8; 1];
-                if s.read(&mut c).unwrap() == 0 {
-                    break;
-                }
-                head.push(c[0]);
-            }
-            let gw = Gateway {
-                s,
-                buf: BytesMut::new(),
-                decoder: Decoder::new(
-                    Role::Client,
-                    Limits {
-                        max_message_bytes: 1 << 24,
-                    },
-                ),
-            };
-            (gw, String::from_utf8(head).unwrap())
-        }
-
-        fn linked(addr: SocketAddr) -> Gateway {
-            let (gw, head) = Gateway::connect(addr, Some(SUBPROTOCOL));
-            assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-            gw
-        }
-
-        /// Every message as one masked binary frame, all of them in one write.
-        fn send(&mut self, msgs: &[Vec<u8>]) {
-            let mut out = BytesMut::new();
-            for m in msgs {
-                encode_frame_into(&mut out, true, OpCode::Binary, m, Some([9, 8, 7, 6]));
-            }
-            self.s.write_all(&out).unwrap();
-        }
-
-        /// The next message from the link echo; `None` once it closed the connection.
-        fn next(&mut self) -> Option<Message> {
-            loop {
-                if let Some(m) = self.decoder.decode(&mut self.buf).unwrap() {
-                    return Some(m);
-                }
-                let mut chunk = [0u8; 64 * 1024];
-                let n = self.s.read(&mut chunk).expect("a message within 5 s");
-                if n == 0 {
-                    return None;
-                }
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-
-        /// The next message, which must be a REPLY: its call, status and payload.
-        fn reply(&mut self) -> (u64, u16, Bytes) {
-            match self.next() {
-                Some(Message::Binary(b)) => match FromBackend::decode(&b).unwrap() {
-                    FromBackend::Reply {
-                        call,
-                        status,
-                        payload,
-                    } => (call, status, payload),
-                    other => panic!("not a reply: {other:?}"),
-                },
-                other => panic!("not a binary message: {other:?}"),
-            }
-        }
-
-        /// The close frame the link echo ends with, and that it then closes the socket.
-        fn close_frame(&mut self) -> CloseFrame {
-            let Some(Message::Close(Some(frame))) = self.next() else {
-                panic!("no close frame with a code");
-            };
-            assert!(self.next().is_none(), "closed after the close frame");
-            frame
-        }
-    }
-
-    fn encode(m: ToBackend<'_>) -> Vec<u8> {
-        let mut out = Vec::new();
-        m.encode(&mut out).unwrap();
-        out
+        serve_ephemeral(|s, b| async move {
+            let _ = serve_conn(s, b).await;
+        })
     }
 
     fn request(call: u64, payload: &[u8]) -> Vec<u8> {
@@ -502,17 +319,5 @@ mod tests {
         encode_frame_into(&mut out, true, OpCode::Text, b"{}", Some([1, 2, 3, 4]));
         gw.s.write_all(&out).unwrap();
         assert_eq!(gw.close_frame().code, 1002);
-    }
-
-    #[test]
-    fn the_shard_header_names_the_link_in_log_lines() {
-        let head = upgrade_request(Some(SUBPROTOCOL));
-        assert_eq!(header(head.as_bytes(), SHARD_HEADER), Some("3"));
-        assert_eq!(header(head.as_bytes(), "X-Missing"), None);
-        let peer = Peer {
-            addr: Some("127.0.0.1:9".parse().unwrap()),
-            shard: Some("3".into()),
-        };
-        assert_eq!(peer.to_string(), "127.0.0.1:9 (shard 3)");
     }
 }

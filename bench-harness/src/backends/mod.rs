@@ -7,17 +7,25 @@
 //! * `ws_echo`: `ws-echo`, the plain WebSocket echo (the "no gateway" baseline);
 //! * `link_echo`: the same echo over the backend link (docs/LINK.md);
 //! * `ws_conn`: the WebSocket connection loop `ws_echo` and `link_echo` run on;
+//! * `npc_world`: `npc-world`, the NPC world over the backend link (the `observers`
+//!   scenario's backend);
+//! * `link_upgrade`: how a link backend accepts the link's upgrade;
+//! * `test_gateway` (tests only): the gateway's end of a link, to drive link backends;
 //! * `listen`: the listeners and accept threads every server (and the probe server)
 //!   shares.
 //!
-//! The servers import only the shared files (`listen`, `ws_conn`), never each other; this
-//! file composes them into the `echo-backend` command: the HTTP echo, and with
-//! `--link-listen` the link echo in the same process, on threads of its own, so one
-//! backend serves both of the gateway's paths to a service.
+//! The servers import only the shared files (`listen`, `ws_conn`, `link_upgrade`), never
+//! each other; this file composes them into the `echo-backend` command: the HTTP echo,
+//! and with `--link-listen` the link echo in the same process, on threads of its own, so
+//! one backend serves both of the gateway's paths to a service.
 
 pub mod http_echo;
 pub mod link_echo;
+mod link_upgrade;
 pub mod listen;
+pub mod npc_world;
+#[cfg(test)]
+mod test_gateway;
 pub mod ws_conn;
 pub mod ws_echo;
 

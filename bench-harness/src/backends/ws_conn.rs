@@ -8,14 +8,17 @@
 //! on readiness, `recv` into the thread's one read buffer, keep bytes only for a partial
 //! frame, flush a coalescing `Outbox` with one gathering `sendmsg`). The loop owns the
 //! reads, the frame codec, pings, the close handshake and flushing; a service only
-//! answers. Shared, so that neither server imports the other.
+//! answers. Shared, so that neither server imports the other. A service may also queue
+//! messages of its own between reads ([`WsService::poll_push`]: the NPC world's
+//! publishes), and its upgrade may be decided with state of the caller's
+//! ([`serve_ws_with`]).
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -57,11 +60,32 @@ pub fn parse_upgrade_any_path(
     }
 }
 
-/// What a WebSocket server built on this module's connection loop does: accept or refuse
-/// the upgrade, and answer data messages. The loop owns everything else (reads, the
-/// frame codec, pings, the close handshake, flushing). ws-echo is one service
-/// (`ws_echo::Echo`); the backend link's echo (`link_echo::LinkEcho`) is another.
+/// What a WebSocket server built on this module's connection loop does with an open
+/// connection: answer data messages (and, if it has any, queue messages of its own). The
+/// loop owns everything else (reads, the frame codec, pings, the close handshake,
+/// flushing). ws-echo is one service (`ws_echo::Echo`); the backend link's echo
+/// (`link_echo::LinkEcho`) and the NPC world (`npc_world`) are others.
 pub(crate) trait WsService: Sized {
+    /// One whole text or binary message: queue the answers on `out`. `Err` fails the
+    /// connection: what is queued goes out, then a close frame with that code and reason.
+    fn on_data(&mut self, opcode: OpCode, payload: Bytes, out: &mut Outbox) -> Result<(), Fail>;
+
+    /// Messages the service sends of its own accord (not answers): queue them on `out`
+    /// and return `Ready` (the loop flushes, then asks again), or return `Pending` having
+    /// kept `cx`'s waker for when there are some. By default there are none.
+    fn poll_push(&mut self, _cx: &mut Context<'_>, _out: &mut Outbox) -> Poll<()> {
+        Poll::Pending
+    }
+
+    /// The peer broke the WebSocket protocol (the loop closes with the error's code).
+    fn on_protocol_error(&mut self, _e: &ProtocolError) {}
+
+    /// The connection is over: closed by either side (`None`) or failed.
+    fn on_end(&mut self, _error: Option<&io::Error>) {}
+}
+
+/// A service that decides its upgrade from the request alone ([`serve_ws`]).
+pub(crate) trait WsUpgrade: WsService {
     /// A complete upgrade request (any path; `head` is its raw bytes, for headers the
     /// parsed request does not carry): `Ok` holds the connection's state and the 101
     /// response, `Err` the response to send before closing.
@@ -70,16 +94,6 @@ pub(crate) trait WsService: Sized {
         head: &[u8],
         peer: Option<SocketAddr>,
     ) -> Result<(Self, Bytes), Bytes>;
-
-    /// One whole text or binary message: queue the answers on `out`. `Err` fails the
-    /// connection: what is queued goes out, then a close frame with that code and reason.
-    fn on_data(&mut self, opcode: OpCode, payload: Bytes, out: &mut Outbox) -> Result<(), Fail>;
-
-    /// The peer broke the WebSocket protocol (the loop closes with the error's code).
-    fn on_protocol_error(&mut self, _e: &ProtocolError) {}
-
-    /// The connection is over: closed by either side (`None`) or failed.
-    fn on_end(&mut self, _error: Option<&io::Error>) {}
 }
 
 /// A message that fails the connection: the close frame to send.
@@ -109,11 +123,25 @@ pub(crate) fn push_frame(out: &mut Outbox, opcode: OpCode, prefix: &[u8], payloa
 
 /// One WebSocket connection served by `S`: the upgrade (within [`HANDSHAKE_TIMEOUT`]),
 /// then the readiness loop until either side closes.
-pub(crate) async fn serve_ws<S: WsService>(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
+pub(crate) async fn serve_ws<S: WsUpgrade>(stream: TcpStream, rbuf: ReadBuf) -> io::Result<()> {
+    serve_ws_with(stream, rbuf, S::upgrade).await
+}
+
+/// [`serve_ws`] with the upgrade decided by `upgrade` (which may hold state of the
+/// caller's, e.g. the world the connection joins), with [`WsUpgrade::upgrade`]'s contract.
+pub(crate) async fn serve_ws_with<S, U>(
+    stream: TcpStream,
+    rbuf: ReadBuf,
+    upgrade: U,
+) -> io::Result<()>
+where
+    S: WsService,
+    U: FnOnce(&UpgradeRequest, &[u8], Option<SocketAddr>) -> Result<(S, Bytes), Bytes>,
+{
     let fd = stream.as_raw_fd();
     let mut outbox = Outbox::default();
     let (service, leftover) =
-        match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake::<S>(&stream)).await {
+        match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&stream, upgrade)).await {
             Ok(Ok(Ok((service, response, leftover)))) => {
                 outbox.push_bytes(response);
                 (service, leftover)
@@ -152,10 +180,14 @@ pub(crate) async fn serve_ws<S: WsService>(stream: TcpStream, rbuf: ReadBuf) -> 
     result
 }
 
-/// Reads the upgrade request and asks `S`: `Ok(Err(_))` is a refusal to send back.
-async fn handshake<S: WsService>(
+/// Reads the upgrade request and asks `upgrade`: `Ok(Err(_))` is a refusal to send back.
+async fn handshake<S, U>(
     stream: &TcpStream,
-) -> io::Result<Result<(S, Bytes, BytesMut), Bytes>> {
+    upgrade: U,
+) -> io::Result<Result<(S, Bytes, BytesMut), Bytes>>
+where
+    U: FnOnce(&UpgradeRequest, &[u8], Option<SocketAddr>) -> Result<(S, Bytes), Bytes>,
+{
     let fd = stream.as_raw_fd();
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -173,7 +205,7 @@ async fn handshake<S: WsService>(
         match parse_upgrade_any_path(&buf) {
             Ok(Some((req, n))) => {
                 let leftover = BytesMut::from(&buf[n..]);
-                return Ok(S::upgrade(&req, &buf[..n], stream.peer_addr().ok())
+                return Ok(upgrade(&req, &buf[..n], stream.peer_addr().ok())
                     .map(|(service, response)| (service, response, leftover)));
             }
             Ok(None) => {}
@@ -196,6 +228,8 @@ struct Conn<S> {
 enum Wake {
     Readable(io::Result<()>),
     Writable(io::Result<()>),
+    /// The service queued messages of its own.
+    Pushed,
 }
 
 impl<S: WsService> Conn<S> {
@@ -223,10 +257,14 @@ impl<S: WsService> Conn<S> {
                         return Poll::Ready(Wake::Readable(r));
                     }
                 }
+                if !self.closing && self.service.poll_push(cx, &mut self.outbox).is_ready() {
+                    return Poll::Ready(Wake::Pushed);
+                }
                 Poll::Pending
             })
             .await;
             match wake {
+                Wake::Pushed => {}
                 Wake::Writable(r) => {
                     r?;
                     writable = None;

@@ -24,7 +24,7 @@ use ringgate::proto::frame::OpCode;
 use ringgate::proto::handshake::{self, UpgradeRequest};
 
 use super::listen::{serve_threads, ReadBuf};
-use super::ws_conn::{push_frame, serve_ws, Fail, WsService};
+use super::ws_conn::{push_frame, serve_ws, Fail, WsService, WsUpgrade};
 use crate::cli::WsEchoArgs;
 
 pub fn run(args: &WsEchoArgs) -> anyhow::Result<()> {
@@ -38,7 +38,7 @@ pub fn run(args: &WsEchoArgs) -> anyhow::Result<()> {
 /// selected), data messages are echoed as they came.
 pub(crate) struct Echo;
 
-impl WsService for Echo {
+impl WsUpgrade for Echo {
     fn upgrade(
         req: &UpgradeRequest,
         _: &[u8],
@@ -46,7 +46,9 @@ impl WsService for Echo {
     ) -> Result<(Self, Bytes), Bytes> {
         Ok((Echo, handshake::switching_protocols(req)))
     }
+}
 
+impl WsService for Echo {
     fn on_data(&mut self, opcode: OpCode, payload: Bytes, out: &mut Outbox) -> Result<(), Fail> {
         push_frame(out, opcode, &[], payload);
         Ok(())

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ringgate::client::{Client, ConnectOptions, Incoming, TokenVia};
+use ringgate::client::{Client, Incoming};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::GatewayArgs;
@@ -433,33 +433,18 @@ async fn attempt(cx: &Rc<Ctx>, i: usize, from: Instant) {
     let st = &cx.st;
     let g = cx.params.first + i;
     st.stats.borrow_mut().attempted += 1;
-    let token = match cx.minter.mint(
-        &format!("user-{g}"),
-        &format!("bench-{}-{g}", cx.params.run_id),
-        &["user"],
-    ) {
-        Ok(t) => t,
-        Err(_) => {
-            *st.stats
-                .borrow_mut()
-                .failures
-                .entry("token:mint".into())
-                .or_default() += 1;
-            return;
-        }
-    };
-    let opts = ConnectOptions {
-        path: cx.target.path.clone(),
-        token: Some(token),
-        token_via: TokenVia::Header,
-        ..Default::default()
-    };
-    let timeout = cx.params.connect_timeout;
-    let mut result = conn::open(cx.target.addr, Some(cx.source), &opts, timeout).await;
-    if matches!(&result, Err(f) if f.retryable) {
+    let (result, retried) = conn::open_user(
+        &cx.target,
+        &cx.minter,
+        &cx.params.run_id,
+        g,
+        cx.source,
+        cx.params.connect_timeout,
+        None,
+    )
+    .await;
+    if retried {
         st.stats.borrow_mut().retries += 1;
-        monoio::time::sleep(Duration::from_millis(100)).await;
-        result = conn::open(cx.target.addr, Some(cx.source), &opts, timeout).await;
     }
     match result {
         Ok((client, _manifest)) => {

@@ -2,9 +2,12 @@
 //!
 //! Why a module tree: every scenario has the same shape (a coordinator that plans and
 //! spawns workers, samples the gateway and reports; workers that hold the connections),
-//! so `rpc` and `connect` slot in beside `idle` reusing `spawn`, `conn` and `report`.
+//! so `rpc`, `connect` and `observers` slot in beside `idle` reusing `spawn`, `conn`,
+//! `report` and `gateway_track`.
 
 pub mod connect;
 pub mod fleet;
+pub mod gateway_track;
 pub mod idle;
+pub mod observers;
 pub mod rpc;

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::gateway_track::GatewayTrack;
 use super::output;
 use super::protocol::{Live, Msg, WorkerReport};
 use crate::cli::{LoadRate, RpcArgs, RpcMode};
@@ -24,6 +23,7 @@ use crate::report::{
     self, fmt_counts, fmt_us, ConnectStats, HistData, Percentiles, RequestStats, RpcReport,
 };
 use crate::scenario::fleet::{self, Coordinator};
+use crate::scenario::gateway_track::GatewayTrack;
 use crate::sched::unix_ns;
 use crate::spawn::{self, Workers};
 use crate::target::Target;

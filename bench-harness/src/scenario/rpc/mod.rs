@@ -11,9 +11,9 @@
 //! Why a folder: one process is either the coordinator or one of its workers, and each
 //! side has parts of its own. The files, top down (each imports only files below it):
 //! * `coordinator`: the parent process: plans and spawns the workers, starts them at one
-//!   instant, prints live progress, merges their results into the report;
-//!   `gateway_track` samples the gateway's CPU and RSS for it, `output` writes the table,
-//!   the JSON report, the interval log and the charts.
+//!   instant, prints live progress, merges their results into the report
+//!   (`scenario::gateway_track` samples the gateway's CPU and RSS for it); `output`
+//!   writes the table, the JSON report, the interval log and the charts.
 //! * `worker`: a worker process: its threads, their ramp, what it tells the parent;
 //!   `conn_loop` drives one connection's requests; `state` is what those two share;
 //!   `inflight` is one connection's table of requests in flight.
@@ -22,7 +22,6 @@
 
 mod conn_loop;
 mod coordinator;
-mod gateway_track;
 mod inflight;
 mod output;
 mod protocol;
@@ -35,7 +34,7 @@ use std::process::ExitCode;
 use crate::cli::RpcArgs;
 
 pub use output::chart_reports;
-pub use request::payload;
+pub use request::{code_key, payload};
 
 pub fn run(args: &RpcArgs) -> anyhow::Result<ExitCode> {
     match args.worker.worker_index {

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::chart;
 use crate::cli::{ChartArgs, RpcArgs};
-use crate::report::{self, fmt_bytes, fmt_counts, fmt_us, Percentiles, RpcReport};
+use crate::report::{self, fmt_counts, write_file, Percentiles, RpcReport};
 
 /// Writes what the run's flags ask for, in this order: the table (always), the JSON
 /// report (`--json`), the interval log (`--hist-log`) and the chart of `lat`, the merged
@@ -45,14 +45,6 @@ pub(super) fn write_reports(
         write_file(path, doc.as_bytes())?;
         eprintln!("chart written to {}", path.display());
     }
-    Ok(())
-}
-
-fn write_file(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, data)?;
     Ok(())
 }
 
@@ -137,26 +129,8 @@ fn print_table(r: &RpcReport) {
     );
     let l = &r.latency_us;
     println!();
-    println!(
-        "  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "latency", "p50", "p90", "p99", "p99.9", "p99.99", "max"
-    );
-    let row = |name: &str, p: &Percentiles| {
-        if p.count == 0 {
-            println!("  {name:<14} (no samples)");
-        } else {
-            println!(
-                "  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                name,
-                fmt_us(p.p50),
-                fmt_us(p.p90),
-                fmt_us(p.p99),
-                fmt_us(p.p999),
-                fmt_us(p.p9999),
-                fmt_us(p.max)
-            );
-        }
-    };
+    println!("{}", report::latency_header("latency"));
+    let row = |name: &str, p: &Percentiles| println!("{}", report::latency_row(name, p));
     row(
         if r.rate_target_per_sec.is_some() {
             "corrected"
@@ -170,20 +144,8 @@ fn print_table(r: &RpcReport) {
         row("send lag", &r.send_lag_us);
     }
     if let Some(g) = &r.gateway {
-        let opt = |b: Option<u64>| b.map_or("-".to_string(), |b| fmt_bytes(b as f64));
         println!();
-        println!(
-            "  gateway pid {}{}: CPU {} over the measured window; RSS start {}, end {}, peak {}",
-            g.pid,
-            if g.spawned { " (spawned)" } else { "" },
-            match (g.cpu_secs, g.cpu_percent_of_core) {
-                (Some(s), Some(p)) => format!("{s:.2} s ({p:.0}% of one core)"),
-                _ => "-".into(),
-            },
-            opt(g.rss_start_bytes),
-            opt(g.rss_end_bytes),
-            opt(g.rss_peak_bytes)
-        );
+        println!("{}", report::gateway_line(g));
     }
     for e in &r.worker_errors {
         println!("  ERROR: {e}");

@@ -1,9 +1,10 @@
-//! The gateway's /proc samples over an `rpc` run: CPU and RSS once a second for the live
-//! progress and the report's `samples`, and the CPU time and RSS at the start and the
-//! end of the measured window for its totals.
+//! The gateway's /proc samples over a run (`rpc`, `observers`): CPU and RSS once a
+//! second for the live progress and the report's `samples`, and the CPU time and RSS at
+//! the start and the end of the measured window for its totals.
 //!
-//! Why it exists: the gateway's cost per request is half of what `rpc` reports; the
-//! coordinator samples it (spawned for the run or given by `--gateway-pid`) through this.
+//! Why it exists: the gateway's cost per request (or push) is half of what a run
+//! reports; each scenario's coordinator samples it (spawned for the run or given by
+//! `--gateway-pid`) through this one file.
 
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use crate::procstat::{self, Sample};
 use crate::report::{fmt_bytes, GatewaySample, GatewayUsage};
 
 /// The gateway's /proc samples over the run.
-pub(super) struct GatewayTrack {
+pub(crate) struct GatewayTrack {
     pid: Option<u32>,
     spawned: bool,
     samples: Vec<GatewaySample>,
@@ -22,7 +23,7 @@ pub(super) struct GatewayTrack {
 }
 
 impl GatewayTrack {
-    pub(super) fn new(pid: Option<u32>, spawned: bool) -> GatewayTrack {
+    pub(crate) fn new(pid: Option<u32>, spawned: bool) -> GatewayTrack {
         GatewayTrack {
             pid,
             spawned,
@@ -40,7 +41,7 @@ impl GatewayTrack {
         Some(s)
     }
 
-    pub(super) fn sample(&mut self, start: Instant, now: Instant) {
+    pub(crate) fn sample(&mut self, start: Instant, now: Instant) {
         let Some(s) = self.read() else { return };
         let t = if now >= start {
             now.duration_since(start).as_secs_f64()
@@ -58,15 +59,15 @@ impl GatewayTrack {
         self.last = Some(s);
     }
 
-    pub(super) fn mark_begin(&mut self) {
+    pub(crate) fn mark_begin(&mut self) {
         self.begin = self.read();
     }
 
-    pub(super) fn mark_end(&mut self) {
+    pub(crate) fn mark_end(&mut self) {
         self.end = self.read();
     }
 
-    pub(super) fn last_line(&self) -> String {
+    pub(crate) fn last_line(&self) -> String {
         match self.samples.last() {
             Some(s) if self.pid.is_some() => format!(
                 "  gw cpu {:.0}% rss {}",
@@ -77,7 +78,7 @@ impl GatewayTrack {
         }
     }
 
-    pub(super) fn usage(&mut self, duration_secs: f64) -> Option<GatewayUsage> {
+    pub(crate) fn usage(&mut self, duration_secs: f64) -> Option<GatewayUsage> {
         let pid = self.pid?;
         let (b, e) = (self.begin, self.end);
         let cpu_secs = b.zip(e).map(|(b, e)| e.cpu_secs_since(&b));
