@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod link;
 pub mod process;
+pub mod push;
 
 use std::future::Future;
 use std::io::{Read, Write};
