@@ -554,3 +554,28 @@ fn without_an_admin_token_the_push_api_answers_404_saying_it_is_off() {
         200
     );
 }
+
+#[test]
+fn a_body_over_max_body_bytes_gets_its_413_even_when_the_client_writes_it_all_before_reading() {
+    use std::io::{Read, Write};
+    let g = push_gateway("", "max_body_bytes = 4096", "");
+    // As most HTTP clients do: the whole request goes out, then the answer is read.
+    for size in [256 << 10, 4 << 20] {
+        let mut s = std::net::TcpStream::connect(g.admin_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let body = format!("{{\"topic\":\"t\",\"payload\":\"{}\"}}", "x".repeat(size));
+        let head = format!(
+            "POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{size}: the body could not be written: {e}"));
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("{size}: the answer could not be read: {e}"));
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413 "), "{size}: {text}");
+        assert!(text.contains("max_body_bytes"), "{size}: {text}");
+    }
+}
