@@ -136,6 +136,9 @@ pub struct Manifest {
     pub version: u64,
     pub reason: String,
     pub apis: Vec<Api>,
+    /// The GUID other clients address this connection by (`peerGuid`; peer messages,
+    /// flag 0x20), if the manifest carries one.
+    pub peer_guid: Option<[u8; 16]>,
 }
 
 impl Manifest {
@@ -166,6 +169,7 @@ impl Manifest {
             version: v["version"].as_u64().unwrap_or_default(),
             reason: v["reason"].as_str().unwrap_or_default().to_string(),
             apis,
+            peer_guid: v["peerGuid"].as_str().and_then(parse_guid),
         })
     }
 

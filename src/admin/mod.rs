@@ -116,7 +116,12 @@ fn serve(conn: &mut TcpStream, state: &AdminState) -> std::io::Result<()> {
                     "error": format!("body of {n} bytes is over [admin] max_body_bytes ({})", state.max_body_bytes)
                 })
                 .to_string();
-                return respond(conn, 413, "application/json", body.as_bytes(), true, "");
+                respond(conn, 413, "application/json", body.as_bytes(), true, "")?;
+                // The body is still coming: closing with it unread would reset the
+                // connection, and a client that writes its whole body before reading
+                // would fail on its write and never see the 413. Read it away first.
+                discard_body(conn, n);
+                return Ok(());
             }
         };
         let close = req.close || state.stop.load(Ordering::SeqCst);
@@ -143,6 +148,34 @@ fn serve(conn: &mut TcpStream, state: &AdminState) -> std::io::Result<()> {
         }
         if close {
             return Ok(());
+        }
+    }
+}
+
+/// Most of a refused body read away before the connection is closed, and for how long.
+const DISCARD_BYTES: usize = 64 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// After answering: stops writing, then reads and drops what the client still sends
+/// (the rest of a `len`-byte body, bounded by `DISCARD_BYTES` and `DISCARD_TIME`) until
+/// it closes, so the close that follows does not reset the connection under the
+/// answer.
+fn discard_body(conn: &mut TcpStream, len: usize) {
+    use std::io::Read;
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let deadline = std::time::Instant::now() + DISCARD_TIME;
+    let mut left = len.min(DISCARD_BYTES) + http::MAX_HEAD;
+    let mut chunk = [0u8; 16 * 1024];
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        if wait.is_zero() || conn.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }

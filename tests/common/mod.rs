@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod link;
 pub mod process;
+pub mod push;
 pub mod scripted_link;
 pub mod tools;
 
