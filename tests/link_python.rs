@@ -372,14 +372,11 @@ fn a_session_the_python_backend_subscribes_gets_its_keyed_publishes_until_unsubs
             .expect("the publish after subscribing again");
         assert_eq!(&got[..], third, "the publish made while unsubscribed came");
     });
-    let actions = py.events();
     for a in ["subscribe", "unsubscribe", "publish"] {
-        assert!(
-            actions
-                .iter()
-                .any(|e| e["event"] == "action" && e["action"] == a),
-            "the backend never sent {a}"
-        );
+        py.wait_for(&format!("its {a} action"), |ev| {
+            ev.iter()
+                .any(|e| e["event"] == "action" && e["action"] == a)
+        });
     }
 }
 
@@ -451,11 +448,10 @@ fn a_session_the_python_backend_kicks_is_closed_with_4002_and_reported_closed_to
         };
         assert_eq!(closed, Some((4002, "kicked by python".to_string())));
     });
-    let events = py.events();
-    let kicked = events
-        .iter()
-        .find(|e| e["event"] == "request" && e["path"] == "/py/kick")
-        .expect("the kick request reached the backend");
+    // (The backend's lines are read on another thread: wait for the request's.)
+    let is_kick = |e: &&Value| e["event"] == "request" && e["path"] == "/py/kick";
+    let events = py.wait_for("the kick request", |ev| ev.iter().any(|e| is_kick(&e)));
+    let kicked = events.iter().find(is_kick).expect("waited for");
     let (shard, session) = (kicked["shard"].clone(), kicked["session"].clone());
     py.wait_for("CLOSED for the kicked session", |ev| {
         ev.iter()

@@ -160,3 +160,57 @@ fn a_broadcast_from_an_allowed_role_reaches_every_other_session_on_both_shards_a
         expect_marker(&mut admin.client, 2, "the admin").await;
     });
 }
+
+#[test]
+fn flooding_a_peer_that_does_not_read_gets_the_sender_12_and_never_closes_the_peer() {
+    // A small outbox bound, so the flood reaches it quickly.
+    let g = push_gateway("max_outbox_bytes = 262144", "", "");
+    let mut api = Api::new(g.admin_addr);
+    run(async {
+        let mut all = place(&g, &mut api, "flood", "acct", &["user"], 1).await;
+        let mut victim = all.pop().unwrap();
+        let mut flooder = all.pop().unwrap();
+        let to = victim.manifest.peer_guid.unwrap();
+        let big = vec![b'x'; 60_000];
+        // The victim reads nothing meanwhile. Events (0x10): only refusals answer.
+        let mut refused = 0;
+        for _ in 0..400 {
+            flooder
+                .client
+                .send_request(flags::CLIENT | flags::EVENT, 0, 0, to, &big)
+                .await
+                .unwrap();
+            while let Some(Got::Response(h, _)) =
+                next_within(&mut flooder.client, Duration::from_millis(1)).await
+            {
+                assert_eq!(h.code, ResponseCode::TooManyRequests.as_u8());
+                refused += 1;
+            }
+            if refused > 0 {
+                break;
+            }
+        }
+        assert!(refused > 0, "the sender was never told 12");
+        assert_eq!(
+            metric(&g, "ringgate_outbox_overflow_total"),
+            0,
+            "nobody closed"
+        );
+        // The victim, reading again, is still connected and gets a push.
+        let (status, _) = api.post(
+            &format!("/v1/sessions/{}/push", victim.sid),
+            &json!({ "payload": { "still": "here" } }),
+        );
+        assert_eq!(status, 202);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "the push never came");
+            match next_within(&mut victim.client, Duration::from_secs(5)).await {
+                Some(Got::Push(_, p)) if &p[..] == br#"{"still":"here"}"# => break,
+                Some(Got::Push(..)) => {}
+                other => panic!("the victim got {other:?}"),
+            }
+        }
+    });
+    g.stop();
+}

@@ -126,6 +126,11 @@ pub struct ServerConfig {
     /// Force monoio's legacy (epoll) driver even where io_uring is available.
     #[serde(default)]
     pub force_legacy_driver: bool,
+    /// `TCP_NOTSENT_LOWAT` on client sockets: at most this many bytes wait unsent in
+    /// the kernel per client; the rest of a slow reader's backlog stays in its outbox,
+    /// bounded by `max_outbox_bytes` and conflated by key (0 = the kernel's default,
+    /// which lets up to the whole send buffer fill first).
+    pub send_lowat_bytes: u32,
     /// Roles whose sessions may broadcast (a peer message to the all-FF GUID reaches
     /// every other session); empty = nobody (code 40).
     pub broadcast_roles: Vec<String>,

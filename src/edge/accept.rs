@@ -3,6 +3,7 @@
 //! Why apart: the one place connections enter a shard; it hands each to its own
 //! handshake task (`edge::handshake`) so a slow client never holds up the next.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -27,6 +28,10 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    let lowat = ctx.config.server.send_lowat_bytes;
+                    if lowat > 0 {
+                        sys::set_notsent_lowat(stream.as_raw_fd(), lowat);
+                    }
                     spawn_isolated("connection handshake", handshake::serve(ctx.clone(), stream));
                 }
                 Err(e) => {

@@ -31,8 +31,13 @@ use crate::shard::{ShardCtx, READ_CHUNK};
 use super::dispatch::{self, Channels};
 use super::manifest;
 
-/// How long a server-initiated close waits for the client's close frame.
+/// How long a server-initiated close waits for the client's close frame, once ours is
+/// written.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a server-initiated close may take to write what is queued before it (the
+/// rest of a frame in flight, a disconnect notice, the close frame itself) to a client
+/// that reads slowly: past it, the connection is dropped.
+const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 /// Reads per readiness wakeup before the task yields to others.
 const READS_PER_WAKEUP: usize = 8;
 /// The upgraded connection's task, from the first frame to the close. `leftover`: the
@@ -105,8 +110,9 @@ fn rate(ctx: &ShardCtx) -> Rate {
 /// What the connection is doing about closing.
 #[derive(Debug, Clone, Copy)]
 enum Closing {
-    /// We sent a close frame; waiting for the client's until the deadline.
-    Sent { deadline: Instant },
+    /// We queued a close frame; waiting for the client's until the deadline (first the
+    /// time to write it, `CLOSE_FLUSH`, then, once it is written, `CLOSE_WAIT`).
+    Sent { deadline: Instant, written: bool },
     /// Flush what is queued (the close reply), then close the socket.
     FlushThenEnd,
 }
@@ -181,9 +187,21 @@ impl Conn<'_> {
                 } else if matches!(self.closing, Some(Closing::FlushThenEnd)) {
                     sys::shutdown_write(self.fd);
                     return Ok(());
+                } else if let Some(Closing::Sent {
+                    deadline,
+                    written: false,
+                }) = self.closing
+                {
+                    // Our close frame is out: the client has CLOSE_WAIT to answer.
+                    let deadline = deadline.min(Instant::now() + CLOSE_WAIT);
+                    self.closing = Some(Closing::Sent {
+                        deadline,
+                        written: true,
+                    });
+                    sleep = None;
                 }
             }
-            if let Some(Closing::Sent { deadline }) = self.closing {
+            if let Some(Closing::Sent { deadline, .. }) = self.closing {
                 if sleep.is_none() {
                     sleep = Some(Box::pin(monoio::time::sleep_until(deadline.into())));
                 }
@@ -248,7 +266,8 @@ impl Conn<'_> {
             .borrow_mut()
             .push_bytes(ws::close_frame(Some((code, reason)), None));
         self.closing = Some(Closing::Sent {
-            deadline: Instant::now() + CLOSE_WAIT,
+            deadline: Instant::now() + CLOSE_FLUSH,
+            written: false,
         });
     }
 

@@ -82,6 +82,24 @@ pub fn send_vectored(fd: RawFd, slices: &[&[u8]]) -> io::Result<Nb> {
 /// Shuts down both halves: a task parked on the socket's readiness wakes (EOF or an
 /// error), while the descriptor stays owned by its stream. Errors (already closed) are
 /// moot.
+/// Sets `TCP_NOTSENT_LOWAT`: the kernel takes no more from `sendmsg` once this many
+/// bytes wait unsent in the socket, so a slow reader's backlog stays in user space
+/// (where it is bounded, and keyed messages are conflated) instead of in a send buffer
+/// of up to several MiB. Best effort: false if the kernel refused it.
+pub fn set_notsent_lowat(fd: RawFd, bytes: u32) -> bool {
+    let v = bytes as libc::c_int;
+    // SAFETY: `fd` is an open socket; the option value is a live c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            std::ptr::from_ref(&v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
 pub fn shutdown(fd: RawFd) {
     // SAFETY: plain syscall on a descriptor the caller's stream still owns.
     unsafe {
