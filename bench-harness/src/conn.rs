@@ -81,7 +81,7 @@ pub fn drop_cause(stage: &'static str, e: &ClientError) -> String {
 }
 
 /// A non-blocking TCP connect from `source` (port chosen at connect time).
-async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {

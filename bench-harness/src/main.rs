@@ -44,6 +44,10 @@ fn main() -> ExitCode {
         cli::Command::Probe(a) => probe::run_client(a),
         cli::Command::Demo(a) => demo::run(a),
         cli::Command::Rpc(a) => scenario::rpc::run(a),
+        cli::Command::Fanout(a) => scenario::fanout::run(a),
+        cli::Command::FanoutRawServer(a) => {
+            scenario::fanout::raw_server::run(a).map(|()| ExitCode::SUCCESS)
+        }
         cli::Command::Compare(a) => compare::run(a),
         cli::Command::Chart(a) => scenario::rpc::chart_reports(a),
     };

@@ -5,6 +5,7 @@
 //! so `rpc` and `connect` slot in beside `idle` reusing `spawn`, `conn` and `report`.
 
 pub mod connect;
+pub mod fanout;
 pub mod fleet;
 pub mod idle;
 pub mod rpc;
