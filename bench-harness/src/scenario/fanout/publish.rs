@@ -104,7 +104,15 @@ impl Publisher {
             }
             FanoutTarget::Pushpin | FanoutTarget::Socketio | FanoutTarget::Ringgate => {
                 let body = http_body(self.target, payloads);
-                let status = self.post(&body)?;
+                // A server that closes after a response (Pushpin's publish API does)
+                // gets a new connection and the same request once more.
+                let status = match self.post(&body) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        self.reconnect()?;
+                        self.post(&body)?
+                    }
+                };
                 Ok(if (200..300).contains(&status) {
                     payloads.len() as u64
                 } else {
@@ -112,6 +120,14 @@ impl Publisher {
                 })
             }
         }
+    }
+
+    fn reconnect(&mut self) -> anyhow::Result<()> {
+        let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        self.stream = stream;
+        Ok(())
     }
 
     /// Raw probe: the fan-out write times (µs) its server reported since the last call.
