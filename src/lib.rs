@@ -15,11 +15,13 @@
 //! 5. [`config`]: TOML config, embedded defaults, `RINGGATE_*` overrides, validation.
 //! 6. [`registry`]: the immutable endpoint registry snapshot shared by all shards.
 //! 7. `session`: a session, its handle, its outbox, the shard's session table.
-//! 8. `upstream`: backends (the call contract, the HTTP pool, the backend link).
-//! 9. `shard`: one shard's state (`ShardCtx`), its read gate, its mailbox messages.
-//! 10. `edge`: accept, handshake, the connection task, request dispatch, the sweep.
-//! 11. `admin`: `/healthz`, `/readyz`, `/metrics`.
-//! 12. [`server`]: listeners, shard threads, signals; the top.
+//! 8. `push`: the push plane's directory, hub, push inboxes' messages, topics.
+//! 9. `upstream`: backends (the call contract, the HTTP pool, the backend link).
+//! 10. `shard`: one shard's state (`ShardCtx`), its read gate, its mailbox messages.
+//! 11. `edge`: accept, handshake, the connection task, request dispatch, the sweep,
+//!     the push inbox.
+//! 12. `admin`: `/healthz`, `/readyz`, `/metrics`, the push API.
+//! 13. [`server`]: listeners, shard threads, signals; the top.
 //!
 //! Public: what the binary, the bench harness and the tests need — [`Gateway`],
 //! [`Config`], [`client`], [`proto`], [`auth`], [`config`], [`registry`], [`server`]
@@ -34,6 +36,7 @@ pub mod client;
 pub mod config;
 mod edge;
 mod metrics;
+mod push;
 pub mod registry;
 mod rt;
 pub mod server;

@@ -91,6 +91,14 @@ pub struct ShardMetrics {
     pub protocol_errors: AtomicU64,
     /// Read-gate ticks spent with read batching engaged (`crate::shard::gate`).
     pub read_batching_ticks: AtomicU64,
+    /// Unsent keyed topic messages replaced by a newer one (per-key conflation).
+    pub conflated: AtomicU64,
+    /// Topic messages queued for subscribers.
+    pub topic_deliveries: AtomicU64,
+    /// Pushes to a session, a user or everyone (and peer messages) queued.
+    pub pushes: AtomicU64,
+    /// Topic subscriptions on this shard now.
+    pub subscriptions: AtomicI64,
 }
 
 impl ShardMetrics {
@@ -204,7 +212,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE ringgate_connections_open gauge");
         let _ = writeln!(out, "ringgate_connections_open {}", self.connections_open());
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "ringgate_connections_total",
                 "Client WebSocket connections upgraded since start.",
@@ -241,6 +249,16 @@ impl Metrics {
                 sum(&|s| s.protocol_errors.load(Relaxed)),
             ),
             (
+                "ringgate_topic_deliveries_total",
+                "Topic messages queued for subscribers.",
+                sum(&|s| s.topic_deliveries.load(Relaxed)),
+            ),
+            (
+                "ringgate_pushes_total",
+                "Pushes to a session, a user or everyone, and peer messages, queued for clients.",
+                sum(&|s| s.pushes.load(Relaxed)),
+            ),
+            (
                 "ringgate_read_batching_ticks_total",
                 "Ticks (server.read_batch_tick_us) a busy shard spent reading each client at most once per tick.",
                 sum(&|s| s.read_batching_ticks.load(Relaxed)),
@@ -252,6 +270,26 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_conflated_total Unsent keyed topic messages replaced by a newer one with the same key, per shard.\n# TYPE ringgate_conflated_total counter"
+        );
+        for (i, s) in self.shards.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringgate_conflated_total{{shard=\"{i}\"}} {}",
+                s.conflated.load(Relaxed)
+            );
+        }
+        let subs: i64 = self
+            .shards
+            .iter()
+            .map(|s| s.subscriptions.load(Relaxed))
+            .sum();
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_subscriptions Topic subscriptions now.\n# TYPE ringgate_subscriptions gauge\nringgate_subscriptions {subs}"
+        );
         let _ = writeln!(
             out,
             "# HELP ringgate_handshakes_total Upgrade attempts by result."

@@ -24,6 +24,8 @@ pub struct Service {
     /// The backend link's `ws://` URL, for a service reached over a link.
     pub link: Option<String>,
     pub max_request_bytes: Option<usize>,
+    /// Link services: announce every session at connect (`ServiceConfig::announce_all`).
+    pub announce_all: bool,
     /// The service host's addresses, resolved when this snapshot was built (off the
     /// shards), or why they could not be: such a service answers 60 on every shard.
     pub addrs: Result<Arc<[SocketAddr]>, String>,
@@ -38,6 +40,32 @@ pub struct Endpoint {
     pub path: Arc<str>,
     /// Any of these roles grants access; empty = no role needed.
     pub roles: Vec<String>,
+    /// What calling it does: forward to the service, or a topic action the gateway
+    /// performs itself.
+    pub action: Action,
+}
+
+/// What an endpoint does when called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Forward the request to the service's backend.
+    Forward,
+    /// Publish the caller's payload to the topic (keyed by the caller, if set).
+    Publish {
+        topic: Arc<str>,
+        key: Option<KeyFrom>,
+    },
+    /// Subscribe the caller to the topic.
+    Subscribe(Arc<str>),
+    /// Unsubscribe the caller from the topic.
+    Unsubscribe(Arc<str>),
+}
+
+/// Which of the caller's ids keys a topic endpoint's publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFrom {
+    Session,
+    Account,
 }
 
 impl Endpoint {
@@ -72,7 +100,13 @@ impl Registry {
                 url: svc.url.clone(),
                 link: svc.link.clone(),
                 max_request_bytes: svc.max_request_bytes,
-                addrs: resolve_service(&svc.url, svc.link.as_deref()).map(Arc::from),
+                announce_all: svc.announce_all,
+                addrs: if svc.url.is_empty() && svc.link.is_none() {
+                    // Topic endpoints only: nothing to reach.
+                    Ok(Arc::from([]))
+                } else {
+                    resolve_service(&svc.url, svc.link.as_deref()).map(Arc::from)
+                },
             });
             for ep in &svc.endpoints {
                 let id = endpoint_id(&svc.name, ep);
@@ -82,6 +116,7 @@ impl Registry {
                     service,
                     path: ep.path.as_str().into(),
                     roles: ep.roles.clone(),
+                    action: action_of(ep),
                 });
             }
         }
@@ -110,6 +145,26 @@ impl Registry {
     /// The endpoints a session with `roles` may call, in config order.
     pub fn visible<'a>(&'a self, roles: &'a [String]) -> impl Iterator<Item = &'a Endpoint> + 'a {
         self.endpoints.iter().filter(move |e| e.permits(roles))
+    }
+}
+
+fn action_of(ep: &crate::config::EndpointConfig) -> Action {
+    if let Some(t) = &ep.publish {
+        let key = match ep.key.as_deref() {
+            Some("session") => Some(KeyFrom::Session),
+            Some("account") => Some(KeyFrom::Account),
+            _ => None,
+        };
+        Action::Publish {
+            topic: t.as_str().into(),
+            key,
+        }
+    } else if let Some(t) = &ep.subscribe {
+        Action::Subscribe(t.as_str().into())
+    } else if let Some(t) = &ep.unsubscribe {
+        Action::Unsubscribe(t.as_str().into())
+    } else {
+        Action::Forward
     }
 }
 

@@ -221,6 +221,8 @@ fn serve(
                     seen.lock().unwrap().push(Seen::Closed { session });
                     continue;
                 }
+                // This backend makes no client calls (CALL_CLIENT).
+                ToBackend::ClientAnswer { .. } => continue,
                 ToBackend::Request {
                     session,
                     call,

@@ -51,6 +51,9 @@ pub struct Manifest<'a> {
     pub reason: &'a str,
     pub event_id: String,
     pub timestamp: String,
+    /// The GUID other clients address this connection by (peer-to-peer, flag 0x20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_guid: Option<String>,
 }
 
 /// The disconnect notice sent before a server-initiated, resumable close.
@@ -58,8 +61,11 @@ pub struct Manifest<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct DisconnectNotice<'a> {
     pub event_name: &'static str,
-    pub reconnection_token: &'a str,
-    pub expires_at: String,
+    /// Absent until sessions can be resumed (docs/DESIGN.md §7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnection_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     pub reconnectable: bool,
     pub reason: &'a str,
     pub event_id: String,
@@ -75,25 +81,53 @@ pub fn encode_push(message_id: u64, json: &[u8]) -> Vec<u8> {
 }
 
 /// Builds the manifest push message (header + JSON).
-pub fn manifest_message(
+pub fn manifest_message(message_id: u64, manifest: &Manifest<'_>) -> Vec<u8> {
+    let json = serde_json::to_vec(manifest).expect("manifest serializes");
+    encode_push(message_id, &json)
+}
+
+impl<'a> Manifest<'a> {
+    /// A manifest of `apis` (event id and time given: this crate reads no clock).
+    pub fn new(
+        session_id: &'a str,
+        available_apis: &'a [ApiEntry],
+        version: u64,
+        reason: &'a str,
+        event_id: &[u8; 16],
+        now_unix_nanos: u128,
+    ) -> Manifest<'a> {
+        Manifest {
+            event_name: MANIFEST_EVENT,
+            session_id,
+            available_apis,
+            version,
+            reason,
+            event_id: format_guid(event_id),
+            timestamp: iso8601_utc(now_unix_nanos),
+            peer_guid: None,
+        }
+    }
+}
+
+/// Builds the disconnect notice push message (header + JSON), sent before a
+/// server-initiated close the client may recover from by reconnecting.
+pub fn disconnect_message(
     message_id: u64,
-    session_id: &str,
-    apis: &[ApiEntry],
-    version: u64,
     reason: &str,
+    reconnectable: bool,
     event_id: &[u8; 16],
     now_unix_nanos: u128,
 ) -> Vec<u8> {
-    let m = Manifest {
-        event_name: MANIFEST_EVENT,
-        session_id,
-        available_apis: apis,
-        version,
+    let n = DisconnectNotice {
+        event_name: DISCONNECT_EVENT,
+        reconnection_token: None,
+        expires_at: None,
+        reconnectable,
         reason,
         event_id: format_guid(event_id),
         timestamp: iso8601_utc(now_unix_nanos),
     };
-    let json = serde_json::to_vec(&m).expect("manifest serializes");
+    let json = serde_json::to_vec(&n).expect("notice serializes");
     encode_push(message_id, &json)
 }
 
@@ -151,7 +185,10 @@ mod tests {
     #[test]
     fn manifest_is_a_push_with_bannou_field_names() {
         let apis = vec![ApiEntry::new(&[0xab; 16], "/account/get", "account")];
-        let msg = manifest_message(77, "sess-1", &apis, 1, "initial", &[1; 16], 0);
+        let msg = manifest_message(
+            77,
+            &Manifest::new("sess-1", &apis, 1, "initial", &[1; 16], 0),
+        );
         let (h, payload) = match ServerMessage::decode(&msg).unwrap() {
             ServerMessage::Push(h, p) => (h, p),
             other => panic!("{other:?}"),

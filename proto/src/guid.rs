@@ -22,6 +22,9 @@ use sha2::Sha256;
 const KIND_ENDPOINT: u8 = 0x01;
 const KIND_PEER: u8 = 0x02;
 const DERIVE_LABEL: &[u8] = b"ringgate guid key v1\0";
+/// Label of the gateway-wide peer key. It differs from `DERIVE_LABEL` within that
+/// label's length, so no session id gives a session the peer key.
+const PEER_LABEL: &[u8] = b"ringgate peer key v1\0";
 
 /// What a GUID decrypts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,19 @@ impl SessionKey {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
         mac.update(DERIVE_LABEL);
         mac.update(session_id.as_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&out[..16]);
+        SessionKey(key)
+    }
+
+    /// The gateway-wide key of peer GUIDs. A peer GUID names a connection (shard,
+    /// slot, generation), and any session that is handed it may address that
+    /// connection, so it cannot be sealed under a session's own key: every shard opens
+    /// it with this one. Unforgeable all the same (the tag), and no table is kept.
+    pub fn derive_peer_key(secret: &[u8; 32]) -> SessionKey {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
+        mac.update(PEER_LABEL);
         let out = mac.finalize().into_bytes();
         let mut key = [0u8; 16];
         key.copy_from_slice(&out[..16]);

@@ -62,8 +62,24 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub backend: BackendConfig,
+    pub admin: AdminConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[admin]`: the admin listener's push API (docs/DESIGN.md §5).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token of the push API (`/v1/...`); absent = the push API is off (it
+    /// answers 404 saying so). Never logged.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Largest push API request body; larger ones answer 413.
+    pub max_body_bytes: usize,
+    /// Push API connections served at once (one thread each, keep-alive); more wait in
+    /// the listen backlog.
+    pub max_connections: usize,
 }
 
 // Every key of `[server]`, `[auth]` and `[backend]` is present when these structs are
@@ -110,6 +126,12 @@ pub struct ServerConfig {
     /// Force monoio's legacy (epoll) driver even where io_uring is available.
     #[serde(default)]
     pub force_legacy_driver: bool,
+    /// Roles whose sessions may broadcast (a peer message to the all-FF GUID reaches
+    /// every other session); empty = nobody (code 40).
+    pub broadcast_roles: Vec<String>,
+    /// Sessions with one of these roles receive `service_error` events when a backend
+    /// call fails (rate-limited per session).
+    pub service_error_roles: Vec<String>,
 }
 
 /// `[auth]`: how upgrade requests are authenticated.
@@ -175,6 +197,11 @@ pub struct ServiceConfig {
     /// Largest request payload forwarded to this service; larger ones answer code 11.
     #[serde(default)]
     pub max_request_bytes: Option<usize>,
+    /// For a link service: announce (OPEN) every session of the shard to the backend
+    /// at connect, not only before its first request, so the backend can push to
+    /// sessions that never called it.
+    #[serde(default)]
+    pub announce_all: bool,
 }
 
 /// One static POST endpoint of a service.
@@ -190,6 +217,37 @@ pub struct EndpointConfig {
     /// derived from `service` + `path`, which is stable across restarts and reloads.
     #[serde(default)]
     pub id: Option<u32>,
+    /// A topic endpoint: the caller's payload is published to this topic (with the
+    /// caller's binary flag), no backend hop.
+    #[serde(default)]
+    pub publish: Option<String>,
+    /// With `publish`: the conflation key, `"session"` or `"account"` (the caller's);
+    /// absent = unkeyed.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A topic endpoint: the caller is subscribed to this topic.
+    #[serde(default)]
+    pub subscribe: Option<String>,
+    /// A topic endpoint: the caller is unsubscribed from this topic.
+    #[serde(default)]
+    pub unsubscribe: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl EndpointConfig {
+    /// Whether the gateway answers this endpoint itself (a topic endpoint).
+    pub fn is_topic_endpoint(&self) -> bool {
+        self.publish.is_some() || self.subscribe.is_some() || self.unsubscribe.is_some()
+    }
 }
 
 impl Config {
@@ -387,6 +445,20 @@ impl Config {
             ));
         }
 
+        if let Some(t) = &self.admin.token {
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::key(
+                    "admin.token",
+                    "must be at least 16 characters, with no spaces or control characters",
+                ));
+            }
+        }
+        if self.admin.max_connections == 0 {
+            return Err(ConfigError::key(
+                "admin.max_connections",
+                "must be at least 1",
+            ));
+        }
         let mut names = ahash::AHashSet::new();
         let mut ids = ahash::AHashMap::new();
         for (i, svc) in self.services.iter().enumerate() {
@@ -420,9 +492,11 @@ impl Config {
                         return Err(ConfigError::key(at("link"), e.to_string()));
                     }
                 }
+                (None, true) if !svc.endpoints.is_empty()
+                    && svc.endpoints.iter().all(EndpointConfig::is_topic_endpoint) => {}
                 (None, true) => return Err(ConfigError::key(
                     at("url"),
-                    "missing: set url = \"http://host:port\" (or link = \"ws://host:port/path\")",
+                    "missing: set url = \"http://host:port\" (or link = \"ws://host:port/path\"; only a service whose endpoints are all topic endpoints needs neither)",
                 )),
                 (None, false) => {
                     if let Err(e) = url::parse_url(&svc.url) {
@@ -430,7 +504,14 @@ impl Config {
                     }
                 }
             }
+            if svc.announce_all && svc.link.is_none() {
+                return Err(ConfigError::key(
+                    at("announce_all"),
+                    "only a link service (link = \"ws://...\") can be told of sessions",
+                ));
+            }
             for (j, ep) in svc.endpoints.iter().enumerate() {
+                check_topic_endpoint(i, j, ep)?;
                 let key = format!("services[{i}].endpoints[{j}].path");
                 if !ep.path.starts_with('/')
                     || ep.path.contains('?')
@@ -454,6 +535,46 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A topic endpoint names one action and a valid topic; `key` only with `publish`.
+fn check_topic_endpoint(i: usize, j: usize, ep: &EndpointConfig) -> Result<(), ConfigError> {
+    let at = |k: &str| format!("services[{i}].endpoints[{j}].{k}");
+    let actions = [
+        ("publish", &ep.publish),
+        ("subscribe", &ep.subscribe),
+        ("unsubscribe", &ep.unsubscribe),
+    ];
+    let set: Vec<_> = actions.iter().filter(|(_, v)| v.is_some()).collect();
+    if set.len() > 1 {
+        return Err(ConfigError::key(
+            at(set[1].0),
+            format!("an endpoint has one action: {} is set too", set[0].0),
+        ));
+    }
+    if let Some((name, Some(topic))) = set.first().map(|(n, v)| (*n, *v)) {
+        if topic.is_empty() || topic.len() > 255 || topic.chars().any(char::is_control) {
+            return Err(ConfigError::key(
+                at(name),
+                "a topic is 1 to 255 bytes with no control characters",
+            ));
+        }
+    }
+    if let Some(k) = &ep.key {
+        if ep.publish.is_none() {
+            return Err(ConfigError::key(
+                at("key"),
+                "only a publish endpoint has a key",
+            ));
+        }
+        if k != "session" && k != "account" {
+            return Err(ConfigError::key(
+                at("key"),
+                "must be \"session\" or \"account\" (the caller's id keys the conflation)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The stable id of an endpoint: the configured one, else derived from service + path.
@@ -557,7 +678,7 @@ fn apply_env_overrides(
     table: &mut toml::Table,
     env: &[(String, String)],
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 3] = ["server", "auth", "backend"];
+    const SECTIONS: [&str; 4] = ["server", "auth", "backend", "admin"];
     for (var, raw) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -570,7 +691,7 @@ fn apply_env_overrides(
         }) else {
             return Err(ConfigError::Env {
                 var: var.clone(),
-                message: "expected RINGGATE_SERVER_*, RINGGATE_AUTH_* or RINGGATE_BACKEND_*".into(),
+                message: "expected RINGGATE_SERVER_*, RINGGATE_AUTH_*, RINGGATE_BACKEND_* or RINGGATE_ADMIN_*".into(),
             });
         };
         let value = parse_env_value(raw);
@@ -829,6 +950,10 @@ endpoints = [{ path = "/account/get", roles = ["user"] }]
             path: "/account/get".into(),
             roles: vec![],
             id: None,
+            publish: None,
+            key: None,
+            subscribe: None,
+            unsubscribe: None,
         };
         let b = EndpointConfig {
             path: "/account/set".into(),

@@ -35,7 +35,7 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
                         if !fd_limit_logged {
                             tracing::error!(
                                 shard = ctx.id,
-                                open = ctx.sessions.len(),
+                                open = ctx.plane.sessions.len(),
                                 nofile = sys::nofile_limit(),
                                 "file descriptor limit reached (RLIMIT_NOFILE); new connections wait until some close — raise LimitNOFILE or run more processes"
                             );

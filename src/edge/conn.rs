@@ -43,6 +43,9 @@ pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
         ctx: &ctx,
         shared: &shared,
     };
+    if !ctx.config.server.manifest_after_pong {
+        manifest::send(&ctx, &shared, "initial");
+    }
     let mut conn = Conn {
         ctx: &ctx,
         shared: &shared,
@@ -87,7 +90,7 @@ impl Drop for Registration<'_> {
         if let Ok(mut out) = self.shared.outbox.try_borrow_mut() {
             out.clear();
         }
-        self.ctx.remove_session(self.at);
+        self.ctx.remove_session(self.at, self.shared);
         self.ctx.session_ended(&self.shared.session);
     }
 }

@@ -13,11 +13,11 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::proto::bannou::{
-    flags, MetaKind, RequestHeader, ResponseCode, ResponseHeader, REQUEST_HEADER_LEN,
-};
+use super::answer::answer_error;
+use crate::proto::bannou::{flags, MetaKind, RequestHeader, ResponseCode, REQUEST_HEADER_LEN};
 use crate::proto::guid::GuidTarget;
 use crate::proto::http1;
+use crate::registry::Action;
 use crate::rt::clock;
 use crate::rt::task::spawn_isolated;
 use crate::session::ConnShared;
@@ -65,16 +65,6 @@ impl Drop for Channels {
     }
 }
 
-/// Answers `req` with `code` and an empty payload (every error response is empty).
-fn answer_error(shared: &ConnShared, req: &RequestHeader, code: ResponseCode) {
-    if req.flags & flags::EVENT != 0 && code != ResponseCode::TooManyRequests {
-        // Events expect no response, except for the rate limit (the client must know it
-        // is being throttled).
-        return;
-    }
-    shared.send_binary(&ResponseHeader::answering(req, code).encode(), Bytes::new());
-}
-
 /// Handles one binary message from a client. `allowed` is the rate limiter's verdict.
 pub fn handle_request(
     ctx: &Rc<ShardCtx>,
@@ -115,6 +105,16 @@ pub fn handle_request(
         answer_error(shared, &header, ResponseCode::TooManyRequests);
         return;
     }
+    if header.flags & flags::CLIENT != 0 {
+        // To another client (or everyone): no endpoint, no backend.
+        super::peer::route(ctx, shared, &header, message);
+        return;
+    }
+    if header.guid == super::peer::BROADCAST_GUID {
+        // The broadcast GUID without 0x20 (as Bannou answers it).
+        answer_error(shared, &header, ResponseCode::RequestError);
+        return;
+    }
     let meta = header.flags & flags::META != 0;
     if !meta && header.channel > ctx.config.server.max_channels {
         answer_error(shared, &header, ResponseCode::InvalidChannel);
@@ -126,18 +126,10 @@ pub fn handle_request(
         .open(&shared.session.key, &header.guid);
     let endpoint_id = match target {
         Some(GuidTarget::Endpoint(id)) => id,
-        Some(GuidTarget::Peer { .. }) => {
-            // Peer-to-peer routing arrives with the push plane.
-            answer_error(shared, &header, ResponseCode::ClientNotFound);
-            return;
-        }
-        None => {
-            let code = if header.flags & flags::CLIENT != 0 {
-                ResponseCode::ClientNotFound
-            } else {
-                ResponseCode::ServiceNotFound
-            };
-            answer_error(shared, &header, code);
+        // (Peer GUIDs are sealed under the peer key: under a session's own key they
+        // open to nothing. Peer messages took the branch above.)
+        Some(GuidTarget::Peer { .. }) | None => {
+            answer_error(shared, &header, ResponseCode::ServiceNotFound);
             return;
         }
     };
@@ -147,13 +139,20 @@ pub fn handle_request(
     let reg = ctx.registry.borrow();
     let Some((index, endpoint)) = reg
         .endpoint_at(endpoint_id)
-        .filter(|(_, e)| e.permits(&shared.session.roles))
+        .filter(|(_, e)| e.permits(&shared.session.roles()))
     else {
         // Removed since the manifest was sent, or no longer permitted: nothing leaks.
         answer_error(shared, &header, ResponseCode::ServiceNotFound);
         return;
     };
     let service = ctx.services.borrow()[endpoint.service].clone();
+    if endpoint.action != Action::Forward {
+        let action = endpoint.action.clone();
+        drop(reg);
+        let code = super::topic::run(ctx, shared, &header, &action, &message);
+        service.meter.metrics.response(code);
+        return;
+    }
     let payload_len = message.len() - REQUEST_HEADER_LEN;
     if payload_len == 0 && header.flags & (flags::EVENT | flags::META) == 0 {
         service.meter.metrics.response(ResponseCode::RequestError);
@@ -222,10 +221,13 @@ fn start(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     match &q.service.backend {
         // A plain value the pool keeps inside its call, the link in its call table:
         // no allocation of its own.
-        Backend::Http(pool) => match backend_request(shared, &q) {
-            Ok(req) => pool.start(req, Done::Reply(reply)),
-            Err(e) => reply.send(Err(e)),
-        },
+        Backend::Http(pool) => {
+            let headers = shared.session.backend_headers();
+            match backend_request(shared, &headers, &q) {
+                Ok(req) => pool.start(req, Done::Reply(reply)),
+                Err(e) => reply.send(Err(e)),
+            }
+        }
         Backend::Link(link) => link.start(shared, link_request(&q), Done::Reply(reply)),
         Backend::Unavailable(why) => reply.send(Err(Backend::unavailable(why))),
     }
@@ -263,10 +265,13 @@ async fn forward(ctx: &ShardCtx, shared: &Rc<ConnShared>, q: Queued) {
     }
     let started = clock::recent_us();
     let result = match &q.service.backend {
-        Backend::Http(pool) => match backend_request(shared, &q) {
-            Ok(req) => pool.call(req).await,
-            Err(e) => Err(e),
-        },
+        Backend::Http(pool) => {
+            let headers = shared.session.backend_headers();
+            match backend_request(shared, &headers, &q) {
+                Ok(req) => pool.call(req).await,
+                Err(e) => Err(e),
+            }
+        }
         Backend::Link(link) => link.call(shared, link_request(&q)).await,
         Backend::Unavailable(why) => Err(Backend::unavailable(why)),
     };
@@ -288,12 +293,11 @@ fn link_request(q: &Queued) -> LinkRequest<'_> {
 /// the message id finishes that line and the constant Content-Type/Accept lines are
 /// chosen. Fails if the session's headers could not be encoded.
 fn backend_request<'a>(
-    shared: &'a ConnShared,
+    shared: &ConnShared,
+    headers: &'a Result<http1::HeaderBlock, http1::Http1Error>,
     q: &'a Queued,
 ) -> Result<BackendRequest<'a>, BackendError> {
-    let block = shared
-        .session
-        .backend_headers()
+    let block = headers
         .as_ref()
         .map_err(|e| BackendError::InvalidRequest(e.clone()))?;
     let body = q.message.slice(REQUEST_HEADER_LEN..);

@@ -25,7 +25,7 @@ use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session};
 use crate::shard::ShardCtx;
 
-use super::{conn, manifest};
+use super::conn;
 
 /// Why a handshake ended without an upgrade.
 enum HandshakeFail {
@@ -141,9 +141,8 @@ async fn handshake(
     // However the connection ends from here on, the client gets its 101 first.
     out.keep_queued();
     drop(out);
-    if !after_pong {
-        manifest::send(ctx, &shared, "initial");
-    }
+    // (Without `after_pong` the manifest goes out as soon as the connection task has
+    // its place in the shard's table, which its peer GUID names: `conn::run`.)
     Ok((shared, leftover))
 }
 

@@ -8,11 +8,12 @@
 
 use bytes::Bytes;
 
-use crate::proto::event::{manifest_message, ApiEntry};
+use crate::proto::event::{manifest_message, ApiEntry, Manifest};
+use crate::proto::guid::format_guid;
 use crate::registry::Registry;
 use crate::rt::sys;
 use crate::rt::task::unix_now;
-use crate::session::ConnShared;
+use crate::session::{ConnShared, SessionRef};
 use crate::shard::ShardCtx;
 
 /// Queues the session's capability manifest (the endpoints its roles permit).
@@ -20,13 +21,17 @@ pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
     let s = &shared.session;
     let reg = ctx.registry.borrow().clone();
     let minter = s.key.minter();
-    let apis: Vec<ApiEntry> = callable(&reg, &s.roles)
+    let apis: Vec<ApiEntry> = callable(&reg, &s.roles())
         .map(|(id, path, service)| ApiEntry::new(&minter.endpoint_guid(id), path, service))
         .collect();
     let version = s.manifest_version.get() + 1;
     s.manifest_version.set(version);
-    let msg = manifest_message(
-        ctx.next_push_id(),
+    let at = shared.at();
+    let peer = (at != SessionRef::NONE).then(|| {
+        ctx.peer_key
+            .peer_guid(ctx.id as u16, at.slot, at.generation)
+    });
+    let mut m = Manifest::new(
         &s.session_id,
         &apis,
         version,
@@ -34,6 +39,8 @@ pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
         &sys::random_bytes(),
         unix_now().as_nanos(),
     );
+    m.peer_guid = peer.as_ref().map(format_guid);
+    let msg = manifest_message(ctx.next_push_id(), &m);
     let msg = Bytes::from(msg);
     shared.send_binary(&[], msg);
 }
@@ -46,19 +53,38 @@ pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
 pub fn resend_changed(ctx: &ShardCtx, old: &Registry, reason: &str) -> usize {
     let new = ctx.registry.borrow().clone();
     let mut sent = 0;
-    for c in ctx.sessions.all() {
+    for c in ctx.plane.sessions.all() {
         let s = &c.session;
         if c.manifest_due() || c.is_gone() || c.closing() {
             continue;
         }
         // Compared in place (no copies, no reference counts touched): a reload walks
         // every session of the shard.
-        if !callable(old, &s.roles).eq(callable(&new, &s.roles)) {
+        let roles = s.roles();
+        if !callable(old, &roles).eq(callable(&new, &roles)) {
+            drop(roles);
             send(ctx, &c, reason);
             sent += 1;
         }
     }
     sent
+}
+
+/// After a role change (`before` → the session's roles now): a new manifest, with
+/// the next version, if what the session may call changed. Returns whether one was
+/// sent.
+pub fn resend_if_changed(ctx: &ShardCtx, c: &ConnShared, before: &[String], reason: &str) -> bool {
+    if c.manifest_due() || c.is_gone() || c.closing() {
+        return false; // the first manifest, still owed, will show the new roles
+    }
+    let reg = ctx.registry.borrow().clone();
+    let roles = c.session.roles();
+    if callable(&reg, before).eq(callable(&reg, &roles)) {
+        return false;
+    }
+    drop(roles);
+    send(ctx, c, reason);
+    true
 }
 
 /// What a session with `roles` may call in `reg`, as its manifest shows it.

@@ -3,16 +3,24 @@
 //!
 //! # Layout
 //! - `accept`: the shard's accept loop.
+//! - `answer`: error answers to a request (and when an event gets none).
 //! - `handshake`: the upgrade, authentication, the new session (its own short task).
 //! - `conn`: one upgraded connection's task: read, decode, flush, close.
 //! - `dispatch`: one request: header checks, GUID → endpoint, codes, ordered
 //!   channels, the backend call.
 //! - `manifest`: the capability manifest push.
 //! - `sweep`: the shard's once-a-second pass over its sessions.
+//! - `peer`: client-to-client messages (flag 0x20) and broadcasts.
+//! - `topic`: topic endpoints (publish, subscribe, unsubscribe without a backend).
+//! - `inbox`: the shard's push inbox (what the hub posts to this shard).
 
 pub mod accept;
+mod answer;
 mod conn;
 mod dispatch;
 pub mod handshake;
+pub mod inbox;
 pub mod manifest;
+mod peer;
 pub mod sweep;
+mod topic;

@@ -26,7 +26,7 @@ pub async fn sweep(ctx: Rc<ShardCtx>) {
         clock::refresh();
         let now = ctx.now_secs();
         let unix = unix_now().as_secs();
-        for c in ctx.sessions.all() {
+        for c in ctx.plane.sessions.all() {
             if c.manifest_overdue(now) && !c.closing() {
                 manifest::send(&ctx, &c, "initial");
             }

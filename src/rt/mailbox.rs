@@ -37,6 +37,11 @@ impl<T> Mailbox<T> {
         self.waker.wake();
     }
 
+    /// The next message if one is queued, without waiting.
+    pub fn try_recv(&self) -> Option<T> {
+        self.queue.pop()
+    }
+
     /// The next message (shard thread only).
     pub async fn recv(&self) -> T {
         poll_fn(|cx| {

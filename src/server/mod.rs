@@ -13,10 +13,11 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, PushApi};
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::push::Hub;
 use crate::registry::Registry;
 use crate::rt::mailbox::Mailbox;
 use crate::shard::{ShardCtx, ShardMsg};
@@ -123,12 +124,20 @@ impl Gateway {
         let admin_addr = admin_listener.local_addr().expect("bound");
 
         let ready = Arc::new(AtomicUsize::new(0));
+        let hub = Arc::new(Hub::new(shards));
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready_shards: ready.clone(),
             shards,
             draining: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            push: PushApi {
+                hub: hub.clone(),
+                token: config.admin.token.clone(),
+            },
+            max_body_bytes: config.admin.max_body_bytes,
+            max_connections: config.admin.max_connections,
+            serving: AtomicUsize::new(0),
         });
         let admin_thread = admin::spawn(admin_listener, state.clone());
 
@@ -148,6 +157,7 @@ impl Gateway {
             let mailbox = Arc::new(Mailbox::default());
             mailboxes.push(mailbox.clone());
             let cpus = cpus.clone();
+            let hub = hub.clone();
             let (config, auth, registry, metrics, ready, started_tx) = (
                 config.clone(),
                 auth.clone(),
@@ -179,6 +189,7 @@ impl Gateway {
                             guid_secret,
                             registry,
                             metrics,
+                            hub,
                         ));
                         let _ = started_tx.send((id, Ok(())));
                         shard_thread::run(ctx, listener, mailbox, ready).await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use monoio::net::TcpListener;
 
-use crate::edge::{accept, manifest, sweep};
+use crate::edge::{accept, inbox, manifest, sweep};
 use crate::rt::mailbox::Mailbox;
 use crate::shard::{gate, ShardCtx, ShardMsg};
 
@@ -24,6 +24,8 @@ pub async fn run(
     ready: Arc<AtomicUsize>,
 ) {
     monoio::spawn(sweep::sweep(ctx.clone()));
+    let pushes = ctx.plane.hub.inbox(ctx.id);
+    monoio::spawn(inbox::run(ctx.clone(), pushes));
     monoio::spawn(accept::accept_loop(ctx.clone(), listener));
     let tick = ctx.config.server.read_batch_tick_us;
     if tick > 0 {
@@ -55,7 +57,7 @@ pub async fn run(
     ready.fetch_sub(1, Ordering::SeqCst);
     ctx.draining.set(true);
     ctx.stop_accept.notify();
-    let open = ctx.sessions.all();
+    let open = ctx.plane.sessions.all();
     tracing::info!(shard = ctx.id, connections = open.len(), "draining");
     for c in &open {
         c.request_close(crate::proto::frame::CLOSE_GOING_AWAY, "server shutdown");
@@ -63,15 +65,15 @@ pub async fn run(
     drop(open);
     let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms);
     let drained = monoio::time::timeout(grace, async {
-        while !ctx.sessions.is_empty() {
-            ctx.sessions.removed().await;
+        while !ctx.plane.sessions.is_empty() {
+            ctx.plane.sessions.removed().await;
         }
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
             shard = ctx.id,
-            left = ctx.sessions.len(),
+            left = ctx.plane.sessions.len(),
             "shutdown grace period over; dropping the remaining connections"
         );
     }

@@ -8,7 +8,8 @@
 //! (decoder, partial buffer, rate bucket) never leave it. The push plane will find
 //! sessions through the same handle (`session::SessionTable`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -18,7 +19,8 @@ use crate::proto::http1::{HeaderBlock, Http1Error};
 use crate::proto::ws;
 use crate::rt::notify::LocalNotify;
 
-use super::outbox::Outbox;
+use super::outbox::{KeyedPush, Outbox};
+use super::place::SessionRef;
 use super::{CLOSE_OVERLOADED, CLOSE_SESSION_EXPIRED};
 
 /// The authenticated identity of a connection, fixed at upgrade.
@@ -26,11 +28,13 @@ use super::{CLOSE_OVERLOADED, CLOSE_SESSION_EXPIRED};
 pub struct Session {
     pub session_id: Box<str>,
     pub account_id: Option<Box<str>>,
-    pub roles: Vec<String>,
+    /// Granted at upgrade from the token's claims; changed at runtime by the push
+    /// plane ([`Session::set_roles`]).
+    roles: RefCell<Vec<String>>,
     /// The headers every backend request of this session carries; see
     /// [`Session::backend_headers`]. Built at the first request, so an idle connection
-    /// does not hold them.
-    backend_headers: std::cell::OnceCell<Result<HeaderBlock, Http1Error>>,
+    /// does not hold them; dropped when the roles change.
+    backend_headers: RefCell<Option<Rc<Result<HeaderBlock, Http1Error>>>>,
     pub key: SessionKey,
     /// The session's number on backend links (unique within the shard; docs/LINK.md).
     pub link_ref: u64,
@@ -50,8 +54,8 @@ impl Session {
         Session {
             session_id,
             account_id,
-            roles,
-            backend_headers: std::cell::OnceCell::new(),
+            roles: RefCell::new(roles),
+            backend_headers: RefCell::new(None),
             key,
             link_ref,
             expires_at,
@@ -64,9 +68,12 @@ impl Session {
     /// each request's message id in 16 hex digits), checked and encoded once, at the
     /// first request. An error (a claim with a control character) fails each request,
     /// as it would have failed when checked per request.
-    pub fn backend_headers(&self) -> &Result<HeaderBlock, Http1Error> {
-        self.backend_headers.get_or_init(|| {
-            let roles = self.roles.join(",");
+    pub fn backend_headers(&self) -> Rc<Result<HeaderBlock, Http1Error>> {
+        if let Some(h) = &*self.backend_headers.borrow() {
+            return h.clone();
+        }
+        let h = Rc::new({
+            let roles = self.roles.borrow().join(",");
             let mut headers = vec![("X-Bannou-Session-Id", &*self.session_id)];
             if let Some(a) = &self.account_id {
                 headers.push(("X-Account-Id", a));
@@ -74,7 +81,33 @@ impl Session {
             headers.push(("X-Roles", &roles));
             let prefix = format!("{}:", self.session_id);
             HeaderBlock::with_open_tail(&headers, "X-Correlation-Id", &prefix)
-        })
+        });
+        *self.backend_headers.borrow_mut() = Some(h.clone());
+        h
+    }
+
+    /// The session's roles now.
+    pub fn roles(&self) -> Ref<'_, Vec<String>> {
+        self.roles.borrow()
+    }
+
+    /// Grants `add` and revokes `remove` (a role in both is revoked); returns whether
+    /// the roles changed. Backend requests from now on carry the new `X-Roles`.
+    pub fn change_roles(&self, add: &[String], remove: &[String]) -> bool {
+        let mut roles = self.roles.borrow_mut();
+        let before = roles.clone();
+        for r in add {
+            if !roles.contains(r) {
+                roles.push(r.clone());
+            }
+        }
+        roles.retain(|r| !remove.contains(r));
+        let changed = *roles != before;
+        drop(roles);
+        if changed {
+            *self.backend_headers.borrow_mut() = None;
+        }
+        changed
     }
 }
 
@@ -128,6 +161,9 @@ impl PingSent {
 #[derive(Debug)]
 pub struct ConnShared {
     pub session: Session,
+    /// Where the connection sits in its shard's table (`SessionRef::NONE` until it is
+    /// added): what a push names it by, and what its peer GUID encodes.
+    pub(crate) at: Cell<SessionRef>,
     pub(crate) outbox: RefCell<Outbox>,
     pub(crate) notify: LocalNotify,
     pub(crate) close: CloseSlot,
@@ -157,6 +193,7 @@ impl ConnShared {
     ) -> ConnShared {
         ConnShared {
             session,
+            at: Cell::new(SessionRef::NONE),
             outbox: RefCell::default(),
             notify: LocalNotify::default(),
             close: CloseSlot::default(),
@@ -206,13 +243,48 @@ impl ConnShared {
         self.push(&[], frame)
     }
 
+    /// Queues a complete frame under a conflation key (a keyed topic message): an
+    /// unsent older frame with the same key is replaced (counted). Returns false if
+    /// nothing was queued (gone, closing, or closed now for overflowing).
+    pub fn send_keyed(&self, frame: Bytes, key: &Bytes) -> bool {
+        if self.gone.get() || self.closing() {
+            return false;
+        }
+        let mut out = self.outbox.borrow_mut();
+        match out.push_keyed(frame, key) {
+            KeyedPush::Replaced => {
+                crate::metrics::bump(&self.metrics.conflated, 1);
+                // Nothing grew past what was queued already, bar a longer frame.
+                drop(out);
+                self.check_bound()
+            }
+            KeyedPush::Queued => {
+                crate::metrics::bump(&self.metrics.frames_out, 1);
+                drop(out);
+                self.check_bound()
+            }
+        }
+    }
+
+    /// The connection's place in its shard's table.
+    pub fn at(&self) -> SessionRef {
+        self.at.get()
+    }
+
     fn push(&self, head: &[u8], payload: Bytes) -> bool {
         crate::metrics::bump(&self.metrics.frames_out, 1);
+        self.outbox.borrow_mut().push(head, payload);
+        self.check_bound()
+    }
+
+    /// After queuing: past the backlog bound the client is too slow — it gets the
+    /// disconnect notice (reconnectable) and a close with 1013; else it is woken.
+    fn check_bound(&self) -> bool {
         let mut out = self.outbox.borrow_mut();
-        out.push(head, payload);
         if out.backlog() > self.max_outbox as usize {
             // Whole frames only before the close: the rest of one being written stays.
             out.drop_backlog();
+            out.push_bytes(disconnect_notice("client too slow"));
             drop(out);
             self.metrics
                 .outbox_overflows
@@ -327,6 +399,29 @@ impl ConnShared {
     }
 }
 
+/// The disconnect notice (docs/DESIGN.md §2, §7) as a binary push frame: the client
+/// may reconnect. (No reconnection token yet: resumption is §7's.)
+fn disconnect_notice(reason: &str) -> Bytes {
+    let now = crate::rt::task::unix_now();
+    let id = crate::proto::event::push_message_id(
+        now.as_millis() as u64,
+        u16::from_le_bytes(crate::rt::sys::random_bytes()),
+    );
+    let msg = crate::proto::event::disconnect_message(
+        id,
+        reason,
+        true,
+        &crate::rt::sys::random_bytes(),
+        now.as_nanos(),
+    );
+    let mut ws_head = [0u8; 14];
+    let n = encode_header(&mut ws_head, true, OpCode::Binary, None, msg.len());
+    let mut frame = Vec::with_capacity(n + msg.len());
+    frame.extend_from_slice(&ws_head[..n]);
+    frame.extend_from_slice(&msg);
+    Bytes::from(frame)
+}
+
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::*;
@@ -372,12 +467,28 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
-        assert!(
-            c.outbox.borrow().is_empty(),
-            "nothing was written yet: all dropped"
+        // Nothing was written yet: all dropped, and the disconnect notice queued in
+        // their place (a binary push the client may act on before the close).
+        let notice = disconnect_notice("x");
+        assert_eq!(
+            c.outbox.borrow().len(),
+            notice.len() - 1 + "client too slow".len()
         );
         // Nothing more is queued once the close is decided.
         assert!(!c.send_binary(&[0; 16], Bytes::from_static(b"x")));
+    }
+
+    #[test]
+    fn the_disconnect_notice_is_a_binary_push_saying_the_client_may_reconnect() {
+        let f = disconnect_notice("client too slow");
+        assert_eq!(f[0], 0x82, "one binary frame");
+        let body = &f[2 + if f[1] == 126 { 2 } else { 0 }..];
+        let h = crate::proto::bannou::RequestHeader::decode(body).unwrap();
+        assert!(h.is_push());
+        let v: serde_json::Value = serde_json::from_slice(&body[31..]).unwrap();
+        assert_eq!(v["eventName"], "connect.disconnect-notification");
+        assert_eq!(v["reconnectable"], true);
+        assert_eq!(v["reason"], "client too slow");
     }
 
     #[test]
@@ -417,7 +528,7 @@ mod tests {
         // (mimalloc); past it, 448 — 64 more bytes for every idle connection.
         assert!(
             std::mem::size_of::<ConnShared>() <= 368,
-            "{}",
+            "{} bytes",
             std::mem::size_of::<ConnShared>()
         );
     }

@@ -5,6 +5,7 @@
 //! # Layout
 //! - `handle`: [`Session`] and [`ConnShared`], the handle every task of the shard holds.
 //! - `outbox`: [`Outbox`], the bytes queued for one client, bounded and coalesced.
+//! - `place`: [`SessionRef`], a connection's place in its shard's table.
 //! - `table`: [`SessionTable`], the shard's sessions by slot.
 //!
 //! The close codes the gateway itself decides are here too; the connection task
@@ -12,13 +13,20 @@
 
 mod handle;
 pub mod outbox;
+mod place;
 mod table;
 
+#[cfg(test)]
+pub(crate) use handle::tests_support;
 pub use handle::{CloseRequest, ConnShared, Session};
 pub use outbox::{Flush, Outbox};
-pub use table::{SessionRef, SessionTable};
+pub use place::SessionRef;
+pub use table::SessionTable;
 
 /// Close code for a client that fell too far behind (reconnectable in Bannou's SDKs).
 pub const CLOSE_OVERLOADED: u16 = 1013;
 /// Close code for a session whose token expired.
 pub const CLOSE_SESSION_EXPIRED: u16 = 4001;
+/// Close code for a session a backend or the push API kicked (Bannou's SDKs report
+/// it as Kicked and do not resume).
+pub const CLOSE_KICKED: u16 = 4002;

@@ -13,10 +13,21 @@
 //! backlog ([`Outbox::backlog`]). And a close on overflow must never follow half a
 //! frame: [`Outbox::drop_backlog`] keeps the rest of a frame already partly written
 //! and drops only whole frames.
+//!
+//! **Per-key conflation** (docs/DESIGN.md §6) lives here too, because the outbox is the
+//! only place that knows what this client has not received yet. A keyed frame (a topic
+//! message with a key, say an NPC id) is queued as an entry of its own, never copied
+//! into the tail; while it is unsent, a newer frame with the same key takes its place
+//! ([`Outbox::push_keyed`]). The key → position map exists only while keyed frames
+//! are queued (an outbox that drains drops it), so a client that keeps up pays nothing,
+//! and a slow one holds one frame per key rather than publish rate × lag. A frame
+//! already partly written is never replaced.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
+
+use std::collections::HashMap;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -53,6 +64,34 @@ pub struct Outbox {
     /// one message, not a backlog.
     spare_end: u32,
     spare_len: u32,
+    /// Where the unsent keyed frames are; present only while some are queued.
+    keyed: Option<Box<Keyed>>,
+}
+
+/// The keyed frames queued, by key. Positions are counted from when the map was made
+/// (queue entries and frames popped since then are counted), so they stay valid while
+/// the front of the queue is written and popped.
+#[derive(Debug, Default)]
+struct Keyed {
+    at: HashMap<Bytes, KeyedAt, ahash::RandomState>,
+    entries_popped: u32,
+    frames_done: u32,
+}
+
+/// Where one keyed frame sits: its queue entry and its frame (its index in `ends`).
+#[derive(Debug, Clone, Copy)]
+struct KeyedAt {
+    entry: u32,
+    frame: u32,
+}
+
+/// What [`Outbox::push_keyed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyedPush {
+    /// Queued behind everything else.
+    Queued,
+    /// An unsent frame with the same key was replaced in place.
+    Replaced,
 }
 
 /// Whether a flush emptied the outbox.
@@ -95,6 +134,71 @@ impl Outbox {
 
     /// Queues one frame: `head` (frame and protocol headers, copied) then `payload`.
     pub fn push(&mut self, head: &[u8], payload: Bytes) {
+        self.push_inner(head, payload, false);
+    }
+
+    /// Queues one complete frame under `key`: if an unsent frame with the same key is
+    /// still queued, `frame` takes its place (where it was, so the client gets the
+    /// newest state of that key no later than it would have got the old one);
+    /// otherwise it is queued at the back, as an entry of its own (shared, never
+    /// copied). A frame already partly written is never replaced.
+    pub fn push_keyed(&mut self, frame: Bytes, key: &Bytes) -> KeyedPush {
+        if self.replace_keyed(&frame, key) {
+            return KeyedPush::Replaced;
+        }
+        self.push_inner(&[], frame, true);
+        let k = self.keyed.get_or_insert_with(Box::default);
+        let at = KeyedAt {
+            entry: k.entries_popped.wrapping_add(self.queue.len() as u32 - 1),
+            frame: k.frames_done.wrapping_add(self.ends.len() as u32 - 1),
+        };
+        k.at.insert(key.clone(), at);
+        KeyedPush::Queued
+    }
+
+    /// Replaces the unsent frame queued under `key` by `frame`; false if there is none
+    /// (never queued, already written, or being written).
+    fn replace_keyed(&mut self, frame: &Bytes, key: &Bytes) -> bool {
+        let Some(k) = self.keyed.as_deref() else {
+            return false;
+        };
+        let Some(at) = k.at.get(key) else {
+            return false;
+        };
+        let entry = at.entry.wrapping_sub(k.entries_popped) as usize;
+        let fi = at.frame.wrapping_sub(k.frames_done) as usize;
+        if entry >= self.queue.len() || fi >= self.ends.len() {
+            return false; // written since
+        }
+        let start = if fi == 0 {
+            self.front_start
+        } else {
+            self.ends[fi - 1]
+        };
+        if start < self.sent {
+            return false; // partly written: it goes out whole, as it is
+        }
+        let old_len = self.queue[entry].len() as u32;
+        let new_len = frame.len() as u32;
+        let old_end = self.ends[fi];
+        self.queue[entry] = frame.clone();
+        let shift = |v: u32| v.wrapping_add(new_len).wrapping_sub(old_len);
+        for end in self.ends.iter_mut().skip(fi) {
+            *end = shift(*end);
+        }
+        self.pushed = shift(self.pushed);
+        if self.spare_end == old_end {
+            // The largest frame behind the front was this one: now it is the new one
+            // (perhaps no longer the largest; the bound stays approximately right).
+            self.spare_end = shift(self.spare_end);
+            self.spare_len = new_len;
+        } else if self.spare_end > old_end {
+            self.spare_end = shift(self.spare_end);
+        }
+        true
+    }
+
+    fn push_inner(&mut self, head: &[u8], payload: Bytes, own_entry: bool) {
         // Offsets stay below 2^31: `sent` is under 1 GiB after a rebase, and what is
         // queued is at most the frame being written, the backlog bound, the spare
         // frame and this one, each at most 256 MiB (the config caps
@@ -107,11 +211,13 @@ impl Outbox {
         }
         self.pushed += len;
         self.ends.push_back(self.pushed);
-        if self.tail.capacity() == 0 {
-            self.tail.reserve(TAIL_FIRST_ALLOC);
+        if !head.is_empty() || (payload.len() <= COPY_THRESHOLD && !own_entry) {
+            if self.tail.capacity() == 0 {
+                self.tail.reserve(TAIL_FIRST_ALLOC);
+            }
+            self.tail.extend_from_slice(head);
         }
-        self.tail.extend_from_slice(head);
-        if payload.len() <= COPY_THRESHOLD {
+        if payload.len() <= COPY_THRESHOLD && !own_entry {
             self.tail.extend_from_slice(&payload);
         } else {
             self.seal_tail();
@@ -161,6 +267,7 @@ impl Outbox {
         self.ends.retain(|&end| end <= keep_to);
         self.spare_end = 0;
         self.spare_len = 0;
+        self.keyed = None;
         if keep == 0 {
             self.clear();
         }
@@ -181,6 +288,9 @@ impl Outbox {
             }
             self.front_start = end;
             self.ends.pop_front();
+            if let Some(k) = self.keyed.as_deref_mut() {
+                k.frames_done = k.frames_done.wrapping_add(1);
+            }
         }
         if self.sent >= REBASE_AT {
             // Offsets count from where the frame being written starts again.
@@ -243,6 +353,9 @@ impl Outbox {
                 if front.len() <= left {
                     left -= front.len();
                     self.queue.pop_front();
+                    if let Some(k) = self.keyed.as_deref_mut() {
+                        k.entries_popped = k.entries_popped.wrapping_add(1);
+                    }
                 } else {
                     front.advance(left);
                     left = 0;
@@ -452,6 +565,106 @@ mod tests {
         let mut got = Vec::new();
         b.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"HTTP/1.1 101\r\n\r\nCLOSE");
+    }
+
+    fn drain(o: &mut Outbox) -> Vec<u8> {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        assert_eq!(o.flush(a.as_raw_fd()).unwrap().1, Flush::Empty);
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn a_keyed_frame_not_yet_sent_is_replaced_in_place_by_a_newer_one() {
+        let mut o = Outbox::default();
+        let (ka, kb) = (Bytes::from_static(b"npc.1"), Bytes::from_static(b"npc.2"));
+        assert_eq!(
+            o.push_keyed(Bytes::from_static(b"[a1]"), &ka),
+            KeyedPush::Queued
+        );
+        o.push(b"", Bytes::from_static(b"<u1>"));
+        assert_eq!(
+            o.push_keyed(Bytes::from_static(b"[b1]"), &kb),
+            KeyedPush::Queued
+        );
+        assert_eq!(
+            o.push_keyed(Bytes::from_static(b"[a2-longer]"), &ka),
+            KeyedPush::Replaced
+        );
+        assert_eq!(
+            o.push_keyed(Bytes::from_static(b"[b2]"), &kb),
+            KeyedPush::Replaced
+        );
+        o.push(b"", Bytes::from_static(b"<u2>"));
+        assert_eq!(o.len(), 11 + 4 + 4 + 4);
+        assert_eq!(drain(&mut o), b"[a2-longer]<u1>[b2]<u2>");
+    }
+
+    #[test]
+    fn a_slow_clients_outbox_grows_with_its_keys_not_with_the_publish_rate() {
+        let mut o = Outbox::default();
+        let keys: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("npc.{i}"))).collect();
+        for round in 0..1000 {
+            for k in &keys {
+                o.push_keyed(Bytes::from(format!("{k:?}@{round:04}")), k);
+            }
+        }
+        assert_eq!(o.ends.len(), 20, "one frame per key");
+        let got = String::from_utf8(drain(&mut o)).unwrap();
+        assert!(got.starts_with("b\"npc.0\"@0999"), "{got}");
+        assert_eq!(got.matches("@0999").count(), 20);
+    }
+
+    #[test]
+    fn a_keyed_frame_partly_written_is_not_replaced_and_one_written_is_not_touched() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut o = Outbox::default();
+        let key = Bytes::from_static(b"k");
+        let big = Bytes::from(vec![1u8; 4 << 20]);
+        o.push_keyed(big.clone(), &key);
+        let (n, state) = o.flush(a.as_raw_fd()).unwrap();
+        assert_eq!(state, Flush::Blocked);
+        assert!(n > 0 && n < big.len());
+        assert_eq!(
+            o.push_keyed(Bytes::from_static(b"NEW"), &key),
+            KeyedPush::Queued,
+            "the frame being written goes out whole; the new one queues behind it"
+        );
+        assert_eq!(
+            o.push_keyed(Bytes::from_static(b"NEWER"), &key),
+            KeyedPush::Replaced
+        );
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        while o.flush(a.as_raw_fd()).unwrap().1 == Flush::Blocked {
+            std::thread::yield_now();
+        }
+        drop(a);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), big.len() + 5);
+        assert_eq!(&got[big.len()..], b"NEWER");
+        assert!(o.keyed.is_none(), "an outbox that drained keeps no key map");
+    }
+
+    #[test]
+    fn replacing_a_keyed_frame_keeps_the_backlog_and_frame_ends_exact() {
+        let mut o = Outbox::default();
+        let key = Bytes::from_static(b"k");
+        o.push(b"", Bytes::from(vec![0u8; 100])); // the front frame
+        o.push_keyed(Bytes::from(vec![1u8; 600]), &key);
+        o.push(b"", Bytes::from(vec![2u8; 50]));
+        assert_eq!(o.backlog(), 50, "the 600-byte frame is the spare");
+        o.push_keyed(Bytes::from(vec![3u8; 700]), &key);
+        assert_eq!(o.len(), 100 + 700 + 50);
+        assert_eq!(o.backlog(), 50, "still one large frame behind the front");
+        assert_eq!(o.ends.iter().copied().collect::<Vec<_>>(), [100, 800, 850]);
+        o.drop_backlog();
+        assert!(o.is_empty() && o.keyed.is_none());
     }
 
     #[test]

@@ -14,14 +14,8 @@ use slab::Slab;
 
 use crate::rt::notify::LocalNotify;
 
+use super::place::SessionRef;
 use super::ConnShared;
-
-/// Where a session sits in its shard's table, valid only for that session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionRef {
-    pub slot: u32,
-    pub generation: u32,
-}
 
 /// The sessions of one shard.
 #[derive(Debug, Default)]
@@ -36,8 +30,10 @@ impl SessionTable {
     pub fn insert(&self, conn: Rc<ConnShared>) -> SessionRef {
         let generation = self.next_generation.get().wrapping_add(1);
         self.next_generation.set(generation);
-        let slot = self.slots.borrow_mut().insert((generation, conn)) as u32;
-        SessionRef { slot, generation }
+        let slot = self.slots.borrow_mut().insert((generation, conn.clone())) as u32;
+        let at = SessionRef { slot, generation };
+        conn.at.set(at);
+        at
     }
 
     /// Removes the session `r` names (if it is still there); true if it was.
@@ -55,7 +51,6 @@ impl SessionTable {
     }
 
     /// The session `r` names, unless it has ended (or its slot went to another).
-    #[allow(dead_code)] // pushes by session reach it with the push plane (docs/DESIGN.md §6)
     pub fn get(&self, r: SessionRef) -> Option<Rc<ConnShared>> {
         match self.slots.borrow().get(r.slot as usize) {
             Some((g, c)) if *g == r.generation => Some(c.clone()),

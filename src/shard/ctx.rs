@@ -18,11 +18,13 @@ use bytes::BytesMut;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::proto::guid::SessionKey;
+use crate::push::{Hub, ShardPlane};
 use crate::registry::Registry;
 use crate::rt::clock;
 use crate::rt::notify::LocalNotify;
 use crate::rt::task::{spawn_isolated, unix_now};
-use crate::session::{ConnShared, Session, SessionRef, SessionTable};
+use crate::session::{ConnShared, Session, SessionRef};
 use crate::upstream::http::{BackendSettings, Pool};
 use crate::upstream::link::{Link, LinkSettings};
 use crate::upstream::{Backend, FailureLog, ServiceMeter, ServiceRuntime};
@@ -44,7 +46,10 @@ pub struct ShardCtx {
     /// Indexed like `registry.endpoints`: each endpoint's path as this shard's own `Rc`,
     /// so that a request carries its path without touching an atomic count.
     pub paths: RefCell<Vec<Rc<str>>>,
-    pub sessions: SessionTable,
+    /// The shard's sessions (its table), topic subscriptions and the push hub.
+    pub plane: Rc<ShardPlane>,
+    /// Opens peer GUIDs (every shard holds the same key: docs/DESIGN.md §4).
+    pub peer_key: SessionKey,
     pub metrics: Arc<ShardMetrics>,
     pub all_metrics: Arc<Metrics>,
     /// The one read buffer all of this shard's connections read into.
@@ -69,8 +74,11 @@ impl ShardCtx {
         guid_secret: [u8; 32],
         registry: Arc<Registry>,
         all_metrics: Arc<Metrics>,
+        hub: Arc<Hub>,
     ) -> ShardCtx {
         let ctx = ShardCtx {
+            plane: Rc::new(ShardPlane::new(id, hub, all_metrics.shards[id].clone())),
+            peer_key: SessionKey::derive_peer_key(&guid_secret),
             id,
             metrics: all_metrics.shards[id].clone(),
             config,
@@ -79,7 +87,6 @@ impl ShardCtx {
             registry: RefCell::new(Arc::new(Registry::default())),
             services: RefCell::default(),
             paths: RefCell::default(),
-            sessions: SessionTable::default(),
             all_metrics,
             read_buf: RefCell::new(BytesMut::new()),
             guid_cache: RefCell::default(),
@@ -159,6 +166,7 @@ impl ShardCtx {
                 .max_message_bytes
                 .max(b.max_response_bytes),
             shard: self.id,
+            announce_all: false,
         };
         let old = self.services.take();
         let mut services = Vec::with_capacity(reg.services.len());
@@ -182,15 +190,22 @@ impl ShardCtx {
                     let metrics = self.all_metrics.service(self.id, &svc.name);
                     let built = match (&svc.addrs, &svc.link) {
                         (Err(why), _) => Err(why.clone()),
+                        (Ok(_), None) if svc.url.is_empty() => Ok(Backend::Unavailable(
+                            "no backend: the service has topic endpoints only".into(),
+                        )),
                         (Ok(addrs), Some(link)) => {
                             let counter = self.push_counter.clone();
                             Link::new(
                                 svc.name.clone(),
                                 link,
                                 addrs.to_vec(),
-                                link_settings.clone(),
+                                LinkSettings {
+                                    announce_all: svc.announce_all,
+                                    ..link_settings.clone()
+                                },
                                 Rc::new(move || next_push_id(&counter)),
                                 metrics.clone(),
+                                self.plane.clone(),
                             )
                             .map(|link| {
                                 link.ensure_running();
@@ -255,12 +270,18 @@ impl ShardCtx {
         self.metrics
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        self.sessions.insert(c)
+        let at = self.plane.add(c.clone());
+        for svc in self.services.borrow().iter() {
+            if let Backend::Link(link) = &svc.backend {
+                link.session_opened(&c);
+            }
+        }
+        at
     }
 
-    /// Removes a session.
-    pub fn remove_session(&self, at: SessionRef) {
-        if self.sessions.remove(at) {
+    /// Removes a session (from the table, the directory and its topics).
+    pub fn remove_session(&self, at: SessionRef, c: &ConnShared) {
+        if self.plane.remove(at, c) {
             self.metrics
                 .connections_open
                 .fetch_sub(1, Ordering::Relaxed);

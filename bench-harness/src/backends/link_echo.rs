@@ -144,6 +144,11 @@ impl WsService for LinkEcho {
                 tracing::debug!(from = %self.from, session, live = self.sessions.len(), "link CLOSED");
                 return Ok(());
             }
+            Ok(ToBackend::ClientAnswer { call, code, .. }) => {
+                // The echo backend makes no client calls (CALL_CLIENT).
+                tracing::warn!(from = %self.from, call, code, "link CLIENT_ANSWER for a call never made");
+                return Ok(());
+            }
             Err(e) => return Err(self.fail(e)),
         };
         self.replies += 1;

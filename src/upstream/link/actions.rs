@@ -1,6 +1,6 @@
 //! What the backend sends once a message is decoded (`proto::link::FromBackend`):
-//! REPLY answers a call, SEND pushes to a session's client, CLOSE closes it. The
-//! backend's new actions (the push plane's) go here.
+//! REPLY answers a call, SEND pushes to a session's client, CLOSE closes it; the push
+//! plane's actions go on to `push_actions`.
 
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering::Relaxed;
@@ -59,10 +59,13 @@ impl Inner {
                     tracing::debug!(service = %self.service, session, "CLOSE for a session that is gone; dropped")
                 }
             },
+            // The push plane's (`push_actions`).
+            other => self.on_push_action(other),
         }
     }
 
-    fn session(&self, session: u64) -> Option<Rc<ConnShared>> {
+    /// The live session announced on this connection as `session`.
+    pub(super) fn session(&self, session: u64) -> Option<Rc<ConnShared>> {
         self.st
             .borrow()
             .sessions

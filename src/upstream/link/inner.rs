@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::url::LinkUrl;
 use crate::metrics::ServiceMetrics;
+use crate::push::ShardPlane;
 use crate::rt::notify::LocalNotify;
 
 use super::state::State;
@@ -35,6 +36,8 @@ pub struct LinkSettings {
     pub max_message_bytes: usize,
     /// Sent to the backend as `X-Ringgate-Shard`.
     pub shard: usize,
+    /// Tell the backend of every session at connect (`ServiceConfig::announce_all`).
+    pub announce_all: bool,
 }
 
 /// Supplies message ids for server pushes (the shard's counter).
@@ -47,6 +50,9 @@ pub(super) struct Inner {
     pub(super) settings: LinkSettings,
     pub(super) push_ids: PushIds,
     pub(super) metrics: Arc<ServiceMetrics>,
+    /// The shard's sessions and the push hub (actions addressing sessions, OPEN for
+    /// every session).
+    pub(super) plane: Rc<ShardPlane>,
     pub(super) st: RefCell<State>,
     /// The writer task's waker (woken when the write buffer gets bytes).
     pub(super) writer: RefCell<Option<Waker>>,

@@ -40,7 +40,9 @@
 //!   calls, sessions announced.
 //! - `inner`: `Inner` itself, and [`LinkSettings`].
 //! - `writer`: the way out: the writer task and its flush.
-//! - `actions`: the backend's actions (REPLY, SEND, CLOSE); new actions go here.
+//! - `actions`: the backend's actions (REPLY, SEND, CLOSE, and the push plane's).
+//! - `push_actions`: PUBLISH, SUBSCRIBE, PUSH, ROLES, KICK… through the push hub.
+//! - `announce`: OPEN other than before a first request (`announce_all`, new roles).
 //! - `request`: the way in: a [`LinkRequest`] placed into the write buffer as a call
 //!   (after an OPEN for a session new to the connection), or refused at once.
 //! - `sweep`: the sweeper task: call deadlines and liveness pings.
@@ -50,13 +52,15 @@
 //! A file imports from (and calls the methods of) only files above it in this list, so
 //! none are in a circle; none imports from `mod.rs`, which holds the public [`Link`]
 //! and composes the rest. Imports: `state` from `calls`; `inner` from `state`; `writer`
-//! and `actions` from `inner`; `request` from `inner`, `state`, `calls`; `sweep` from
+//! `actions` and `announce` from `inner` (`announce` also from `state`); `request` from `inner`, `state`, `calls`; `sweep` from
 //! `inner`, `calls`; `conn` from `inner`, `writer`; `run` from `inner`, `state`, `conn`.
 
 mod actions;
+mod announce;
 mod calls;
 mod conn;
 mod inner;
+mod push_actions;
 mod request;
 mod run;
 mod state;
@@ -77,6 +81,7 @@ use crate::metrics::ServiceMetrics;
 use crate::proto::frame::MaskSeq;
 use crate::proto::http1::Response;
 use crate::proto::link::ToBackend;
+use crate::push::ShardPlane;
 use crate::rt::notify::LocalNotify;
 use crate::rt::sys;
 use crate::session::ConnShared;
@@ -121,6 +126,7 @@ impl Link {
         settings: LinkSettings,
         push_ids: PushIds,
         metrics: Arc<ServiceMetrics>,
+        plane: Rc<ShardPlane>,
     ) -> Result<Link, BackendError> {
         let url = LinkUrl::parse(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
         metrics
@@ -134,6 +140,7 @@ impl Link {
                 settings,
                 push_ids,
                 metrics,
+                plane,
                 st: RefCell::new(State {
                     phase: Phase::Connecting,
                     wbuf: Vec::new(),
@@ -219,6 +226,16 @@ impl Link {
             }
         })
         .await
+    }
+
+    /// A session connected: a service with `announce_all` is told of it (OPEN) now.
+    pub fn session_opened(&self, session: &Rc<ConnShared>) {
+        self.inner.announce(session);
+    }
+
+    /// A session's roles changed: if the backend was told of it, it is told again.
+    pub fn session_changed(&self, session: &Rc<ConnShared>) {
+        self.inner.reannounce(session);
     }
 
     /// A session ended: if it was announced on the current connection, the backend is

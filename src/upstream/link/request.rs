@@ -63,7 +63,7 @@ impl Inner {
         let announce = !st.sessions.contains_key(&sref);
         let roles;
         let open = if announce {
-            roles = s.roles.join(",");
+            roles = s.roles().join(",");
             let open = ToBackend::Open {
                 session: sref,
                 session_id: &s.session_id,

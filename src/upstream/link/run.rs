@@ -44,6 +44,7 @@ pub(super) async fn run(link: Rc<Inner>) {
                     link.metrics.link_connects.fetch_add(1, Relaxed);
                 }
                 tracing::info!(shard = link.settings.shard, service = %link.service, url = %ws_url, "backend link up");
+                link.announce_every_session();
                 link.wake_writer();
                 let end = link.serve(stream, rest).await;
                 if matches!(end, LinkEnd::Retired) {

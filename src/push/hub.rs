@@ -1,0 +1,174 @@
+//! The hub: every shard's push inbox and the directory, shared by all threads.
+//!
+//! Why one object: whoever pushes — a backend link on any shard, the admin thread's
+//! push API, a client's peer message — does the same two things: find the shards (and
+//! table slots) concerned, then post each a [`PushMsg`]. Frames are encoded here,
+//! once, before posting, so a shard only queues bytes.
+
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::proto::event::push_message_id;
+use crate::rt::mailbox::Mailbox;
+use crate::rt::task::unix_now;
+
+use super::directory::{Directory, Loc};
+use super::frame::{conflation_key, push_frame};
+use super::msg::{Published, PushMsg};
+use super::{MAX_KEY_BYTES, MAX_TOPIC_BYTES};
+
+/// Whom a push names.
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // the push API and link actions (next)
+pub enum Target<'a> {
+    /// Every connection of a session id.
+    Session(&'a str),
+    /// Every connection of every session of an account.
+    Account(&'a str),
+}
+
+/// A publish that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("topic must be 1 to {MAX_TOPIC_BYTES} bytes (got {0})")]
+    BadTopic(usize),
+    #[error("key must be at most {MAX_KEY_BYTES} bytes (got {0})")]
+    BadKey(usize),
+}
+
+/// The shards' push inboxes and the directory.
+#[derive(Debug)]
+pub struct Hub {
+    pub directory: Directory,
+    inboxes: Box<[Arc<Mailbox<PushMsg>>]>,
+    counter: AtomicU16,
+    publishes: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(shards: usize) -> Hub {
+        Hub {
+            directory: Directory::new(shards),
+            inboxes: (0..shards).map(|_| Arc::default()).collect(),
+            counter: AtomicU16::new(0),
+            publishes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Shard `shard`'s push inbox (its `edge::inbox` task receives from it).
+    pub fn inbox(&self, shard: usize) -> Arc<Mailbox<PushMsg>> {
+        self.inboxes[shard].clone()
+    }
+
+    /// Posts `msg` to `shard` (ignored for a shard that does not exist).
+    pub fn post(&self, shard: u16, msg: PushMsg) {
+        if let Some(inbox) = self.inboxes.get(shard as usize) {
+            inbox.send(msg);
+        }
+    }
+
+    /// Where the connections `target` names are.
+    #[allow(dead_code)] // the push API and link actions (next)
+    pub fn locate(&self, target: Target<'_>) -> Vec<Loc> {
+        match target {
+            Target::Session(id) => self.directory.session(id),
+            Target::Account(id) => self.directory.account(id),
+        }
+    }
+
+    /// A fresh push message id (Bannou's `unix_ms << 16 | counter`), for pushes made
+    /// off the shards.
+    pub fn next_push_id(&self) -> u64 {
+        let c = self.counter.fetch_add(1, Relaxed);
+        push_message_id(unix_now().as_millis() as u64, c)
+    }
+
+    /// Publishes `payload` to every subscriber of `topic` on every shard: the push
+    /// frame is encoded once here and shared; only shards with a subscriber are sent
+    /// anything. With a `key`, a slow subscriber's unsent older message with the same
+    /// key is replaced. Returns how many shards it was sent to.
+    pub fn publish(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        binary: bool,
+        payload: &[u8],
+    ) -> Result<usize, PublishError> {
+        if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES {
+            return Err(PublishError::BadTopic(topic.len()));
+        }
+        if let Some(k) = key {
+            if k.len() > MAX_KEY_BYTES {
+                return Err(PublishError::BadKey(k.len()));
+            }
+        }
+        self.publishes.fetch_add(1, Relaxed);
+        let shards = self.directory.topic_shards(topic);
+        if shards.is_empty() {
+            return Ok(0);
+        }
+        let p = Arc::new(Published {
+            topic: topic.into(),
+            key: key
+                .filter(|k| !k.is_empty())
+                .map(|k| conflation_key(topic, k)),
+            frame: push_frame(self.next_push_id(), binary, payload),
+        });
+        for &s in &shards {
+            self.post(s, PushMsg::Publish(p.clone()));
+        }
+        Ok(shards.len())
+    }
+
+    /// Publishes accepted since start (all sources).
+    #[allow(dead_code)] // the push API and link actions (next)
+    pub fn publishes(&self) -> u64 {
+        self.publishes.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_is_posted_only_to_shards_with_subscribers_and_once_each() {
+        let hub = Hub::new(3);
+        let topic: Arc<str> = "t".into();
+        hub.directory.set_topic_shard(&topic, 2, true);
+        assert_eq!(hub.publish("t", Some("k"), false, b"{}"), Ok(1));
+        assert_eq!(hub.publish("nobody", None, false, b"{}"), Ok(0));
+        assert!(hub.inboxes[0].try_recv().is_none());
+        assert!(hub.inboxes[1].try_recv().is_none());
+        match hub.inboxes[2].try_recv() {
+            Some(PushMsg::Publish(p)) => {
+                assert_eq!(&*p.topic, "t");
+                assert!(p.key.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(hub.inboxes[2].try_recv().is_none());
+    }
+
+    #[test]
+    fn a_publish_with_a_bad_topic_or_key_is_refused_naming_why() {
+        let hub = Hub::new(1);
+        assert_eq!(
+            hub.publish("", None, false, b""),
+            Err(PublishError::BadTopic(0))
+        );
+        let long = "x".repeat(300);
+        assert_eq!(
+            hub.publish(&long, None, false, b""),
+            Err(PublishError::BadTopic(300))
+        );
+        assert_eq!(
+            hub.publish("t", Some(&long), false, b""),
+            Err(PublishError::BadKey(300))
+        );
+    }
+}

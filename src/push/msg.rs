@@ -1,0 +1,89 @@
+//! What a shard's push inbox receives: the cross-shard half of every push.
+//!
+//! Why apart from `shard::ShardMsg` (control: shutdown, registry): pushes are the
+//! data plane, sent from any thread at any rate, and are applied by their own task
+//! (`edge::inbox`) so a burst of publishes never delays a shutdown or a registry swap,
+//! and control never waits behind a burst.
+
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::session::SessionRef;
+
+/// A topic message, encoded once, shared by every shard and subscriber it reaches.
+#[derive(Debug)]
+pub struct Published {
+    pub topic: Arc<str>,
+    /// The conflation key (`frame::conflation_key`), if the publish had one.
+    pub key: Option<Bytes>,
+    /// The complete push frame.
+    pub frame: Bytes,
+}
+
+/// Sent back to another connection once a delivery is known to have happened or not
+/// (a peer message's acknowledgement, or its 31).
+#[derive(Debug, Clone)]
+pub struct Followup {
+    pub shard: u16,
+    pub to: SessionRef,
+    /// Queued for `to` when the delivery happened (none: nothing is said).
+    pub delivered: Option<Bytes>,
+    /// Queued for `to` when the target was gone (none: nothing is said).
+    pub missed: Option<Bytes>,
+}
+
+/// What the push API reports of a session (`GET /v1/sessions/{id}`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub account_id: Option<String>,
+    pub roles: Vec<String>,
+    pub topics: Vec<String>,
+    pub shard: u16,
+    pub manifest_version: u64,
+    pub outbox_bytes: usize,
+}
+
+/// One push for a shard to apply.
+#[derive(Debug)]
+pub enum PushMsg {
+    /// A topic message for this shard's subscribers.
+    Publish(Arc<Published>),
+    /// A complete frame for one connection (a push to a session or user, a peer
+    /// message, an answer).
+    Deliver {
+        to: SessionRef,
+        frame: Bytes,
+        then: Option<Followup>,
+    },
+    /// A frame for every connection of the shard (but `except`).
+    Broadcast {
+        frame: Bytes,
+        except: Option<SessionRef>,
+    },
+    /// Subscribes (or unsubscribes) a connection to topics.
+    Subscribe {
+        to: SessionRef,
+        topics: Vec<Arc<str>>,
+        on: bool,
+    },
+    /// Grants and revokes roles; a changed manifest is re-sent.
+    Roles {
+        to: SessionRef,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    /// Closes a connection with this code and reason (a kick: no resumption).
+    Close {
+        to: SessionRef,
+        code: u16,
+        reason: String,
+    },
+    /// Reports on a connection (none if it has ended).
+    Inspect {
+        to: SessionRef,
+        reply: SyncSender<Option<SessionInfo>>,
+    },
+}

@@ -1,0 +1,166 @@
+//! One shard's half of the push plane: its session table, its topic subscriptions
+//! and the hub, with the operations that keep the directory in step with them.
+//!
+//! Why one struct: every change here has two sides — the shard's own tables and the
+//! gateway-wide directory — and keeping both in step in one place is what lets a push
+//! from any thread find exactly the connections that are there. Shard-local (`Rc`,
+//! `RefCell`): only the shard's thread calls it.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::metrics::{bump, ShardMetrics};
+use crate::session::{ConnShared, SessionRef, SessionTable};
+
+use super::directory::Loc;
+use super::hub::Hub;
+use super::msg::Published;
+use super::topics::{Change, Topics};
+
+/// One shard's sessions and subscriptions, and the hub.
+#[derive(Debug)]
+pub struct ShardPlane {
+    pub shard: u16,
+    pub hub: Arc<Hub>,
+    pub sessions: SessionTable,
+    pub topics: RefCell<Topics>,
+    metrics: Arc<ShardMetrics>,
+}
+
+impl ShardPlane {
+    pub fn new(shard: usize, hub: Arc<Hub>, metrics: Arc<ShardMetrics>) -> ShardPlane {
+        ShardPlane {
+            shard: shard as u16,
+            hub,
+            sessions: SessionTable::default(),
+            topics: RefCell::default(),
+            metrics,
+        }
+    }
+
+    /// Adds a connection to the shard's table and the directory.
+    pub fn add(&self, c: Rc<ConnShared>) -> SessionRef {
+        let at = self.sessions.insert(c.clone());
+        let s = &c.session;
+        self.hub
+            .directory
+            .register(&s.session_id, s.account_id.as_deref(), self.loc(at));
+        at
+    }
+
+    /// Removes a connection (it ended): from the table, the directory and every topic.
+    /// Returns whether it was there.
+    pub fn remove(&self, at: SessionRef, c: &ConnShared) -> bool {
+        if !self.sessions.remove(at) {
+            return false;
+        }
+        let s = &c.session;
+        self.hub
+            .directory
+            .unregister(&s.session_id, s.account_id.as_deref(), self.loc(at));
+        let left = self.topics.borrow().of_session(s.link_ref).len();
+        if left > 0 {
+            let emptied = self.topics.borrow_mut().remove_session(s.link_ref);
+            self.metrics.subscriptions.fetch_sub(left as i64, Relaxed);
+            for t in emptied {
+                self.hub.directory.set_topic_shard(&t, self.shard, false);
+            }
+        }
+        true
+    }
+
+    /// Where a connection of this shard is, for the directory and peer GUIDs.
+    pub fn loc(&self, at: SessionRef) -> Loc {
+        Loc {
+            shard: self.shard,
+            at,
+        }
+    }
+
+    /// Subscribes `c` to `topic`; true if it was not subscribed yet.
+    pub fn subscribe(&self, c: &Rc<ConnShared>, topic: &str) -> bool {
+        if c.is_gone() {
+            return false;
+        }
+        let change = self
+            .topics
+            .borrow_mut()
+            .subscribe(topic, c.session.link_ref, c);
+        self.after(change, true)
+    }
+
+    /// Unsubscribes `c` from `topic`; true if it was subscribed.
+    pub fn unsubscribe(&self, c: &ConnShared, topic: &str) -> bool {
+        let change = self
+            .topics
+            .borrow_mut()
+            .unsubscribe(topic, c.session.link_ref);
+        self.after(change, false)
+    }
+
+    fn after(&self, change: Change, on: bool) -> bool {
+        let delta = if on { 1 } else { -1 };
+        match change {
+            Change::None => false,
+            Change::Changed => {
+                self.metrics.subscriptions.fetch_add(delta, Relaxed);
+                true
+            }
+            Change::Edge(topic) => {
+                self.metrics.subscriptions.fetch_add(delta, Relaxed);
+                self.hub.directory.set_topic_shard(&topic, self.shard, on);
+                true
+            }
+        }
+    }
+
+    /// Queues a topic message for every subscriber of its topic on this shard (keyed:
+    /// replacing an unsent older one with the same key). Returns how many got it.
+    pub fn deliver(&self, p: &Published) -> usize {
+        let topics = self.topics.borrow();
+        let mut n = 0;
+        for c in topics.subscribers(&p.topic) {
+            let queued = match &p.key {
+                Some(key) => c.send_keyed(p.frame.clone(), key),
+                None => c.send_frame(p.frame.clone()),
+            };
+            n += usize::from(queued);
+        }
+        bump(&self.metrics.topic_deliveries, n as u64);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push::frame::{conflation_key, push_frame};
+    use crate::session::tests_support::shared;
+
+    #[test]
+    fn a_session_that_ends_leaves_the_directory_and_its_topics_shard_bits() {
+        let hub = Arc::new(Hub::new(2));
+        let plane = ShardPlane::new(1, hub.clone(), Default::default());
+        let c = Rc::new(shared(1 << 20));
+        let at = plane.add(c.clone());
+        assert_eq!(c.at(), at);
+        assert_eq!(hub.directory.session("s"), [plane.loc(at)]);
+        assert!(plane.subscribe(&c, "npc.1"));
+        assert!(!plane.subscribe(&c, "npc.1"), "once");
+        assert_eq!(hub.directory.topic_shards("npc.1"), [1]);
+        let p = Published {
+            topic: "npc.1".into(),
+            key: Some(conflation_key("npc.1", "1")),
+            frame: push_frame(1, false, b"{}"),
+        };
+        assert_eq!(plane.deliver(&p), 1);
+        assert_eq!(plane.deliver(&p), 1, "replaced the unsent one");
+        assert_eq!(c.outbox.borrow().len(), p.frame.len(), "one frame queued");
+        assert!(plane.remove(at, &c));
+        assert!(hub.directory.session("s").is_empty());
+        assert!(hub.directory.topic_shards("npc.1").is_empty());
+        assert_eq!(plane.metrics.subscriptions.load(Relaxed), 0);
+    }
+}
