@@ -168,16 +168,12 @@ if [[ " ${TARGETS[*]} " == *" ringgate "* ]]; then
             -e "s|^shards = .*|shards = 1|" \
             -e "s|^idle_ping_secs = .*|idle_ping_secs = 300|" \
             -e "s|^hs256_secret = .*|hs256_secret = \"$RG_SECRET\"|" \
+            -e "s|^# token = .*|token = \"$RG_TOKEN\"|" \
             configs/default.toml > "$CFG"
-        cat >> "$CFG" <<EOF
-
-[[services]]
-name = "fanout"
-endpoints = [ { path = "/fanout/watch", subscribe = "bench" } ]
-
-[admin]
-token = "$RG_TOKEN"
-EOF
+        # The push API's token goes into the shipped [admin] table (or a new one).
+        grep -qxF "token = \"$RG_TOKEN\"" <(sed 's/ *#.*//; s/ *$//' "$CFG") \
+            || printf '\n[admin]\ntoken = "%s"\n' "$RG_TOKEN" >> "$CFG"
+        printf '\n[[services]]\nname = "fanout"\nendpoints = [ { path = "/fanout/watch", subscribe = "bench" } ]\n' >> "$CFG"
         if ! "$GATEWAY" --check-config "$CFG" > "$OUT/ringgate-check.log" 2>&1; then
             SKIP[ringgate]="pending: this gateway does not take topic endpoints / the push API yet ($(head -c 200 "$OUT/ringgate-check.log" | tr '\n' ' '))"
         fi

@@ -37,10 +37,13 @@ use crate::jwt::Minter;
 use crate::report;
 use crate::sched::unix_ns;
 
+/// One step's deliveries so far: their count and latency histogram.
+type StepAcc = (u64, Histogram<u64>);
+
 /// What one thread's subscribers received, by step.
 #[derive(Default)]
 pub struct Recorder {
-    steps: RefCell<Vec<Option<(u64, Histogram<u64>)>>>,
+    steps: RefCell<Vec<Option<StepAcc>>>,
     /// Steps already reported: later deliveries of theirs are counted as late only.
     reported_below: std::cell::Cell<u32>,
     pub late: std::cell::Cell<u64>,
