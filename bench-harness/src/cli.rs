@@ -74,6 +74,12 @@ pub enum Command {
     /// RPC load: C connections calling an endpoint at a constant total rate (open loop,
     /// latency from the intended send time) or at saturation (`--rate max`).
     Rpc(Box<RpcArgs>),
+    /// Fan-out: N subscribers on one topic of a target (ringgate, NATS, Socket.IO,
+    /// Pushpin or the raw limit probe), the publish rate stepped up until it falls behind.
+    Fanout(Box<FanoutArgs>),
+    /// The fan-out limit probe's server: writes every published message to every
+    /// subscriber socket (plain TCP, length-prefixed), batched per socket.
+    FanoutRawServer(FanoutRawServerArgs),
     /// Two `rpc` reports (JSON) side by side, with B/A ratios.
     Compare(CompareArgs),
     /// Draw the latency-percentile chart (SVG) of one or more `rpc` reports.
@@ -504,6 +510,97 @@ pub struct RpcArgs {
     pub total_conns: Option<usize>,
     #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+/// What `fanout` subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FanoutTarget {
+    /// NATS: its WebSocket listener (`--server`), publishing over its TCP port.
+    Nats,
+    /// The Socket.IO v4 script (perf/fanout_socketio.js), websocket transport only.
+    Socketio,
+    /// Pushpin: WebSocket-over-HTTP with a GRIP backend; publishing to its HTTP API.
+    Pushpin,
+    /// The limit probe (`fanout-raw-server`): plain TCP, length-prefixed messages.
+    Raw,
+    /// ringgate: Bannou clients calling a topic endpoint; publishing to the admin API.
+    Ringgate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[arg(long, value_enum)]
+    pub target: FanoutTarget,
+    /// Subscribers (split over worker processes and source addresses).
+    #[arg(long, default_value_t = 10_000)]
+    pub subs: usize,
+    /// Where subscribers connect (`host:port[/path]`; not for ringgate, which takes
+    /// `--gateway`/`--gateway-config`).
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<String>,
+    /// Where to publish: NATS's or the raw probe's TCP `host:port`, or the HTTP publish
+    /// URL (Pushpin `http://h:p/publish/`, Socket.IO script `http://h:p/publish`,
+    /// ringgate's admin `http://h:p/v1/publish/batch`).
+    #[arg(long, value_name = "ADDR|URL")]
+    pub publish: String,
+    /// Bearer token for the publish API (ringgate's `[admin] token`).
+    #[arg(long, env = "RG_BENCH_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+    /// Publish rates to step through, messages/s, comma-separated (default 1,10,50,
+    /// 100,200,500,1000,2000,5000,10000).
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// Seconds each step publishes (at most 10).
+    #[arg(long, default_value_t = 5.0)]
+    pub step_secs: f64,
+    /// Seconds after a step's last publish before its deliveries are counted.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain_secs: f64,
+    /// Publish batching: what is due is sent every this many ms.
+    #[arg(long, default_value_t = 10)]
+    pub tick_ms: u64,
+    /// Payload bytes per message (the publish time is written into it).
+    #[arg(long, default_value_t = 200)]
+    pub payload: usize,
+    /// The server's pids (repeat; their descendants count too): CPU and RSS per step.
+    #[arg(long)]
+    pub server_pid: Vec<u32>,
+    /// Worker processes (`auto`: enough for RLIMIT_NOFILE and the ephemeral ports).
+    #[arg(long, default_value = "auto")]
+    pub procs: Procs,
+    /// Subscribe attempts in flight per worker process.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Subscribe no faster than this many per second over all workers (Pushpin wants
+    /// its opens ramped).
+    #[arg(long)]
+    pub open_rate: Option<f64>,
+    /// Time allowed for one subscriber's connect, upgrade and subscribe.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// ringgate: the topic endpoint each subscriber calls.
+    #[arg(long, default_value = "/fanout/watch")]
+    pub endpoint: String,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// A name for this run (default: the target).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutRawServerArgs {
+    /// Where subscribers connect.
+    #[arg(long, default_value = "127.0.0.1:5010")]
+    pub listen: String,
+    /// Where the publisher connects.
+    #[arg(long, default_value = "127.0.0.1:5011")]
+    pub publish_listen: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -82,7 +82,7 @@ pub fn drop_cause(stage: &'static str, e: &ClientError) -> String {
 
 /// A non-blocking TCP connect from `source` (port chosen at connect time), with a
 /// receive buffer of `rcvbuf` bytes if given (the kernel doubles it; no autotuning).
-async fn tcp_connect(
+pub async fn tcp_connect(
     addr: SocketAddr,
     source: Option<IpAddr>,
     rcvbuf: Option<usize>,

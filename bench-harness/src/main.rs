@@ -48,6 +48,10 @@ fn main() -> ExitCode {
         cli::Command::Rpc(a) => scenario::rpc::run(a),
         cli::Command::NpcWorld(a) => backends::npc_world::run(a).map(|()| ExitCode::SUCCESS),
         cli::Command::Observers(a) => scenario::observers::run(a),
+        cli::Command::Fanout(a) => scenario::fanout::run(a),
+        cli::Command::FanoutRawServer(a) => {
+            scenario::fanout::raw_server::run(a).map(|()| ExitCode::SUCCESS)
+        }
         cli::Command::Compare(a) => compare::run(a),
         cli::Command::Chart(a) => scenario::rpc::chart_reports(a),
     };

@@ -6,6 +6,7 @@
 //! `report` and `gateway_track`.
 
 pub mod connect;
+pub mod fanout;
 pub mod fleet;
 pub mod gateway_track;
 pub mod idle;
