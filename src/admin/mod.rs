@@ -127,10 +127,10 @@ fn serve(conn: &mut TcpStream, state: &AdminState) -> std::io::Result<()> {
         let close = req.close || state.stop.load(Ordering::SeqCst);
         if req.path.starts_with("/v1/") {
             let a = state.push.handle(&req);
-            let extra = if a.status == 401 {
-                "WWW-Authenticate: Bearer\r\n"
-            } else {
-                ""
+            let extra = match a.status {
+                401 => "WWW-Authenticate: Bearer\r\n",
+                503 => "Retry-After: 1\r\n",
+                _ => "",
             };
             let body = a.body.to_string();
             respond(
@@ -207,7 +207,7 @@ fn probe(
             conn,
             200,
             "text/plain; version=0.0.4",
-            state.metrics.render().as_bytes(),
+            (state.metrics.render() + &state.push.metrics()).as_bytes(),
             close,
             "",
         ),

@@ -7,7 +7,7 @@
 //! and posts to the shards' push inboxes, exactly as a link action does; nothing here
 //! touches a shard's state or its message path. Errors name what was wrong: 400 (the
 //! field), 401 (the token), 404 (the session, user or route; or the API is off), 413
-//! (the body).
+//! (the body), 503 (a shard is too far behind to take more publishes: retry later).
 
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::push::frame::push_frame;
-use crate::push::{Hub, Loc, PushMsg, SessionInfo, Target};
+use crate::push::{Hub, Loc, PublishError, PushMsg, SessionInfo, Target};
 use crate::session::CLOSE_KICKED;
 
 use super::http::Request;
@@ -56,6 +56,22 @@ fn bad_field(field: &str, why: &str) -> Answer {
 }
 
 impl PushApi {
+    /// The hub's counters, in Prometheus text (appended to `/metrics`).
+    pub fn metrics(&self) -> String {
+        let mut out = format!(
+            "# HELP ringgate_publishes_total Topic publishes accepted (all sources).\n# TYPE ringgate_publishes_total counter\nringgate_publishes_total {}\n# HELP ringgate_publishes_refused_total Publishes refused because a shard was too far behind.\n# TYPE ringgate_publishes_refused_total counter\nringgate_publishes_refused_total {}\n# HELP ringgate_push_inbox_queued Push messages waiting in a shard's inbox.\n# TYPE ringgate_push_inbox_queued gauge\n",
+            self.hub.publishes(),
+            self.hub.refused()
+        );
+        for s in 0..self.hub.shards() {
+            out.push_str(&format!(
+                "ringgate_push_inbox_queued{{shard=\"{s}\"}} {}\n",
+                self.hub.queued(s as u16)
+            ));
+        }
+        out
+    }
+
     /// Answers one request whose path starts with `/v1/`.
     pub fn handle(&self, req: &Request) -> Answer {
         let Some(token) = &self.token else {
@@ -129,9 +145,13 @@ impl PushApi {
             checked.push((topic, key, payload, binary));
         }
         let mut shards = 0;
-        for (topic, key, payload, binary) in checked {
+        for (i, (topic, key, payload, binary)) in checked.into_iter().enumerate() {
             match self.hub.publish(topic, key, binary, &payload) {
                 Ok(n) => shards += n,
+                Err(e @ PublishError::Behind { .. }) => {
+                    // The ones before it went out; this one and those after did not.
+                    return answer(503, json!({ "error": e.to_string(), "published": i }));
+                }
                 Err(e) => return error(400, e.to_string()),
             }
         }

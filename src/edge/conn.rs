@@ -48,6 +48,7 @@ pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
         ctx: &ctx,
         shared: &shared,
     };
+    shared.set_fd(stream.as_raw_fd());
     if !ctx.config.server.manifest_after_pong {
         manifest::send(&ctx, &shared, "initial");
     }
@@ -92,6 +93,7 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.shared.gone.set(true);
+        self.shared.set_fd(-1);
         if let Ok(mut out) = self.shared.outbox.try_borrow_mut() {
             out.clear();
         }

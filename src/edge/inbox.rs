@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::metrics::bump;
 use crate::push::{PushMsg, SessionInfo};
 use crate::rt::mailbox::Mailbox;
+use crate::rt::task::yield_now;
 use crate::session::{ConnShared, SessionRef};
 use crate::shard::ShardCtx;
 use crate::upstream::Backend;
@@ -23,18 +24,34 @@ use super::{client_rpc, manifest};
 const BATCH: usize = 256;
 
 /// Applies the shard's push inbox until the shard stops.
+///
+/// A message that arrives alone (a quiet moment: one publish a second) is written
+/// straight to its subscribers' sockets; when several are waiting, up to `BATCH` are
+/// applied in this turn and queued, so the connections they wake flush once with all
+/// of it in one write each. Then the task yields, whatever is left, so connections
+/// flush (and the shard's other tasks run) before the next batch: a publisher faster
+/// than the shard must not starve the writes that would catch up with it.
 pub async fn run(ctx: Rc<ShardCtx>, inbox: Arc<Mailbox<PushMsg>>) {
+    let hub = ctx.plane.hub.clone();
     loop {
         let first = inbox.recv().await;
-        apply(&ctx, first);
-        // What else is queued goes now, in this turn: the connections woken by all of
-        // it flush once, with everything that arrived together in one write.
-        for _ in 1..BATCH {
+        let Some(second) = inbox.try_recv() else {
+            hub.applied(ctx.id, 1);
+            apply(&ctx, first, true);
+            continue;
+        };
+        apply(&ctx, first, false);
+        apply(&ctx, second, false);
+        let mut n = 2;
+        while n < BATCH {
             match inbox.try_recv() {
-                Some(m) => apply(&ctx, m),
+                Some(m) => apply(&ctx, m, false),
                 None => break,
             }
+            n += 1;
         }
+        hub.applied(ctx.id, n);
+        yield_now().await;
     }
 }
 
@@ -46,11 +63,11 @@ fn live(ctx: &ShardCtx, at: SessionRef) -> Option<Rc<ConnShared>> {
         .filter(|c| !c.is_gone() && !c.closing())
 }
 
-/// Applies one push message.
-pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg) {
+/// Applies one push message (`alone`: it came by itself; see `run`).
+pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg, alone: bool) {
     match msg {
         PushMsg::Publish(p) => {
-            ctx.plane.deliver(&p);
+            ctx.plane.deliver(&p, alone);
         }
         PushMsg::Deliver { to, frame, then } => {
             let target = live(ctx, to);
@@ -82,7 +99,15 @@ pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg) {
         PushMsg::Broadcast { frame, except } => {
             let mut n = 0;
             for c in ctx.plane.sessions.all() {
-                if Some(c.at()) != except && !c.is_gone() && c.send_shared(frame.clone()) {
+                if Some(c.at()) == except {
+                    continue;
+                }
+                let sent = if alone {
+                    c.send_shared_now(frame.clone())
+                } else {
+                    c.send_shared(frame.clone())
+                };
+                if sent {
                     n += 1;
                 }
             }

@@ -61,7 +61,6 @@ impl Directory {
     }
 
     /// Where the connections of session `session_id` are.
-    #[allow(dead_code)] // the push API and link actions (next)
     pub fn session(&self, session_id: &str) -> Vec<Loc> {
         self.sessions
             .get(session_id)
@@ -70,7 +69,6 @@ impl Directory {
     }
 
     /// Where the connections of every session of `account` are.
-    #[allow(dead_code)] // the push API and link actions (next)
     pub fn account(&self, account: &str) -> Vec<Loc> {
         self.accounts
             .get(account)
@@ -79,7 +77,7 @@ impl Directory {
     }
 
     /// Connections registered now (all shards).
-    #[allow(dead_code)] // the push API and link actions (next)
+    #[cfg(test)]
     pub fn connections(&self) -> usize {
         self.sessions.iter().map(|e| e.value().len()).sum()
     }

@@ -5,7 +5,7 @@
 //! table slots) concerned, then post each a [`PushMsg`]. Frames are encoded here,
 //! once, before posting, so a shard only queues bytes.
 
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::proto::event::push_message_id;
@@ -19,13 +19,17 @@ use super::{MAX_KEY_BYTES, MAX_TOPIC_BYTES};
 
 /// Whom a push names.
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)] // the push API and link actions (next)
 pub enum Target<'a> {
     /// Every connection of a session id.
     Session(&'a str),
     /// Every connection of every session of an account.
     Account(&'a str),
 }
+
+/// Push messages a shard may have waiting in its inbox before publishes to it are
+/// refused ([`PublishError::Behind`]): a publisher faster than the shard gets told,
+/// instead of the shard's memory growing without bound (about 300 bytes each: ~20 MB).
+pub const MAX_INBOX_BACKLOG: usize = 65_536;
 
 /// A publish that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +38,10 @@ pub enum PublishError {
     BadTopic(usize),
     #[error("key must be at most {MAX_KEY_BYTES} bytes (got {0})")]
     BadKey(usize),
+    /// A shard with subscribers has `MAX_INBOX_BACKLOG` pushes waiting: nothing was
+    /// sent anywhere; retry later (publishes arrive faster than they are delivered).
+    #[error("shard {shard} is behind ({queued} pushes waiting): publish refused, retry later")]
+    Behind { shard: u16, queued: usize },
 }
 
 /// The shards' push inboxes and the directory.
@@ -41,8 +49,11 @@ pub enum PublishError {
 pub struct Hub {
     pub directory: Directory,
     inboxes: Box<[Arc<Mailbox<PushMsg>>]>,
+    /// Messages posted to each shard's inbox and not yet applied.
+    queued: Box<[AtomicUsize]>,
     counter: AtomicU16,
     publishes: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Hub {
@@ -50,8 +61,10 @@ impl Hub {
         Hub {
             directory: Directory::new(shards),
             inboxes: (0..shards).map(|_| Arc::default()).collect(),
+            queued: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             counter: AtomicU16::new(0),
             publishes: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -67,12 +80,30 @@ impl Hub {
     /// Posts `msg` to `shard` (ignored for a shard that does not exist).
     pub fn post(&self, shard: u16, msg: PushMsg) {
         if let Some(inbox) = self.inboxes.get(shard as usize) {
+            self.queued[shard as usize].fetch_add(1, Relaxed);
             inbox.send(msg);
         }
     }
 
+    /// Shard `shard` applied `n` messages of its inbox.
+    pub fn applied(&self, shard: usize, n: usize) {
+        self.queued[shard].fetch_sub(n, Relaxed);
+    }
+
+    /// Messages waiting in `shard`'s inbox.
+    pub fn queued(&self, shard: u16) -> usize {
+        self.queued
+            .get(shard as usize)
+            .map_or(0, |q| q.load(Relaxed))
+    }
+
+    /// Whether `shard` has so many pushes waiting that more should be refused.
+    pub fn behind(&self, shard: u16) -> Option<PublishError> {
+        let queued = self.queued(shard);
+        (queued >= MAX_INBOX_BACKLOG).then_some(PublishError::Behind { shard, queued })
+    }
+
     /// Where the connections `target` names are.
-    #[allow(dead_code)] // the push API and link actions (next)
     pub fn locate(&self, target: Target<'_>) -> Vec<Loc> {
         match target {
             Target::Session(id) => self.directory.session(id),
@@ -106,8 +137,12 @@ impl Hub {
                 return Err(PublishError::BadKey(k.len()));
             }
         }
-        self.publishes.fetch_add(1, Relaxed);
         let shards = self.directory.topic_shards(topic);
+        if let Some(e) = shards.iter().find_map(|&s| self.behind(s)) {
+            self.refused.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+        self.publishes.fetch_add(1, Relaxed);
         if shards.is_empty() {
             return Ok(0);
         }
@@ -125,9 +160,13 @@ impl Hub {
     }
 
     /// Publishes accepted since start (all sources).
-    #[allow(dead_code)] // the push API and link actions (next)
     pub fn publishes(&self) -> u64 {
         self.publishes.load(Relaxed)
+    }
+
+    /// Publishes refused because a shard was behind.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
     }
 }
 
@@ -152,6 +191,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(hub.inboxes[2].try_recv().is_none());
+    }
+
+    #[test]
+    fn a_publish_to_a_shard_too_far_behind_is_refused_and_accepted_again_once_it_caught_up() {
+        let hub = Hub::new(2);
+        let topic: Arc<str> = "t".into();
+        hub.directory.set_topic_shard(&topic, 1, true);
+        for _ in 0..MAX_INBOX_BACKLOG {
+            hub.publish("t", None, false, b"{}").unwrap();
+        }
+        assert_eq!(
+            hub.publish("t", None, false, b"{}"),
+            Err(PublishError::Behind {
+                shard: 1,
+                queued: MAX_INBOX_BACKLOG
+            })
+        );
+        assert_eq!(hub.refused(), 1);
+        assert_eq!(hub.queued(0), 0, "shard 0 was never sent anything");
+        hub.applied(1, 10);
+        assert_eq!(hub.publish("t", None, false, b"{}"), Ok(1));
     }
 
     #[test]

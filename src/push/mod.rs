@@ -32,11 +32,8 @@ mod plane;
 mod shortcuts;
 mod topics;
 
-// (The push API and the link's session-addressed actions, next, use all of these.)
-#[allow(unused_imports)]
 pub use client_calls::ClientCall;
 pub use directory::Loc;
-#[allow(unused_imports)]
 pub use hub::{Hub, PublishError, Target};
 pub use msg::{Followup, PushMsg, SessionInfo};
 pub use plane::ShardPlane;

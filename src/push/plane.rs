@@ -147,13 +147,17 @@ impl ShardPlane {
     }
 
     /// Queues a topic message for every subscriber of its topic on this shard (keyed:
-    /// replacing an unsent older one with the same key). Returns how many got it.
-    pub fn deliver(&self, p: &Published) -> usize {
+    /// replacing an unsent older one with the same key). With `now` (a message that
+    /// arrived alone), it is written straight to each subscriber with nothing queued
+    /// (`ConnShared::send_shared_now`); otherwise queued, so that the messages of one
+    /// burst leave together in one write per subscriber. Returns how many got it.
+    pub fn deliver(&self, p: &Published, now: bool) -> usize {
         let topics = self.topics.borrow();
         let mut n = 0;
         for c in topics.subscribers(&p.topic) {
             let queued = match &p.key {
                 Some(key) => c.send_keyed(p.frame.clone(), key),
+                None if now => c.send_shared_now(p.frame.clone()),
                 None => c.send_shared(p.frame.clone()),
             };
             n += usize::from(queued);
@@ -186,8 +190,8 @@ mod tests {
             key: Some(conflation_key("npc.1", "1")),
             frame: push_frame(1, false, b"{}"),
         };
-        assert_eq!(plane.deliver(&p), 1);
-        assert_eq!(plane.deliver(&p), 1, "replaced the unsent one");
+        assert_eq!(plane.deliver(&p, false), 1);
+        assert_eq!(plane.deliver(&p, false), 1, "replaced the unsent one");
         assert_eq!(c.outbox.borrow().len(), p.frame.len(), "one frame queued");
         assert!(plane.remove(at, &c));
         assert!(hub.directory.session("s").is_empty());

@@ -55,6 +55,23 @@ pub fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// Lets the shard's other ready tasks run before this one continues (an `.await` on a
+/// future that is already ready does not: a task that always has work would otherwise
+/// keep the thread to itself).
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,9 @@ pub struct Session {
     pub key: SessionKey,
     /// The session's number on backend links (unique within the shard; docs/LINK.md).
     pub link_ref: u64,
-    pub expires_at: Option<u64>,
+    /// When the session expires (Unix seconds; `u64::MAX` = never: eight bytes, not
+    /// sixteen, in every connection's handle).
+    expires_at: u64,
     pub manifest_version: Cell<u64>,
 }
 
@@ -58,7 +60,7 @@ impl Session {
             backend_headers: RefCell::new(None),
             key,
             link_ref,
-            expires_at,
+            expires_at: expires_at.unwrap_or(u64::MAX),
             manifest_version: Cell::new(0),
         }
     }
@@ -84,6 +86,11 @@ impl Session {
         });
         *self.backend_headers.borrow_mut() = Some(h.clone());
         h
+    }
+
+    /// When the session expires (Unix seconds), if it does.
+    pub fn expires_at(&self) -> Option<u64> {
+        (self.expires_at != u64::MAX).then_some(self.expires_at)
     }
 
     /// The session's roles now.
@@ -164,6 +171,9 @@ pub struct ConnShared {
     /// Where the connection sits in its shard's table (`SessionRef::NONE` until it is
     /// added): what a push names it by, and what its peer GUID encodes.
     pub(crate) at: Cell<SessionRef>,
+    /// The connection's socket (set by its task), for writing a push straight out
+    /// when nothing is queued before it (`send_shared_now`); -1 until then.
+    fd: Cell<i32>,
     pub(crate) outbox: RefCell<Outbox>,
     pub(crate) notify: LocalNotify,
     pub(crate) close: CloseSlot,
@@ -194,6 +204,7 @@ impl ConnShared {
         ConnShared {
             session,
             at: Cell::new(SessionRef::NONE),
+            fd: Cell::new(-1),
             outbox: RefCell::default(),
             notify: LocalNotify::default(),
             close: CloseSlot::default(),
@@ -252,6 +263,47 @@ impl ConnShared {
         crate::metrics::bump(&self.metrics.frames_out, 1);
         self.outbox.borrow_mut().push_shared(frame);
         self.check_bound()
+    }
+
+    /// Like [`ConnShared::send_shared`], but when nothing is queued for this client the
+    /// frame is written to its socket at once — no wakeup of its task, no outbox — as
+    /// a fan-out of one message to thousands of clients wants (each connection task
+    /// woken to write one frame costs more than the write). What the socket does not
+    /// take is queued (a partly written frame can no longer be dropped) and the task
+    /// woken. Returns false if nothing was sent or queued.
+    pub fn send_shared_now(&self, frame: Bytes) -> bool {
+        if self.gone.get() || self.closing() {
+            return false;
+        }
+        let fd = self.fd.get();
+        let mut out = self.outbox.borrow_mut();
+        if fd < 0 || !out.is_empty() {
+            drop(out);
+            return self.send_shared(frame);
+        }
+        crate::metrics::bump(&self.metrics.frames_out, 1);
+        let written = match crate::rt::sys::send_vectored(fd, &[&frame]) {
+            Ok(crate::rt::sys::Nb::Done(n)) => n,
+            // Would block, or failed (the task finds out at its next flush).
+            _ => 0,
+        };
+        crate::metrics::bump(&self.metrics.bytes_out, written as u64);
+        if written == frame.len() {
+            return true;
+        }
+        out.push_shared(frame.slice(written..));
+        if written > 0 {
+            // Its start is on the wire: the rest must follow whatever happens.
+            out.keep_queued();
+        }
+        drop(out);
+        self.notify.notify();
+        true
+    }
+
+    /// The socket the connection task serves (for `send_shared_now`).
+    pub fn set_fd(&self, fd: i32) {
+        self.fd.set(fd);
     }
 
     /// Queues a complete frame under a conflation key (a keyed topic message): an
@@ -391,7 +443,7 @@ impl ConnShared {
         if self.gone.get() || self.closing() {
             return;
         }
-        if let Some(exp) = self.session.expires_at {
+        if let Some(exp) = self.session.expires_at() {
             if unix_now >= exp {
                 self.request_close(CLOSE_SESSION_EXPIRED, "session expired");
                 return;
