@@ -323,7 +323,7 @@ impl Client {
         // returning to the runtime, starving the other connections of its thread.
         if self.eager_reads >= 16 {
             self.eager_reads = 0;
-            yield_now().await;
+            crate::rt::task::yield_now().await;
         }
         loop {
             match self.try_read()? {
@@ -627,21 +627,6 @@ impl Client {
             }
         }
     }
-}
-
-/// Returns to the runtime once, letting other tasks of the thread run.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            std::task::Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 fn base64_encode(b: &[u8]) -> String {

@@ -200,39 +200,11 @@ fn serve(
     conns: Arc<Mutex<Vec<Arc<LinkConn>>>>,
     pings: Pings,
 ) {
-    // The upgrade: answer with the accept key and the link subprotocol.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let (key, head_len, shard) = loop {
-        let n = stream.read(&mut chunk).unwrap_or(0);
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
-            let h = |name: &str| {
-                req.headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case(name))
-                    .map(|h| String::from_utf8_lossy(h.value).into_owned())
-            };
-            assert_eq!(
-                h("sec-websocket-protocol").as_deref(),
-                Some("ringgate-link.v1")
-            );
-            let shard = h("x-ringgate-shard").expect("the shard is named");
-            shards.lock().unwrap().push(shard.clone());
-            break (h("sec-websocket-key").unwrap(), len, shard);
-        }
+    let Some((shard, rest)) = accept_link(&mut stream) else {
+        return;
     };
-    let accept = ringgate::proto::handshake::accept_key(&key);
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: ringgate-link.v1\r\n\r\n"
-    );
-    stream.write_all(resp.as_bytes()).unwrap();
+    shards.lock().unwrap().push(shard.clone());
+    let mut chunk = [0u8; 4096];
     let writer = Arc::new(Mutex::new(stream.try_clone().unwrap()));
     let conn = Arc::new(LinkConn {
         shard,
@@ -250,7 +222,7 @@ fn serve(
         let frame = encode_frame(OpCode::Binary, &body, None);
         let _ = w.lock().unwrap().write_all(&frame);
     };
-    let mut rbuf = BytesMut::from(&buf[head_len..]);
+    let mut rbuf = BytesMut::from(&rest[..]);
     let mut dec = Decoder::new(Role::Server, Limits::default());
     loop {
         while let Ok(Some(msg)) = dec.decode(&mut rbuf) {
@@ -364,4 +336,43 @@ fn serve(
         }
         rbuf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Accepts a link's upgrade on `stream`: checks it asks for `ringgate-link.v1`, answers
+/// 101 with the accept key and the subprotocol. Returns the shard the gateway named
+/// (`X-Ringgate-Shard`) and the bytes that came after the request; none if the
+/// connection closed first.
+pub fn accept_link(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (key, head_len, shard) = loop {
+        let n = stream.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
+            let h = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            };
+            assert_eq!(
+                h("sec-websocket-protocol").as_deref(),
+                Some("ringgate-link.v1")
+            );
+            let shard = h("x-ringgate-shard").expect("the shard is named");
+            break (h("sec-websocket-key").unwrap(), len, shard);
+        }
+    };
+    let accept = ringgate::proto::handshake::accept_key(&key);
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: ringgate-link.v1\r\n\r\n"
+    );
+    stream.write_all(resp.as_bytes()).unwrap();
+    Some((shard, buf[head_len..].to_vec()))
 }

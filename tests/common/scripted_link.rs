@@ -112,34 +112,12 @@ impl ScriptedLink {
 }
 
 fn serve(mut stream: TcpStream, tx: Sender<Event>, writer: Arc<Mutex<Option<TcpStream>>>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let (key, head_len) = loop {
-        let n = stream.read(&mut chunk).unwrap_or(0);
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
-            let key = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
-                .map(|h| String::from_utf8_lossy(h.value).into_owned())
-                .unwrap();
-            break (key, len);
-        }
+    let Some((_, rest)) = super::link::accept_link(&mut stream) else {
+        return;
     };
-    let accept = ringgate::proto::handshake::accept_key(&key);
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: ringgate-link.v1\r\n\r\n"
-    );
-    stream.write_all(resp.as_bytes()).unwrap();
+    let mut chunk = [0u8; 8192];
     *writer.lock().unwrap() = Some(stream.try_clone().unwrap());
-    let mut rbuf = BytesMut::from(&buf[head_len..]);
+    let mut rbuf = BytesMut::from(&rest[..]);
     let mut dec = Decoder::new(Role::Server, Limits::default());
     loop {
         while let Ok(Some(msg)) = dec.decode(&mut rbuf) {
