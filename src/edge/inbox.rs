@@ -14,7 +14,7 @@ use crate::metrics::bump;
 use crate::push::{PushMsg, SessionInfo};
 use crate::rt::mailbox::Mailbox;
 use crate::rt::task::yield_now;
-use crate::session::{ConnShared, SessionRef};
+use crate::session::{ConnShared, Queued, SessionRef};
 use crate::shard::ShardCtx;
 use crate::upstream::Backend;
 
@@ -25,33 +25,35 @@ const BATCH: usize = 256;
 
 /// Applies the shard's push inbox until the shard stops.
 ///
-/// A message that arrives alone (a quiet moment: one publish a second) is written
-/// straight to its subscribers' sockets; when several are waiting, up to `BATCH` are
-/// applied in this turn and queued, so the connections they wake flush once with all
-/// of it in one write each. Then the task yields, whatever is left, so connections
-/// flush (and the shard's other tasks run) before the next batch: a publisher faster
-/// than the shard must not starve the writes that would catch up with it.
+/// Everything waiting (up to `BATCH` messages) is applied in one turn: topic messages
+/// and broadcasts are queued into the outboxes, and the clients that had nothing else
+/// queued are then written to from here, once each (`ConnShared::flush_now`) — so a
+/// message that arrives alone is written straight out, and a burst leaves in one write
+/// per client, with no connection task woken for either. Then the task yields,
+/// whatever is left: a publisher faster than the shard must not starve the writes that
+/// would catch up with it (an `.await` on a mailbox that is never empty does not
+/// yield).
 pub async fn run(ctx: Rc<ShardCtx>, inbox: Arc<Mailbox<PushMsg>>) {
     let hub = ctx.plane.hub.clone();
+    let mut flush: Vec<Rc<ConnShared>> = Vec::new();
     loop {
         let first = inbox.recv().await;
-        let Some(second) = inbox.try_recv() else {
-            hub.applied(ctx.id, 1);
-            apply(&ctx, first, true);
-            continue;
-        };
-        apply(&ctx, first, false);
-        apply(&ctx, second, false);
-        let mut n = 2;
+        apply(&ctx, first, &mut flush);
+        let mut n = 1;
         while n < BATCH {
             match inbox.try_recv() {
-                Some(m) => apply(&ctx, m, false),
+                Some(m) => apply(&ctx, m, &mut flush),
                 None => break,
             }
             n += 1;
         }
         hub.applied(ctx.id, n);
-        yield_now().await;
+        for c in flush.drain(..) {
+            c.flush_now();
+        }
+        if n == BATCH {
+            yield_now().await;
+        }
     }
 }
 
@@ -63,11 +65,12 @@ fn live(ctx: &ShardCtx, at: SessionRef) -> Option<Rc<ConnShared>> {
         .filter(|c| !c.is_gone() && !c.closing())
 }
 
-/// Applies one push message (`alone`: it came by itself; see `run`).
-pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg, alone: bool) {
+/// Applies one push message; clients to write to at the end of the batch go to
+/// `flush` (see `run`).
+pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg, flush: &mut Vec<Rc<ConnShared>>) {
     match msg {
         PushMsg::Publish(p) => {
-            ctx.plane.deliver(&p, alone);
+            ctx.plane.deliver(&p, flush);
         }
         PushMsg::Deliver { to, frame, then } => {
             let target = live(ctx, to);
@@ -102,13 +105,13 @@ pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg, alone: bool) {
                 if Some(c.at()) == except {
                     continue;
                 }
-                let sent = if alone {
-                    c.send_shared_now(frame.clone())
-                } else {
-                    c.send_shared(frame.clone())
-                };
-                if sent {
-                    n += 1;
+                match c.queue_pushed(frame.clone(), None) {
+                    Queued::No => {}
+                    Queued::Yes => n += 1,
+                    Queued::FlushLater => {
+                        n += 1;
+                        flush.push(c);
+                    }
                 }
             }
             bump(&ctx.metrics.pushes, n);

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::metrics::{bump, ShardMetrics};
-use crate::session::{ConnShared, SessionRef, SessionTable};
+use crate::session::{ConnShared, Queued, SessionRef, SessionTable};
 
 use bytes::Bytes;
 
@@ -147,20 +147,22 @@ impl ShardPlane {
     }
 
     /// Queues a topic message for every subscriber of its topic on this shard (keyed:
-    /// replacing an unsent older one with the same key). With `now` (a message that
-    /// arrived alone), it is written straight to each subscriber with nothing queued
-    /// (`ConnShared::send_shared_now`); otherwise queued, so that the messages of one
-    /// burst leave together in one write per subscriber. Returns how many got it.
-    pub fn deliver(&self, p: &Published, now: bool) -> usize {
+    /// replacing an unsent older one with the same key). Subscribers with nothing else
+    /// queued are added to `flush`: the caller writes to them once it has queued all it
+    /// has for now (`ConnShared::flush_now`), one write per subscriber however many
+    /// messages, and no task woken. Returns how many got it.
+    pub fn deliver(&self, p: &Published, flush: &mut Vec<Rc<ConnShared>>) -> usize {
         let topics = self.topics.borrow();
         let mut n = 0;
         for c in topics.subscribers(&p.topic) {
-            let queued = match &p.key {
-                Some(key) => c.send_keyed(p.frame.clone(), key),
-                None if now => c.send_shared_now(p.frame.clone()),
-                None => c.send_shared(p.frame.clone()),
-            };
-            n += usize::from(queued);
+            match c.queue_pushed(p.frame.clone(), p.key.as_ref()) {
+                Queued::No => {}
+                Queued::Yes => n += 1,
+                Queued::FlushLater => {
+                    n += 1;
+                    flush.push(c.clone());
+                }
+            }
         }
         bump(&self.metrics.topic_deliveries, n as u64);
         n
@@ -190,8 +192,13 @@ mod tests {
             key: Some(conflation_key("npc.1", "1")),
             frame: push_frame(1, false, b"{}"),
         };
-        assert_eq!(plane.deliver(&p, false), 1);
-        assert_eq!(plane.deliver(&p, false), 1, "replaced the unsent one");
+        let mut flush = Vec::new();
+        assert_eq!(plane.deliver(&p, &mut flush), 1);
+        assert_eq!(plane.deliver(&p, &mut flush), 1, "replaced the unsent one");
+        assert!(
+            flush.is_empty(),
+            "a handle with no socket is its task's to write"
+        );
         assert_eq!(c.outbox.borrow().len(), p.frame.len(), "one frame queued");
         assert!(plane.remove(at, &c));
         assert!(hub.directory.session("s").is_empty());

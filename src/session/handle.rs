@@ -19,7 +19,7 @@ use crate::proto::http1::{HeaderBlock, Http1Error};
 use crate::proto::ws;
 use crate::rt::notify::LocalNotify;
 
-use super::outbox::{KeyedPush, Outbox};
+use super::outbox::{Flush, KeyedPush, Outbox};
 use super::place::SessionRef;
 use super::{CLOSE_OVERLOADED, CLOSE_SESSION_EXPIRED};
 
@@ -118,6 +118,18 @@ impl Session {
     }
 }
 
+/// What [`ConnShared::queue_pushed`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Nothing (gone, closing, or closed now for overflowing).
+    No,
+    /// Queued; the connection's task writes it (or the push inbox already will).
+    Yes,
+    /// Queued for a client with nothing else queued: the caller writes it with
+    /// [`ConnShared::flush_now`] once it has queued everything it has for now.
+    FlushLater,
+}
+
 /// A request to end the connection, made from outside its task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseRequest {
@@ -171,9 +183,12 @@ pub struct ConnShared {
     /// Where the connection sits in its shard's table (`SessionRef::NONE` until it is
     /// added): what a push names it by, and what its peer GUID encodes.
     pub(crate) at: Cell<SessionRef>,
-    /// The connection's socket (set by its task), for writing a push straight out
-    /// when nothing is queued before it (`send_shared_now`); -1 until then.
+    /// The connection's socket (set by its task), for the push inbox's writes
+    /// (`flush_now`); -1 until then and once the task ends.
     fd: Cell<i32>,
+    /// The push inbox queued frames here and will write them itself at the end of its
+    /// batch (`queue_shared`, `flush_now`): the task need not be woken for them.
+    flush_pending: Cell<bool>,
     pub(crate) outbox: RefCell<Outbox>,
     pub(crate) notify: LocalNotify,
     pub(crate) close: CloseSlot,
@@ -205,6 +220,7 @@ impl ConnShared {
             session,
             at: Cell::new(SessionRef::NONE),
             fd: Cell::new(-1),
+            flush_pending: Cell::new(false),
             outbox: RefCell::default(),
             notify: LocalNotify::default(),
             close: CloseSlot::default(),
@@ -254,78 +270,69 @@ impl ConnShared {
         self.push(&[], frame)
     }
 
-    /// Queues a complete frame shared by many outboxes (a topic message, a broadcast):
-    /// queued by reference, never copied. Returns false if nothing was queued.
-    pub fn send_shared(&self, frame: Bytes) -> bool {
-        if self.gone.get() || self.closing() {
-            return false;
-        }
-        crate::metrics::bump(&self.metrics.frames_out, 1);
-        self.outbox.borrow_mut().push_shared(frame);
-        self.check_bound()
-    }
-
-    /// Like [`ConnShared::send_shared`], but when nothing is queued for this client the
-    /// frame is written to its socket at once — no wakeup of its task, no outbox — as
-    /// a fan-out of one message to thousands of clients wants (each connection task
-    /// woken to write one frame costs more than the write). What the socket does not
-    /// take is queued (a partly written frame can no longer be dropped) and the task
-    /// woken. Returns false if nothing was sent or queued.
-    pub fn send_shared_now(&self, frame: Bytes) -> bool {
-        if self.gone.get() || self.closing() {
-            return false;
-        }
-        let fd = self.fd.get();
-        let mut out = self.outbox.borrow_mut();
-        if fd < 0 || !out.is_empty() {
-            drop(out);
-            return self.send_shared(frame);
-        }
-        crate::metrics::bump(&self.metrics.frames_out, 1);
-        let written = match crate::rt::sys::send_vectored(fd, &[&frame]) {
-            Ok(crate::rt::sys::Nb::Done(n)) => n,
-            // Would block, or failed (the task finds out at its next flush).
-            _ => 0,
-        };
-        crate::metrics::bump(&self.metrics.bytes_out, written as u64);
-        if written == frame.len() {
-            return true;
-        }
-        out.push_shared(frame.slice(written..));
-        if written > 0 {
-            // Its start is on the wire: the rest must follow whatever happens.
-            out.keep_queued();
-        }
-        drop(out);
-        self.notify.notify();
-        true
-    }
-
-    /// The socket the connection task serves (for `send_shared_now`).
+    /// The socket the connection task serves (for `flush_now`).
     pub fn set_fd(&self, fd: i32) {
         self.fd.set(fd);
     }
 
-    /// Queues a complete frame under a conflation key (a keyed topic message): an
-    /// unsent older frame with the same key is replaced (counted). Returns false if
-    /// nothing was queued (gone, closing, or closed now for overflowing).
-    pub fn send_keyed(&self, frame: Bytes, key: &Bytes) -> bool {
+    /// Queues a shared frame for the push inbox, which writes it itself at the end of
+    /// its batch ([`ConnShared::flush_now`]) — one write per client per batch, and no
+    /// wakeup of its task — when nothing else was queued for the client; else the task
+    /// is woken as usual. `key`: a conflation key (a keyed topic message replaces an
+    /// unsent older one with the same key, counted).
+    pub fn queue_pushed(&self, frame: Bytes, key: Option<&Bytes>) -> Queued {
         if self.gone.get() || self.closing() {
-            return false;
+            return Queued::No;
         }
         let mut out = self.outbox.borrow_mut();
-        match out.push_keyed(frame, key) {
-            KeyedPush::Replaced => {
-                crate::metrics::bump(&self.metrics.conflated, 1);
-                // Nothing grew past what was queued already, bar a longer frame.
-                drop(out);
-                self.check_bound()
-            }
-            KeyedPush::Queued => {
+        let idle = out.is_empty();
+        match key {
+            Some(key) => match out.push_keyed(frame, key) {
+                KeyedPush::Replaced => crate::metrics::bump(&self.metrics.conflated, 1),
+                KeyedPush::Queued => crate::metrics::bump(&self.metrics.frames_out, 1),
+            },
+            None => {
                 crate::metrics::bump(&self.metrics.frames_out, 1);
-                drop(out);
-                self.check_bound()
+                out.push_shared(frame);
             }
+        }
+        drop(out);
+        if !self.within_bound() {
+            return Queued::No;
+        }
+        if self.flush_pending.get() {
+            Queued::Yes
+        } else if idle && self.fd.get() >= 0 {
+            self.flush_pending.set(true);
+            Queued::FlushLater
+        } else {
+            self.notify.notify();
+            Queued::Yes
+        }
+    }
+
+    /// Writes what is queued, from the push inbox at the end of its batch (see
+    /// [`ConnShared::queue_pushed`]); what the socket does not take is left to the
+    /// connection's task, woken for it.
+    pub fn flush_now(&self) {
+        self.flush_pending.set(false);
+        let fd = self.fd.get();
+        if self.gone.get() || fd < 0 {
+            return;
+        }
+        if self.closing() {
+            self.notify.notify();
+            return;
+        }
+        let flushed = self.outbox.borrow_mut().flush(fd);
+        match flushed {
+            Ok((n, Flush::Empty)) => crate::metrics::bump(&self.metrics.bytes_out, n as u64),
+            Ok((n, Flush::Blocked)) => {
+                crate::metrics::bump(&self.metrics.bytes_out, n as u64);
+                self.notify.notify();
+            }
+            // The task meets the error at its own flush.
+            Err(_) => self.notify.notify(),
         }
     }
 
@@ -347,9 +354,19 @@ impl ConnShared {
         self.check_bound()
     }
 
-    /// After queuing: past the backlog bound the client is too slow — it gets the
-    /// disconnect notice (reconnectable) and a close with 1013; else it is woken.
+    /// After queuing: past the backlog bound the client is too slow (see
+    /// `within_bound`); else its task is woken to write. Returns whether it was queued.
     fn check_bound(&self) -> bool {
+        let ok = self.within_bound();
+        if ok && !self.flush_pending.get() {
+            self.notify.notify();
+        }
+        ok
+    }
+
+    /// Past the backlog bound the client is too slow: it gets the disconnect notice
+    /// (reconnectable) and a close with 1013, its task woken; returns false then.
+    fn within_bound(&self) -> bool {
         let mut out = self.outbox.borrow_mut();
         if out.backlog() > self.max_outbox as usize {
             // Whole frames only before the close: the rest of one being written stays.
@@ -367,8 +384,6 @@ impl ConnShared {
             self.notify.notify();
             return false;
         }
-        drop(out);
-        self.notify.notify();
         true
     }
 

@@ -18,7 +18,7 @@ mod table;
 
 #[cfg(test)]
 pub(crate) use handle::tests_support;
-pub use handle::{CloseRequest, ConnShared, Session};
+pub use handle::{CloseRequest, ConnShared, Queued, Session};
 pub use outbox::{Flush, Outbox};
 pub use place::SessionRef;
 pub use table::SessionTable;
