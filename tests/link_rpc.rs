@@ -355,3 +355,30 @@ fn admin_sessions_get_a_service_error_event_when_a_backend_call_fails() {
     });
     g.stop();
 }
+
+#[test]
+fn a_backend_broadcast_reaches_every_session_whether_or_not_it_called_the_service() {
+    let link = ScriptedLink::start();
+    let g = gateway(config(&link, ""));
+    run(async {
+        let (mut caller, m) = connect(&g, &user_token(&["user"])).await;
+        let (mut bystander, _) = connect(&g, &user_token(&[])).await;
+        // (A call first, so the link is up.)
+        with_backend(&mut caller, &m, &link, |_| {}).await;
+        link.send(FromBackend::Broadcast {
+            flags: flags::BINARY,
+            payload: Bytes::from_static(b"\x00all"),
+        });
+        for c in [&mut caller, &mut bystander] {
+            let got = loop {
+                match c.next().await.unwrap() {
+                    Incoming::Push(h, p) if Manifest::parse(&p).is_err() => break (h, p),
+                    _ => {}
+                }
+            };
+            assert_eq!(got.0.flags, flags::EVENT | flags::BINARY);
+            assert_eq!(&got.1[..], b"\x00all");
+        }
+    });
+    g.stop();
+}

@@ -359,6 +359,32 @@ fn a_user_push_reaches_both_sessions_of_an_account_on_two_shards_and_no_other() 
 }
 
 #[test]
+fn a_broadcast_through_the_api_reaches_every_session_on_both_shards_once() {
+    let g = push_gateway("", "", "");
+    let mut api = Api::new(g.admin_addr);
+    run(async {
+        let mut all = place(&g, &mut api, "b", "acct-b", &["user"], 2).await;
+        let mut anonymous_too = place(&g, &mut api, "c", "acct-c", &[], 1).await;
+        let (status, body) = api.post("/v1/broadcast", &json!({ "payload": { "all": true } }));
+        assert_eq!((status, &body["shards"]), (202, &json!(2)), "{body}");
+        for p in all.iter_mut().chain(anonymous_too.iter_mut()) {
+            let (h, payload) = push(&mut p.client).await;
+            assert_eq!(h.flags, flags::EVENT);
+            assert_eq!(&payload[..], br#"{"all":true}"#);
+        }
+        // Once each: the next thing each one gets is a push to its own session.
+        for p in all.iter_mut().chain(anonymous_too.iter_mut()) {
+            let path = format!("/v1/sessions/{}/push", p.sid);
+            api.post(&path, &json!({ "payload": { "after": 1 } }));
+            let (_, payload) = push(&mut p.client).await;
+            assert_eq!(&payload[..], br#"{"after":1}"#, "{}", p.sid);
+        }
+        let (status, _) = api.post("/v1/broadcast", &json!({}));
+        assert_eq!(status, 400, "no payload");
+    });
+}
+
+#[test]
 fn a_session_push_carries_json_as_is_and_base64_as_binary_with_flag_0x01() {
     let g = push_gateway("", "", "");
     let mut api = Api::new(g.admin_addr);

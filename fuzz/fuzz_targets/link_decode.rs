@@ -103,6 +103,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!(*flags <= 1);
                     payload
                 }
+                FromBackend::Broadcast { flags, payload } => {
+                    assert!(*flags <= 1);
+                    payload
+                }
                 FromBackend::Roles { addr, add, remove } => {
                     check_addr(addr);
                     for n in add.iter().chain(remove) {

@@ -1,5 +1,6 @@
 //! The push API (docs/DESIGN.md §5): HTTP + JSON on the admin listener for services
-//! without a backend link — publish to topics, push to a session or a user, change a
+//! without a backend link — publish to topics, push to a session, a user or everyone,
+//! change a
 //! session's subscriptions and roles, kick it, inspect it. Like AWS API Gateway's
 //! `@connections`.
 //!
@@ -106,6 +107,16 @@ impl PushApi {
                 Some(items) => self.publish(items, "items"),
                 None => bad_field("items", "must be an array of publishes"),
             },
+            ["v1", "broadcast"] => {
+                let (payload, binary) = match payload(body, &|f: &str| f.to_string()) {
+                    Ok(p) => p,
+                    Err(a) => return a,
+                };
+                match self.hub.broadcast(binary, &payload) {
+                    Ok(shards) => answer(202, json!({ "shards": shards })),
+                    Err(e) => error(503, e.to_string()),
+                }
+            }
             ["v1", "sessions", id, action] => {
                 self.to_connections(Target::Session(id), action, body, "session")
             }

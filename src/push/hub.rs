@@ -159,6 +159,26 @@ impl Hub {
         Ok(shards.len())
     }
 
+    /// Pushes `payload` to every session of every shard (the frame encoded once).
+    /// Refused, sending nothing, while a shard is too far behind.
+    pub fn broadcast(&self, binary: bool, payload: &[u8]) -> Result<usize, PublishError> {
+        if let Some(e) = (0..self.shards() as u16).find_map(|s| self.behind(s)) {
+            self.refused.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+        let frame = push_frame(self.next_push_id(), binary, payload);
+        for s in 0..self.shards() {
+            self.post(
+                s as u16,
+                PushMsg::Broadcast {
+                    frame: frame.clone(),
+                    except: None,
+                },
+            );
+        }
+        Ok(self.shards())
+    }
+
     /// Publishes accepted since start (all sources).
     pub fn publishes(&self) -> u64 {
         self.publishes.load(Relaxed)

@@ -86,6 +86,8 @@ pub enum FromBackend {
     },
     /// Remove the shortcut `name`.
     ShortcutRevoke { addr: Addr, name: Box<str> },
+    /// Push `payload` to every session (flags as PUSH).
+    Broadcast { flags: u8, payload: Bytes },
     /// Send one client a request; its answer comes back as
     /// [`ToBackend::ClientAnswer`](super::ToBackend::ClientAnswer) with this `call`.
     CallClient {
@@ -175,6 +177,10 @@ impl FromBackend {
                 flags: push_flags(&mut r)?,
                 payload: msg.slice(r.at..),
             },
+            kind::BROADCAST => FromBackend::Broadcast {
+                flags: push_flags(&mut r)?,
+                payload: msg.slice(r.at..),
+            },
             kind::ROLES => {
                 let m = FromBackend::Roles {
                     addr: Addr::read(&mut r)?,
@@ -256,6 +262,7 @@ impl FromBackend {
             FromBackend::Shortcut { .. } => kind::SHORTCUT,
             FromBackend::ShortcutRevoke { .. } => kind::SHORTCUT_REVOKE,
             FromBackend::CallClient { .. } => kind::CALL_CLIENT,
+            FromBackend::Broadcast { .. } => kind::BROADCAST,
         }
     }
 
@@ -275,6 +282,7 @@ impl FromBackend {
                 1 + addr.encoded_len() + 2 + topic.len()
             }
             FromBackend::Push { addr, payload, .. } => 1 + addr.encoded_len() + 1 + payload.len(),
+            FromBackend::Broadcast { payload, .. } => 1 + 1 + payload.len(),
             FromBackend::Roles { addr, add, remove } => {
                 1 + addr.encoded_len() + 2 + joined_len(add) + 2 + joined_len(remove)
             }
@@ -352,6 +360,11 @@ impl FromBackend {
             } => {
                 out.put_u8(kind::PUSH);
                 addr.encode(out);
+                out.put_u8(*flags);
+                out.put_slice(payload);
+            }
+            FromBackend::Broadcast { flags, payload } => {
+                out.put_u8(kind::BROADCAST);
                 out.put_u8(*flags);
                 out.put_slice(payload);
             }
@@ -675,6 +688,13 @@ mod tests {
                     payload: Bytes::from_static(b"\x01\x02"),
                 },
                 2,
+            ),
+            (
+                FromBackend::Broadcast {
+                    flags: 0,
+                    payload: Bytes::from_static(b"{\"all\":1}"),
+                },
+                9,
             ),
             (
                 FromBackend::Roles {

@@ -42,6 +42,7 @@
 //!                        | expires_unix_ms u64 | payload
 //!   SHORTCUT_REVOKE 0x8b | addr | name_len u16 | name
 //!   CALL_CLIENT     0x8c | addr | call u64 | timeout_ms u32 | flags u8 | payload
+//!   BROADCAST       0x8d | flags u8 | payload                (to every session)
 //! ```
 //!
 //! CLIENT_ANSWER and the push plane are additions to `ringgate-link.v1`: a backend that
@@ -109,6 +110,8 @@ pub mod kind {
     pub const SHORTCUT_REVOKE: u8 = 0x8b;
     /// Send one client a request; its answer comes back as CLIENT_ANSWER.
     pub const CALL_CLIENT: u8 = 0x8c;
+    /// Push to every session of every shard.
+    pub const BROADCAST: u8 = 0x8d;
 }
 
 /// Fixed bytes of a REQUEST before its path.

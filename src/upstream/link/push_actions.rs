@@ -1,4 +1,5 @@
-//! The backend's push-plane actions (docs/LINK.md): PUBLISH to a topic; SUBSCRIBE,
+//! The backend's push-plane actions (docs/LINK.md): PUBLISH to a topic, BROADCAST to
+//! every session; SUBSCRIBE,
 //! UNSUBSCRIBE, PUSH, ROLES, KICK, SHORTCUT, SHORTCUT_REVOKE and CALL_CLIENT addressed to a session announced on this link, a
 //! session id or an account, wherever those sessions live.
 //!
@@ -57,6 +58,11 @@ impl Inner {
                             },
                         );
                     }
+                }
+            }
+            FromBackend::Broadcast { flags: f, payload } => {
+                if let Err(e) = hub.broadcast(f & flags::BINARY != 0, &payload) {
+                    tracing::warn!(service = %self.service, error = %e, "BROADCAST refused");
                 }
             }
             FromBackend::Roles { addr, add, remove } => {
