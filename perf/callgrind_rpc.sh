@@ -12,7 +12,8 @@
 # Environment: MODE (http | link), DURATION (measured seconds, 10), CONNS (100),
 # WINDOW (16); instructions and requests are counted over DURATION - 2 seconds in the
 # middle of the load (callgrind_control zeroes, then dumps). Uses the binaries already built (cargo build --release). Every process
-# it starts is stopped by pid.
+# it starts is stopped by pid. KEEP=DIR keeps each gateway's callgrind output there
+# (DIR/<n>.callgrind, for callgrind_annotate).
 set -euo pipefail
 MODE=${MODE:-http}
 DURATION=${DURATION:-10}
@@ -89,6 +90,9 @@ EOF
     kill -TERM "$GW_PID"
     wait "$GW_PID" 2>/dev/null || true
     out=$(ls "$WORK"/callgrind.out.*.* | head -1)
+    if [[ -n ${KEEP:-} ]]; then
+        mkdir -p "$KEEP"; n=$(( ${n:-0} + 1 )); cp "$out" "$KEEP/$n.callgrind"
+    fi
     ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
     reqs=$(( reqs1 - reqs0 ))
     echo "$GATEWAY ($MODE): $ir instructions for $reqs requests: $(( ir / (reqs > 0 ? reqs : 1) )) per request"

@@ -102,6 +102,36 @@ pub enum FromBackend {
     },
 }
 
+/// A REPLY, decoded on its own: the action a link carries most, kept off the general
+/// decoder's path (and out of the size of [`FromBackend`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyMsg {
+    pub call: u64,
+    pub status: u16,
+    pub payload: Bytes,
+}
+
+impl ReplyMsg {
+    /// The REPLY in `msg`, if it is one (`None`: another kind, for [`FromBackend::decode`]).
+    pub fn decode(msg: &Bytes) -> Option<Result<ReplyMsg, LinkError>> {
+        (msg.first() == Some(&kind::REPLY)).then(|| Self::read(msg))
+    }
+
+    fn read(msg: &Bytes) -> Result<ReplyMsg, LinkError> {
+        let mut r = Reader::new(msg, 1, kind::REPLY);
+        let call = r.u64()?;
+        if call == 0 {
+            return Err(LinkError::ReplyToEvent);
+        }
+        let status = r.u16()?;
+        Ok(ReplyMsg {
+            call,
+            status,
+            payload: msg.slice(r.at..),
+        })
+    }
+}
+
 impl FromBackend {
     /// Decodes one action; payloads and the reason are slices of `msg`.
     pub fn decode(msg: &Bytes) -> Result<FromBackend, LinkError> {
@@ -109,15 +139,15 @@ impl FromBackend {
         let mut r = Reader::new(msg, 1, k);
         let m = match k {
             kind::REPLY => {
-                let call = r.u64()?;
-                if call == 0 {
-                    return Err(LinkError::ReplyToEvent);
-                }
-                let status = r.u16()?;
+                let ReplyMsg {
+                    call,
+                    status,
+                    payload,
+                } = ReplyMsg::read(msg)?;
                 FromBackend::Reply {
                     call,
                     status,
-                    payload: msg.slice(r.at..),
+                    payload,
                 }
             }
             kind::SEND => {
@@ -519,6 +549,39 @@ fn put_joined<B: BufMut>(out: &mut B, names: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_decodes_alone_as_it_does_among_all_actions() {
+        let reply = FromBackend::Reply {
+            call: 7,
+            status: 200,
+            payload: Bytes::from_static(b"ok"),
+        };
+        let got = ReplyMsg::decode(&enc(&reply)).unwrap().unwrap();
+        assert_eq!(
+            (got.call, got.status, &got.payload[..]),
+            (7, 200, &b"ok"[..])
+        );
+        let zero = FromBackend::Reply {
+            call: 0,
+            status: 200,
+            payload: Bytes::new(),
+        };
+        assert_eq!(
+            ReplyMsg::decode(&enc(&zero)),
+            Some(Err(LinkError::ReplyToEvent))
+        );
+        let truncated = Bytes::from_static(&[kind::REPLY, 0, 0]);
+        assert!(matches!(
+            ReplyMsg::decode(&truncated),
+            Some(Err(LinkError::Truncated { .. }))
+        ));
+        let push = FromBackend::Broadcast {
+            flags: 0,
+            payload: Bytes::new(),
+        };
+        assert_eq!(ReplyMsg::decode(&enc(&push)), None, "not a REPLY");
+    }
 
     #[test]
     fn every_action_round_trips_with_payload_slices_of_the_input() {

@@ -69,7 +69,7 @@ mod to_backend;
 mod upgrade;
 
 pub use addr::Addr;
-pub use from_backend::FromBackend;
+pub use from_backend::{FromBackend, ReplyMsg};
 pub use to_backend::ToBackend;
 pub use upgrade::{check_upgrade_response, upgrade_request, UpgradeError, MAX_UPGRADE_RESPONSE};
 

@@ -7,31 +7,38 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::proto::bannou::{flags, RequestHeader};
 use crate::proto::http1::Response;
-use crate::proto::link::FromBackend;
+use crate::proto::link::{FromBackend, ReplyMsg};
 use crate::session::ConnShared;
 
 use super::inner::Inner;
 
 impl Inner {
+    /// A REPLY: the call it answers gets its result (a late or unknown one is counted).
+    pub(super) fn on_reply(&self, r: ReplyMsg) {
+        let pending = self.st.borrow_mut().calls.remove(r.call);
+        match pending {
+            Some(p) => p.on_done.run(Ok(Response {
+                status: r.status,
+                body: r.payload,
+                keep_alive: true,
+            })),
+            None => {
+                self.metrics.link_late_replies.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     pub(super) fn on_action(&self, action: FromBackend) {
         match action {
             FromBackend::Reply {
                 call,
                 status,
                 payload,
-            } => {
-                let pending = self.st.borrow_mut().calls.remove(call);
-                if pending.is_none() {
-                    self.metrics.link_late_replies.fetch_add(1, Relaxed);
-                }
-                if let Some(p) = pending {
-                    p.on_done.run(Ok(Response {
-                        status,
-                        body: payload,
-                        keep_alive: true,
-                    }));
-                }
-            }
+            } => self.on_reply(ReplyMsg {
+                call,
+                status,
+                payload,
+            }),
             FromBackend::Send {
                 session,
                 flags: f,

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use crate::proto::frame::{close_payload, OpCode, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR};
-use crate::proto::link::{self as wire, FromBackend, LinkError, UpgradeError};
+use crate::proto::link::{self as wire, FromBackend, LinkError, ReplyMsg, UpgradeError};
 use crate::proto::ws::{self, Decoder, Limits, Message, Role};
 use crate::rt::sys::{self, Nb};
 
@@ -65,7 +65,11 @@ impl Inner {
     /// Handles one message from the backend.
     fn on_message(&self, msg: Message) -> Result<(), LinkEnd> {
         match msg {
-            Message::Binary(b) => self.on_action(FromBackend::decode(&b)?),
+            // REPLY, most of what a link carries, is decoded on its own.
+            Message::Binary(b) => match ReplyMsg::decode(&b) {
+                Some(reply) => self.on_reply(reply?),
+                None => self.on_action(FromBackend::decode(&b)?),
+            },
             Message::Text(_) => return Err(LinkEnd::Text),
             Message::Ping(p) => {
                 self.st.borrow_mut().put_control(OpCode::Pong, &p);
