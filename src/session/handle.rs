@@ -296,8 +296,10 @@ impl ConnShared {
                 out.push_shared(frame);
             }
         }
+        let over = out.backlog() > self.max_outbox as usize;
         drop(out);
-        if !self.within_bound() {
+        if over {
+            self.overflowed();
             return Queued::No;
         }
         if self.flush_pending.get() {
@@ -350,41 +352,39 @@ impl ConnShared {
 
     fn push(&self, head: &[u8], payload: Bytes) -> bool {
         crate::metrics::bump(&self.metrics.frames_out, 1);
-        self.outbox.borrow_mut().push(head, payload);
-        self.check_bound()
-    }
-
-    /// After queuing: past the backlog bound the client is too slow (see
-    /// `within_bound`); else its task is woken to write. Returns whether it was queued.
-    fn check_bound(&self) -> bool {
-        let ok = self.within_bound();
-        if ok && !self.flush_pending.get() {
-            self.notify.notify();
-        }
-        ok
-    }
-
-    /// Past the backlog bound the client is too slow: it gets the disconnect notice
-    /// (reconnectable) and a close with 1013, its task woken; returns false then.
-    fn within_bound(&self) -> bool {
         let mut out = self.outbox.borrow_mut();
-        if out.backlog() > self.max_outbox as usize {
-            // Whole frames only before the close: the rest of one being written stays.
-            out.drop_backlog();
-            out.push_bytes(disconnect_notice("client too slow"));
-            drop(out);
-            self.metrics
-                .outbox_overflows
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(session = %self.session.session_id, bound = self.max_outbox, "client too slow: outbox past its bound, closing with 1013");
-            self.close.set(Some(CloseRequest::Close(
-                CLOSE_OVERLOADED,
-                "client too slow: outbox full".into(),
-            )));
-            self.notify.notify();
+        out.push(head, payload);
+        let over = out.backlog() > self.max_outbox as usize;
+        drop(out);
+        if over {
+            self.overflowed();
             return false;
         }
+        // (A push inbox batch that queued here writes it itself at its end.)
+        if !self.flush_pending.get() {
+            self.notify.notify();
+        }
         true
+    }
+
+    /// The backlog passed its bound: the client is too slow. It gets the disconnect
+    /// notice (reconnectable) and a close with 1013, its task woken.
+    #[cold]
+    fn overflowed(&self) {
+        let mut out = self.outbox.borrow_mut();
+        // Whole frames only before the close: the rest of one being written stays.
+        out.drop_backlog();
+        out.push_bytes(disconnect_notice("client too slow"));
+        drop(out);
+        self.metrics
+            .outbox_overflows
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(session = %self.session.session_id, bound = self.max_outbox, "client too slow: outbox past its bound, closing with 1013");
+        self.close.set(Some(CloseRequest::Close(
+            CLOSE_OVERLOADED,
+            "client too slow: outbox full".into(),
+        )));
+        self.notify.notify();
     }
 
     /// A request was accepted for forwarding; at the bound, reading pauses.

@@ -173,7 +173,8 @@ impl ShardCtx {
         for svc in &reg.services {
             let url = svc.link.as_ref().unwrap_or(&svc.url);
             let addrs = svc.addrs.as_ref().ok();
-            // Kept (with its connections) while its name, URL and addresses stay; a
+            // Kept (with its connections) while its name, URL, addresses and
+            // `announce_all` stay; a
             // service that could not be built is tried again at every update.
             let reuse = old
                 .iter()
@@ -181,6 +182,7 @@ impl ShardCtx {
                     o.meter.name == svc.name
                         && &o.url == url
                         && o.addrs.as_ref() == addrs
+                        && o.announce_all == svc.announce_all
                         && !matches!(o.backend, Backend::Unavailable(_))
                 })
                 .cloned();
@@ -226,6 +228,7 @@ impl ShardCtx {
                     Rc::new(ServiceRuntime {
                         url: url.clone(),
                         addrs: addrs.cloned(),
+                        announce_all: svc.announce_all,
                         backend,
                         meter: Rc::new(ServiceMeter {
                             name: svc.name.clone(),

@@ -37,6 +37,8 @@ pub struct ServiceRuntime {
     pub url: String,
     /// The addresses it was built for (`None` when its host did not resolve).
     pub addrs: Option<std::sync::Arc<[std::net::SocketAddr]>>,
+    /// A link service told of every session (`announce_all`): a change rebuilds it.
+    pub announce_all: bool,
     pub backend: Backend,
     /// Its name, metrics and failure log: what a request's answer records into.
     pub meter: Rc<ServiceMeter>,
