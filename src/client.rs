@@ -139,6 +139,11 @@ pub struct Manifest {
     /// The GUID other clients address this connection by (`peerGuid`; peer messages,
     /// flag 0x20), if the manifest carries one.
     pub peer_guid: Option<[u8; 16]>,
+    /// The token that resumes the session after a drop (`Authorization: Reconnect`),
+    /// if the gateway keeps sessions.
+    pub reconnection_token: Option<String>,
+    /// On a resume: events that arrived while away and were dropped (0: none).
+    pub events_lost: u64,
 }
 
 impl Manifest {
@@ -170,6 +175,8 @@ impl Manifest {
             reason: v["reason"].as_str().unwrap_or_default().to_string(),
             apis,
             peer_guid: v["peerGuid"].as_str().and_then(parse_guid),
+            reconnection_token: v["reconnectionToken"].as_str().map(str::to_string),
+            events_lost: v["eventsLost"].as_u64().unwrap_or_default(),
         })
     }
 

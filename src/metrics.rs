@@ -99,6 +99,19 @@ pub struct ShardMetrics {
     pub pushes: AtomicU64,
     /// Topic subscriptions on this shard now.
     pub subscriptions: AtomicI64,
+    /// Sessions whose client is away, kept for their reconnection window, now.
+    pub sessions_parked: AtomicI64,
+    /// Sessions resumed by a new connection (a reconnection token).
+    pub resumes: AtomicU64,
+    /// Resuming connections accepted by another shard and handed to the session's.
+    pub resume_handovers: AtomicU64,
+    /// Reconnection tokens refused (unknown, used, expired or ended session): 401.
+    pub resumes_refused: AtomicU64,
+    /// Parked sessions whose window ran out before their client came back.
+    pub resume_windows_expired: AtomicU64,
+    /// Events dropped (oldest first) from sessions whose client was away too long or
+    /// missed too much (`server.resume_buffer_bytes`).
+    pub resume_events_lost: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -212,7 +225,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE ringgate_connections_open gauge");
         let _ = writeln!(out, "ringgate_connections_open {}", self.connections_open());
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "ringgate_connections_total",
                 "Client WebSocket connections upgraded since start.",
@@ -259,6 +272,31 @@ impl Metrics {
                 sum(&|s| s.pushes.load(Relaxed)),
             ),
             (
+                "ringgate_resumes_total",
+                "Sessions resumed by a new connection with their reconnection token.",
+                sum(&|s| s.resumes.load(Relaxed)),
+            ),
+            (
+                "ringgate_resume_handovers_total",
+                "Resuming connections accepted by one shard and handed to the shard holding their session.",
+                sum(&|s| s.resume_handovers.load(Relaxed)),
+            ),
+            (
+                "ringgate_resumes_refused_total",
+                "Reconnection tokens refused with 401 (unknown, used, or their session ended).",
+                sum(&|s| s.resumes_refused.load(Relaxed)),
+            ),
+            (
+                "ringgate_resume_windows_expired_total",
+                "Sessions ended because their client did not come back within server.reconnect_window_secs.",
+                sum(&|s| s.resume_windows_expired.load(Relaxed)),
+            ),
+            (
+                "ringgate_resume_events_lost_total",
+                "Events dropped, oldest first, from sessions whose client was away (server.resume_buffer_bytes).",
+                sum(&|s| s.resume_events_lost.load(Relaxed)),
+            ),
+            (
                 "ringgate_read_batching_ticks_total",
                 "Ticks (server.read_batch_tick_us) a busy shard spent reading each client at most once per tick.",
                 sum(&|s| s.read_batching_ticks.load(Relaxed)),
@@ -286,6 +324,15 @@ impl Metrics {
             .iter()
             .map(|s| s.subscriptions.load(Relaxed))
             .sum();
+        let parked: i64 = self
+            .shards
+            .iter()
+            .map(|s| s.sessions_parked.load(Relaxed))
+            .sum();
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_sessions_parked Sessions whose client is away, kept for their reconnection window.\n# TYPE ringgate_sessions_parked gauge\nringgate_sessions_parked {parked}"
+        );
         let _ = writeln!(
             out,
             "# HELP ringgate_subscriptions Topic subscriptions now.\n# TYPE ringgate_subscriptions gauge\nringgate_subscriptions {subs}"

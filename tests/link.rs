@@ -227,19 +227,29 @@ fn the_backend_pushes_to_a_session_and_closes_it_with_its_code() {
 }
 
 #[test]
-fn a_client_that_goes_away_is_reported_closed_to_the_backend() {
+fn a_client_that_goes_away_is_reported_closed_to_the_backend_once_its_reconnection_window_ends() {
     let backend = LinkBackend::start();
-    let g = gateway_with_link(&backend);
-    run(async {
+    let text =
+        link_config_text(&backend.url()).replace("[auth]", "reconnect_window_secs = 2\n[auth]");
+    let g = gateway(Config::from_toml_str(&text, &[]).unwrap());
+    let closed_at = run(async {
         let (mut c, m) = connect(&g, &user_token(&["user"])).await;
         c.call(m.guid("/echo").unwrap(), b"x").await.unwrap();
         c.close(1000).await.unwrap();
+        Instant::now()
     });
     let seen = backend.wait_for(|s| s.iter().any(|e| matches!(e, Seen::Closed { .. })));
+    let waited = closed_at.elapsed();
     let Seen::Open { session, .. } = &seen[0] else {
         panic!("{seen:?}")
     };
     assert!(seen.contains(&Seen::Closed { session: *session }));
+    // The session outlived its connection for the window (the sweep ends it within a
+    // second after), not a moment longer than it needs to.
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 }
 
 #[test]

@@ -242,3 +242,79 @@ fn a_link_kick_closes_a_session_on_either_shard_with_its_code_and_reason() {
         }
     });
 }
+
+#[test]
+fn an_announce_all_service_hears_a_client_go_away_and_resume_and_its_pushes_meanwhile_reach_it() {
+    let backend = LinkBackend::start();
+    let service = format!(
+        r#"
+[[services]]
+name = "game"
+link = "{}"
+announce_all = true
+endpoints = [ {{ path = "/echo", roles = ["user"] }} ]
+"#,
+        backend.url()
+    );
+    let g = push_gateway("reconnect_window_secs = 30", "", &service);
+    backend.conn(0);
+    backend.conn(1);
+    let mut api = Api::new(g.admin_addr);
+    run(async {
+        let (c, m) = connect(&g, &session_token("acct", "away-1", &["user"])).await;
+        let shard = api.shard_of("away-1");
+        let conn = backend.conn(shard);
+        let session = link_session(&conn, "away-1", None);
+        drop(c);
+        let t0 = Instant::now();
+        while !conn.seen().contains(&Seen::Away { session }) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no AWAY: {:?}",
+                conn.seen()
+            );
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A push by link session number while the client is away waits for it.
+        conn.act(&[FromBackend::Push {
+            addr: Addr::Link(session),
+            flags: 0,
+            payload: bytes(json!({ "n": 1 })),
+        }]);
+        // (The push API's view goes through the same inbox: the push is queued by now.)
+        assert_eq!(api.get("/v1/sessions/away-1").0, 200);
+        let opts = ringgate::client::ConnectOptions {
+            extra_headers: vec![(
+                "Authorization".into(),
+                format!("Reconnect {}", m.reconnection_token.unwrap()),
+            )],
+            ..Default::default()
+        };
+        let mut c = ringgate::client::Client::connect(g.addr, &opts)
+            .await
+            .unwrap();
+        let m2 = c.manifest().await.unwrap();
+        assert_eq!(m2.session_id, "away-1");
+        assert_eq!(push_json(&mut c).await, json!({ "n": 1 }));
+        let t0 = Instant::now();
+        while !conn.seen().contains(&Seen::Resumed { session }) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no RESUMED: {:?}",
+                conn.seen()
+            );
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The link reaches the new connection under the same number.
+        conn.act(&[FromBackend::Push {
+            addr: Addr::Link(session),
+            flags: 0,
+            payload: bytes(json!({ "n": 2 })),
+        }]);
+        assert_eq!(push_json(&mut c).await, json!({ "n": 2 }));
+        assert!(
+            !conn.seen().contains(&Seen::Closed { session }),
+            "the session never closed"
+        );
+    });
+}

@@ -54,6 +54,18 @@ pub struct Manifest<'a> {
     /// The GUID other clients address this connection by (peer-to-peer, flag 0x20).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_guid: Option<String>,
+    /// What resumes this session after a drop (`Authorization: Reconnect <token>`),
+    /// single-use; a new one comes with every manifest of the next connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnection_token: Option<String>,
+    /// On a resume: how many events that arrived while the client was away were
+    /// dropped (the oldest, past the session's buffer); absent when none were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub events_lost: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The disconnect notice sent before a server-initiated, resumable close.
@@ -61,7 +73,7 @@ pub struct Manifest<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct DisconnectNotice<'a> {
     pub event_name: &'static str,
-    /// Absent until sessions can be resumed (docs/DESIGN.md §7).
+    /// The token that resumes the session (absent when it cannot be resumed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconnection_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,6 +117,8 @@ impl<'a> Manifest<'a> {
             event_id: format_guid(event_id),
             timestamp: iso8601_utc(now_unix_nanos),
             peer_guid: None,
+            reconnection_token: None,
+            events_lost: 0,
         }
     }
 }
@@ -145,20 +159,29 @@ pub fn event_message<T: Serialize>(message_id: u64, event: &T) -> Vec<u8> {
     encode_push(message_id, &json)
 }
 
+/// What a disconnect notice says about resuming: the token and until when (Unix
+/// nanoseconds) it is good.
+#[derive(Debug, Clone, Copy)]
+pub struct Resumable<'a> {
+    pub token: &'a str,
+    pub until_unix_nanos: u128,
+}
+
 /// Builds the disconnect notice push message (header + JSON), sent before a
-/// server-initiated close the client may recover from by reconnecting.
+/// server-initiated close; `resume`: how the client may resume the session (`None`:
+/// it may reconnect, but starts a new session).
 pub fn disconnect_message(
     message_id: u64,
     reason: &str,
-    reconnectable: bool,
+    resume: Option<Resumable<'_>>,
     event_id: &[u8; 16],
     now_unix_nanos: u128,
 ) -> Vec<u8> {
     let n = DisconnectNotice {
         event_name: DISCONNECT_EVENT,
-        reconnection_token: None,
-        expires_at: None,
-        reconnectable,
+        reconnection_token: resume.map(|r| r.token),
+        expires_at: resume.map(|r| iso8601_utc(r.until_unix_nanos)),
+        reconnectable: true,
         reason,
         event_id: format_guid(event_id),
         timestamp: iso8601_utc(now_unix_nanos),

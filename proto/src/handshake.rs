@@ -46,6 +46,9 @@ pub const MAX_HEADERS: usize = 64;
 /// Prefix of a `Sec-WebSocket-Protocol` entry that carries a bearer JWT
 /// (matched ASCII case-insensitively).
 pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+/// The `Sec-WebSocket-Protocol` entry prefix that carries a reconnection token
+/// (browsers: `["bannou.v1", "reconnect.<token>"]`).
+pub const RECONNECT_PROTOCOL_PREFIX: &str = "reconnect.";
 
 /// RFC 6455 §1.3 magic GUID appended to the client key.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -89,7 +92,9 @@ impl UpgradeRequest {
         self.protocols
             .iter()
             .enumerate()
-            .find(|(i, p)| Some(*i) != self.token_protocol && !is_bearer_protocol(p) && is_token(p))
+            .find(|(i, p)| {
+                Some(*i) != self.token_protocol && !is_credential_protocol(p) && is_token(p)
+            })
             .map(|(_, p)| p.as_str())
     }
 }
@@ -103,6 +108,8 @@ impl fmt::Debug for UpgradeRequest {
                     .entries(self.0.iter().map(|p| {
                         if is_bearer_protocol(p) {
                             "bearer.<redacted>"
+                        } else if is_credential_protocol(p) {
+                            "reconnect.<redacted>"
                         } else {
                             p.as_str()
                         }
@@ -151,14 +158,15 @@ impl fmt::Debug for Credential {
 }
 
 /// Where a credential was found (for metrics only; the precedence is fixed:
-/// `Authorization` header, then `?token=`, then a `bearer.` subprotocol).
+/// `Authorization` header, then `?token=`, `?reconnect=`, then a `bearer.` or
+/// `reconnect.` subprotocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CredentialSource {
     /// `Authorization: Bearer …` or `Authorization: Reconnect …`.
     Header,
-    /// `?token=…` query parameter.
+    /// `?token=…` (or `?reconnect=…`) query parameter.
     Query,
-    /// A `Sec-WebSocket-Protocol: bearer.…` entry.
+    /// A `Sec-WebSocket-Protocol: bearer.…` (or `reconnect.…`) entry.
     Protocol,
 }
 
@@ -331,9 +339,23 @@ pub fn parse_upgrade(
             Some(CredentialSource::Header),
             None,
         )
-    } else if let Some(token) = query.map(query_token).transpose()?.flatten() {
+    } else if let Some(token) = query
+        .map(|q| query_param(q, "token"))
+        .transpose()?
+        .flatten()
+    {
         (
             Some(Credential::Bearer(token)),
+            Some(CredentialSource::Query),
+            None,
+        )
+    } else if let Some(token) = query
+        .map(|q| query_param(q, "reconnect"))
+        .transpose()?
+        .flatten()
+    {
+        (
+            Some(Credential::Reconnect(token)),
             Some(CredentialSource::Query),
             None,
         )
@@ -341,14 +363,19 @@ pub fn parse_upgrade(
         .protocols
         .iter()
         .enumerate()
-        .find(|(_, p)| is_bearer_protocol(p))
+        .find(|(_, p)| is_credential_protocol(p))
     {
-        let token = &p[BEARER_PROTOCOL_PREFIX.len()..];
+        let (prefix, make): (&str, fn(String) -> Credential) = if is_bearer_protocol(p) {
+            (BEARER_PROTOCOL_PREFIX, Credential::Bearer)
+        } else {
+            (RECONNECT_PROTOCOL_PREFIX, Credential::Reconnect)
+        };
+        let token = &p[prefix.len()..];
         if token.is_empty() {
             return Err(HandshakeError::MalformedCredential);
         }
         (
-            Some(Credential::Bearer(token.to_owned())),
+            Some(make(token.to_owned())),
             Some(CredentialSource::Protocol),
             Some(i),
         )
@@ -472,9 +499,17 @@ fn list_has_token(list: &str, token: &str) -> bool {
 }
 
 fn is_bearer_protocol(p: &str) -> bool {
-    p.len() >= BEARER_PROTOCOL_PREFIX.len()
-        && p.as_bytes()[..BEARER_PROTOCOL_PREFIX.len()]
-            .eq_ignore_ascii_case(BEARER_PROTOCOL_PREFIX.as_bytes())
+    has_prefix_ignore_case(p, BEARER_PROTOCOL_PREFIX)
+}
+
+/// A subprotocol entry carrying a credential (`bearer.<jwt>`, `reconnect.<token>`):
+/// never echoed, redacted in `Debug`.
+fn is_credential_protocol(p: &str) -> bool {
+    is_bearer_protocol(p) || has_prefix_ignore_case(p, RECONNECT_PROTOCOL_PREFIX)
+}
+
+fn has_prefix_ignore_case(p: &str, prefix: &str) -> bool {
+    p.len() >= prefix.len() && p.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 fn is_valid_key(key: &str) -> bool {
@@ -501,12 +536,12 @@ fn parse_authorization(value: &str) -> Result<Credential, HandshakeError> {
     Ok(make(rest.to_owned()))
 }
 
-/// The percent-decoded value of the single `token` query parameter, if any.
-fn query_token(query: &str) -> Result<Option<String>, HandshakeError> {
+/// The percent-decoded value of the single query parameter `param`, if any.
+fn query_param(query: &str, param: &str) -> Result<Option<String>, HandshakeError> {
     let mut found = None;
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name != "token" {
+        if name != param {
             continue;
         }
         if found.is_some() {
@@ -725,6 +760,31 @@ mod tests {
             Some(Credential::Bearer("ab.cd.e-f+g".into()))
         );
         assert_eq!(req.credential_source, Some(CredentialSource::Query));
+    }
+
+    #[test]
+    fn a_reconnect_token_is_read_from_the_query_or_a_subprotocol_and_never_echoed() {
+        let buf = request("/ws?reconnect=abc-_1", &[], &[]);
+        let (req, _) = parse_upgrade(&buf, "/ws").unwrap().unwrap();
+        assert_eq!(req.credential, Some(Credential::Reconnect("abc-_1".into())));
+        assert_eq!(req.credential_source, Some(CredentialSource::Query));
+        let buf = request(
+            "/ws",
+            &[],
+            &[("Sec-WebSocket-Protocol", "bannou.v1, reconnect.tok-en_1")],
+        );
+        let (req, _) = parse_upgrade(&buf, "/ws").unwrap().unwrap();
+        assert_eq!(
+            req.credential,
+            Some(Credential::Reconnect("tok-en_1".into()))
+        );
+        assert_eq!(req.credential_source, Some(CredentialSource::Protocol));
+        assert_eq!(req.selected_protocol(), Some("bannou.v1"));
+        assert!(!format!("{req:?}").contains("tok-en_1"), "redacted");
+        // A Bearer token wins over a reconnect token in the query (fixed precedence).
+        let buf = request("/ws?reconnect=r&token=t", &[], &[]);
+        let (req, _) = parse_upgrade(&buf, "/ws").unwrap().unwrap();
+        assert_eq!(req.credential, Some(Credential::Bearer("t".into())));
     }
 
     #[test]

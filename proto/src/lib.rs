@@ -18,6 +18,7 @@
 //! - [`guid`]: salted per-session endpoint GUIDs.
 //! - [`event`]: server push events (capability manifest, disconnect notice).
 //! - [`ratelimit`]: the per-connection token bucket.
+//! - [`resume`]: reconnection tokens (which session, which of its connections).
 //! - [`http1`]: the backend HTTP/1.1 client codec (request head encoder, incremental
 //!   response parser, body framing).
 //! - [`link`]: the backend link messages (one multiplexed WebSocket per shard).
@@ -30,6 +31,7 @@ pub mod handshake;
 pub mod http1;
 pub mod link;
 pub mod ratelimit;
+pub mod resume;
 pub mod ws;
 
 /// A byte's two lowercase hex digits, high first (one table lookup): GUID strings

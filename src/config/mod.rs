@@ -137,6 +137,14 @@ pub struct ServerConfig {
     /// Sessions with one of these roles receive `service_error` events when a backend
     /// call fails (rate-limited per session).
     pub service_error_roles: Vec<String>,
+    /// How long a session outlives its connection (seconds): a client that drops, is
+    /// dropped or closes may resume it within this window with its reconnection token
+    /// (`Authorization: Reconnect <token>`); 0 = sessions end with their connection.
+    pub reconnect_window_secs: u32,
+    /// Events (pushes, topic messages) kept for a session while its client is away;
+    /// past it the oldest go (counted, and the resume says how many). Keyed topic
+    /// messages replace older ones with the same key, as in the outbox.
+    pub resume_buffer_bytes: usize,
 }
 
 /// `[auth]`: how upgrade requests are authenticated.
@@ -348,6 +356,18 @@ impl Config {
             return Err(ConfigError::key(
                 "server.max_outbox_bytes",
                 "must be between 4096 and 268435456 (256 MiB)",
+            ));
+        }
+        if !(4096..=MAX_BUFFERED).contains(&s.resume_buffer_bytes) {
+            return Err(ConfigError::key(
+                "server.resume_buffer_bytes",
+                "must be between 4096 and 268435456 (256 MiB)",
+            ));
+        }
+        if s.reconnect_window_secs > 86_400 {
+            return Err(ConfigError::key(
+                "server.reconnect_window_secs",
+                "must be at most 86400 (a day)",
             ));
         }
         if s.max_inflight_per_connection == 0 {
@@ -893,6 +913,26 @@ endpoints = [{ path = "/account/get", roles = ["user"] }]
         assert_eq!(c.auth.hs256_secret, None);
         let c = Config::from_toml_str("[auth]\nallow_anonymous = true\n", &[]).unwrap();
         assert_eq!(c.auth.hs256_secret, None, "anonymous-only stays keyless");
+    }
+
+    #[test]
+    fn reconnection_settings_default_to_five_minutes_and_bad_values_name_their_key() {
+        let c = Config::from_toml_str("", &[]).unwrap();
+        assert_eq!(c.server.reconnect_window_secs, 300);
+        assert_eq!(c.server.resume_buffer_bytes, 256 * 1024);
+        for (text, key) in [
+            (
+                "[server]\nresume_buffer_bytes = 100\n",
+                "server.resume_buffer_bytes",
+            ),
+            (
+                "[server]\nreconnect_window_secs = 100000\n",
+                "server.reconnect_window_secs",
+            ),
+        ] {
+            let e = Config::from_toml_str(text, &[]).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

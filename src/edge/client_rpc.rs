@@ -35,7 +35,8 @@ pub fn call_client(
         .plane
         .sessions
         .get(to)
-        .filter(|c| !c.is_gone() && !c.closing())
+        // A client that is away (its session parked) cannot answer: 31 at once.
+        .filter(|c| !c.is_gone() && !c.closing() && !c.is_parked())
     else {
         ctx.plane
             .answer_call(reply_to, ResponseCode::ClientNotFound.as_u8(), Bytes::new());

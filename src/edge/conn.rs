@@ -25,7 +25,7 @@ use crate::proto::ratelimit::{Rate, TokenBucket};
 use crate::proto::ws::{self, Decoder, Limits, Message, ProtocolError, Role};
 use crate::rt::clock;
 use crate::rt::sys::{self, Nb};
-use crate::session::{CloseRequest, ConnShared, Flush, SessionRef};
+use crate::session::{CloseRequest, ConnShared, Flush};
 use crate::shard::{ShardCtx, READ_CHUNK};
 
 use super::dispatch::{self, Channels};
@@ -42,9 +42,10 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 const READS_PER_WAKEUP: usize = 8;
 /// The upgraded connection's task, from the first frame to the close. `leftover`: the
 /// bytes that came after the upgrade request.
+/// The session is already in the shard's table (`ShardCtx::add_session`, or a resume's
+/// `ShardPlane::replace`).
 pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, leftover: BytesMut) {
     let _registered = Registration {
-        at: ctx.add_session(shared.clone()),
         ctx: &ctx,
         shared: &shared,
     };
@@ -82,23 +83,17 @@ pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
     }
 }
 
-/// A connection's place in its shard; leaving it (also by a panic) unregisters the
-/// connection and drops what was queued for it.
+/// A connection's place in its shard; leaving it (also by a panic) parks its session
+/// for the client's return or ends it (`ShardCtx::connection_ended`).
 struct Registration<'a> {
     ctx: &'a ShardCtx,
     shared: &'a ConnShared,
-    at: SessionRef,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.shared.gone.set(true);
         self.shared.set_fd(-1);
-        if let Ok(mut out) = self.shared.outbox.try_borrow_mut() {
-            out.clear();
-        }
-        self.ctx.remove_session(self.at, self.shared);
-        self.ctx.session_ended(&self.shared.session);
+        self.ctx.connection_ended(self.shared);
     }
 }
 
@@ -276,6 +271,8 @@ impl Conn<'_> {
     /// Fails the connection on a protocol violation: close frame with its code, then end.
     fn fail(&mut self, e: &ProtocolError) {
         tracing::debug!(shard = self.ctx.id, error = %e, code = e.close_code(), "protocol error");
+        // A client that breaks the protocol does not get its session back.
+        self.shared.mark_final();
         self.ctx
             .metrics
             .protocol_errors

@@ -15,17 +15,19 @@ use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
 use crate::auth::Identity;
-use crate::metrics::HandshakeResult;
+use crate::metrics::{bump, HandshakeResult};
 use crate::proto::guid::SessionKey;
 use crate::proto::handshake::{self, parse_upgrade, Credential, HandshakeError, UpgradeRequest};
+use crate::proto::resume::ResumePlace;
 use crate::proto::ws;
+use crate::push::{PushMsg, Target};
 use crate::rt::clock;
 use crate::rt::sys::{self, Nb};
 use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session};
 use crate::shard::ShardCtx;
 
-use super::conn;
+use super::{conn, resume};
 
 /// Why a handshake ended without an upgrade.
 enum HandshakeFail {
@@ -58,20 +60,58 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
             return;
         }
     };
-    ctx.metrics.handshake(HandshakeResult::Ok);
-    let (shared, leftover) = upgraded;
-    // The session runs as a task of its own: this handshake task (with its timer and
-    // parse state) ends here, so a parked idle connection holds only what `session`
-    // needs.
-    spawn_isolated("connection", conn::run(ctx, stream, shared, leftover));
+    match upgraded {
+        Upgraded::New(shared, leftover) => {
+            ctx.metrics.handshake(HandshakeResult::Ok);
+            supersede_same_session(&ctx, &shared);
+            ctx.add_session(shared.clone());
+            // The session runs as a task of its own: this handshake task (with its
+            // timer and parse state) ends here, so a parked idle connection holds
+            // only what `session` needs.
+            spawn_isolated("connection", conn::run(ctx, stream, shared, leftover));
+        }
+        Upgraded::Resume {
+            place,
+            response,
+            leftover,
+        } => resume::start(ctx, stream, place, response, leftover),
+    }
+}
+
+/// What a handshake that succeeded leads to.
+enum Upgraded {
+    /// A new session, with the bytes that came after the upgrade request.
+    New(Rc<ConnShared>, BytesMut),
+    /// A reconnection token naming `place`: the session is resumed there
+    /// (`edge::resume`), its `101` being `response`.
+    Resume {
+        place: ResumePlace,
+        response: Bytes,
+        leftover: BytesMut,
+    },
+}
+
+/// A client connecting with a token for a session id that has a connection already
+/// (the same `sid` twice): the older connections close with 1000 "New connection
+/// established", as in Bannou, and their sessions end (the newer one is a new session;
+/// resuming one takes its reconnection token).
+fn supersede_same_session(ctx: &ShardCtx, shared: &ConnShared) {
+    let hub = &ctx.plane.hub;
+    for loc in hub.locate(Target::Session(&shared.session.session_id)) {
+        hub.post(
+            loc.shard,
+            PushMsg::Close {
+                to: loc.at,
+                code: crate::proto::frame::CLOSE_NORMAL,
+                reason: "New connection established".into(),
+            },
+        );
+    }
 }
 
 /// Reads and checks the upgrade, authenticates, and queues the 101 and the ping the
 /// manifest waits on (or, with `manifest_after_pong` off, the manifest).
-async fn handshake(
-    ctx: &Rc<ShardCtx>,
-    stream: &TcpStream,
-) -> Result<(Rc<ConnShared>, BytesMut), HandshakeFail> {
+async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, HandshakeFail> {
     let fd = stream.as_raw_fd();
     let mut buf = BytesMut::with_capacity(1024);
     let (req, consumed) = loop {
@@ -118,6 +158,17 @@ async fn handshake(
             }
         }
     }
+    if let Some(Credential::Reconnect(token)) = &req.credential {
+        let Some(place) = ctx.plane.hub.find_resumable(token) else {
+            bump(&ctx.metrics.resumes_refused, 1);
+            return Err(unauthorized(ctx, "reconnect token not recognised"));
+        };
+        return Ok(Upgraded::Resume {
+            place,
+            response: handshake::switching_protocols(&req),
+            leftover,
+        });
+    }
     let identity = authenticate(ctx, &req)?;
     let session = new_session(ctx, identity);
     // The idle timers and the manifest's fallback count from now, not from the
@@ -127,7 +178,7 @@ async fn handshake(
         session,
         ctx.config.server.max_outbox_bytes,
         ctx.config.server.max_inflight_per_connection,
-        ctx.metrics.clone(),
+        ctx.session_env.clone(),
         ctx.now_secs(),
     ));
     let mut out = shared.outbox.borrow_mut();
@@ -143,7 +194,7 @@ async fn handshake(
     drop(out);
     // (Without `after_pong` the manifest goes out as soon as the connection task has
     // its place in the shard's table, which its peer GUID names: `conn::run`.)
-    Ok((shared, leftover))
+    Ok(Upgraded::New(shared, leftover))
 }
 
 fn reject(e: &HandshakeError) -> HandshakeFail {
@@ -164,7 +215,7 @@ fn authenticate(ctx: &ShardCtx, req: &UpgradeRequest) -> Result<Identity, Handsh
             .auth
             .verify(token, unix_now().as_secs())
             .map_err(|e| unauthorized(ctx, e.as_str())),
-        // Session resumption arrives with the session store (docs/DESIGN.md §7).
+        // (Resumes are handled before: `handshake`.)
         Some(Credential::Reconnect(_)) => Err(unauthorized(ctx, "reconnect token not recognised")),
         None => ctx
             .auth

@@ -73,7 +73,9 @@ pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg, flush: &mut Vec<Rc<ConnShared>>) 
             ctx.plane.deliver(&p, flush);
         }
         PushMsg::Deliver { to, frame, then } => {
-            let target = live(ctx, to);
+            // A peer message (`then`) reaches a connected client only: the sender of
+            // one to a client that is away gets 31 at once, not a late delivery.
+            let target = live(ctx, to).filter(|c| then.is_none() || !c.is_parked());
             let refused = then.is_some() && target.as_ref().is_some_and(|c| c.busy());
             let delivered = !refused && target.is_some_and(|c| c.send_frame(frame));
             if delivered {
@@ -135,7 +137,7 @@ pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg, flush: &mut Vec<Rc<ConnShared>>) 
         PushMsg::Close { to, code, reason } => {
             if let Some(c) = live(ctx, to) {
                 tracing::info!(shard = ctx.id, session = %c.session.session_id, code, reason = %reason, "session closed by a push");
-                c.request_close(code, reason);
+                c.request_final_close(code, reason);
             }
         }
         PushMsg::Shortcut {
@@ -186,6 +188,7 @@ pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg, flush: &mut Vec<Rc<ConnShared>>) 
             code,
             payload,
         } => client_rpc::deliver_answer(ctx, &service, call, code, &payload),
+        PushMsg::Resume(h) => super::resume::adopt(ctx, *h),
         PushMsg::Inspect { to, reply } => {
             let info = live(ctx, to).map(|c| info(ctx, &c));
             let _ = reply.try_send(info);
@@ -224,7 +227,8 @@ fn info(ctx: &ShardCtx, c: &ConnShared) -> SessionInfo {
             .map(|t| t.to_string())
             .collect(),
         shard: ctx.id as u16,
-        manifest_version: s.manifest_version.get(),
+        manifest_version: s.manifest_version.get().into(),
         outbox_bytes: c.outbox.borrow().len(),
+        connected: !c.is_parked(),
     }
 }

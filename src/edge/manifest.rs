@@ -18,6 +18,24 @@ use crate::shard::ShardCtx;
 
 /// Queues the session's capability manifest (the endpoints its roles permit).
 pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
+    send_with_lost(ctx, shared, reason, 0);
+}
+
+/// The manifest a resumed session gets first, saying how many events that arrived
+/// while its client was away were dropped.
+pub fn send_resumed(ctx: &ShardCtx, shared: &ConnShared, events_lost: u32) {
+    send_with_lost(ctx, shared, RESUMED_REASON, events_lost);
+}
+
+/// The manifest's `reason` on a resume (Bannou's Permission service sends the same).
+pub const RESUMED_REASON: &str = "session_reconnected";
+
+fn send_with_lost(ctx: &ShardCtx, shared: &ConnShared, reason: &str, events_lost: u32) {
+    if shared.is_parked() {
+        // The client is away: the manifest of its resume will show the session as it
+        // is then (a manifest kept for it would arrive after that one, and be older).
+        return;
+    }
     let s = &shared.session;
     let reg = ctx.registry.borrow().clone();
     let minter = s.key.minter();
@@ -32,7 +50,7 @@ pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
             .listed(s.link_ref)
             .map(|sc| ApiEntry::new(&minter.shortcut_guid(sc.id), &sc.name, "shortcut")),
     );
-    let version = s.manifest_version.get() + 1;
+    let version = s.manifest_version.get().saturating_add(1);
     s.manifest_version.set(version);
     let at = shared.at();
     let peer = (at != SessionRef::NONE).then(|| {
@@ -42,12 +60,14 @@ pub fn send(ctx: &ShardCtx, shared: &ConnShared, reason: &str) {
     let mut m = Manifest::new(
         &s.session_id,
         &apis,
-        version,
+        version.into(),
         reason,
         &sys::random_bytes(),
         unix_now().as_nanos(),
     );
     m.peer_guid = peer.as_ref().map(format_guid);
+    m.reconnection_token = shared.reconnection_token();
+    m.events_lost = u64::from(events_lost);
     let msg = manifest_message(ctx.next_push_id(), &m);
     let msg = Bytes::from(msg);
     shared.send_binary(&[], msg);

@@ -14,6 +14,8 @@
 //! - `topic`: topic endpoints (publish, subscribe, unsubscribe without a backend).
 //! - `client_rpc`: a backend's request to a client and the client's answer back.
 //! - `inbox`: the shard's push inbox (what the hub posts to this shard).
+//! - `resume`: a reconnection token's session back on a new connection (handed to the
+//!   session's shard if another accepted it).
 
 pub mod accept;
 mod answer;
@@ -24,5 +26,6 @@ pub mod handshake;
 pub mod inbox;
 pub mod manifest;
 mod peer;
+mod resume;
 pub mod sweep;
 mod topic;

@@ -5,6 +5,8 @@
 //! table slots) concerned, then post each a [`PushMsg`]. Frames are encoded here,
 //! once, before posting, so a shard only queues bytes.
 
+use crate::proto::resume::{ResumeKey, ResumePlace};
+use crate::session::ResumeStore;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -54,11 +56,14 @@ pub struct Hub {
     counter: AtomicU16,
     publishes: AtomicU64,
     refused: AtomicU64,
+    /// Mints and finds reconnection tokens for every shard (one key per process).
+    pub resume: Arc<dyn ResumeStore>,
 }
 
 impl Hub {
     pub fn new(shards: usize) -> Hub {
         Hub {
+            resume: Arc::new(ResumeKey::new(crate::rt::sys::random_bytes())),
             directory: Directory::new(shards),
             inboxes: (0..shards).map(|_| Arc::default()).collect(),
             queued: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
@@ -66,6 +71,12 @@ impl Hub {
             publishes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
+    }
+
+    /// Where the session a reconnection token names is kept, if the token is one of
+    /// this gateway's.
+    pub fn find_resumable(&self, token: &str) -> Option<ResumePlace> {
+        self.resume.find(token)
     }
 
     pub fn shards(&self) -> usize {

@@ -47,6 +47,9 @@ pub struct SessionInfo {
     pub shard: u16,
     pub manifest_version: u64,
     pub outbox_bytes: usize,
+    /// Whether a client is connected now (false: the session is parked, waiting for
+    /// its client to resume it within its reconnection window).
+    pub connected: bool,
 }
 
 /// One push for a shard to apply.
@@ -118,4 +121,20 @@ pub enum PushMsg {
         to: SessionRef,
         reply: SyncSender<Option<SessionInfo>>,
     },
+    /// A client resuming a session of this shard, accepted by another shard: its
+    /// connection moves here, where the session is.
+    Resume(Box<Handover>),
+}
+
+/// A client connection handed to the shard holding the session it resumes.
+#[derive(Debug)]
+pub struct Handover {
+    /// The client's socket (a duplicate; the accepting shard closed its own).
+    pub fd: std::os::fd::OwnedFd,
+    /// What the client's reconnection token names.
+    pub place: crate::proto::resume::ResumePlace,
+    /// The `101` answering the client's upgrade request.
+    pub response: Bytes,
+    /// Bytes the client sent after its upgrade request.
+    pub leftover: Bytes,
 }

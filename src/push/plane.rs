@@ -65,7 +65,10 @@ impl ShardPlane {
     /// Removes a connection (it ended): from the table, the directory and every topic.
     /// Returns whether it was there.
     pub fn remove(&self, at: SessionRef, c: &ConnShared) -> bool {
-        if !self.sessions.remove(at) {
+        // Only the handle in the place now: a superseded one must not take its
+        // successor's place with it.
+        let here = self.sessions.get(at).is_some_and(|x| std::ptr::eq(&*x, c));
+        if !here || !self.sessions.remove(at) {
             return false;
         }
         let s = &c.session;
@@ -73,9 +76,7 @@ impl ShardPlane {
             .directory
             .unregister(&s.session_id, s.account_id.as_deref(), self.loc(at));
         self.shortcuts.borrow_mut().remove_session(s.link_ref);
-        for call in self.client_calls.borrow_mut().take_session(s.link_ref) {
-            self.answer_call(call, ResponseCode::ClientNotFound.as_u8(), Bytes::new());
-        }
+        self.answer_calls_gone(s.link_ref);
         let left = self.topics.borrow().of_session(s.link_ref).len();
         if left > 0 {
             let emptied = self.topics.borrow_mut().remove_session(s.link_ref);
@@ -85,6 +86,31 @@ impl ShardPlane {
             }
         }
         true
+    }
+
+    /// The connection of `c` ended and its session is kept for its client: what
+    /// backends asked of that client is answered 31 (the client is not there); its
+    /// subscriptions, shortcuts and place stay, and pushes keep arriving in its outbox.
+    pub fn park(&self, c: &ConnShared) {
+        self.answer_calls_gone(c.session.link_ref);
+    }
+
+    /// A new connection of the session at `at` takes its place (a resume): the table
+    /// and every topic now reach `new`; calls to the old connection's client are
+    /// answered 31. Returns the handle replaced (`None` if the session has ended).
+    pub fn replace(&self, at: SessionRef, new: &Rc<ConnShared>) -> Option<Rc<ConnShared>> {
+        let old = self.sessions.replace(at, new.clone())?;
+        let id = new.session.link_ref;
+        self.topics.borrow_mut().rebind(id, new);
+        self.answer_calls_gone(id);
+        Some(old)
+    }
+
+    fn answer_calls_gone(&self, link_ref: u64) {
+        let calls = self.client_calls.borrow_mut().take_session(link_ref);
+        for call in calls {
+            self.answer_call(call, ResponseCode::ClientNotFound.as_u8(), Bytes::new());
+        }
     }
 
     /// Sends a client's answer (or the gateway's code for it) back to the backend that

@@ -115,6 +115,18 @@ impl Topics {
         }
     }
 
+    /// Session `id`'s subscriptions now reach `conn` (its new connection, on a resume).
+    pub fn rebind(&mut self, id: u64, conn: &Rc<ConnShared>) {
+        let Some(list) = self.by_session.get(&id) else {
+            return;
+        };
+        for name in list {
+            if let Some(c) = self.by_topic.get_mut(name).and_then(|s| s.get_mut(&id)) {
+                *c = conn.clone();
+            }
+        }
+    }
+
     /// The subscribers of `topic` on this shard.
     pub fn subscribers(&self, topic: &str) -> impl Iterator<Item = &Rc<ConnShared>> {
         self.by_topic

@@ -166,3 +166,16 @@ pub fn raise_nofile_limit() -> (u64, u64) {
     }
     (r.rlim_cur, r.rlim_max)
 }
+
+/// A second descriptor for the same open socket (a connection handed to another
+/// shard's runtime: the first descriptor stays with the runtime that accepted it).
+pub fn dup(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we hold returns a new one we own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}

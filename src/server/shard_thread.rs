@@ -57,15 +57,33 @@ pub async fn run(
     ready.fetch_sub(1, Ordering::SeqCst);
     ctx.draining.set(true);
     ctx.stop_accept.notify();
-    let open = ctx.plane.sessions.all();
+    let open: Vec<_> = ctx
+        .plane
+        .sessions
+        .all()
+        .into_iter()
+        .filter(|c| !c.is_parked())
+        .collect();
     tracing::info!(shard = ctx.id, connections = open.len(), "draining");
     for c in &open {
+        // The notice carries the session's reconnection token (docs/DESIGN.md §7).
+        if !c.closing() && !c.is_gone() {
+            c.send_frame(c.disconnect_notice("server shutdown"));
+        }
         c.request_close(crate::proto::frame::CLOSE_GOING_AWAY, "server shutdown");
     }
     drop(open);
+    let live = |ctx: &ShardCtx| {
+        ctx.plane
+            .sessions
+            .all()
+            .iter()
+            .filter(|c| !c.is_parked())
+            .count()
+    };
     let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms);
     let drained = monoio::time::timeout(grace, async {
-        while !ctx.plane.sessions.is_empty() {
+        while live(&ctx) > 0 {
             ctx.plane.sessions.removed().await;
         }
     })
@@ -73,7 +91,7 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!(
             shard = ctx.id,
-            left = ctx.plane.sessions.len(),
+            left = live(&ctx),
             "shutdown grace period over; dropping the remaining connections"
         );
     }

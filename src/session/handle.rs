@@ -19,6 +19,7 @@ use crate::proto::http1::{HeaderBlock, Http1Error};
 use crate::proto::ws;
 use crate::rt::notify::LocalNotify;
 
+use super::env::SessionEnv;
 use super::outbox::{Flush, KeyedPush, Outbox};
 use super::place::SessionRef;
 use super::{CLOSE_OVERLOADED, CLOSE_SESSION_EXPIRED};
@@ -41,7 +42,10 @@ pub struct Session {
     /// When the session expires (Unix seconds; `u64::MAX` = never: eight bytes, not
     /// sixteen, in every connection's handle).
     expires_at: u64,
-    pub manifest_version: Cell<u64>,
+    pub manifest_version: Cell<u32>,
+    /// Which connection of the session this is (0 = the first; each resume starts the
+    /// next): what its reconnection token names, so a token opens once.
+    pub life: u32,
 }
 
 impl Session {
@@ -62,6 +66,23 @@ impl Session {
             link_ref,
             expires_at: expires_at.unwrap_or(u64::MAX),
             manifest_version: Cell::new(0),
+            life: 0,
+        }
+    }
+
+    /// The same session for its next connection (a resume): same id, account, roles,
+    /// GUID key, link number and manifest count; the next life.
+    pub fn successor(&self) -> Session {
+        Session {
+            session_id: self.session_id.clone(),
+            account_id: self.account_id.clone(),
+            roles: RefCell::new(self.roles.borrow().clone()),
+            backend_headers: RefCell::new(None),
+            key: self.key,
+            link_ref: self.link_ref,
+            expires_at: self.expires_at,
+            manifest_version: Cell::new(self.manifest_version.get()),
+            life: self.life.wrapping_add(1),
         }
     }
 
@@ -203,7 +224,11 @@ pub struct ConnShared {
     /// Reading is paused: the bound was reached and the count has not yet fallen to
     /// half of it.
     paused: Cell<bool>,
-    metrics: std::sync::Arc<crate::metrics::ShardMetrics>,
+    /// Parked, superseded, ended on purpose (`super::parked`).
+    pub(super) life_flags: Cell<u8>,
+    /// Events dropped (oldest first) while parked, past `resume_buffer_bytes`.
+    pub(super) lost: Cell<u32>,
+    pub(super) env: std::sync::Arc<SessionEnv>,
 }
 
 impl ConnShared {
@@ -213,7 +238,7 @@ impl ConnShared {
         session: Session,
         max_outbox: usize,
         max_inflight: u32,
-        metrics: std::sync::Arc<crate::metrics::ShardMetrics>,
+        env: std::sync::Arc<SessionEnv>,
         now_secs: u32,
     ) -> ConnShared {
         ConnShared {
@@ -231,7 +256,9 @@ impl ConnShared {
             inflight: Cell::new(0),
             max_inflight,
             paused: Cell::new(false),
-            metrics,
+            life_flags: Cell::new(0),
+            lost: Cell::new(0),
+            env,
         }
     }
 
@@ -288,16 +315,20 @@ impl ConnShared {
         let idle = out.is_empty();
         match key {
             Some(key) => match out.push_keyed(frame, key) {
-                KeyedPush::Replaced => crate::metrics::bump(&self.metrics.conflated, 1),
-                KeyedPush::Queued => crate::metrics::bump(&self.metrics.frames_out, 1),
+                KeyedPush::Replaced => crate::metrics::bump(&self.env.metrics.conflated, 1),
+                KeyedPush::Queued => crate::metrics::bump(&self.env.metrics.frames_out, 1),
             },
             None => {
-                crate::metrics::bump(&self.metrics.frames_out, 1);
+                crate::metrics::bump(&self.env.metrics.frames_out, 1);
                 out.push_shared(frame);
             }
         }
         let over = out.backlog() > self.max_outbox as usize;
         drop(out);
+        if self.is_parked() {
+            self.trim_parked();
+            return Queued::Yes;
+        }
         if over {
             self.overflowed();
             return Queued::No;
@@ -328,9 +359,9 @@ impl ConnShared {
         }
         let flushed = self.outbox.borrow_mut().flush(fd);
         match flushed {
-            Ok((n, Flush::Empty)) => crate::metrics::bump(&self.metrics.bytes_out, n as u64),
+            Ok((n, Flush::Empty)) => crate::metrics::bump(&self.env.metrics.bytes_out, n as u64),
             Ok((n, Flush::Blocked)) => {
-                crate::metrics::bump(&self.metrics.bytes_out, n as u64);
+                crate::metrics::bump(&self.env.metrics.bytes_out, n as u64);
                 self.notify.notify();
             }
             // The task meets the error at its own flush.
@@ -351,11 +382,15 @@ impl ConnShared {
     }
 
     fn push(&self, head: &[u8], payload: Bytes) -> bool {
-        crate::metrics::bump(&self.metrics.frames_out, 1);
+        crate::metrics::bump(&self.env.metrics.frames_out, 1);
         let mut out = self.outbox.borrow_mut();
         out.push(head, payload);
         let over = out.backlog() > self.max_outbox as usize;
         drop(out);
+        if self.is_parked() {
+            self.trim_parked();
+            return true;
+        }
         if over {
             self.overflowed();
             return false;
@@ -374,9 +409,10 @@ impl ConnShared {
         let mut out = self.outbox.borrow_mut();
         // Whole frames only before the close: the rest of one being written stays.
         out.drop_backlog();
-        out.push_bytes(disconnect_notice("client too slow"));
+        out.push_bytes(self.disconnect_notice("client too slow"));
         drop(out);
-        self.metrics
+        self.env
+            .metrics
             .outbox_overflows
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(session = %self.session.session_id, bound = self.max_outbox, "client too slow: outbox past its bound, closing with 1013");
@@ -455,12 +491,12 @@ impl ConnShared {
 
     /// The once-a-second sweep: session expiry, idle ping, pong deadline.
     pub fn on_tick(&self, now: u32, unix_now: u64, idle_ping: u32, pong_timeout: u32) {
-        if self.gone.get() || self.closing() {
+        if self.gone.get() || self.closing() || self.is_parked() {
             return;
         }
         if let Some(exp) = self.session.expires_at() {
             if unix_now >= exp {
-                self.request_close(CLOSE_SESSION_EXPIRED, "session expired");
+                self.request_final_close(CLOSE_SESSION_EXPIRED, "session expired");
                 return;
             }
         }
@@ -484,9 +520,25 @@ impl ConnShared {
     }
 }
 
-/// The disconnect notice (docs/DESIGN.md §2, §7) as a binary push frame: the client
-/// may reconnect. (No reconnection token yet: resumption is §7's.)
-fn disconnect_notice(reason: &str) -> Bytes {
+impl ConnShared {
+    /// The disconnect notice (docs/DESIGN.md §2, §7) as a binary push frame: the client
+    /// may reconnect, and resume the session with the token it carries while the
+    /// session is resumable.
+    pub fn disconnect_notice(&self, reason: &str) -> Bytes {
+        let now = crate::rt::task::unix_now();
+        let token = self.reconnection_token().filter(|_| !self.is_final());
+        let resume = token
+            .as_deref()
+            .map(|token| crate::proto::event::Resumable {
+                token,
+                until_unix_nanos: now.as_nanos() + u128::from(self.env.window_secs) * 1_000_000_000,
+            });
+        disconnect_notice(reason, resume)
+    }
+}
+
+/// The disconnect notice as a binary push frame.
+fn disconnect_notice(reason: &str, resume: Option<crate::proto::event::Resumable<'_>>) -> Bytes {
     let now = crate::rt::task::unix_now();
     let id = crate::proto::event::push_message_id(
         now.as_millis() as u64,
@@ -495,7 +547,7 @@ fn disconnect_notice(reason: &str) -> Bytes {
     let msg = crate::proto::event::disconnect_message(
         id,
         reason,
-        true,
+        resume,
         &crate::rt::sys::random_bytes(),
         now.as_nanos(),
     );
@@ -552,14 +604,15 @@ mod tests {
             ))
         );
         assert_eq!(
-            c.metrics
+            c.env
+                .metrics
                 .outbox_overflows
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
         // Nothing was written yet: all dropped, and the disconnect notice queued in
         // their place (a binary push the client may act on before the close).
-        let notice = disconnect_notice("x");
+        let notice = disconnect_notice("x", None);
         assert_eq!(
             c.outbox.borrow().len(),
             notice.len() - 1 + "client too slow".len()
@@ -570,7 +623,7 @@ mod tests {
 
     #[test]
     fn the_disconnect_notice_is_a_binary_push_saying_the_client_may_reconnect() {
-        let f = disconnect_notice("client too slow");
+        let f = disconnect_notice("client too slow", None);
         assert_eq!(f[0], 0x82, "one binary frame");
         let body = &f[2 + if f[1] == 126 { 2 } else { 0 }..];
         let h = crate::proto::bannou::RequestHeader::decode(body).unwrap();

@@ -7,15 +7,21 @@
 //! - `outbox`: [`Outbox`], the bytes queued for one client, bounded and coalesced.
 //! - `place`: [`SessionRef`], a connection's place in its shard's table.
 //! - `table`: [`SessionTable`], the shard's sessions by slot.
+//! - `env`: [`SessionEnv`], what every handle of a shard shares (metrics, the
+//!   reconnection key and window).
+//! - `parked`: a session outliving its connection (parked, superseded, ended).
 //!
 //! The close codes the gateway itself decides are here too; the connection task
 //! (`edge::conn`) carries them out.
 
+mod env;
 mod handle;
 pub mod outbox;
+mod parked;
 mod place;
 mod table;
 
+pub use env::{ResumeStore, SessionEnv};
 #[cfg(test)]
 pub(crate) use handle::tests_support;
 pub use handle::{CloseRequest, ConnShared, Queued, Session};

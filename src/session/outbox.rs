@@ -353,24 +353,69 @@ impl Outbox {
                 Nb::WouldBlock => return Ok((written, Flush::Blocked)),
             };
             written += n;
-            self.count_sent(n);
-            let mut left = n;
-            while left > 0 {
-                let front = self.queue.front_mut().expect("wrote more than queued");
-                if front.len() <= left {
-                    left -= front.len();
-                    self.queue.pop_front();
-                    if let Some(k) = self.keyed.as_deref_mut() {
-                        k.entries_popped = k.entries_popped.wrapping_add(1);
-                    }
-                } else {
-                    front.advance(left);
-                    left = 0;
-                }
-            }
+            self.consume_front(n);
         }
         self.clear();
         Ok((written, Flush::Empty))
+    }
+
+    /// Takes `n` bytes off the front of the (sealed) queue: written, or discarded.
+    fn consume_front(&mut self, n: usize) {
+        self.count_sent(n);
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                break; // (never: `n` is at most what is queued)
+            };
+            if front.len() <= left {
+                left -= front.len();
+                self.queue.pop_front();
+                if let Some(k) = self.keyed.as_deref_mut() {
+                    k.entries_popped = k.entries_popped.wrapping_add(1);
+                }
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+    }
+
+    /// Discards the first frame not yet wholly written (the oldest queued; for a
+    /// session whose client is away, nothing is being written). False if none is
+    /// queued.
+    pub fn drop_front_frame(&mut self) -> bool {
+        let Some(&end) = self.ends.front() else {
+            return false;
+        };
+        self.seal_tail();
+        let n = (end - self.sent) as usize;
+        self.consume_front(n);
+        if self.is_empty() {
+            self.clear();
+        }
+        true
+    }
+
+    /// Takes every whole frame queued and not yet started, in order (a frame the
+    /// connection had partly written is left out: its start is gone), leaving the
+    /// outbox empty. For a resume: what a dropped connection did not deliver.
+    pub fn take_frames(&mut self) -> Vec<Bytes> {
+        self.seal_tail();
+        let mut all = BytesMut::with_capacity(self.len());
+        for b in &self.queue {
+            all.extend_from_slice(b);
+        }
+        let all = all.freeze();
+        let mut frames = Vec::with_capacity(self.ends.len());
+        let mut start = self.front_start;
+        for &end in &self.ends {
+            if start >= self.sent {
+                frames.push(all.slice((start - self.sent) as usize..(end - self.sent) as usize));
+            }
+            start = end;
+        }
+        self.clear();
+        frames
     }
 }
 
@@ -380,6 +425,48 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn take_frames_returns_whole_unstarted_frames_in_order_and_leaves_the_outbox_empty() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut o = Outbox::default();
+        o.push(b"", Bytes::from(vec![1u8; 300_000]));
+        o.push(b"h", Bytes::from_static(b"small"));
+        o.push_keyed(Bytes::from_static(b"keyed-1"), &Bytes::from_static(b"k"));
+        o.push(b"", Bytes::from(vec![2u8; 1000]));
+        // The first frame is partly written: it is left out, the rest come whole.
+        let _ = o.flush(a.as_raw_fd()).unwrap();
+        let mut sink = vec![0u8; 1 << 16];
+        let _ = b.read(&mut sink).unwrap();
+        assert!(
+            o.len() > 1000 + 6 + 7,
+            "the first frame is still being written"
+        );
+        let frames = o.take_frames();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(&frames[0][..], b"hsmall");
+        assert_eq!(&frames[1][..], b"keyed-1");
+        assert_eq!(frames[2], Bytes::from(vec![2u8; 1000]));
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn dropping_the_front_frame_discards_the_oldest_and_keeps_keyed_replacement_working() {
+        let mut o = Outbox::default();
+        o.push(b"a", Bytes::from_static(b"1"));
+        o.push_keyed(Bytes::from_static(b"k-old"), &Bytes::from_static(b"k"));
+        o.push(b"c", Bytes::from_static(b"3"));
+        assert!(o.drop_front_frame());
+        assert_eq!(o.len(), 5 + 2);
+        assert_eq!(
+            o.push_keyed(Bytes::from_static(b"k-new"), &Bytes::from_static(b"k")),
+            KeyedPush::Replaced
+        );
+        assert!(o.drop_front_frame());
+        let frames = o.take_frames();
+        assert_eq!(frames, [Bytes::from_static(b"c3")]);
+        assert!(!o.drop_front_frame(), "nothing left");
+    }
 
     #[test]
     fn small_frames_are_coalesced_and_flushed_in_order() {

@@ -50,6 +50,19 @@ impl SessionTable {
         }
     }
 
+    /// Puts `conn` in the place of the session `r` names (a resume: the same place,
+    /// so the same peer GUID and reconnection tokens); returns the handle it replaced.
+    pub fn replace(&self, r: SessionRef, conn: Rc<ConnShared>) -> Option<Rc<ConnShared>> {
+        let mut slots = self.slots.borrow_mut();
+        match slots.get_mut(r.slot as usize) {
+            Some((g, c)) if *g == r.generation => {
+                conn.at.set(r);
+                Some(std::mem::replace(c, conn))
+            }
+            _ => None,
+        }
+    }
+
     /// The session `r` names, unless it has ended (or its slot went to another).
     pub fn get(&self, r: SessionRef) -> Option<Rc<ConnShared>> {
         match self.slots.borrow().get(r.slot as usize) {
@@ -62,6 +75,7 @@ impl SessionTable {
         self.slots.borrow().len()
     }
 
+    #[allow(dead_code)] // (a public `len` comes with an `is_empty`)
     pub fn is_empty(&self) -> bool {
         self.slots.borrow().is_empty()
     }
@@ -75,7 +89,14 @@ impl SessionTable {
             .collect()
     }
 
-    /// Waits until a session is removed.
+    /// Wakes whoever waits in [`SessionTable::removed`] without removing anything (a
+    /// connection ended and its session was parked: the shutdown drain counts live
+    /// connections).
+    pub fn touch(&self) {
+        self.changed.notify();
+    }
+
+    /// Waits until a session is removed (or [`SessionTable::touch`]ed).
     pub async fn removed(&self) {
         self.changed.notified().await
     }

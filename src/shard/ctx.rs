@@ -24,7 +24,7 @@ use crate::registry::Registry;
 use crate::rt::clock;
 use crate::rt::notify::LocalNotify;
 use crate::rt::task::{spawn_isolated, unix_now};
-use crate::session::{ConnShared, Session, SessionRef};
+use crate::session::{ConnShared, Session, SessionEnv, SessionRef};
 use crate::upstream::http::{BackendSettings, Pool};
 use crate::upstream::link::{Link, LinkSettings};
 use crate::upstream::{Alerts, Backend, FailureLog, ServiceMeter, ServiceRuntime};
@@ -51,6 +51,8 @@ pub struct ShardCtx {
     /// Opens peer GUIDs (every shard holds the same key: docs/DESIGN.md §4).
     pub peer_key: SessionKey,
     pub metrics: Arc<ShardMetrics>,
+    /// What every session handle of the shard shares (metrics, reconnection).
+    pub session_env: Arc<SessionEnv>,
     pub all_metrics: Arc<Metrics>,
     /// The one read buffer all of this shard's connections read into.
     pub read_buf: RefCell<BytesMut>,
@@ -76,7 +78,15 @@ impl ShardCtx {
         all_metrics: Arc<Metrics>,
         hub: Arc<Hub>,
     ) -> ShardCtx {
+        let session_env = Arc::new(SessionEnv {
+            metrics: all_metrics.shards[id].clone(),
+            shard: id as u16,
+            resume: (config.server.reconnect_window_secs > 0).then(|| hub.resume.clone()),
+            window_secs: config.server.reconnect_window_secs,
+            resume_buffer: config.server.resume_buffer_bytes,
+        });
         let ctx = ShardCtx {
+            session_env,
             plane: Rc::new(ShardPlane::new(id, hub, all_metrics.shards[id].clone())),
             peer_key: SessionKey::derive_peer_key(&guid_secret),
             id,
@@ -288,13 +298,63 @@ impl ShardCtx {
         at
     }
 
-    /// Removes a session (from the table, the directory and its topics).
-    pub fn remove_session(&self, at: SessionRef, c: &ConnShared) {
-        if self.plane.remove(at, c) {
-            self.metrics
-                .connections_open
-                .fetch_sub(1, Ordering::Relaxed);
+    /// A resumed session's new connection took its place (`edge::resume`): counted
+    /// as a connection, and the links reach the new handle.
+    pub fn connection_resumed(&self, c: &Rc<ConnShared>) {
+        self.metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        for svc in self.services.borrow().iter() {
+            if let Backend::Link(link) = &svc.backend {
+                link.session_resumed(c);
+            }
         }
+    }
+
+    /// A connection's task ended. Its session is parked for its client's return
+    /// (docs/DESIGN.md §7) unless it was ended on purpose, cannot be resumed, or a
+    /// newer connection took it over; otherwise it ends now.
+    pub fn connection_ended(&self, c: &ConnShared) {
+        self.metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        if c.is_superseded() {
+            return; // its session lives on in the newer connection
+        }
+        if c.resumable(unix_now().as_secs()) {
+            c.park(self.now_secs());
+            self.plane.park(c);
+            self.metrics.sessions_parked.fetch_add(1, Ordering::Relaxed);
+            for svc in self.services.borrow().iter() {
+                if let Backend::Link(link) = &svc.backend {
+                    link.session_away(c.session.link_ref);
+                }
+            }
+            self.plane.sessions.touch();
+            return;
+        }
+        self.end_session(c);
+    }
+
+    /// A parked session's window ran out, or it was ended while parked: it ends.
+    pub fn end_parked(&self, c: &ConnShared) {
+        self.metrics.sessions_parked.fetch_sub(1, Ordering::Relaxed);
+        self.end_session(c);
+    }
+
+    /// The session ends: it leaves the table, the directory and its topics, and the
+    /// links that knew it are told.
+    fn end_session(&self, c: &ConnShared) {
+        c.gone.set(true);
+        c.set_fd(-1);
+        if let Ok(mut out) = c.outbox.try_borrow_mut() {
+            out.clear();
+        }
+        self.plane.remove(c.at(), c);
+        self.session_ended(&c.session);
     }
 }
 

@@ -32,6 +32,14 @@ pub enum Seen {
     Closed {
         session: u64,
     },
+    /// AWAY (`announce_all` services): the session's client dropped.
+    Away {
+        session: u64,
+    },
+    /// RESUMED (`announce_all` services): the session's client came back.
+    Resumed {
+        session: u64,
+    },
 }
 
 /// A scripted link backend. Paths: `/echo` (reply 200 with the payload), `/status/N`
@@ -256,6 +264,14 @@ fn serve(
                 }
                 ToBackend::Closed { session } => {
                     record(Seen::Closed { session });
+                    continue;
+                }
+                ToBackend::Away { session } => {
+                    record(Seen::Away { session });
+                    continue;
+                }
+                ToBackend::Resumed { session } => {
+                    record(Seen::Resumed { session });
                     continue;
                 }
                 // This backend makes no client calls (CALL_CLIENT).

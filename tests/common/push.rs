@@ -21,6 +21,13 @@ pub const ADMIN_TOKEN: &str = "push-api-test-token-0123456789";
 /// topic-endpoint service and, if given, `services` (more `[[services]]` text);
 /// `extra_server` lines go into `[server]`, `extra_admin` into `[admin]`.
 pub fn push_config_text(extra_server: &str, extra_admin: &str, services: &str) -> String {
+    // Sessions end with their connections here (`place` closes the extra ones it
+    // opens), unless a test asks for a reconnection window.
+    let window = if extra_server.contains("reconnect_window_secs") {
+        ""
+    } else {
+        "reconnect_window_secs = 0"
+    };
     format!(
         r#"
 [server]
@@ -31,6 +38,7 @@ admin_listen = "127.0.0.1:0"
 max_message_bytes = 65536
 shutdown_grace_ms = 1000
 broadcast_roles = ["admin"]
+{window}
 {extra_server}
 [auth]
 hs256_secret = "{secret}"

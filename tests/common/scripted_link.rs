@@ -36,6 +36,12 @@ pub enum Event {
         code: u8,
         payload: Vec<u8>,
     },
+    Away {
+        session: u64,
+    },
+    Resumed {
+        session: u64,
+    },
 }
 
 pub struct ScriptedLink {
@@ -156,6 +162,8 @@ fn serve(mut stream: TcpStream, tx: Sender<Event>, writer: Arc<Mutex<Option<TcpS
                     payload: payload.to_vec(),
                 },
                 ToBackend::Closed { session } => Event::Closed { session },
+                ToBackend::Away { session } => Event::Away { session },
+                ToBackend::Resumed { session } => Event::Resumed { session },
                 ToBackend::ClientAnswer {
                     call,
                     code,

@@ -104,6 +104,12 @@ impl WsService for LinkEcho {
                 tracing::debug!(from = %self.from, session, live = self.sessions.len(), "link CLOSED");
                 return Ok(());
             }
+            Ok(ToBackend::Away { session }) | Ok(ToBackend::Resumed { session }) => {
+                // (Sent only to `announce_all` services: a session's client went away
+                // or came back; the session stays open either way.)
+                tracing::debug!(from = %self.from, session, "link AWAY/RESUMED");
+                return Ok(());
+            }
             Ok(ToBackend::ClientAnswer { call, code, .. }) => {
                 // The echo backend makes no client calls (CALL_CLIENT).
                 tracing::warn!(from = %self.from, call, code, "link CLIENT_ANSWER for a call never made");

@@ -26,6 +26,8 @@
 //!                | path | payload                     (call 0 = an event: no reply)
 //!   CLOSED  0x03 | session u64
 //!   CLIENT_ANSWER 0x04 | call u64 | code u8 | payload    (the answer to CALL_CLIENT)
+//!   AWAY    0x05 | session u64   (its client dropped; resumable, pushes are kept)
+//!   RESUMED 0x06 | session u64   (its client is back, on a new connection)
 //! backend → ringgate ("actions")
 //!   REPLY   0x81 | call u64 | status u16 | payload      (HTTP status semantics)
 //!   SEND    0x82 | session u64 | flags u8 | payload     (flags: 0 or 0x01 binary)
@@ -47,6 +49,9 @@
 //!
 //! CLIENT_ANSWER and the push plane are additions to `ringgate-link.v1`: a backend that
 //! never sends a push-plane action never receives CLIENT_ANSWER and sees nothing new.
+//! AWAY and RESUMED go only to services with `announce_all` (which asked to follow
+//! every session); the others see a session stay open while its client is away and
+//! CLOSED when its reconnection window ends.
 //!
 //! # Layout
 //!
@@ -86,6 +91,10 @@ pub mod kind {
     pub const CLOSED: u8 = 0x03;
     /// A client's answer to CALL_CLIENT (or ringgate's, when there was none).
     pub const CLIENT_ANSWER: u8 = 0x04;
+    /// A session's client dropped; the session is kept for its reconnection window.
+    pub const AWAY: u8 = 0x05;
+    /// A session's client resumed it on a new connection.
+    pub const RESUMED: u8 = 0x06;
     /// The answer to a request.
     pub const REPLY: u8 = 0x81;
     /// A push to one session.

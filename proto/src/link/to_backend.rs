@@ -44,6 +44,16 @@ pub enum ToBackend<'a> {
         /// The client's response payload.
         payload: &'a [u8],
     },
+    /// The session's client dropped; it is kept for its reconnection window (pushes
+    /// to it are buffered). Sent to `announce_all` services only.
+    Away {
+        session: u64,
+    },
+    /// The session's client resumed it on a new connection. Sent to `announce_all`
+    /// services only.
+    Resumed {
+        session: u64,
+    },
 }
 
 fn check_len(kind: u8, field: &'static str, s: &[u8]) -> Result<u16, LinkError> {
@@ -67,7 +77,7 @@ impl ToBackend<'_> {
             ToBackend::Request { path, payload, .. } => {
                 REQUEST_PREFIX_LEN + path.len() + payload.len()
             }
-            ToBackend::Closed { .. } => 1 + 8,
+            ToBackend::Closed { .. } | ToBackend::Away { .. } | ToBackend::Resumed { .. } => 1 + 8,
             ToBackend::ClientAnswer { payload, .. } => 1 + 8 + 1 + payload.len(),
         }
     }
@@ -89,7 +99,10 @@ impl ToBackend<'_> {
             ToBackend::Request { path, .. } => {
                 check_len(kind::REQUEST, "path", path.as_bytes())?;
             }
-            ToBackend::Closed { .. } | ToBackend::ClientAnswer { .. } => {}
+            ToBackend::Closed { .. }
+            | ToBackend::ClientAnswer { .. }
+            | ToBackend::Away { .. }
+            | ToBackend::Resumed { .. } => {}
         }
         Ok(())
     }
@@ -133,6 +146,14 @@ impl ToBackend<'_> {
                 out.put_u8(kind::CLOSED);
                 out.put_u64(session);
             }
+            ToBackend::Away { session } => {
+                out.put_u8(kind::AWAY);
+                out.put_u64(session);
+            }
+            ToBackend::Resumed { session } => {
+                out.put_u8(kind::RESUMED);
+                out.put_u64(session);
+            }
             ToBackend::ClientAnswer {
                 call,
                 code,
@@ -169,6 +190,8 @@ impl<'a> ToBackend<'a> {
                 payload: r.rest(),
             },
             kind::CLOSED => ToBackend::Closed { session: r.u64()? },
+            kind::AWAY => ToBackend::Away { session: r.u64()? },
+            kind::RESUMED => ToBackend::Resumed { session: r.u64()? },
             kind::CLIENT_ANSWER => ToBackend::ClientAnswer {
                 call: r.u64()?,
                 code: r.u8()?,
@@ -194,6 +217,8 @@ mod tests {
 
     #[test]
     fn every_event_round_trips_and_encoded_len_is_exact() {
+        round_trip(ToBackend::Away { session: 3 });
+        round_trip(ToBackend::Resumed { session: u64::MAX });
         round_trip(ToBackend::Open {
             session: 7,
             session_id: "3f2a-b",

@@ -60,7 +60,7 @@ impl Inner {
             } => match self.session(session) {
                 Some(c) => {
                     let reason = String::from_utf8_lossy(&reason).into_owned();
-                    c.request_close(code, reason);
+                    c.request_final_close(code, reason);
                 }
                 None => {
                     tracing::debug!(service = %self.service, session, "CLOSE for a session that is gone; dropped")

@@ -1,7 +1,8 @@
 //! Telling the backend of sessions (OPEN) other than before a first request: every
 //! session of the shard for a service that asks (`announce_all`), at its connect and
 //! whenever the link comes up; and again, with its new roles, for an announced session
-//! whose roles changed.
+//! whose roles changed; and, to `announce_all` services, that a session's client went
+//! away (AWAY) or came back (RESUMED).
 
 use std::rc::Rc;
 
@@ -41,6 +42,50 @@ impl Inner {
         if self.put_open(c, true) {
             self.wake_writer();
         }
+    }
+
+    /// A session's client dropped and the session is kept: an `announce_all` service
+    /// that was told of it is told (AWAY).
+    pub(super) fn away(&self, link_ref: u64) {
+        self.put_life_event(ToBackend::Away { session: link_ref });
+    }
+
+    /// A session's client came back on a new connection (`c`): the link reaches the
+    /// new handle, and an `announce_all` service that was told of it is told (RESUMED).
+    pub(super) fn resumed(&self, c: &Rc<ConnShared>) {
+        let id = c.session.link_ref;
+        let known = {
+            let mut st = self.st.borrow_mut();
+            match st.sessions.get_mut(&id) {
+                Some(w) => {
+                    *w = Rc::downgrade(c);
+                    true
+                }
+                None => false,
+            }
+        };
+        if known {
+            self.put_life_event(ToBackend::Resumed { session: id });
+        } else {
+            self.announce(c);
+        }
+    }
+
+    fn put_life_event(&self, event: ToBackend<'_>) {
+        if !self.settings.announce_all {
+            return;
+        }
+        let mut st = self.st.borrow_mut();
+        let session = match event {
+            ToBackend::Away { session } | ToBackend::Resumed { session } => session,
+            _ => return,
+        };
+        if st.phase == Phase::Down || self.retired.get() || !st.sessions.contains_key(&session) {
+            return;
+        }
+        st.put_message(&event);
+        drop(st);
+        self.wake_writer();
     }
 
     /// Writes an OPEN for `c`: if it was not announced yet (`again` false), or only if

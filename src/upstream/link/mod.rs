@@ -244,6 +244,18 @@ impl Link {
         self.inner.reannounce(session);
     }
 
+    /// A session's client dropped; the session is kept for its window (AWAY to an
+    /// `announce_all` service).
+    pub fn session_away(&self, session: u64) {
+        self.inner.away(session);
+    }
+
+    /// A session's client resumed it on a new connection: the link reaches the new
+    /// handle (RESUMED to an `announce_all` service).
+    pub fn session_resumed(&self, session: &Rc<ConnShared>) {
+        self.inner.resumed(session);
+    }
+
     /// A session ended: if it was announced on the current connection, the backend is
     /// told (CLOSED).
     pub fn session_closed(&self, session: u64) {

@@ -144,7 +144,10 @@ impl WsService for NpcLink {
                 Ok(())
             }
             // The world makes no client calls: no answers to expect.
-            Ok(ToBackend::Closed { .. }) | Ok(ToBackend::ClientAnswer { .. }) => Ok(()),
+            Ok(ToBackend::Closed { .. })
+            | Ok(ToBackend::ClientAnswer { .. })
+            | Ok(ToBackend::Away { .. })
+            | Ok(ToBackend::Resumed { .. }) => Ok(()),
             Err(e) => Err(self.fail(e)),
         }
     }

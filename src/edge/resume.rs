@@ -1,0 +1,168 @@
+//! Resuming a session: a client presenting its reconnection token gets its session
+//! back — same session id, GUIDs and peer GUID, subscriptions and shortcuts — with the
+//! events that arrived while it was away, on a new connection (docs/DESIGN.md §7).
+//!
+//! Why the connection moves to the session and not the session to the connection: a
+//! session is reached through its place in its shard (topics, the directory, peer
+//! GUIDs, backends' pushes all name it), and moving that state across threads while
+//! pushes keep arriving would lose or reorder some. A socket is one descriptor: the
+//! shard that accepted the client hands it to the session's shard (`PushMsg::Resume`),
+//! which swaps a new handle into the session's place in one step of its own thread.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use crate::metrics::{bump, HandshakeResult};
+use crate::proto::handshake;
+use crate::proto::resume::ResumePlace;
+use crate::push::{Handover, PushMsg};
+use crate::rt::sys;
+use crate::rt::task::{spawn_isolated, unix_now};
+use crate::session::{ConnShared, SessionRef};
+use crate::shard::ShardCtx;
+
+use super::{conn, manifest};
+
+/// After the upgrade request of a client presenting a token naming `place` was
+/// accepted: resumes the session here if it is this shard's, else hands the
+/// connection to the shard that holds it.
+pub fn start(
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    place: ResumePlace,
+    response: Bytes,
+    leftover: BytesMut,
+) {
+    if usize::from(place.shard) == ctx.id {
+        attach(ctx, stream, place, response, leftover);
+        return;
+    }
+    if usize::from(place.shard) >= ctx.plane.hub.shards() {
+        refuse(
+            &ctx,
+            stream.as_raw_fd(),
+            "reconnect token names no shard of this gateway",
+        );
+        return;
+    }
+    match sys::dup(stream.as_raw_fd()) {
+        Ok(fd) => {
+            bump(&ctx.metrics.resume_handovers, 1);
+            ctx.plane.hub.post(
+                place.shard,
+                PushMsg::Resume(Box::new(Handover {
+                    fd,
+                    place,
+                    response,
+                    leftover: leftover.freeze(),
+                })),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(shard = ctx.id, error = %e, "resume: cannot hand the connection to its session's shard");
+            let resp = handshake::error_response(503, "cannot resume now");
+            let _ = sys::send_vectored(stream.as_raw_fd(), &[&resp]);
+        }
+    }
+    // This shard's descriptor closes with `stream`; the session's shard holds its own.
+}
+
+/// A connection handed over by another shard (`PushMsg::Resume`).
+pub fn adopt(ctx: &Rc<ShardCtx>, h: Handover) {
+    let std = std::net::TcpStream::from(h.fd);
+    match TcpStream::from_std(std) {
+        Ok(stream) => attach(
+            ctx.clone(),
+            stream,
+            h.place,
+            h.response,
+            BytesMut::from(&h.leftover[..]),
+        ),
+        Err(e) => {
+            tracing::warn!(shard = ctx.id, error = %e, "resume: cannot take over a handed connection");
+        }
+    }
+}
+
+/// Resumes the session at `place` (on this shard) on `stream`, or answers 401.
+fn attach(
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    place: ResumePlace,
+    response: Bytes,
+    leftover: BytesMut,
+) {
+    let at = SessionRef {
+        slot: place.slot,
+        generation: place.generation,
+    };
+    let unix = unix_now().as_secs();
+    let old = ctx.plane.sessions.get(at);
+    let why = match &old {
+        None => Some("its session has ended"),
+        Some(c) if c.session.life != place.life => Some("the token was used already"),
+        Some(c) if c.is_final() || c.is_superseded() => Some("its session has ended"),
+        Some(c) if c.session.expires_at().is_some_and(|exp| unix >= exp) => {
+            Some("its session's token expired")
+        }
+        Some(_) => None,
+    };
+    let (Some(old), None) = (old, why) else {
+        refuse(&ctx, stream.as_raw_fd(), why.unwrap_or("unknown"));
+        return;
+    };
+    let was_parked = old.is_parked();
+    old.supersede();
+    let (missed, lost) = old.take_missed();
+    if was_parked {
+        ctx.metrics
+            .sessions_parked
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    crate::rt::clock::refresh();
+    let new = Rc::new(ConnShared::new(
+        old.session.successor(),
+        ctx.config.server.max_outbox_bytes,
+        ctx.config.server.max_inflight_per_connection,
+        ctx.session_env.clone(),
+        ctx.now_secs(),
+    ));
+    if ctx.plane.replace(at, &new).is_none() {
+        // (Never: the session was found above, on this thread, with nothing between.)
+        refuse(&ctx, stream.as_raw_fd(), "its session has ended");
+        return;
+    }
+    {
+        let mut out = new.outbox.borrow_mut();
+        out.push_bytes(response);
+        out.keep_queued();
+    }
+    // The manifest first (a new token, and how many events were dropped), then what
+    // arrived while the client was away, in order, then whatever comes next.
+    manifest::send_resumed(&ctx, &new, lost);
+    for frame in missed {
+        new.outbox.borrow_mut().push_shared(frame);
+    }
+    ctx.metrics.handshake(HandshakeResult::Ok);
+    bump(&ctx.metrics.resumes, 1);
+    ctx.connection_resumed(&new);
+    tracing::debug!(shard = ctx.id, session = %new.session.session_id, life = new.session.life, took_over = !was_parked, lost, "session resumed");
+    spawn_isolated("connection", conn::run(ctx, stream, new, leftover));
+}
+
+/// Answers a reconnection token that opens nothing here with 401 (logged with why).
+fn refuse(ctx: &ShardCtx, fd: i32, why: &str) {
+    tracing::info!(
+        shard = ctx.id,
+        reason = why,
+        "upgrade refused: 401 (reconnect)"
+    );
+    ctx.metrics.handshake(HandshakeResult::Unauthorized);
+    bump(&ctx.metrics.resumes_refused, 1);
+    let resp = handshake::error_response(401, "reconnect token not valid");
+    let _ = sys::send_vectored(fd, &[&resp]);
+    sys::shutdown_write(fd);
+}
