@@ -552,3 +552,40 @@ fn every_shard_dials_its_own_link_and_each_serves_its_clients() {
         "each session announced once, on its own shard's link"
     );
 }
+
+#[test]
+fn a_shutdown_answers_the_calls_in_flight_before_the_notice_and_1001() {
+    let backend = LinkBackend::start();
+    let g = gateway_with_link(&backend);
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        let id = c
+            .send_request(0, 0, 0, m.guid("/slow/300").unwrap(), b"late")
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        g.shutdown();
+        // The answer first, then the notice, then the close.
+        let mut got = Vec::new();
+        loop {
+            match c.next().await.unwrap() {
+                Incoming::Response(h, body) => {
+                    assert_eq!((h.message_id, h.code, &body[..]), (id, 0, &b"late"[..]));
+                    got.push("answer");
+                }
+                Incoming::Push(_, p) => {
+                    let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                    assert_eq!(v["eventName"], "connect.disconnect-notification");
+                    got.push("notice");
+                }
+                Incoming::Close(cl) => {
+                    assert_eq!(cl.map(|c| c.0), Some(1001));
+                    got.push("close");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, ["answer", "notice", "close"]);
+    });
+}

@@ -21,7 +21,8 @@ pub struct SpawnedGateway {
     pub admin: SocketAddr,
     /// The command that runs it (program and any subcommand), for messages.
     pub command: String,
-    /// The config's `shutdown_grace_ms`: how long SIGTERM may take.
+    /// How long SIGTERM may take: the config's drain window, request timeout and
+    /// `shutdown_grace_ms`.
     grace: Duration,
 }
 
@@ -115,7 +116,11 @@ impl SpawnedGateway {
                 .chain(bin_args.iter().map(|a| a.to_string()))
                 .collect::<Vec<_>>()
                 .join(" "),
-            grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+            grace: Duration::from_millis(
+                cfg.server.drain_window_ms
+                    + cfg.backend.request_timeout_ms
+                    + cfg.server.shutdown_grace_ms,
+            ),
         };
         let deadline = Instant::now() + ready_timeout;
         loop {

@@ -108,6 +108,9 @@ pub struct ServerConfig {
     /// connection is not read until some finish (TCP backpressure, nothing dropped).
     pub max_inflight_per_connection: u32,
     pub shutdown_grace_ms: u64,
+    /// Shutdown: the clients are sent away (disconnect notice, 1001) evenly over this
+    /// window, so their reconnections reach the next instance as a stream, not a spike.
+    pub drain_window_ms: u64,
     /// Read batching while a shard's thread is busy: each client connection reads at
     /// most once per tick of this length (see `crate::shard::gate`); 0 = never.
     pub read_batch_tick_us: u64,

@@ -22,6 +22,7 @@ use crate::registry::Registry;
 use crate::rt::mailbox::Mailbox;
 use crate::shard::{ShardCtx, ShardMsg};
 
+mod drain;
 mod shard_thread;
 
 pub use crate::rt::sys::raise_nofile_limit;
@@ -244,7 +245,13 @@ impl Gateway {
             threads,
             state,
             admin_thread: Some(admin_thread),
-            grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            // The longest a drain takes: the window, the last client's calls in flight
+            // (answered by their timeout at the latest), then the close frames' grace.
+            grace: Duration::from_millis(
+                config.server.drain_window_ms
+                    + config.backend.request_timeout_ms
+                    + config.server.shutdown_grace_ms,
+            ),
             generation: std::sync::atomic::AtomicU64::new(registry.generation),
             config: std::sync::Mutex::new(config),
         })
@@ -306,7 +313,7 @@ impl Gateway {
     }
 
     /// Shuts down (if not yet) and waits for the shards; returns false if some shard
-    /// did not finish within the grace period plus a margin.
+    /// did not finish its drain (window, calls in flight, grace) plus a margin.
     pub fn stop(mut self) -> bool {
         self.shutdown();
         let deadline = Instant::now() + self.grace + Duration::from_secs(2);

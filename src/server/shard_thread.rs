@@ -1,5 +1,5 @@
 //! The body of one shard thread: its tasks (accept, sweep, the read gate's ticker),
-//! its mailbox loop, and its drain at shutdown.
+//! its mailbox loop, and, at shutdown, its drain (`server::drain`).
 //!
 //! Why here, at the top: it starts tasks of every layer below (the edge's accept loop
 //! and sweep, the shard's gate) on the thread `server` made for it.
@@ -12,6 +12,8 @@ use std::time::Duration;
 use monoio::net::TcpListener;
 
 use crate::edge::{accept, inbox, manifest, sweep};
+
+use super::drain;
 use crate::rt::mailbox::Mailbox;
 use crate::shard::{gate, ShardCtx, ShardMsg};
 
@@ -57,42 +59,5 @@ pub async fn run(
     ready.fetch_sub(1, Ordering::SeqCst);
     ctx.draining.set(true);
     ctx.stop_accept.notify();
-    let open: Vec<_> = ctx
-        .plane
-        .sessions
-        .all()
-        .into_iter()
-        .filter(|c| !c.is_parked())
-        .collect();
-    tracing::info!(shard = ctx.id, connections = open.len(), "draining");
-    for c in &open {
-        // The notice carries the session's reconnection token (docs/DESIGN.md §7).
-        if !c.closing() && !c.is_gone() {
-            c.send_frame(c.disconnect_notice("server shutdown"));
-        }
-        c.request_close(crate::proto::frame::CLOSE_GOING_AWAY, "server shutdown");
-    }
-    drop(open);
-    let live = |ctx: &ShardCtx| {
-        ctx.plane
-            .sessions
-            .all()
-            .iter()
-            .filter(|c| !c.is_parked())
-            .count()
-    };
-    let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms);
-    let drained = monoio::time::timeout(grace, async {
-        while live(&ctx) > 0 {
-            ctx.plane.sessions.removed().await;
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            shard = ctx.id,
-            left = live(&ctx),
-            "shutdown grace period over; dropping the remaining connections"
-        );
-    }
+    drain::drain(&ctx).await;
 }

@@ -151,6 +151,9 @@ pub enum Queued {
     FlushLater,
 }
 
+/// A `life_flags` bit (the others are `super::parked`'s): the connection reads no more.
+const NO_READS: u8 = 0x80;
+
 /// A request to end the connection, made from outside its task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseRequest {
@@ -461,7 +464,19 @@ impl ConnShared {
 
     /// Whether the connection may read more requests now.
     pub fn can_read(&self) -> bool {
-        !self.paused.get()
+        !self.paused.get() && self.life_flags.get() & NO_READS == 0
+    }
+
+    /// Stops reading the client for good (the shutdown drain reached it): what it
+    /// sent already is answered, nothing more is taken.
+    pub fn stop_reading(&self) {
+        self.life_flags.set(self.life_flags.get() | NO_READS);
+        self.notify.notify();
+    }
+
+    /// Requests of this connection being forwarded or queued now.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.get()
     }
 
     /// Whether a close was asked for (or decided) already.

@@ -194,6 +194,7 @@ shards = 2
 admin_listen = "127.0.0.1:0"
 max_message_bytes = 4096
 shutdown_grace_ms = 2000
+drain_window_ms = 400
 {extra_server}
 [auth]
 hs256_secret = "{SECRET}"

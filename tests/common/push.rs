@@ -37,6 +37,7 @@ shards = 2
 admin_listen = "127.0.0.1:0"
 max_message_bytes = 65536
 shutdown_grace_ms = 1000
+drain_window_ms = 400
 broadcast_roles = ["admin"]
 {window}
 {extra_server}
