@@ -91,6 +91,9 @@ pub struct ConnectOptions {
     pub extra_headers: Vec<(String, String)>,
     /// Largest message accepted from the server (default 16 MiB).
     pub max_message_bytes: Option<usize>,
+    /// A raw route's client: binary messages are returned as they are
+    /// ([`Incoming::Binary`]), not decoded as Bannou frames.
+    pub raw: bool,
 }
 
 /// What went wrong on the client side.
@@ -116,6 +119,8 @@ pub enum Incoming {
     Response(ResponseHeader, Bytes),
     Push(RequestHeader, Bytes),
     Text(Bytes),
+    /// A binary message, as it came (raw routes: [`ConnectOptions::raw`]).
+    Binary(Bytes),
     Ping(Bytes),
     Pong(Bytes),
     Close(Option<(u16, String)>),
@@ -201,6 +206,8 @@ pub struct Client {
     next_message_id: u64,
     /// Reads in a row that found data without waiting (see `fill`).
     eager_reads: u32,
+    /// Binary messages are returned undecoded (`ConnectOptions::raw`).
+    raw: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -267,6 +274,7 @@ impl Client {
             masks: MaskSeq::new(u64::from_le_bytes(sys::random_bytes())),
             next_message_id: 1,
             eager_reads: 0,
+            raw: opts.raw,
         };
         client.write_all(req.as_bytes()).await?;
         // Read the response head.
@@ -531,6 +539,7 @@ impl Client {
             return Ok(None);
         };
         Ok(Some(match msg {
+            Message::Binary(b) if self.raw => Incoming::Binary(b),
             Message::Binary(b) => match ServerMessage::decode(&b) {
                 Ok(ServerMessage::Response(h, _)) => {
                     Incoming::Response(h, b.slice(crate::proto::bannou::RESPONSE_HEADER_LEN..))

@@ -75,11 +75,30 @@ impl Endpoint {
     }
 }
 
+/// A raw route: an upgrade path whose clients speak plain WebSocket messages, relayed
+/// to a link service (docs/LINK.md, "Raw routes").
+#[derive(Debug, Clone)]
+pub struct RawRoute {
+    pub path: Arc<str>,
+    /// Index into [`Registry::services`] (a link service).
+    pub service: usize,
+    /// Any of these roles may connect; empty = any authenticated client.
+    pub roles: Vec<String>,
+}
+
+impl RawRoute {
+    /// Whether a client with `roles` may connect.
+    pub fn permits(&self, roles: &[String]) -> bool {
+        self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r))
+    }
+}
+
 /// One immutable version of the registry.
 #[derive(Debug, Default)]
 pub struct Registry {
     pub services: Vec<Service>,
     pub endpoints: Vec<Endpoint>,
+    pub raw_routes: Vec<RawRoute>,
     by_id: AHashMap<u32, usize>,
     /// Increases with every snapshot built by one process.
     pub generation: u64,
@@ -108,6 +127,13 @@ impl Registry {
                     resolve_service(&svc.url, svc.link.as_deref()).map(Arc::from)
                 },
             });
+            for route in &svc.raw_routes {
+                r.raw_routes.push(RawRoute {
+                    path: route.path.as_str().into(),
+                    service,
+                    roles: route.roles.clone(),
+                });
+            }
             for ep in &svc.endpoints {
                 let id = endpoint_id(&svc.name, ep);
                 r.by_id.insert(id, r.endpoints.len());
@@ -145,6 +171,11 @@ impl Registry {
     /// The endpoint at `path` (a shortcut's target) and its stable id.
     pub fn endpoint_by_path(&self, path: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| &*e.path == path)
+    }
+
+    /// The raw route at `path`, if there is one.
+    pub fn raw_route(&self, path: &str) -> Option<&RawRoute> {
+        self.raw_routes.iter().find(|r| &*r.path == path)
     }
 
     /// The endpoints a session with `roles` may call, in config order.

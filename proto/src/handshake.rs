@@ -59,7 +59,7 @@ const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// are redacted, because either may hold a token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UpgradeRequest {
-    /// Request path without the query (always equal to `expected_path`).
+    /// Request path without the query (one the server serves).
     pub path: String,
     /// Raw query string after `?` (not decoded), if any.
     pub query: Option<String>,
@@ -276,6 +276,15 @@ pub fn parse_upgrade(
     buf: &[u8],
     expected_path: &str,
 ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    parse_upgrade_for(buf, |p| p == expected_path)
+}
+
+/// [`parse_upgrade`] for a server with several upgrade paths: `serves(path)` says
+/// whether `path` (without the query) is one of them (else 404).
+pub fn parse_upgrade_for(
+    buf: &[u8],
+    serves: impl Fn(&str) -> bool,
+) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
     let window = &buf[..buf.len().min(MAX_HANDSHAKE_BYTES)];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -305,7 +314,7 @@ pub fn parse_upgrade(
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    if path != expected_path {
+    if !serves(path) {
         return Err(HandshakeError::NotFound);
     }
     if method != "GET" {

@@ -218,6 +218,22 @@ pub struct ServiceConfig {
     /// sessions that never called it.
     #[serde(default)]
     pub announce_all: bool,
+    /// For a link service: upgrade paths where clients speak plain WebSocket messages
+    /// (no Bannou header), each relayed to the backend as a MESSAGE event
+    /// (docs/LINK.md, "Raw routes").
+    #[serde(default)]
+    pub raw_routes: Vec<RawRouteConfig>,
+}
+
+/// A raw route: an upgrade path of its own, authenticated like the main one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteConfig {
+    pub path: String,
+    /// A client may connect if it has ANY of these roles; empty = any authenticated
+    /// client (403 otherwise).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// One static POST endpoint of a service.
@@ -488,6 +504,7 @@ impl Config {
             ));
         }
         let mut names = ahash::AHashSet::new();
+        let mut raw_paths = ahash::AHashSet::new();
         let mut ids = ahash::AHashMap::new();
         for (i, svc) in self.services.iter().enumerate() {
             let at = |k: &str| format!("services[{i}].{k}");
@@ -537,6 +554,33 @@ impl Config {
                     at("announce_all"),
                     "only a link service (link = \"ws://...\") can be told of sessions",
                 ));
+            }
+            for (j, r) in svc.raw_routes.iter().enumerate() {
+                let key = format!("services[{i}].raw_routes[{j}].path");
+                if svc.link.is_none() {
+                    return Err(ConfigError::key(
+                        key,
+                        "only a link service (link = \"ws://...\") can serve a raw route",
+                    ));
+                }
+                if !r.path.starts_with('/')
+                    || r.path.contains('?')
+                    || r.path.bytes().any(|b| b <= b' ' || b == 0x7f)
+                {
+                    return Err(ConfigError::key(
+                        key,
+                        "must start with '/' and hold no query, spaces or control characters",
+                    ));
+                }
+                if r.path == self.server.path || !raw_paths.insert(r.path.clone()) {
+                    return Err(ConfigError::key(
+                        key,
+                        format!(
+                            "{:?} is already an upgrade path (server.path or another raw route)",
+                            r.path
+                        ),
+                    ));
+                }
             }
             for (j, ep) in svc.endpoints.iter().enumerate() {
                 check_topic_endpoint(i, j, ep)?;

@@ -21,6 +21,9 @@ use monoio::net::TcpStream;
 
 use crate::proto::bannou::{flags, ResponseCode, ResponseHeader};
 use crate::proto::frame::CLOSE_NORMAL;
+
+/// Close code for a raw route's client past its message rate (policy violation).
+const CLOSE_POLICY: u16 = 1008;
 use crate::proto::ratelimit::{Rate, TokenBucket};
 use crate::proto::ws::{self, Decoder, Limits, Message, ProtocolError, Role};
 use crate::rt::clock;
@@ -30,6 +33,7 @@ use crate::shard::{ShardCtx, READ_CHUNK};
 
 use super::dispatch::{self, Channels};
 use super::manifest;
+use super::raw::{self, RawRoute};
 
 /// How long a server-initiated close waits for the client's close frame, once ours is
 /// written.
@@ -43,14 +47,22 @@ const READS_PER_WAKEUP: usize = 8;
 /// The upgraded connection's task, from the first frame to the close. `leftover`: the
 /// bytes that came after the upgrade request.
 /// The session is already in the shard's table (`ShardCtx::add_session`, or a resume's
-/// `ShardPlane::replace`).
-pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, leftover: BytesMut) {
+/// `ShardPlane::replace`, or `raw::open`). `raw`: the raw route the client came in on
+/// (its messages go to the route's backend as they are), or none (a Bannou client).
+pub async fn run(
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    shared: Rc<ConnShared>,
+    leftover: BytesMut,
+    raw: Option<RawRoute>,
+) {
     let _registered = Registration {
         ctx: &ctx,
         shared: &shared,
+        raw: raw.clone(),
     };
     shared.set_fd(stream.as_raw_fd());
-    if !ctx.config.server.manifest_after_pong {
+    if !ctx.config.server.manifest_after_pong && raw.is_none() {
         manifest::send(&ctx, &shared, "initial");
     }
     let mut conn = Conn {
@@ -72,6 +84,7 @@ pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
         read_epoch: u32::MAX,
         gate_registered: u32::MAX,
         channels: Channels::default(),
+        raw,
     };
     match conn.run(&stream).await {
         Ok(()) => {
@@ -88,11 +101,15 @@ pub async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, shared: Rc<ConnShared>, l
 struct Registration<'a> {
     ctx: &'a ShardCtx,
     shared: &'a ConnShared,
+    raw: Option<RawRoute>,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.shared.set_fd(-1);
+        if let Some(route) = &self.raw {
+            raw::closed(self.ctx, self.shared, route);
+        }
         self.ctx.connection_ended(self.shared);
     }
 }
@@ -132,6 +149,8 @@ struct Conn<'a> {
     gate_registered: u32,
     /// The ordered channels' queues (dropped, and cleared, with the task).
     channels: Channels,
+    /// A raw route's connection: where its messages go.
+    raw: Option<RawRoute>,
 }
 
 /// What woke the connection task.
@@ -416,6 +435,24 @@ impl Conn<'_> {
     /// `now_ms`: `ShardCtx::now_ms` for the rate limiter.
     fn on_message(&mut self, msg: Message, now_ms: u64) -> bool {
         crate::metrics::bump(&self.ctx.metrics.frames_in, 1);
+        if let (Some(route), Message::Binary(p) | Message::Text(p)) = (&self.raw, &msg) {
+            if self.closing.is_none() {
+                if !self.bucket.try_take(rate(self.ctx), now_ms) {
+                    // No response code to send on a raw route: the client is closed.
+                    self.shared
+                        .request_final_close(CLOSE_POLICY, "rate limit exceeded");
+                } else {
+                    raw::message(
+                        self.ctx,
+                        self.shared,
+                        route,
+                        matches!(msg, Message::Binary(_)),
+                        p,
+                    );
+                }
+            }
+            return false;
+        }
         match msg {
             Message::Binary(payload) => {
                 if self.closing.is_none() {

@@ -17,7 +17,9 @@ use monoio::net::TcpStream;
 use crate::auth::Identity;
 use crate::metrics::{bump, HandshakeResult};
 use crate::proto::guid::SessionKey;
-use crate::proto::handshake::{self, parse_upgrade, Credential, HandshakeError, UpgradeRequest};
+use crate::proto::handshake::{
+    self, parse_upgrade_for, Credential, HandshakeError, UpgradeRequest,
+};
 use crate::proto::resume::ResumePlace;
 use crate::proto::ws;
 use crate::push::{PushMsg, Target};
@@ -27,6 +29,7 @@ use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session};
 use crate::shard::ShardCtx;
 
+use super::raw::{self, RawRoute};
 use super::{conn, resume};
 
 /// Why a handshake ended without an upgrade.
@@ -68,7 +71,17 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
             // The session runs as a task of its own: this handshake task (with its
             // timer and parse state) ends here, so a parked idle connection holds
             // only what `session` needs.
-            spawn_isolated("connection", conn::run(ctx, stream, shared, leftover));
+            spawn_isolated("connection", conn::run(ctx, stream, shared, leftover, None));
+        }
+        Upgraded::Raw(shared, leftover, route) => {
+            ctx.metrics.handshake(HandshakeResult::Ok);
+            // (If the link went down since the check, the close (1011) is queued: the
+            // task writes it and ends.)
+            raw::open(&ctx, &shared, &route);
+            spawn_isolated(
+                "raw connection",
+                conn::run(ctx, stream, shared, leftover, Some(route)),
+            );
         }
         Upgraded::Resume {
             place,
@@ -82,6 +95,8 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
 enum Upgraded {
     /// A new session, with the bytes that came after the upgrade request.
     New(Rc<ConnShared>, BytesMut),
+    /// A client of a raw route (plain WebSocket messages relayed to its link service).
+    Raw(Rc<ConnShared>, BytesMut, RawRoute),
     /// A reconnection token naming `place`: the session is resumed there
     /// (`edge::resume`), its `101` being `response`.
     Resume {
@@ -126,7 +141,9 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, H
                 continue;
             }
         }
-        match parse_upgrade(&buf, &ctx.config.server.path) {
+        let serves =
+            |p: &str| p == ctx.config.server.path || ctx.registry.borrow().raw_route(p).is_some();
+        match parse_upgrade_for(&buf, serves) {
             Ok(Some(done)) => break done,
             Ok(None) => {
                 if buf.capacity() == buf.len() {
@@ -157,6 +174,9 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, H
                 ));
             }
         }
+    }
+    if req.path != ctx.config.server.path {
+        return raw_upgrade(ctx, &req, leftover);
     }
     if let Some(Credential::Reconnect(token)) = &req.credential {
         let Some(place) = ctx.plane.hub.find_resumable(token) else {
@@ -195,6 +215,65 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, H
     // (Without `after_pong` the manifest goes out as soon as the connection task has
     // its place in the shard's table, which its peer GUID names: `conn::run`.)
     Ok(Upgraded::New(shared, leftover))
+}
+
+/// The upgrade of a raw route's client: authenticated as any client, refused (403)
+/// without one of the route's roles and (503) while its service's link is down; no
+/// manifest (and so no ping for it) follows the `101`.
+fn raw_upgrade(
+    ctx: &Rc<ShardCtx>,
+    req: &UpgradeRequest,
+    leftover: BytesMut,
+) -> Result<Upgraded, HandshakeFail> {
+    let route = ctx.registry.borrow().raw_route(&req.path).cloned();
+    let Some(route) = route else {
+        return Err(reject(&HandshakeError::NotFound));
+    };
+    if matches!(req.credential, Some(Credential::Reconnect(_))) {
+        return Err(unauthorized(
+            ctx,
+            "a raw route's connection cannot be resumed",
+        ));
+    }
+    let identity = authenticate(ctx, req)?;
+    let session = new_session(ctx, identity);
+    if !route.permits(&session.roles()) {
+        tracing::info!(shard = ctx.id, route = %route.path, "upgrade refused: 403 (roles)");
+        return Err(HandshakeFail::Reject(
+            HandshakeResult::Forbidden,
+            handshake::error_response(403, "not permitted on this route"),
+        ));
+    }
+    let service = ctx.registry.borrow().services[route.service].name.clone();
+    if !raw::link(ctx, &service).is_some_and(|l| l.is_up()) {
+        tracing::info!(shard = ctx.id, route = %route.path, service = %service, "upgrade refused: 503 (the route's backend link is down)");
+        return Err(HandshakeFail::Reject(
+            HandshakeResult::Draining,
+            handshake::error_response(503, "service unavailable"),
+        ));
+    }
+    clock::refresh();
+    let shared = Rc::new(ConnShared::new(
+        session,
+        ctx.config.server.max_outbox_bytes,
+        ctx.config.server.max_inflight_per_connection,
+        ctx.session_env.clone(),
+        ctx.now_secs(),
+    ));
+    shared.mark_raw();
+    {
+        let mut out = shared.outbox.borrow_mut();
+        out.push_bytes(handshake::switching_protocols(req));
+        out.keep_queued();
+    }
+    Ok(Upgraded::Raw(
+        shared,
+        leftover,
+        RawRoute {
+            path: route.path.clone(),
+            service,
+        },
+    ))
 }
 
 fn reject(e: &HandshakeError) -> HandshakeFail {

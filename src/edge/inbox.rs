@@ -104,7 +104,7 @@ pub fn apply(ctx: &Rc<ShardCtx>, msg: PushMsg, flush: &mut Vec<Rc<ConnShared>>) 
         PushMsg::Broadcast { frame, except } => {
             let mut n = 0;
             for c in ctx.plane.sessions.all() {
-                if Some(c.at()) == except {
+                if Some(c.at()) == except || c.is_raw() {
                     continue;
                 }
                 match c.queue_pushed(frame.clone(), None) {

@@ -14,6 +14,7 @@
 //! - `topic`: topic endpoints (publish, subscribe, unsubscribe without a backend).
 //! - `client_rpc`: a backend's request to a client and the client's answer back.
 //! - `inbox`: the shard's push inbox (what the hub posts to this shard).
+//! - `raw`: raw routes (plain WebSocket messages relayed to a link service).
 //! - `resume`: a reconnection token's session back on a new connection (handed to the
 //!   session's shard if another accepted it).
 
@@ -26,6 +27,7 @@ pub mod handshake;
 pub mod inbox;
 pub mod manifest;
 mod peer;
+mod raw;
 mod resume;
 pub mod sweep;
 mod topic;

@@ -150,7 +150,7 @@ fn attach(
     bump(&ctx.metrics.resumes, 1);
     ctx.connection_resumed(&new);
     tracing::debug!(shard = ctx.id, session = %new.session.session_id, life = new.session.life, took_over = !was_parked, lost, "session resumed");
-    spawn_isolated("connection", conn::run(ctx, stream, new, leftover));
+    spawn_isolated("connection", conn::run(ctx, stream, new, leftover, None));
 }
 
 /// Answers a reconnection token that opens nothing here with 401 (logged with why).

@@ -29,6 +29,8 @@ pub struct Directory {
     /// One bit per shard (64 shards per word).
     topics: DashMap<Arc<str>, Box<[u64]>, ahash::RandomState>,
     words: usize,
+    /// Raw routes: route path + NUL + user → the user's one connection on the route.
+    raw: DashMap<Box<str>, Loc, ahash::RandomState>,
 }
 
 impl Directory {
@@ -38,7 +40,22 @@ impl Directory {
             accounts: DashMap::default(),
             topics: DashMap::default(),
             words: shards.div_ceil(64).max(1),
+            raw: DashMap::default(),
         }
+    }
+
+    /// `loc` is now `user`'s connection on raw route `path`; returns the one it
+    /// replaces, if any (to be closed: one connection per user per route).
+    pub fn claim_raw(&self, path: &str, user: &str, loc: Loc) -> Option<Loc> {
+        self.raw
+            .insert(raw_key(path, user), loc)
+            .filter(|old| *old != loc)
+    }
+
+    /// The connection at `loc` left raw route `path` (its claim goes, unless a newer
+    /// connection took it).
+    pub fn release_raw(&self, path: &str, user: &str, loc: Loc) {
+        self.raw.remove_if(&*raw_key(path, user), |_, l| *l == loc);
     }
 
     /// A connection of session `session_id` (of `account`, if any) is at `loc`.
@@ -123,6 +140,10 @@ impl Directory {
     }
 }
 
+fn raw_key(path: &str, user: &str) -> Box<str> {
+    format!("{path}\0{user}").into()
+}
+
 fn remove_loc(map: &DashMap<Box<str>, Vec<Loc>, ahash::RandomState>, key: &str, loc: Loc) {
     let mut empty = false;
     if let Some(mut v) = map.get_mut(key) {
@@ -162,6 +183,22 @@ mod tests {
         assert!(d.session("s1").is_empty());
         assert_eq!(d.account("acct"), [loc(1, 1)]);
         assert_eq!(d.connections(), 1);
+    }
+
+    #[test]
+    fn a_raw_route_has_one_connection_per_user_and_a_replaced_one_releases_nothing() {
+        let d = Directory::new(2);
+        assert_eq!(d.claim_raw("/lobby", "u", loc(0, 1)), None);
+        assert_eq!(d.claim_raw("/game", "u", loc(0, 2)), None, "another route");
+        assert_eq!(d.claim_raw("/lobby", "u", loc(1, 3)), Some(loc(0, 1)));
+        d.release_raw("/lobby", "u", loc(0, 1));
+        assert_eq!(
+            d.claim_raw("/lobby", "u", loc(1, 4)),
+            Some(loc(1, 3)),
+            "the older one's end did not release the newer's claim"
+        );
+        d.release_raw("/lobby", "u", loc(1, 4));
+        assert_eq!(d.claim_raw("/lobby", "u", loc(0, 5)), None);
     }
 
     #[test]

@@ -96,7 +96,10 @@ fn live(ctx: &ShardCtx) -> Vec<Rc<ConnShared>> {
 /// The disconnect notice (with the reconnection token, if the session is resumable)
 /// and close 1001.
 fn send_away(c: &ConnShared) {
-    c.send_frame(c.disconnect_notice("server shutdown"));
+    if !c.is_raw() {
+        // (A raw route's client speaks no Bannou: it gets the close alone.)
+        c.send_frame(c.disconnect_notice("server shutdown"));
+    }
     c.request_close(CLOSE_GOING_AWAY, "server shutdown");
 }
 

@@ -153,6 +153,8 @@ pub enum Queued {
 
 /// A `life_flags` bit (the others are `super::parked`'s): the connection reads no more.
 const NO_READS: u8 = 0x80;
+/// A `life_flags` bit: a raw route's connection.
+const RAW: u8 = 0x40;
 
 /// A request to end the connection, made from outside its task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +292,28 @@ impl ConnShared {
         self.push(&buf[..n + head.len()], payload)
     }
 
+    /// Queues a plain WebSocket message (`ws_head` its frame header) for a raw
+    /// route's client (no Bannou header).
+    pub fn send_raw_frame(&self, ws_head: &[u8], payload: Bytes) -> bool {
+        if self.gone.get() || self.closing() {
+            return false;
+        }
+        self.push(ws_head, payload)
+    }
+
+    /// Whether this is a raw route's connection (plain WebSocket messages relayed to a
+    /// link service; no manifest, no pushes other than its backend's SENDs).
+    pub fn is_raw(&self) -> bool {
+        self.life_flags.get() & RAW != 0
+    }
+
+    /// Marks a raw route's connection (at its upgrade): it ends with its connection
+    /// (never parked) and broadcasts skip it.
+    pub fn mark_raw(&self) {
+        self.life_flags.set(self.life_flags.get() | RAW);
+        self.mark_final();
+    }
+
     /// Queues an already-encoded frame (control frames: pongs and pings, which count
     /// against the outbox bound like any frame, so a client that pings and never
     /// reads is closed, not buffered without end).
@@ -412,7 +436,9 @@ impl ConnShared {
         let mut out = self.outbox.borrow_mut();
         // Whole frames only before the close: the rest of one being written stays.
         out.drop_backlog();
-        out.push_bytes(self.disconnect_notice("client too slow"));
+        if !self.is_raw() {
+            out.push_bytes(self.disconnect_notice("client too slow"));
+        }
         drop(out);
         self.env
             .metrics
@@ -451,7 +477,7 @@ impl ConnShared {
     /// Whether the first capability manifest is still owed (held back until the
     /// client answers the upgrade's ping; `ServerConfig::manifest_after_pong`).
     pub fn manifest_due(&self) -> bool {
-        self.session.manifest_version.get() == 0
+        self.session.manifest_version.get() == 0 && !self.is_raw()
     }
 
     /// Whether the manifest has been owed since before the sweep's previous tick: a

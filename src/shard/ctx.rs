@@ -298,6 +298,18 @@ impl ShardCtx {
         at
     }
 
+    /// Registers a raw route's connection: in the table (the sweep and the drain
+    /// reach it), not in the directory (pushes by session or user are not for it).
+    pub fn add_raw(&self, c: Rc<ConnShared>) {
+        self.metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.plane.sessions.insert(c);
+    }
+
     /// A resumed session's new connection took its place (`edge::resume`): counted
     /// as a connection, and the links reach the new handle.
     pub fn connection_resumed(&self, c: &Rc<ConnShared>) {

@@ -40,6 +40,20 @@ pub enum Seen {
     Resumed {
         session: u64,
     },
+    /// RAW_OPEN: a client on a raw route.
+    RawOpen {
+        session: u64,
+        path: String,
+        session_id: String,
+        roles: String,
+    },
+    /// MESSAGE: a raw route's client message (echoed back with the same flags; the
+    /// text "close-me" is answered with CLOSE 4000 "bye").
+    Message {
+        session: u64,
+        flags: u8,
+        payload: Vec<u8>,
+    },
 }
 
 /// A scripted link backend. Paths: `/echo` (reply 200 with the payload), `/status/N`
@@ -272,6 +286,47 @@ fn serve(
                 }
                 ToBackend::Resumed { session } => {
                     record(Seen::Resumed { session });
+                    continue;
+                }
+                ToBackend::RawOpen {
+                    session,
+                    path,
+                    session_id,
+                    roles,
+                    ..
+                } => {
+                    record(Seen::RawOpen {
+                        session,
+                        path: path.into(),
+                        session_id: session_id.into(),
+                        roles: roles.into(),
+                    });
+                    continue;
+                }
+                ToBackend::Message {
+                    session,
+                    flags,
+                    payload,
+                } => {
+                    record(Seen::Message {
+                        session,
+                        flags,
+                        payload: payload.to_vec(),
+                    });
+                    let action = if payload == b"close-me" {
+                        FromBackend::Close {
+                            session,
+                            code: 4000,
+                            reason: Bytes::from_static(b"bye"),
+                        }
+                    } else {
+                        FromBackend::Send {
+                            session,
+                            flags,
+                            payload: Bytes::copy_from_slice(payload),
+                        }
+                    };
+                    send(&writer, action);
                     continue;
                 }
                 // This backend makes no client calls (CALL_CLIENT).

@@ -164,6 +164,9 @@ fn serve(mut stream: TcpStream, tx: Sender<Event>, writer: Arc<Mutex<Option<TcpS
                 ToBackend::Closed { session } => Event::Closed { session },
                 ToBackend::Away { session } => Event::Away { session },
                 ToBackend::Resumed { session } => Event::Resumed { session },
+                ToBackend::RawOpen { .. } | ToBackend::Message { .. } => {
+                    panic!("the scripted link serves no raw routes")
+                }
                 ToBackend::ClientAnswer {
                     call,
                     code,

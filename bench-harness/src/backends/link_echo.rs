@@ -110,6 +110,30 @@ impl WsService for LinkEcho {
                 tracing::debug!(from = %self.from, session, "link AWAY/RESUMED");
                 return Ok(());
             }
+            Ok(ToBackend::RawOpen { session, path, .. }) => {
+                tracing::debug!(from = %self.from, session, path, "link RAW_OPEN");
+                return Ok(());
+            }
+            Ok(ToBackend::Message {
+                session,
+                flags,
+                payload,
+            }) => {
+                // A raw route's message comes back as it came (text or binary): the
+                // echo a WebSocket conformance suite expects.
+                let payload_len = payload.len();
+                let mut prefix = Vec::with_capacity(10);
+                FromBackend::Send {
+                    session,
+                    flags,
+                    payload: Bytes::new(),
+                }
+                .encode(&mut prefix);
+                msg.advance(msg.len() - payload_len);
+                push_frame(out, OpCode::Binary, &prefix, msg);
+                self.replies += 1;
+                return Ok(());
+            }
             Ok(ToBackend::ClientAnswer { call, code, .. }) => {
                 // The echo backend makes no client calls (CALL_CLIENT).
                 tracing::warn!(from = %self.from, call, code, "link CLIENT_ANSWER for a call never made");

@@ -28,6 +28,11 @@
 //!   CLIENT_ANSWER 0x04 | call u64 | code u8 | payload    (the answer to CALL_CLIENT)
 //!   AWAY    0x05 | session u64   (its client dropped; resumable, pushes are kept)
 //!   RESUMED 0x06 | session u64   (its client is back, on a new connection)
+//!   RAW_OPEN 0x07 | session u64 | path_len u16 | route path | sid_len u16 | session id
+//!                 | acct_len u16 | account id | roles_len u16 | roles
+//!                                (a client connected to a raw route of the service)
+//!   MESSAGE 0x08 | session u64 | flags u8 | payload  (a raw route's client message;
+//!                                flags 0x01 = binary, 0 = text)
 //! backend → ringgate ("actions")
 //!   REPLY   0x81 | call u64 | status u16 | payload      (HTTP status semantics)
 //!   SEND    0x82 | session u64 | flags u8 | payload     (flags: 0 or 0x01 binary)
@@ -51,7 +56,9 @@
 //! never sends a push-plane action never receives CLIENT_ANSWER and sees nothing new.
 //! AWAY and RESUMED go only to services with `announce_all` (which asked to follow
 //! every session); the others see a session stay open while its client is away and
-//! CLOSED when its reconnection window ends.
+//! CLOSED when its reconnection window ends. RAW_OPEN and MESSAGE go only to services
+//! with raw routes. On a raw route's connection, SEND sends the payload as a plain
+//! WebSocket message (text unless flags 0x01) and CLOSE closes it.
 //!
 //! # Layout
 //!
@@ -95,6 +102,10 @@ pub mod kind {
     pub const AWAY: u8 = 0x05;
     /// A session's client resumed it on a new connection.
     pub const RESUMED: u8 = 0x06;
+    /// A client connected to one of the service's raw routes.
+    pub const RAW_OPEN: u8 = 0x07;
+    /// A message from a raw route's client.
+    pub const MESSAGE: u8 = 0x08;
     /// The answer to a request.
     pub const REPLY: u8 = 0x81;
     /// A push to one session.

@@ -54,6 +54,24 @@ pub enum ToBackend<'a> {
     Resumed {
         session: u64,
     },
+    /// A client connected to the raw route `path` of the service (plain WebSocket
+    /// messages, no Bannou header).
+    RawOpen {
+        session: u64,
+        path: &'a str,
+        session_id: &'a str,
+        /// Empty when the token carried no account.
+        account_id: &'a str,
+        /// Comma-separated.
+        roles: &'a str,
+    },
+    /// A raw route's client sent a message.
+    Message {
+        session: u64,
+        /// 0x01: a binary message; 0: text (valid UTF-8).
+        flags: u8,
+        payload: &'a [u8],
+    },
 }
 
 fn check_len(kind: u8, field: &'static str, s: &[u8]) -> Result<u16, LinkError> {
@@ -79,6 +97,14 @@ impl ToBackend<'_> {
             }
             ToBackend::Closed { .. } | ToBackend::Away { .. } | ToBackend::Resumed { .. } => 1 + 8,
             ToBackend::ClientAnswer { payload, .. } => 1 + 8 + 1 + payload.len(),
+            ToBackend::RawOpen {
+                path,
+                session_id,
+                account_id,
+                roles,
+                ..
+            } => 1 + 8 + 8 + path.len() + session_id.len() + account_id.len() + roles.len(),
+            ToBackend::Message { payload, .. } => 1 + 8 + 1 + payload.len(),
         }
     }
 
@@ -99,10 +125,23 @@ impl ToBackend<'_> {
             ToBackend::Request { path, .. } => {
                 check_len(kind::REQUEST, "path", path.as_bytes())?;
             }
+            ToBackend::RawOpen {
+                path,
+                session_id,
+                account_id,
+                roles,
+                ..
+            } => {
+                check_len(kind::RAW_OPEN, "path", path.as_bytes())?;
+                check_len(kind::RAW_OPEN, "session id", session_id.as_bytes())?;
+                check_len(kind::RAW_OPEN, "account id", account_id.as_bytes())?;
+                check_len(kind::RAW_OPEN, "roles", roles.as_bytes())?;
+            }
             ToBackend::Closed { .. }
             | ToBackend::ClientAnswer { .. }
             | ToBackend::Away { .. }
-            | ToBackend::Resumed { .. } => {}
+            | ToBackend::Resumed { .. }
+            | ToBackend::Message { .. } => {}
         }
         Ok(())
     }
@@ -154,6 +193,30 @@ impl ToBackend<'_> {
                 out.put_u8(kind::RESUMED);
                 out.put_u64(session);
             }
+            ToBackend::RawOpen {
+                session,
+                path,
+                session_id,
+                account_id,
+                roles,
+            } => {
+                out.put_u8(kind::RAW_OPEN);
+                out.put_u64(session);
+                for s in [path, session_id, account_id, roles] {
+                    out.put_u16(s.len() as u16);
+                    out.put_slice(s.as_bytes());
+                }
+            }
+            ToBackend::Message {
+                session,
+                flags,
+                payload,
+            } => {
+                out.put_u8(kind::MESSAGE);
+                out.put_u64(session);
+                out.put_u8(flags);
+                out.put_slice(payload);
+            }
             ToBackend::ClientAnswer {
                 call,
                 code,
@@ -192,6 +255,18 @@ impl<'a> ToBackend<'a> {
             kind::CLOSED => ToBackend::Closed { session: r.u64()? },
             kind::AWAY => ToBackend::Away { session: r.u64()? },
             kind::RESUMED => ToBackend::Resumed { session: r.u64()? },
+            kind::RAW_OPEN => ToBackend::RawOpen {
+                session: r.u64()?,
+                path: r.str16("path")?,
+                session_id: r.str16("session id")?,
+                account_id: r.str16("account id")?,
+                roles: r.str16("roles")?,
+            },
+            kind::MESSAGE => ToBackend::Message {
+                session: r.u64()?,
+                flags: r.u8()?,
+                payload: r.rest(),
+            },
             kind::CLIENT_ANSWER => ToBackend::ClientAnswer {
                 call: r.u64()?,
                 code: r.u8()?,
@@ -219,6 +294,23 @@ mod tests {
     fn every_event_round_trips_and_encoded_len_is_exact() {
         round_trip(ToBackend::Away { session: 3 });
         round_trip(ToBackend::Resumed { session: u64::MAX });
+        round_trip(ToBackend::RawOpen {
+            session: 9,
+            path: "/lobby",
+            session_id: "s-1",
+            account_id: "",
+            roles: "user",
+        });
+        round_trip(ToBackend::Message {
+            session: 9,
+            flags: 0x01,
+            payload: b"\x00\xff",
+        });
+        round_trip(ToBackend::Message {
+            session: 9,
+            flags: 0,
+            payload: b"",
+        });
         round_trip(ToBackend::Open {
             session: 7,
             session_id: "3f2a-b",

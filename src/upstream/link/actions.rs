@@ -43,6 +43,24 @@ impl Inner {
                 session,
                 flags: f,
                 payload,
+            } if self.raw_conn(session).is_some() => {
+                if let Some(c) = self.raw_conn(session) {
+                    self.raw_send(&c, f, payload);
+                }
+            }
+            FromBackend::Close {
+                session,
+                code,
+                reason,
+            } if self.raw_conn(session).is_some() => {
+                if let Some(c) = self.raw_conn(session) {
+                    c.request_final_close(code, String::from_utf8_lossy(&reason).into_owned());
+                }
+            }
+            FromBackend::Send {
+                session,
+                flags: f,
+                payload,
             } => match self.session(session) {
                 Some(c) => {
                     let mut head = RequestHeader::push((self.push_ids)());

@@ -43,6 +43,7 @@
 //! - `actions`: the backend's actions (REPLY, SEND, CLOSE, and the push plane's).
 //! - `push_actions`: PUBLISH, SUBSCRIBE, PUSH, ROLES, KICK… through the push hub.
 //! - `announce`: OPEN other than before a first request (`announce_all`, new roles).
+//! - `raw`: raw routes' connections (RAW_OPEN, MESSAGE; SEND and CLOSE reach them).
 //! - `request`: the way in: a [`LinkRequest`] placed into the write buffer as a call
 //!   (after an OPEN for a session new to the connection), or refused at once.
 //! - `sweep`: the sweeper task: call deadlines and liveness pings.
@@ -52,7 +53,7 @@
 //! A file imports from (and calls the methods of) only files above it in this list, so
 //! none are in a circle; none imports from `mod.rs`, which holds the public [`Link`]
 //! and composes the rest. Imports: `state` from `calls`; `inner` from `state`; `writer`
-//! `actions` and `announce` from `inner` (`announce` also from `state`); `request` from `inner`, `state`, `calls`; `sweep` from
+//! `actions`, `announce` and `raw` from `inner` (`announce` and `raw` also from `state`); `request` from `inner`, `state`, `calls`; `sweep` from
 //! `inner`, `calls`; `conn` from `inner`, `writer`; `run` from `inner`, `state`, `conn`.
 
 mod actions;
@@ -61,6 +62,7 @@ mod calls;
 mod conn;
 mod inner;
 mod push_actions;
+mod raw;
 mod request;
 mod run;
 mod state;
@@ -148,6 +150,7 @@ impl Link {
                     masks: MaskSeq::new(u64::from_le_bytes(sys::random_bytes())),
                     calls: Calls::default(),
                     sessions: HashMap::default(),
+                    raw: HashMap::default(),
                 }),
                 writer: RefCell::new(None),
                 wake: LocalNotify::default(),
@@ -256,11 +259,29 @@ impl Link {
         self.inner.resumed(session);
     }
 
+    /// A client connected to one of this service's raw routes (`path`): the backend
+    /// is told (RAW_OPEN). False if the link is not up (the client is refused).
+    pub fn raw_opened(&self, c: &Rc<ConnShared>, path: &str) -> bool {
+        self.inner.raw_opened(c, path)
+    }
+
+    /// A raw route's client sent a message: the backend gets it (MESSAGE). False if the
+    /// link is not up, or the connection is not (any longer) announced on it.
+    pub fn raw_message(&self, session: u64, binary: bool, payload: &[u8]) -> bool {
+        self.inner.raw_message(session, binary, payload)
+    }
+
+    /// Whether the link's connection is up now.
+    pub fn is_up(&self) -> bool {
+        self.inner.st.borrow().phase == Phase::Up
+    }
+
     /// A session ended: if it was announced on the current connection, the backend is
     /// told (CLOSED).
     pub fn session_closed(&self, session: u64) {
         let mut st = self.inner.st.borrow_mut();
-        if st.sessions.remove(&session).is_some() && st.phase != Phase::Down {
+        let known = st.sessions.remove(&session).is_some() | st.raw.remove(&session).is_some();
+        if known && st.phase != Phase::Down {
             st.put_message(&ToBackend::Closed { session });
             drop(st);
             self.inner.wake_writer();

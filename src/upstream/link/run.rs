@@ -86,6 +86,7 @@ impl Inner {
             st.sessions.clear();
             st.calls.drain()
         };
+        self.close_raw_clients();
         for p in calls {
             p.on_done.run(Err(BackendError::Link(why.clone())));
         }

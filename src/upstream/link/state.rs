@@ -30,6 +30,8 @@ pub(super) struct State {
     pub(super) calls: Calls,
     /// Sessions announced (OPEN) on the current connection.
     pub(super) sessions: HashMap<u64, Weak<ConnShared>, ahash::RandomState>,
+    /// Raw routes' connections announced (RAW_OPEN) on the current connection.
+    pub(super) raw: HashMap<u64, Weak<ConnShared>, ahash::RandomState>,
 }
 
 impl State {

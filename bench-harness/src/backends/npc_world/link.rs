@@ -147,7 +147,10 @@ impl WsService for NpcLink {
             Ok(ToBackend::Closed { .. })
             | Ok(ToBackend::ClientAnswer { .. })
             | Ok(ToBackend::Away { .. })
-            | Ok(ToBackend::Resumed { .. }) => Ok(()),
+            | Ok(ToBackend::Resumed { .. })
+            // (The world serves no raw routes.)
+            | Ok(ToBackend::RawOpen { .. })
+            | Ok(ToBackend::Message { .. }) => Ok(()),
             Err(e) => Err(self.fail(e)),
         }
     }
