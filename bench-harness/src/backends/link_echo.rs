@@ -111,6 +111,7 @@ impl WsService for LinkEcho {
                 return Ok(());
             }
             Ok(ToBackend::RawOpen { session, path, .. }) => {
+                self.sessions.insert(session);
                 tracing::debug!(from = %self.from, session, path, "link RAW_OPEN");
                 return Ok(());
             }

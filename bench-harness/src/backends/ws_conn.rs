@@ -33,8 +33,9 @@ use super::listen::{ReadBuf, READ_CHUNK};
 
 /// Reads per readiness wakeup before yielding to other connections.
 const READS_PER_WAKEUP: usize = 8;
-/// Largest message echoed (close 1009 beyond).
-const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Largest message echoed (close 1009 beyond): 16 MiB of payload (the Autobahn
+/// suite's largest) plus room for a link message's header around it.
+const MAX_MESSAGE_BYTES: usize = (16 << 20) + 4096;
 /// Stop reading while this much is queued for a client that does not read.
 const OUTBOX_HIGH_WATER: usize = 4 << 20;
 /// The whole upgrade request must arrive within this.
