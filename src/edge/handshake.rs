@@ -23,7 +23,6 @@ use crate::proto::handshake::{
 use crate::proto::resume::ResumePlace;
 use crate::proto::ws;
 use crate::push::{PushMsg, Target};
-use crate::rt::clock;
 use crate::rt::sys::{self, Nb};
 use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session};
@@ -193,14 +192,7 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, H
     let session = new_session(ctx, identity);
     // The idle timers and the manifest's fallback count from now, not from the
     // thread's last clock reading.
-    clock::refresh();
-    let shared = Rc::new(ConnShared::new(
-        session,
-        ctx.config.server.max_outbox_bytes,
-        ctx.config.server.max_inflight_per_connection,
-        ctx.session_env.clone(),
-        ctx.now_secs(),
-    ));
+    let shared = ctx.new_handle(session);
     let mut out = shared.outbox.borrow_mut();
     out.push_bytes(handshake::switching_protocols(&req));
     let after_pong = ctx.config.server.manifest_after_pong;
@@ -252,14 +244,7 @@ fn raw_upgrade(
             handshake::error_response(503, "service unavailable"),
         ));
     }
-    clock::refresh();
-    let shared = Rc::new(ConnShared::new(
-        session,
-        ctx.config.server.max_outbox_bytes,
-        ctx.config.server.max_inflight_per_connection,
-        ctx.session_env.clone(),
-        ctx.now_secs(),
-    ));
+    let shared = ctx.new_handle(session);
     shared.mark_raw();
     {
         let mut out = shared.outbox.borrow_mut();

@@ -21,7 +21,7 @@ use crate::proto::resume::ResumePlace;
 use crate::push::{Handover, PushMsg};
 use crate::rt::sys;
 use crate::rt::task::{spawn_isolated, unix_now};
-use crate::session::{ConnShared, SessionRef};
+use crate::session::SessionRef;
 use crate::shard::ShardCtx;
 
 use super::{conn, manifest};
@@ -122,14 +122,7 @@ fn attach(
             .sessions_parked
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-    crate::rt::clock::refresh();
-    let new = Rc::new(ConnShared::new(
-        old.session.successor(),
-        ctx.config.server.max_outbox_bytes,
-        ctx.config.server.max_inflight_per_connection,
-        ctx.session_env.clone(),
-        ctx.now_secs(),
-    ));
+    let new = ctx.new_handle(old.session.successor());
     if ctx.plane.replace(at, &new).is_none() {
         // (Never: the session was found above, on this thread, with nothing between.)
         refuse(&ctx, stream.as_raw_fd(), "its session has ended");

@@ -281,49 +281,56 @@ impl ShardCtx {
         *self.registry.borrow_mut() = reg;
     }
 
-    /// Registers a session; its reference stays valid until it is removed.
-    pub fn add_session(&self, c: Rc<ConnShared>) -> SessionRef {
+    /// A new handle for `session` on this shard, its idle timers counting from now.
+    pub fn new_handle(&self, session: Session) -> Rc<ConnShared> {
+        clock::refresh();
+        Rc::new(ConnShared::new(
+            session,
+            self.config.server.max_outbox_bytes,
+            self.config.server.max_inflight_per_connection,
+            self.session_env.clone(),
+            self.now_secs(),
+        ))
+    }
+
+    fn count_connection(&self) {
         self.metrics
             .connections_open
             .fetch_add(1, Ordering::Relaxed);
         self.metrics
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        let at = self.plane.add(c.clone());
+    }
+
+    /// Runs `f` on each of the shard's backend links.
+    fn each_link(&self, f: impl Fn(&Link)) {
         for svc in self.services.borrow().iter() {
             if let Backend::Link(link) = &svc.backend {
-                link.session_opened(&c);
+                f(link);
             }
         }
+    }
+
+    /// Registers a session; its reference stays valid until it is removed.
+    pub fn add_session(&self, c: Rc<ConnShared>) -> SessionRef {
+        self.count_connection();
+        let at = self.plane.add(c.clone());
+        self.each_link(|link| link.session_opened(&c));
         at
     }
 
     /// Registers a raw route's connection: in the table (the sweep and the drain
     /// reach it), not in the directory (pushes by session or user are not for it).
     pub fn add_raw(&self, c: Rc<ConnShared>) {
-        self.metrics
-            .connections_open
-            .fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
+        self.count_connection();
         self.plane.sessions.insert(c);
     }
 
     /// A resumed session's new connection took its place (`edge::resume`): counted
     /// as a connection, and the links reach the new handle.
     pub fn connection_resumed(&self, c: &Rc<ConnShared>) {
-        self.metrics
-            .connections_open
-            .fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
-        for svc in self.services.borrow().iter() {
-            if let Backend::Link(link) = &svc.backend {
-                link.session_resumed(c);
-            }
-        }
+        self.count_connection();
+        self.each_link(|link| link.session_resumed(c));
     }
 
     /// A connection's task ended. Its session is parked for its client's return
@@ -340,11 +347,7 @@ impl ShardCtx {
             c.park(self.now_secs());
             self.plane.park(c);
             self.metrics.sessions_parked.fetch_add(1, Ordering::Relaxed);
-            for svc in self.services.borrow().iter() {
-                if let Backend::Link(link) = &svc.backend {
-                    link.session_away(c.session.link_ref);
-                }
-            }
+            self.each_link(|link| link.session_away(c.session.link_ref));
             self.plane.sessions.touch();
             return;
         }

@@ -47,7 +47,7 @@ impl Inner {
     /// A session's client dropped and the session is kept: an `announce_all` service
     /// that was told of it is told (AWAY).
     pub(super) fn away(&self, link_ref: u64) {
-        self.put_life_event(ToBackend::Away { session: link_ref });
+        self.put_life_event(link_ref, ToBackend::Away { session: link_ref });
     }
 
     /// A session's client came back on a new connection (`c`): the link reaches the
@@ -65,21 +65,19 @@ impl Inner {
             }
         };
         if known {
-            self.put_life_event(ToBackend::Resumed { session: id });
+            self.put_life_event(id, ToBackend::Resumed { session: id });
         } else {
             self.announce(c);
         }
     }
 
-    fn put_life_event(&self, event: ToBackend<'_>) {
+    /// Writes AWAY or RESUMED (`event`) for `session`, to an `announce_all` service
+    /// that was told of it.
+    fn put_life_event(&self, session: u64, event: ToBackend<'_>) {
         if !self.settings.announce_all {
             return;
         }
         let mut st = self.st.borrow_mut();
-        let session = match event {
-            ToBackend::Away { session } | ToBackend::Resumed { session } => session,
-            _ => return,
-        };
         if st.phase == Phase::Down || self.retired.get() || !st.sessions.contains_key(&session) {
             return;
         }
