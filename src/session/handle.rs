@@ -620,6 +620,27 @@ pub(crate) mod tests_support {
         );
         ConnShared::new(session, max_outbox, 4, Default::default(), 0)
     }
+
+    /// A handle on a shard whose sessions are resumable, with `resume_buffer` bytes
+    /// kept while away.
+    pub fn resumable(resume_buffer: usize) -> ConnShared {
+        let c = shared(1 << 20);
+        let env = super::SessionEnv {
+            resume: Some(std::sync::Arc::new(crate::proto::resume::ResumeKey::new(
+                [9; 32],
+            ))),
+            window_secs: 60,
+            resume_buffer,
+            ..Default::default()
+        };
+        ConnShared::new(
+            c.session.successor(),
+            1 << 20,
+            4,
+            std::sync::Arc::new(env),
+            0,
+        )
+    }
 }
 
 #[cfg(test)]

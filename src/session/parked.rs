@@ -176,3 +176,77 @@ fn ws_payload(frame: &[u8]) -> Option<&[u8]> {
     };
     rest.get(skip..)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::bannou::{RequestHeader, ResponseHeader};
+    use crate::session::tests_support::{resumable, shared};
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut head = [0u8; 14];
+        let n =
+            crate::proto::frame::encode_header(&mut head, true, OpCode::Binary, None, body.len());
+        [&head[..n], body].concat()
+    }
+
+    #[test]
+    fn a_resume_carries_pushes_and_peer_messages_but_not_answers_requests_or_the_old_notice() {
+        let push = frame(&[&RequestHeader::push(1).encode()[..], b"{\"n\":1}"].concat());
+        let mut peer_head = RequestHeader::push(2);
+        peer_head.flags = flags::CLIENT;
+        let peer = frame(&[&peer_head.encode()[..], b"hi"].concat());
+        let answer = frame(
+            &ResponseHeader {
+                flags: flags::RESPONSE,
+                channel: 0,
+                sequence: 0,
+                message_id: 3,
+                code: 0,
+            }
+            .encode(),
+        );
+        let mut call_head = RequestHeader::push(4);
+        call_head.flags = flags::BINARY; // a backend's call to the client
+        let call = frame(&call_head.encode());
+        let c = shared(1 << 20);
+        let notice = c.disconnect_notice("client too slow");
+        for f in [&push, &answer, &call, &notice[..], &peer] {
+            c.outbox.borrow_mut().push_bytes(Bytes::copy_from_slice(f));
+        }
+        c.outbox
+            .borrow_mut()
+            .push_bytes(crate::proto::ws::pong_frame(b"", None));
+        let (missed, lost) = c.take_missed();
+        assert_eq!(missed, [Bytes::from(push), Bytes::from(peer)]);
+        assert_eq!(lost, 0);
+        assert!(c.outbox.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_parked_session_keeps_its_newest_events_within_its_buffer_and_counts_the_rest() {
+        let c = resumable(4096);
+        assert!(c.resumable(0));
+        c.park(5);
+        assert!(c.is_parked());
+        let bound = c.env.resume_buffer;
+        let one = frame(&[&RequestHeader::push(1).encode()[..], &[b'x'; 200][..]].concat());
+        let n = bound / one.len() + 10;
+        for _ in 0..n {
+            assert!(
+                c.send_frame(Bytes::copy_from_slice(&one)),
+                "queued while away"
+            );
+        }
+        assert!(c.outbox.borrow().len() <= bound);
+        let (missed, lost) = c.take_missed();
+        assert_eq!(missed.len() + lost as usize, n);
+        assert!(lost >= 10, "{lost}");
+        assert!(missed.len() >= 10, "the newest kept: {}", missed.len());
+        assert_eq!(
+            c.close_request(),
+            None,
+            "never closed for slowness while away"
+        );
+    }
+}
