@@ -14,8 +14,8 @@
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use ringgate_proto::push_api::{
-    parse_body, percent_decode, BodyError, BodyKind, Payload, Publish, PushRequest,
-    MAX_KEY_BYTES, MAX_REASON_BYTES, MAX_TOPIC_BYTES,
+    parse_body, percent_decode, BodyError, BodyKind, Payload, Publish, PushRequest, MAX_KEY_BYTES,
+    MAX_REASON_BYTES, MAX_TOPIC_BYTES,
 };
 use serde_json::Value;
 
@@ -79,9 +79,8 @@ fn check_accepted(kind: BodyKind, body: &Value, req: &PushRequest) {
                 check_publish(p, item);
             }
         }
-        (BodyKind::Broadcast, PushRequest::Broadcast(p)) | (BodyKind::Push, PushRequest::Push(p)) => {
-            check_payload(p, body)
-        }
+        (BodyKind::Broadcast, PushRequest::Broadcast(p))
+        | (BodyKind::Push, PushRequest::Push(p)) => check_payload(p, body),
         (BodyKind::Subscribe | BodyKind::Unsubscribe, PushRequest::Subscribe { topics, on }) => {
             assert_eq!(*on, kind == BodyKind::Subscribe);
             assert!(!topics.is_empty());
@@ -187,10 +186,7 @@ fuzz_target!(|data: &[u8]| {
                     (Ok(one), Ok(all)) => assert_eq!(*one, all),
                     (
                         Err(BodyError::Field { field, why }),
-                        Err(BodyError::Field {
-                            field: f2,
-                            why: w2,
-                        }),
+                        Err(BodyError::Field { field: f2, why: w2 }),
                     ) => {
                         assert_eq!(f2, format!("items[0].{field}"));
                         assert_eq!(*why, w2);
