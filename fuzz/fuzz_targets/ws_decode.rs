@@ -12,10 +12,19 @@ fuzz_target!(|data: &[u8]| {
     let Some((&ctl, input)) = data.split_first() else {
         return;
     };
-    let role = if ctl & 1 == 0 { Role::Server } else { Role::Client };
+    let role = if ctl & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     let max = [0usize, 125, 4096, 1 << 20][usize::from((ctl >> 1) & 3)];
     let chunk = 1 + usize::from(ctl >> 3) * 8; // 1..=249 bytes per read
-    let mut dec = Decoder::new(role, Limits { max_message_bytes: max });
+    let mut dec = Decoder::new(
+        role,
+        Limits {
+            max_message_bytes: max,
+        },
+    );
     let mut buf = BytesMut::new();
     for piece in input.chunks(chunk) {
         buf.extend_from_slice(piece);

@@ -22,6 +22,7 @@
 //! - [`http1`]: the backend HTTP/1.1 client codec (request head encoder, incremental
 //!   response parser, body framing).
 //! - [`link`]: the backend link messages (one multiplexed WebSocket per shard).
+//! - [`push_api`]: the push API's request bodies, checked into typed requests.
 
 pub mod bannou;
 pub mod event;
@@ -30,6 +31,7 @@ pub mod guid;
 pub mod handshake;
 pub mod http1;
 pub mod link;
+pub mod push_api;
 pub mod ratelimit;
 pub mod resume;
 pub mod ws;

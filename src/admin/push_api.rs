@@ -14,14 +14,23 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{json, Value};
+
+use crate::proto::push_api::{
+    json_object, percent_decode, BodyError, BodyKind, Publish, PushRequest,
+};
 
 use crate::push::frame::push_frame;
 use crate::push::{Hub, Loc, PublishError, PushMsg, SessionInfo, Target};
 use crate::session::CLOSE_KICKED;
 
 use super::http::Request;
+
+// The bodies are checked against the hub's own bounds.
+const _: () = assert!(
+    crate::proto::push_api::MAX_TOPIC_BYTES == crate::push::MAX_TOPIC_BYTES
+        && crate::proto::push_api::MAX_KEY_BYTES == crate::push::MAX_KEY_BYTES
+);
 
 /// How long `GET /v1/sessions/{id}` waits for the shards' reports.
 const INSPECT_WAIT: Duration = Duration::from_secs(1);
@@ -49,11 +58,14 @@ fn error(status: u16, msg: impl Into<String>) -> Answer {
     answer(status, json!({ "error": msg.into() }))
 }
 
-fn bad_field(field: &str, why: &str) -> Answer {
-    answer(
-        400,
-        json!({ "error": format!("{field}: {why}"), "field": field }),
-    )
+/// A refused body: 400, naming the field when one was wrong.
+fn refused(e: BodyError) -> Answer {
+    match &e {
+        BodyError::Field { field, .. } => {
+            answer(400, json!({ "error": e.to_string(), "field": field }))
+        }
+        BodyError::NotJson(_) | BodyError::NotObject => error(400, e.to_string()),
+    }
 }
 
 impl PushApi {
@@ -91,9 +103,9 @@ impl PushApi {
         match (req.method.as_str(), segs.as_slice()) {
             ("GET", ["v1", "sessions", id]) => self.inspect(id),
             (_, ["v1", "sessions", _]) => error(405, "use GET"),
-            ("POST", rest) => match json_body(&req.body) {
+            ("POST", rest) => match json_object(&req.body) {
                 Ok(body) => self.post(rest, &body),
-                Err(a) => a,
+                Err(e) => refused(e),
             },
             (_, ["v1", ..]) if req.method != "POST" => error(405, "use POST"),
             _ => error(404, format!("no such route: {}", req.path)),
@@ -102,62 +114,42 @@ impl PushApi {
 
     fn post(&self, route: &[&str], body: &Value) -> Answer {
         match route {
-            ["v1", "publish"] => self.publish(std::slice::from_ref(body), ""),
-            ["v1", "publish", "batch"] => match body.get("items").and_then(Value::as_array) {
-                Some(items) => self.publish(items, "items"),
-                None => bad_field("items", "must be an array of publishes"),
-            },
-            ["v1", "broadcast"] => {
-                let (payload, binary) = match payload(body, &|f: &str| f.to_string()) {
-                    Ok(p) => p,
-                    Err(a) => return a,
-                };
-                match self.hub.broadcast(binary, &payload) {
+            ["v1", "publish"] => self.publish(BodyKind::Publish, body),
+            ["v1", "publish", "batch"] => self.publish(BodyKind::PublishBatch, body),
+            ["v1", "broadcast"] => match PushRequest::from_json(BodyKind::Broadcast, body) {
+                Ok(PushRequest::Broadcast(p)) => match self.hub.broadcast(p.binary, &p.bytes) {
                     Ok(shards) => answer(202, json!({ "shards": shards })),
                     Err(e) => error(503, e.to_string()),
-                }
-            }
-            ["v1", "sessions", id, action] => {
-                self.to_connections(Target::Session(id), action, body, "session")
-            }
+                },
+                Ok(other) => unreachable!("a broadcast body parsed as {other:?}"),
+                Err(e) => refused(e),
+            },
+            ["v1", "sessions", id, action] => match BodyKind::session_action(action) {
+                Some(kind) => self.to_connections(Target::Session(id), kind, body, "session"),
+                None => error(404, format!("no such action: {action}")),
+            },
             ["v1", "users", id, "push"] => {
-                self.to_connections(Target::Account(id), "push", body, "user")
+                self.to_connections(Target::Account(id), BodyKind::Push, body, "user")
             }
             _ => error(404, "no such route"),
         }
     }
 
     /// Publishes each item (all are checked before any is sent).
-    fn publish(&self, items: &[Value], prefix: &str) -> Answer {
-        let mut checked = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let at = |f: &str| {
-                if prefix.is_empty() {
-                    f.to_string()
-                } else {
-                    format!("{prefix}[{i}].{f}")
-                }
-            };
-            let Some(topic) = item.get("topic").and_then(Value::as_str) else {
-                return bad_field(&at("topic"), "required, a string");
-            };
-            if topic.is_empty() || topic.len() > crate::push::MAX_TOPIC_BYTES {
-                return bad_field(&at("topic"), "1 to 255 bytes");
-            }
-            let key = match item.get("key") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(k)) if k.len() <= crate::push::MAX_KEY_BYTES => Some(k.as_str()),
-                Some(_) => return bad_field(&at("key"), "a string of at most 255 bytes"),
-            };
-            let (payload, binary) = match payload(item, &at) {
-                Ok(p) => p,
-                Err(a) => return a,
-            };
-            checked.push((topic, key, payload, binary));
-        }
+    fn publish(&self, kind: BodyKind, body: &Value) -> Answer {
+        let items: Vec<Publish> = match PushRequest::from_json(kind, body) {
+            Ok(PushRequest::Publish(items)) => items,
+            Ok(other) => unreachable!("a publish body parsed as {other:?}"),
+            Err(e) => return refused(e),
+        };
         let mut shards = 0;
-        for (i, (topic, key, payload, binary)) in checked.into_iter().enumerate() {
-            match self.hub.publish(topic, key, binary, &payload) {
+        for (i, p) in items.iter().enumerate() {
+            match self.hub.publish(
+                &p.topic,
+                p.key.as_deref(),
+                p.payload.binary,
+                &p.payload.bytes,
+            ) {
                 Ok(n) => shards += n,
                 Err(e @ PublishError::Behind { .. }) => {
                     // The ones before it went out; this one and those after did not.
@@ -172,71 +164,49 @@ impl PushApi {
         )
     }
 
-    /// A route addressing every connection of a session or a user.
-    fn to_connections(&self, target: Target<'_>, action: &str, body: &Value, what: &str) -> Answer {
-        let msg: Box<dyn Fn(Loc) -> PushMsg> = match action {
-            "push" => {
-                let (payload, binary) = match payload(body, &|f: &str| f.to_string()) {
-                    Ok(p) => p,
-                    Err(a) => return a,
-                };
-                let frame = push_frame(self.hub.next_push_id(), binary, &payload);
+    /// A route addressing every connection of a session or a user (its body is
+    /// checked before the target is looked up).
+    fn to_connections(
+        &self,
+        target: Target<'_>,
+        kind: BodyKind,
+        body: &Value,
+        what: &str,
+    ) -> Answer {
+        let request = match PushRequest::from_json(kind, body) {
+            Ok(r) => r,
+            Err(e) => return refused(e),
+        };
+        let msg: Box<dyn Fn(Loc) -> PushMsg> = match request {
+            PushRequest::Push(p) => {
+                let frame = push_frame(self.hub.next_push_id(), p.binary, &p.bytes);
                 Box::new(move |l| PushMsg::Deliver {
                     to: l.at,
                     frame: frame.clone(),
                     then: None,
                 })
             }
-            "subscribe" | "unsubscribe" => {
-                let topics = match strings(body, "topics") {
-                    Ok(t) => t,
-                    Err(a) => return a,
-                };
-                if let Some(t) = topics
-                    .iter()
-                    .find(|t| t.is_empty() || t.len() > crate::push::MAX_TOPIC_BYTES)
-                {
-                    return bad_field("topics", &format!("{t:?}: a topic is 1 to 255 bytes"));
-                }
+            PushRequest::Subscribe { topics, on } => {
                 let topics: Vec<Arc<str>> = topics.iter().map(|t| Arc::from(t.as_str())).collect();
-                let on = action == "subscribe";
                 Box::new(move |l| PushMsg::Subscribe {
                     to: l.at,
                     topics: topics.clone(),
                     on,
                 })
             }
-            "roles" => {
-                let add = match optional_strings(body, "add") {
-                    Ok(v) => v,
-                    Err(a) => return a,
-                };
-                let remove = match optional_strings(body, "remove") {
-                    Ok(v) => v,
-                    Err(a) => return a,
-                };
-                if add.is_empty() && remove.is_empty() {
-                    return bad_field("add", "add or remove at least one role");
-                }
-                Box::new(move |l| PushMsg::Roles {
-                    to: l.at,
-                    add: add.clone(),
-                    remove: remove.clone(),
-                })
+            PushRequest::Roles { add, remove } => Box::new(move |l| PushMsg::Roles {
+                to: l.at,
+                add: add.clone(),
+                remove: remove.clone(),
+            }),
+            PushRequest::Kick { reason } => Box::new(move |l| PushMsg::Close {
+                to: l.at,
+                code: CLOSE_KICKED,
+                reason: reason.clone(),
+            }),
+            other @ (PushRequest::Publish(_) | PushRequest::Broadcast(_)) => {
+                unreachable!("a {kind:?} body parsed as {other:?}")
             }
-            "kick" => {
-                let reason = match body.get("reason") {
-                    None | Some(Value::Null) => "kicked".to_string(),
-                    Some(Value::String(r)) if r.len() <= 123 => r.clone(),
-                    Some(_) => return bad_field("reason", "a string of at most 123 bytes"),
-                };
-                Box::new(move |l| PushMsg::Close {
-                    to: l.at,
-                    code: CLOSE_KICKED,
-                    reason: reason.clone(),
-                })
-            }
-            _ => return error(404, format!("no such action: {action}")),
         };
         let locs = self.hub.locate(target);
         if locs.is_empty() {
@@ -296,79 +266,6 @@ fn authorized(header: Option<&str>, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn json_body(body: &[u8]) -> Result<Value, Answer> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| error(400, format!("the body is not JSON: {e}")))?;
-    if v.is_object() {
-        Ok(v)
-    } else {
-        Err(error(400, "the body must be a JSON object"))
-    }
-}
-
-/// `payload` (any JSON, sent as its compact text) or `payload_base64` (binary).
-fn payload(v: &Value, at: &dyn Fn(&str) -> String) -> Result<(Vec<u8>, bool), Answer> {
-    match (v.get("payload"), v.get("payload_base64")) {
-        (Some(_), Some(_)) => Err(bad_field(
-            &at("payload"),
-            "give payload or payload_base64, not both",
-        )),
-        (Some(p), None) => Ok((serde_json::to_vec(p).expect("a Value serializes"), false)),
-        (None, Some(Value::String(b))) => base64::engine::general_purpose::STANDARD
-            .decode(b)
-            .map(|bytes| (bytes, true))
-            .map_err(|e| bad_field(&at("payload_base64"), &format!("not base64: {e}"))),
-        (None, Some(_)) => Err(bad_field(&at("payload_base64"), "must be a base64 string")),
-        (None, None) => Err(bad_field(
-            &at("payload"),
-            "required (or payload_base64 for binary)",
-        )),
-    }
-}
-
-fn strings(v: &Value, field: &str) -> Result<Vec<String>, Answer> {
-    match v.get(field) {
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| bad_field(field, "must hold non-empty strings only"))
-            })
-            .collect(),
-        _ => Err(bad_field(field, "required, a non-empty array of strings")),
-    }
-}
-
-fn optional_strings(v: &Value, field: &str) -> Result<Vec<String>, Answer> {
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) if a.is_empty() => Ok(Vec::new()),
-        Some(_) => strings(v, field),
-    }
-}
-
-/// Decodes `%XX` escapes in a path segment (a session id may hold any character).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,27 +279,17 @@ mod tests {
     }
 
     #[test]
-    fn path_segments_are_percent_decoded() {
-        assert_eq!(percent_decode("a%2Fb%20c"), "a/b c");
-        assert_eq!(percent_decode("50%"), "50%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("é%é"), "é%é", "never cuts a character");
-    }
-
-    #[test]
-    fn a_payload_is_json_or_base64_never_both_and_errors_name_the_field() {
-        let id = |f: &str| f.to_string();
-        assert_eq!(
-            payload(&json!({"payload": {"a": 1}}), &id).unwrap(),
-            (b"{\"a\":1}".to_vec(), false)
+    fn a_wrong_field_is_a_400_naming_it_and_a_wrong_body_a_400_without_one() {
+        let a = refused(
+            PushRequest::from_json(BodyKind::PublishBatch, &json!({"items": [{"payload": 1}]}))
+                .unwrap_err(),
         );
-        assert_eq!(
-            payload(&json!({"payload_base64": "AAE="}), &id).unwrap(),
-            (vec![0, 1], true)
-        );
-        let e = payload(&json!({"payload": 1, "payload_base64": "AA=="}), &id).unwrap_err();
-        assert_eq!(e.status, 400);
-        let e = payload(&json!({}), &|f: &str| format!("items[2].{f}")).unwrap_err();
-        assert_eq!(e.body["field"], "items[2].payload");
+        assert_eq!(a.status, 400);
+        assert_eq!(a.body["field"], "items[0].topic");
+        assert_eq!(a.body["error"], "items[0].topic: required, a string");
+        let a = refused(json_object(b"[]").unwrap_err());
+        assert_eq!(a.status, 400);
+        assert_eq!(a.body["error"], "the body must be a JSON object");
+        assert!(a.body.get("field").is_none());
     }
 }
