@@ -311,6 +311,31 @@ mod tests {
     }
 
     #[test]
+    fn a_json_payloads_numbers_reach_clients_as_the_same_numbers() {
+        // serde_json's default float parsing is approximate; with `float_roundtrip`
+        // the re-encoded payload holds the very number the service sent.
+        for n in [
+            "0.30000000000000004",
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "123456789.12345679",
+        ] {
+            let body = format!("{{\"payload\": {{\"x\": {n}}}}}");
+            let Ok(PushRequest::Push(p)) = parse_body(BodyKind::Push, body.as_bytes()) else {
+                panic!("{body}");
+            };
+            let back: Value = serde_json::from_slice(&p.bytes).unwrap();
+            let want: f64 = n.parse().unwrap();
+            assert_eq!(
+                back["x"].as_f64(),
+                Some(want),
+                "{n} -> {}",
+                String::from_utf8_lossy(&p.bytes)
+            );
+        }
+    }
+
+    #[test]
     fn a_payload_is_json_or_base64_never_both_and_errors_name_the_field() {
         assert_eq!(
             parse_body(BodyKind::Push, br#"{"payload": {"a": 1}}"#),
