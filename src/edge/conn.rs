@@ -54,7 +54,7 @@ pub async fn run(
     stream: TcpStream,
     shared: Rc<ConnShared>,
     leftover: BytesMut,
-    raw: Option<RawRoute>,
+    raw: Option<Rc<RawRoute>>,
 ) {
     let _registered = Registration {
         ctx: &ctx,
@@ -101,7 +101,7 @@ pub async fn run(
 struct Registration<'a> {
     ctx: &'a ShardCtx,
     shared: &'a ConnShared,
-    raw: Option<RawRoute>,
+    raw: Option<Rc<RawRoute>>,
 }
 
 impl Drop for Registration<'_> {
@@ -149,8 +149,9 @@ struct Conn<'a> {
     gate_registered: u32,
     /// The ordered channels' queues (dropped, and cleared, with the task).
     channels: Channels,
-    /// A raw route's connection: where its messages go.
-    raw: Option<RawRoute>,
+    /// A raw route's connection: where its messages go (an `Rc`: a pointer in every
+    /// connection's task, not two strings).
+    raw: Option<Rc<RawRoute>>,
 }
 
 /// What woke the connection task.

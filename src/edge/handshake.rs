@@ -79,7 +79,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
             raw::open(&ctx, &shared, &route);
             spawn_isolated(
                 "raw connection",
-                conn::run(ctx, stream, shared, leftover, Some(route)),
+                conn::run(ctx, stream, shared, leftover, Some(Rc::new(route))),
             );
         }
         Upgraded::Resume {

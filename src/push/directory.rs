@@ -21,11 +21,71 @@ pub struct Loc {
     pub at: SessionRef,
 }
 
+/// The connections under one key: almost always one, kept inline (no allocation per
+/// session beyond its key: every connected session has an entry here, twice with an
+/// account, so this is part of an idle connection's cost).
+#[derive(Debug, Clone, Default)]
+enum Locs {
+    #[default]
+    None,
+    One(Loc),
+    Many(Box<Vec<Loc>>),
+}
+
+impl Locs {
+    fn push(&mut self, loc: Loc) {
+        *self = match std::mem::take(self) {
+            Locs::None => Locs::One(loc),
+            Locs::One(a) => Locs::Many(Box::new(vec![a, loc])),
+            Locs::Many(mut v) => {
+                v.push(loc);
+                Locs::Many(v)
+            }
+        };
+    }
+
+    fn remove(&mut self, loc: Loc) {
+        *self = match std::mem::take(self) {
+            Locs::One(a) if a == loc => Locs::None,
+            Locs::Many(mut v) => {
+                v.retain(|l| *l != loc);
+                match v.len() {
+                    0 => Locs::None,
+                    1 => Locs::One(v[0]),
+                    _ => Locs::Many(v),
+                }
+            }
+            other => other,
+        };
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Locs::None)
+    }
+
+    fn to_vec(&self) -> Vec<Loc> {
+        match self {
+            Locs::None => Vec::new(),
+            Locs::One(a) => vec![*a],
+            Locs::Many(v) => v.to_vec(),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            Locs::None => 0,
+            Locs::One(_) => 1,
+            Locs::Many(v) => v.len(),
+        }
+    }
+}
+
 /// Sessions by id and by account, and the shards subscribed to each topic.
 #[derive(Debug)]
 pub struct Directory {
-    sessions: DashMap<Box<str>, Vec<Loc>, ahash::RandomState>,
-    accounts: DashMap<Box<str>, Vec<Loc>, ahash::RandomState>,
+    sessions: DashMap<Box<str>, Locs, ahash::RandomState>,
+    accounts: DashMap<Box<str>, Locs, ahash::RandomState>,
     /// One bit per shard (64 shards per word).
     topics: DashMap<Arc<str>, Box<[u64]>, ahash::RandomState>,
     words: usize,
@@ -81,7 +141,7 @@ impl Directory {
     pub fn session(&self, session_id: &str) -> Vec<Loc> {
         self.sessions
             .get(session_id)
-            .map(|v| v.clone())
+            .map(|v| v.to_vec())
             .unwrap_or_default()
     }
 
@@ -89,7 +149,7 @@ impl Directory {
     pub fn account(&self, account: &str) -> Vec<Loc> {
         self.accounts
             .get(account)
-            .map(|v| v.clone())
+            .map(|v| v.to_vec())
             .unwrap_or_default()
     }
 
@@ -144,10 +204,10 @@ fn raw_key(path: &str, user: &str) -> Box<str> {
     format!("{path}\0{user}").into()
 }
 
-fn remove_loc(map: &DashMap<Box<str>, Vec<Loc>, ahash::RandomState>, key: &str, loc: Loc) {
+fn remove_loc(map: &DashMap<Box<str>, Locs, ahash::RandomState>, key: &str, loc: Loc) {
     let mut empty = false;
     if let Some(mut v) = map.get_mut(key) {
-        v.retain(|l| *l != loc);
+        v.remove(loc);
         empty = v.is_empty();
     }
     if empty {
