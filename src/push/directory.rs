@@ -29,6 +29,8 @@ enum Locs {
     #[default]
     None,
     One(Loc),
+    // A thin pointer (the enum stays 16 bytes) for the rare key with several.
+    #[allow(clippy::box_collection)]
     Many(Box<Vec<Loc>>),
 }
 
