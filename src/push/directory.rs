@@ -248,6 +248,20 @@ mod tests {
     }
 
     #[test]
+    fn a_key_with_one_connection_costs_no_allocation_and_sixteen_bytes() {
+        assert!(std::mem::size_of::<Locs>() <= 16);
+        let mut l = Locs::default();
+        l.push(loc(0, 1));
+        assert!(matches!(l, Locs::One(_)));
+        l.push(loc(1, 2));
+        assert_eq!(l.len(), 2);
+        l.remove(loc(0, 1));
+        assert!(matches!(l, Locs::One(x) if x == loc(1, 2)), "back inline");
+        l.remove(loc(1, 2));
+        assert!(l.is_empty());
+    }
+
+    #[test]
     fn a_raw_route_has_one_connection_per_user_and_a_replaced_one_releases_nothing() {
         let d = Directory::new(2);
         assert_eq!(d.claim_raw("/lobby", "u", loc(0, 1)), None);
