@@ -302,7 +302,8 @@ pub async fn connect_via(g: &Gateway, token: &str, via: TokenVia) -> (Client, Ma
     (c, m)
 }
 
-/// Sends a raw HTTP request and returns the status code of the answer.
+/// Sends a raw HTTP request and returns the status code of the answer. (A read
+/// interrupted by a signal — the gateway's threads share this process — is retried.)
 pub fn raw_status(addr: SocketAddr, request: &str) -> u16 {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -316,6 +317,7 @@ pub fn raw_status(addr: SocketAddr, request: &str) -> u16 {
             return r.code.unwrap();
         }
         match s.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => panic!("no HTTP response; got {:?}", String::from_utf8_lossy(&buf)),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
