@@ -112,6 +112,8 @@ pub struct ShardMetrics {
     /// Events dropped (oldest first) from sessions whose client was away too long or
     /// missed too much (`server.resume_buffer_bytes`).
     pub resume_events_lost: AtomicU64,
+    /// Requests answered 12: past their connection's rate (`server.rate_limit_*`).
+    pub rate_limited: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -225,7 +227,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE ringgate_connections_open gauge");
         let _ = writeln!(out, "ringgate_connections_open {}", self.connections_open());
-        let counters: [(&str, &str, u64); 15] = [
+        let counters: [(&str, &str, u64); 16] = [
             (
                 "ringgate_connections_total",
                 "Client WebSocket connections upgraded since start.",
@@ -295,6 +297,11 @@ impl Metrics {
                 "ringgate_resume_events_lost_total",
                 "Events dropped, oldest first, from sessions whose client was away (server.resume_buffer_bytes).",
                 sum(&|s| s.resume_events_lost.load(Relaxed)),
+            ),
+            (
+                "ringgate_rate_limited_total",
+                "Requests answered code 12: past their connection's server.rate_limit_per_sec and burst.",
+                sum(&|s| s.rate_limited.load(Relaxed)),
             ),
             (
                 "ringgate_read_batching_ticks_total",

@@ -36,8 +36,9 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
-/// Largest request head we accept. A buffer that reaches this size without
-/// containing a complete head is rejected with 431.
+/// Largest request head [`parse_upgrade`] accepts (the gateway's default for
+/// `server.max_handshake_bytes`; [`parse_upgrade_for`] takes another). A buffer
+/// that reaches this size without containing a complete head is rejected with 431.
 pub const MAX_HANDSHAKE_BYTES: usize = 8192;
 
 /// Most header fields we accept in the request head (more → 431).
@@ -186,8 +187,8 @@ impl CredentialSource {
 /// Display strings contain no request data, so they are safe to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
-    /// The head did not fit in [`MAX_HANDSHAKE_BYTES`]. 431.
-    #[error("request head larger than {MAX_HANDSHAKE_BYTES} bytes")]
+    /// The head did not fit in the limit ([`MAX_HANDSHAKE_BYTES`] by default). 431.
+    #[error("request head too large")]
     TooLarge,
     /// More than [`MAX_HEADERS`] header fields. 431.
     #[error("more than {MAX_HEADERS} header fields")]
@@ -276,21 +277,24 @@ pub fn parse_upgrade(
     buf: &[u8],
     expected_path: &str,
 ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
-    parse_upgrade_for(buf, |p| p == expected_path)
+    parse_upgrade_for(buf, |p| p == expected_path, MAX_HANDSHAKE_BYTES)
 }
 
-/// [`parse_upgrade`] for a server with several upgrade paths: `serves(path)` says
-/// whether `path` (without the query) is one of them (else 404).
+/// [`parse_upgrade`] for a server with several upgrade paths and a head limit of its
+/// own: `serves(path)` says whether `path` (without the query) is one of them (else
+/// 404); a head larger than `max_head` bytes is 431 (the gateway's
+/// `server.max_handshake_bytes`; [`MAX_HANDSHAKE_BYTES`] for [`parse_upgrade`]).
 pub fn parse_upgrade_for(
     buf: &[u8],
     serves: impl Fn(&str) -> bool,
+    max_head: usize,
 ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
-    let window = &buf[..buf.len().min(MAX_HANDSHAKE_BYTES)];
+    let window = &buf[..buf.len().min(max_head)];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(window) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if window.len() >= MAX_HANDSHAKE_BYTES => {
+        Ok(httparse::Status::Partial) if window.len() >= max_head => {
             return Err(HandshakeError::TooLarge)
         }
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -1092,6 +1096,29 @@ mod tests {
         assert_eq!(err.status(), 431);
         buf.extend_from_slice(b"\r\n\r\n");
         assert_eq!(parse_err(&buf), HandshakeError::TooLarge);
+    }
+
+    #[test]
+    fn a_smaller_or_larger_head_limit_moves_the_431_boundary() {
+        let base = request("/ws", &[], &[("X-Pad", "")]);
+        let padded = |len: usize| request("/ws", &[], &[("X-Pad", &"p".repeat(len - base.len()))]);
+        let small = padded(2048);
+        assert_eq!(
+            parse_upgrade_for(&small, |p| p == PATH, 2048)
+                .unwrap()
+                .unwrap()
+                .1,
+            2048
+        );
+        assert_eq!(
+            parse_upgrade_for(&small, |p| p == PATH, 2047),
+            Err(HandshakeError::TooLarge)
+        );
+        let large = padded(MAX_HANDSHAKE_BYTES + 100);
+        assert_eq!(parse_upgrade(&large, PATH), Err(HandshakeError::TooLarge));
+        assert!(parse_upgrade_for(&large, |p| p == PATH, 16384)
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -148,6 +148,11 @@ pub struct ServerConfig {
     /// past it the oldest go (counted, and the resume says how many). Keyed topic
     /// messages replace older ones with the same key, as in the outbox.
     pub resume_buffer_bytes: usize,
+
+    // Limits and abuse (docs/DESIGN.md §3), kept together.
+    /// Largest upgrade request head (request line and headers); a larger one is
+    /// answered 431 before it is read further.
+    pub max_handshake_bytes: usize,
 }
 
 /// `[auth]`: how upgrade requests are authenticated.
@@ -405,6 +410,7 @@ impl Config {
             ));
         }
         s.guid_secret_bytes()?;
+        s.check_limits()?;
 
         let a = &self.auth;
         if let Some(secret) = &a.hs256_secret {
@@ -665,6 +671,17 @@ pub fn endpoint_id(service: &str, ep: &EndpointConfig) -> u32 {
 }
 
 impl ServerConfig {
+    /// The limits block's checks (docs/DESIGN.md §3).
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        if !(1024..=65536).contains(&self.max_handshake_bytes) {
+            return Err(ConfigError::key(
+                "server.max_handshake_bytes",
+                "must be between 1024 and 65536",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen
             .parse()
@@ -979,6 +996,19 @@ endpoints = [{ path = "/account/get", roles = ["user"] }]
         ] {
             let e = Config::from_toml_str(text, &[]).unwrap_err();
             assert!(e.to_string().contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn limits_take_their_documented_defaults_and_bad_values_name_their_key() {
+        let c = Config::from_toml_str("", &[]).unwrap().server;
+        assert_eq!(c.max_handshake_bytes, 8192);
+        for (text, key) in [
+            ("max_handshake_bytes = 100", "server.max_handshake_bytes"),
+            ("max_handshake_bytes = 70000", "server.max_handshake_bytes"),
+        ] {
+            let e = Config::from_toml_str(&format!("[server]\n{text}\n"), &[]).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
         }
     }
 

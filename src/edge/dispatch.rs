@@ -108,6 +108,7 @@ pub fn handle_request(
         return;
     }
     if !allowed {
+        crate::metrics::bump(&ctx.metrics.rate_limited, 1);
         answer_error(shared, &header, ResponseCode::TooManyRequests);
         return;
     }

@@ -127,6 +127,7 @@ fn supersede_same_session(ctx: &ShardCtx, shared: &ConnShared) {
 /// manifest waits on (or, with `manifest_after_pong` off, the manifest).
 async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, HandshakeFail> {
     let fd = stream.as_raw_fd();
+    let max_head = ctx.config.server.max_handshake_bytes;
     let mut buf = BytesMut::with_capacity(1024);
     let (req, consumed) = loop {
         match sys::recv_into(fd, &mut buf).map_err(|_| HandshakeFail::Gone)? {
@@ -142,11 +143,11 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, H
         }
         let serves =
             |p: &str| p == ctx.config.server.path || ctx.registry.borrow().raw_route(p).is_some();
-        match parse_upgrade_for(&buf, serves) {
+        match parse_upgrade_for(&buf, serves, max_head) {
             Ok(Some(done)) => break done,
             Ok(None) => {
                 if buf.capacity() == buf.len() {
-                    let room = (handshake::MAX_HANDSHAKE_BYTES + 1).saturating_sub(buf.len());
+                    let room = (max_head + 1).saturating_sub(buf.len());
                     buf.reserve(room.clamp(1, 4096));
                 }
             }

@@ -345,10 +345,15 @@ impl RawClient {
     /// Connects and writes `upgrade` followed by `after` in one write; checks the
     /// `101` (and keeps whatever came after its head).
     pub fn upgrade(addr: SocketAddr, token: &str, after: &[u8]) -> RawClient {
+        Self::upgrade_with(addr, &format!("Authorization: Bearer {token}\r\n"), after).0
+    }
+
+    /// [`RawClient::upgrade`] with the header lines `headers` (the token's among them),
+    /// returning the `101`'s head as text too.
+    pub fn upgrade_with(addr: SocketAddr, headers: &str, after: &[u8]) -> (RawClient, String) {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut bytes =
-            upgrade_request("/connect", &format!("Authorization: Bearer {token}\r\n")).into_bytes();
+        let mut bytes = upgrade_request("/connect", headers).into_bytes();
         bytes.extend_from_slice(after);
         (&stream).write_all(&bytes).unwrap();
         let mut c = RawClient {
@@ -370,8 +375,8 @@ impl RawClient {
             }
             assert!(c.fill(Duration::from_secs(5)), "no 101");
         };
-        let _ = c.buf.split_to(head_len);
-        c
+        let head = c.buf.split_to(head_len);
+        (c, String::from_utf8_lossy(&head).into_owned())
     }
 
     /// Reads more bytes; false on timeout or EOF. (A read interrupted by a signal —
