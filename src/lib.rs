@@ -13,15 +13,16 @@
 //! 3. [`auth`]: JWT verification with pinned algorithms (clock passed in).
 //! 4. `metrics`: per-shard counters, Prometheus text.
 //! 5. [`config`]: TOML config, embedded defaults, `RINGGATE_*` overrides, validation.
-//! 6. [`registry`]: the immutable endpoint registry snapshot shared by all shards.
-//! 7. `session`: a session, its handle, its outbox, the shard's session table.
-//! 8. `push`: the push plane's directory, hub, push inboxes' messages, topics.
-//! 9. `upstream`: backends (the call contract, the HTTP pool, the backend link).
-//! 10. `shard`: one shard's state (`ShardCtx`), its read gate, its mailbox messages.
-//! 11. `edge`: accept, handshake, the connection task, request dispatch, the sweep,
+//! 6. `admission`: the connection caps and upgrade rate all shards share.
+//! 7. [`registry`]: the immutable endpoint registry snapshot shared by all shards.
+//! 8. `session`: a session, its handle, its outbox, the shard's session table.
+//! 9. `push`: the push plane's directory, hub, push inboxes' messages, topics.
+//! 10. `upstream`: backends (the call contract, the HTTP pool, the backend link).
+//! 11. `shard`: one shard's state (`ShardCtx`), its read gate, its mailbox messages.
+//! 12. `edge`: accept, handshake, the connection task, request dispatch, the sweep,
 //!     the push inbox.
-//! 12. `admin`: `/healthz`, `/readyz`, `/metrics`, the push API.
-//! 13. [`server`]: listeners, shard threads, signals; the top.
+//! 13. `admin`: `/healthz`, `/readyz`, `/metrics`, the push API.
+//! 14. [`server`]: listeners, shard threads, signals; the top.
 //!
 //! Public: what the binary, the bench harness and the tests need — [`Gateway`],
 //! [`Config`], [`client`], [`proto`], [`auth`], [`config`], [`registry`], [`server`]
@@ -31,6 +32,7 @@
 pub use ringgate_proto as proto;
 
 mod admin;
+mod admission;
 pub mod auth;
 pub mod client;
 pub mod config;

@@ -26,10 +26,16 @@ pub enum HandshakeResult {
     Timeout,
     Closed,
     Draining,
+    /// 503: `server.max_connections` reached.
+    MaxConnections,
+    /// 503: `server.max_connections_per_ip` reached for the client's address.
+    MaxConnectionsPerIp,
+    /// 429: the client's address upgrades faster than `server.upgrade_rate_per_ip`.
+    UpgradeRate,
 }
 
 impl HandshakeResult {
-    pub const ALL: [HandshakeResult; 11] = [
+    pub const ALL: [HandshakeResult; 14] = [
         HandshakeResult::Ok,
         HandshakeResult::BadRequest,
         HandshakeResult::Unauthorized,
@@ -41,6 +47,9 @@ impl HandshakeResult {
         HandshakeResult::Timeout,
         HandshakeResult::Closed,
         HandshakeResult::Draining,
+        HandshakeResult::MaxConnections,
+        HandshakeResult::MaxConnectionsPerIp,
+        HandshakeResult::UpgradeRate,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -55,6 +64,9 @@ impl HandshakeResult {
             HandshakeResult::Timeout => "timeout",
             HandshakeResult::Closed => "closed_early",
             HandshakeResult::Draining => "draining",
+            HandshakeResult::MaxConnections => "max_connections",
+            HandshakeResult::MaxConnectionsPerIp => "max_connections_per_ip",
+            HandshakeResult::UpgradeRate => "upgrade_rate",
         }
     }
     /// The result an HTTP error status stands for.
@@ -80,7 +92,7 @@ impl HandshakeResult {
 pub struct ShardMetrics {
     pub connections_open: AtomicI64,
     pub connections_total: AtomicU64,
-    handshakes: [AtomicU64; 11],
+    handshakes: [AtomicU64; HandshakeResult::ALL.len()],
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -176,6 +188,17 @@ impl ServiceMetrics {
     }
 }
 
+/// What the admission limits (`crate::admission`) hold, shared by every shard.
+#[derive(Debug, Default)]
+pub struct AdmissionGauges {
+    /// Client connections from their accept to their close, handshakes in progress
+    /// included: the count `server.max_connections` bounds (the admission's own
+    /// counter, not a copy).
+    pub held: AtomicU64,
+    /// Source addresses (IPv6: /64 prefixes) the per-address limits track now.
+    pub sources: AtomicI64,
+}
+
 /// A per-service block: (shard, service name, counters).
 type ServiceBlock = (usize, Arc<str>, Arc<ServiceMetrics>);
 
@@ -183,6 +206,8 @@ type ServiceBlock = (usize, Arc<str>, Arc<ServiceMetrics>);
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub shards: Vec<Arc<ShardMetrics>>,
+    /// Written by every shard (one atomic add per accept and per close).
+    pub admission: AdmissionGauges,
     services: Mutex<Vec<ServiceBlock>>,
 }
 
@@ -190,6 +215,7 @@ impl Metrics {
     pub fn new(shards: usize) -> Metrics {
         Metrics {
             shards: (0..shards).map(|_| Arc::default()).collect(),
+            admission: AdmissionGauges::default(),
             services: Mutex::default(),
         }
     }
@@ -339,6 +365,16 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP ringgate_sessions_parked Sessions whose client is away, kept for their reconnection window.\n# TYPE ringgate_sessions_parked gauge\nringgate_sessions_parked {parked}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_connections_admitted Client connections held now, from accept to close, handshakes in progress included (what server.max_connections bounds).\n# TYPE ringgate_connections_admitted gauge\nringgate_connections_admitted {}",
+            self.admission.held.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_source_addresses Source addresses (IPv6: /64 prefixes) tracked for the per-address limits now.\n# TYPE ringgate_source_addresses gauge\nringgate_source_addresses {}",
+            self.admission.sources.load(Relaxed)
         );
         let _ = writeln!(
             out,

@@ -10,8 +10,21 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. `lib.rs` and `main.rs` sit above all of them.
 const LAYERS: &[&str] = &[
-    "proto", "rt", "client", "auth", "metrics", "config", "registry", "session", "push",
-    "upstream", "shard", "edge", "admin", "server",
+    "proto",
+    "rt",
+    "client",
+    "auth",
+    "metrics",
+    "config",
+    "admission",
+    "registry",
+    "session",
+    "push",
+    "upstream",
+    "shard",
+    "edge",
+    "admin",
+    "server",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -156,5 +157,213 @@ fn a_compressed_frame_rsv1_is_failed_with_1002_and_counted() {
     assert_eq!(close.map(|f| f.code), Some(1002));
     eventually("the protocol error is counted", || {
         sample(&g, "ringgate_protocol_errors_total") == 1
+    });
+}
+
+/// Opens a connection from the source address `from` (a 127.0.0.x: every one of them
+/// is this host), sends an upgrade request with a valid token, and returns the status
+/// of the answer with the connection (open, for a 101).
+fn upgrade_from(from: &str, to: SocketAddr) -> (u16, TcpStream) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from.parse().unwrap(), 0).into())
+        .unwrap();
+    s.connect(&to.into()).unwrap();
+    let mut s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(upgrade_request("/connect", &auth_header()).as_bytes())
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(_)) = r.parse(&buf) {
+            return (r.code.unwrap(), s);
+        }
+        match s.read(&mut chunk) {
+            // (A signal to this process — the gateway's threads share it — is no answer.)
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(0) | Err(_) => panic!("no HTTP response; got {:?}", String::from_utf8_lossy(&buf)),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Upgrades from `from`, expecting a 101; the connection stays open while it is held.
+fn upgraded_from(from: &str, to: SocketAddr) -> TcpStream {
+    let (status, s) = upgrade_from(from, to);
+    assert_eq!(status, 101, "upgrade from {from}");
+    s
+}
+
+fn admitted(g: &Gateway) -> i64 {
+    sample(g, "ringgate_connections_admitted")
+}
+
+#[test]
+fn past_max_connections_over_all_shards_an_upgrade_gets_503_and_is_counted() {
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "max_connections = 3", ""));
+    // Three clients, wherever the kernel puts them (two shards), hold the three places.
+    let mut held: Vec<_> = (0..3).map(|_| upgraded_from("127.0.0.1", g.addr)).collect();
+    assert_eq!(admitted(&g), 3);
+    assert_eq!(upgrade_from("127.0.0.2", g.addr).0, 503, "any source");
+    eventually("the 503 is counted", || {
+        handshakes(&g, "max_connections") == 1
+    });
+    assert_eq!(admitted(&g), 3, "a refused connection holds no place");
+    // A client leaves: its place is free again.
+    drop(held.pop());
+    eventually("the closed connection gives its place back", || {
+        admitted(&g) == 2
+    });
+    held.push(upgraded_from("127.0.0.1", g.addr));
+    assert_eq!(handshakes(&g, "max_connections"), 1);
+}
+
+#[test]
+fn a_handshake_in_progress_holds_a_place_under_max_connections_per_ip() {
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "max_connections_per_ip = 2\nper_ip_exempt = []",
+        "",
+    ));
+    // Two connections that never send their request (slowloris) ...
+    let silent: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(g.addr).unwrap())
+        .collect();
+    eventually("both are accepted", || admitted(&g) == 2);
+    // ... are the address's two places: a third connection from it is refused.
+    assert_eq!(upgrade_from("127.0.0.1", g.addr).0, 503);
+    eventually("the 503 is counted", || {
+        handshakes(&g, "max_connections_per_ip") == 1
+    });
+    // Another address has places of its own.
+    let other = upgraded_from("127.0.0.2", g.addr);
+    drop(silent);
+    eventually("the silent connections give their places back", || {
+        admitted(&g) == 1
+    });
+    let _again = upgraded_from("127.0.0.1", g.addr);
+    drop(other);
+}
+
+#[test]
+fn upgraded_connections_count_against_max_connections_per_ip_per_source_address() {
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "max_connections_per_ip = 1\nper_ip_exempt = []",
+        "",
+    ));
+    let a = upgraded_from("127.0.0.3", g.addr);
+    assert_eq!(upgrade_from("127.0.0.3", g.addr).0, 503);
+    let b = upgraded_from("127.0.0.4", g.addr);
+    assert_eq!(upgrade_from("127.0.0.4", g.addr).0, 503);
+    assert_eq!(sample(&g, "ringgate_source_addresses"), 2);
+    eventually("both refusals are counted", || {
+        handshakes(&g, "max_connections_per_ip") == 2
+    });
+    drop((a, b));
+}
+
+#[test]
+fn loopback_sources_are_exempt_from_the_per_address_limits_by_default() {
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "max_connections_per_ip = 1\nupgrade_rate_per_ip = 1\nupgrade_burst_per_ip = 1",
+        "",
+    ));
+    // (The load harness opens thousands of connections from each 127.0.0.x.)
+    let held: Vec<_> = (0..5)
+        .map(|i| upgraded_from(&format!("127.0.0.{}", 1 + i % 2), g.addr))
+        .collect();
+    assert_eq!(admitted(&g), 5);
+    assert_eq!(sample(&g, "ringgate_source_addresses"), 0);
+    drop(held);
+}
+
+#[test]
+fn upgrades_past_the_per_address_rate_get_429_and_are_counted() {
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "upgrade_rate_per_ip = 1\nupgrade_burst_per_ip = 2\nper_ip_exempt = []",
+        "",
+    ));
+    // A burst of two, then one a second: ten attempts in a row meet a 429 (however
+    // slow the machine, they do not take eight seconds).
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let (status, _) = upgrade_from("127.0.0.5", g.addr);
+        statuses.push(status);
+        if status != 101 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(statuses.len() >= 3, "the burst passes: {statuses:?}");
+    eventually("the 429 is counted", || handshakes(&g, "upgrade_rate") == 1);
+    // Another address has a bucket of its own.
+    let _other = upgraded_from("127.0.0.6", g.addr);
+}
+
+#[test]
+fn the_per_address_table_forgets_an_address_once_it_has_no_connection_and_its_rate_refilled() {
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "upgrade_rate_per_ip = 1\nupgrade_burst_per_ip = 5\nper_ip_exempt = []",
+        "",
+    ));
+    let c = upgraded_from("127.0.0.7", g.addr);
+    assert_eq!(sample(&g, "ringgate_source_addresses"), 1);
+    drop(c);
+    eventually("the connection gives its place back", || admitted(&g) == 0);
+    // Its token refills within a second; a sweep then forgets the address.
+    eventually("the address is forgotten", || {
+        sample(&g, "ringgate_source_addresses") == 0
+    });
+}
+
+/// Waits (up to 5 s, on the test's runtime, which closes a dropped client's socket)
+/// until the gateway holds `n` connections.
+async fn admitted_becomes(g: &Gateway, n: i64) {
+    let start = Instant::now();
+    while admitted(g) != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "admitted stays {} (want {n})",
+            admitted(g)
+        );
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn a_resumed_connection_holds_one_place_on_whichever_shard_its_session_is() {
+    use ringgate::client::{Client, ConnectOptions};
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "max_connections = 2", ""));
+    run(async {
+        let (c, m) = connect(&g, &user_token(&["user"])).await;
+        let mut token = m.reconnection_token.expect("a token");
+        drop(c);
+        // Each resume lands on either shard; one on the other shard is handed to the
+        // session's, its place with it.
+        for _ in 0..6 {
+            admitted_becomes(&g, 0).await;
+            let opts = ConnectOptions {
+                extra_headers: vec![("Authorization".into(), format!("Reconnect {token}"))],
+                ..ConnectOptions::default()
+            };
+            let mut c = Client::connect(g.addr, &opts).await.expect("resumed");
+            token = c.manifest().await.unwrap().reconnection_token.unwrap();
+            assert_eq!(admitted(&g), 1);
+            drop(c);
+        }
+        admitted_becomes(&g, 0).await;
     });
 }

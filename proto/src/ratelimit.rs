@@ -1,5 +1,6 @@
-//! Per-connection request rate limit: a token bucket (rate per second, burst), clock
-//! passed in by the caller so it is testable without sleeping.
+//! Rate limits as a token bucket (rate per second, burst): a connection's requests,
+//! and a source address's upgrades. The clock is passed in by the caller so it is
+//! testable without sleeping.
 //!
 //! Why hand-written: it is twelve bytes of state per connection and a few lines of
 //! arithmetic; rate-limiter crates carry shared, atomic or keyed state this design does
@@ -29,6 +30,17 @@ impl TokenBucket {
             milli_tokens: rate.burst as u64 * 1000,
             last_ms: now_ms,
         }
+    }
+
+    /// Whether the bucket is full again at `now_ms` (always, with limiting off): a
+    /// bucket in this state is the same as a new one, so a keyed table of buckets may
+    /// forget it.
+    pub fn is_full(&self, rate: Rate, now_ms: u64) -> bool {
+        if rate.per_sec == 0 {
+            return true;
+        }
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.milli_tokens + elapsed * rate.per_sec as u64 >= rate.burst as u64 * 1000
     }
 
     /// Takes one token if there is one.
@@ -87,6 +99,22 @@ mod tests {
             assert!(b.try_take(RATE, later));
         }
         assert!(!b.try_take(RATE, later));
+    }
+
+    #[test]
+    fn a_bucket_is_full_again_once_what_was_taken_has_refilled() {
+        let mut b = TokenBucket::new(RATE, 0);
+        assert!(b.is_full(RATE, 0));
+        assert!(b.try_take(RATE, 0));
+        assert!(b.try_take(RATE, 0));
+        assert!(!b.is_full(RATE, 0));
+        assert!(!b.is_full(RATE, 199), "two tokens take 200 ms at 10/s");
+        assert!(b.is_full(RATE, 200));
+        let off = Rate {
+            per_sec: 0,
+            burst: 0,
+        };
+        assert!(TokenBucket::new(off, 0).is_full(off, 0));
     }
 
     #[test]

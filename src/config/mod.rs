@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod net;
 pub mod url;
 
 /// The embedded default configuration (localhost only).
@@ -153,6 +154,19 @@ pub struct ServerConfig {
     /// Largest upgrade request head (request line and headers); a larger one is
     /// answered 431 before it is read further.
     pub max_handshake_bytes: usize,
+    /// Client connections at once over all shards, from accept to close (handshakes in
+    /// progress included); past it a new one is answered 503. 0 = no limit.
+    pub max_connections: u64,
+    /// The same per source address (IPv6: per /64 prefix); 0 = no limit.
+    pub max_connections_per_ip: u32,
+    /// Upgrade attempts per second from one source address (a token bucket), with
+    /// `upgrade_burst_per_ip`; past it a new connection is answered 429. 0 = no limit.
+    pub upgrade_rate_per_ip: u32,
+    pub upgrade_burst_per_ip: u32,
+    /// Source addresses or prefixes (`127.0.0.0/8`, `::1`) the per-address limits skip:
+    /// a TLS terminator or load balancer in front, whose address every client shares,
+    /// and the load harness on loopback.
+    pub per_ip_exempt: Vec<String>,
 }
 
 /// `[auth]`: how upgrade requests are authenticated.
@@ -679,7 +693,26 @@ impl ServerConfig {
                 "must be between 1024 and 65536",
             ));
         }
+        if self.upgrade_rate_per_ip > 0 && self.upgrade_burst_per_ip == 0 {
+            return Err(ConfigError::key(
+                "server.upgrade_burst_per_ip",
+                "must be > 0 when server.upgrade_rate_per_ip is set",
+            ));
+        }
+        self.per_ip_exempt_nets()?;
         Ok(())
+    }
+
+    /// `per_ip_exempt`, parsed.
+    pub fn per_ip_exempt_nets(&self) -> Result<Vec<net::IpNet>, ConfigError> {
+        self.per_ip_exempt
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                net::IpNet::parse(text)
+                    .map_err(|e| ConfigError::key(format!("server.per_ip_exempt[{i}]"), e))
+            })
+            .collect()
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -1003,9 +1036,27 @@ endpoints = [{ path = "/account/get", roles = ["user"] }]
     fn limits_take_their_documented_defaults_and_bad_values_name_their_key() {
         let c = Config::from_toml_str("", &[]).unwrap().server;
         assert_eq!(c.max_handshake_bytes, 8192);
+        assert_eq!(c.max_connections, 0, "no global limit");
+        assert_eq!(c.max_connections_per_ip, 1000);
+        assert_eq!((c.upgrade_rate_per_ip, c.upgrade_burst_per_ip), (50, 200));
+        assert_eq!(c.per_ip_exempt, ["127.0.0.0/8", "::1"]);
+        assert_eq!(c.per_ip_exempt_nets().unwrap().len(), 2);
+        let env = env(&[("RINGGATE_SERVER_PER_IP_EXEMPT", r#"["10.0.0.0/8"]"#)]);
+        let c = Config::from_toml_str("", &env).unwrap().server;
+        assert_eq!(
+            c.per_ip_exempt,
+            ["10.0.0.0/8"],
+            "loopback is no longer exempt"
+        );
         for (text, key) in [
             ("max_handshake_bytes = 100", "server.max_handshake_bytes"),
             ("max_handshake_bytes = 70000", "server.max_handshake_bytes"),
+            ("upgrade_burst_per_ip = 0", "server.upgrade_burst_per_ip"),
+            (
+                "per_ip_exempt = [\"::1\", \"10.0.0.1/8\"]",
+                "server.per_ip_exempt[1]",
+            ),
+            ("max_connections = -1", "server.max_connections"),
         ] {
             let e = Config::from_toml_str(&format!("[server]\n{text}\n"), &[]).unwrap_err();
             assert!(e.to_string().contains(key), "{text}: {e}");

@@ -1,14 +1,18 @@
 //! The shard's accept loop.
 //!
-//! Why apart: the one place connections enter a shard; it hands each to its own
-//! handshake task (`edge::handshake`) so a slow client never holds up the next.
+//! Why apart: the one place connections enter a shard; it asks the shared admission
+//! limits (`crate::admission`) about each and hands it to its own handshake task
+//! (`edge::handshake`) — to be upgraded, or refused once its request has arrived — so
+//! a slow client never holds up the next.
 
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 
+use crate::admission::Refusal;
 use crate::rt::sys;
 use crate::rt::task::spawn_isolated;
 use crate::shard::ShardCtx;
@@ -22,17 +26,28 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
     loop {
         monoio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     fd_limit_logged = false;
                     if ctx.draining.get() {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    let lowat = ctx.config.server.send_lowat_bytes;
-                    if lowat > 0 {
-                        sys::set_notsent_lowat(stream.as_raw_fd(), lowat);
+                    match ctx.admission.admit(peer.ip()) {
+                        Ok(permit) => {
+                            let lowat = ctx.config.server.send_lowat_bytes;
+                            if lowat > 0 {
+                                sys::set_notsent_lowat(stream.as_raw_fd(), lowat);
+                            }
+                            spawn_isolated(
+                                "connection handshake",
+                                handshake::serve(ctx.clone(), stream, permit),
+                            );
+                        }
+                        Err(why) => {
+                            log_refusal(&ctx, why, peer.ip());
+                            spawn_isolated("refused connection", handshake::refuse(ctx.clone(), stream, why));
+                        }
                     }
-                    spawn_isolated("connection handshake", handshake::serve(ctx.clone(), stream));
                 }
                 Err(e) => {
                     let limit = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
@@ -56,4 +71,20 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
         }
     }
     tracing::debug!(shard = ctx.id, "listener closed");
+}
+
+/// Logs a refused connection, at most once a second per shard (with how many went
+/// unlogged since): under a flood, the counters say how many, the log says that it
+/// happens and from where.
+fn log_refusal(ctx: &ShardCtx, why: Refusal, source: IpAddr) {
+    if let Some(unlogged) = ctx.refusals_log.admit(Instant::now()) {
+        tracing::warn!(
+            shard = ctx.id,
+            status = why.status(),
+            reason = why.message(),
+            source = %source,
+            unlogged,
+            "connection refused before its upgrade (server.max_connections, max_connections_per_ip or upgrade_rate_per_ip)"
+        );
+    }
 }

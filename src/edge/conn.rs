@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
+use crate::admission::Permit;
 use crate::proto::bannou::{flags, ResponseCode, ResponseHeader};
 use crate::proto::frame::CLOSE_NORMAL;
 
@@ -45,7 +46,8 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 /// Reads per readiness wakeup before the task yields to others.
 const READS_PER_WAKEUP: usize = 8;
 /// The upgraded connection's task, from the first frame to the close. `leftover`: the
-/// bytes that came after the upgrade request.
+/// bytes that came after the upgrade request; `_permit`: the connection's place under
+/// the admission limits, given back when the task ends.
 /// The session is already in the shard's table (`ShardCtx::add_session`, or a resume's
 /// `ShardPlane::replace`, or `raw::open`). `raw`: the raw route the client came in on
 /// (its messages go to the route's backend as they are), or none (a Bannou client).
@@ -55,6 +57,7 @@ pub async fn run(
     shared: Rc<ConnShared>,
     leftover: BytesMut,
     raw: Option<Rc<RawRoute>>,
+    _permit: Permit,
 ) {
     let _registered = Registration {
         ctx: &ctx,

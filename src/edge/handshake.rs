@@ -4,8 +4,8 @@
 //! Why its own task and file: the handshake holds a timer (`handshake_timeout_ms`) and
 //! parse state a parked connection must not keep, so it runs as a short task of its
 //! own and hands the upgraded connection to `edge::conn`. Everything that can refuse a
-//! client (404/405/400/426/431, 403 origin, 401 token, 503 draining, 408 too slow)
-//! answers here, before any session exists.
+//! client (404/405/400/426/431, 403 origin, 401 token, 503 draining, 408 too slow, and
+//! the admission limits' 503 and 429) answers here, before any session exists.
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
+use crate::admission::{Permit, Refusal};
 use crate::auth::Identity;
 use crate::metrics::{bump, HandshakeResult};
 use crate::proto::guid::SessionKey;
@@ -39,8 +40,62 @@ enum HandshakeFail {
     Gone,
 }
 
-/// Serves one accepted connection to its end.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
+/// How long a connection refused by the admission limits may take to send its request
+/// head before it is answered anyway (at most `handshake_timeout_ms`).
+const REFUSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Answers a connection the admission limits refused (`why`) with 503 or 429, once
+/// its request head has arrived (or `REFUSE_WAIT` passed): answering and closing with
+/// the request unread would reset the connection, and the client could lose the
+/// answer. Nothing of the request is parsed or kept; the wait is short, and holds no
+/// place under the limits.
+pub async fn refuse(ctx: Rc<ShardCtx>, stream: TcpStream, why: Refusal) {
+    let wait = REFUSE_WAIT.min(Duration::from_millis(
+        ctx.config.server.handshake_timeout_ms,
+    ));
+    let max_head = ctx.config.server.max_handshake_bytes;
+    let _ = monoio::time::timeout(wait, skip_head(&stream, max_head)).await;
+    ctx.metrics.handshake(why.result());
+    let fd = stream.as_raw_fd();
+    let response = handshake::error_response(why.status(), why.message());
+    let _ = sys::send_vectored(fd, &[&response]);
+    sys::shutdown_write(fd);
+}
+
+/// Reads and drops bytes until the end of a request head (an empty line), the end of
+/// the stream, or `max` bytes.
+async fn skip_head(stream: &TcpStream, max: usize) {
+    let fd = stream.as_raw_fd();
+    let mut buf = BytesMut::with_capacity(512);
+    let mut seen = 0;
+    // The last bytes of the previous read, so that an empty line split between two
+    // reads is found.
+    let mut tail = [0u8; 3];
+    while seen < max {
+        buf.clear();
+        match sys::recv_into(fd, &mut buf) {
+            Ok(Nb::Done(0)) | Err(_) => return,
+            Ok(Nb::Done(n)) => seen += n,
+            Ok(Nb::WouldBlock) => {
+                if stream.readable(false).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        let mut window = tail.to_vec();
+        window.extend_from_slice(&buf);
+        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+            return;
+        }
+        let k = window.len();
+        tail.copy_from_slice(&window[k - 3..]);
+    }
+}
+
+/// Serves one accepted connection to its end; `permit` is its place under the
+/// admission limits, held as long as the connection (handed on with it).
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, permit: Permit) {
     let fd = stream.as_raw_fd();
     let timeout = Duration::from_millis(ctx.config.server.handshake_timeout_ms);
     let upgraded = match monoio::time::timeout(timeout, handshake(&ctx, &stream)).await {
@@ -70,7 +125,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
             // The session runs as a task of its own: this handshake task (with its
             // timer and parse state) ends here, so a parked idle connection holds
             // only what `session` needs.
-            spawn_isolated("connection", conn::run(ctx, stream, shared, leftover, None));
+            spawn_isolated(
+                "connection",
+                conn::run(ctx, stream, shared, leftover, None, permit),
+            );
         }
         Upgraded::Raw(shared, leftover, route) => {
             ctx.metrics.handshake(HandshakeResult::Ok);
@@ -79,14 +137,14 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
             raw::open(&ctx, &shared, &route);
             spawn_isolated(
                 "raw connection",
-                conn::run(ctx, stream, shared, leftover, Some(Rc::new(route))),
+                conn::run(ctx, stream, shared, leftover, Some(Rc::new(route)), permit),
             );
         }
         Upgraded::Resume {
             place,
             response,
             leftover,
-        } => resume::start(ctx, stream, place, response, leftover),
+        } => resume::start(ctx, stream, place, response, leftover, permit),
     }
 }
 

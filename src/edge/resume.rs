@@ -15,6 +15,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
+use crate::admission::Permit;
 use crate::metrics::{bump, HandshakeResult};
 use crate::proto::handshake;
 use crate::proto::resume::ResumePlace;
@@ -28,16 +29,17 @@ use super::{conn, manifest};
 
 /// After the upgrade request of a client presenting a token naming `place` was
 /// accepted: resumes the session here if it is this shard's, else hands the
-/// connection to the shard that holds it.
+/// connection (with its admission `permit`) to the shard that holds it.
 pub fn start(
     ctx: Rc<ShardCtx>,
     stream: TcpStream,
     place: ResumePlace,
     response: Bytes,
     leftover: BytesMut,
+    permit: Permit,
 ) {
     if usize::from(place.shard) == ctx.id {
-        attach(ctx, stream, place, response, leftover);
+        attach(ctx, stream, place, response, leftover, permit);
         return;
     }
     if usize::from(place.shard) >= ctx.plane.hub.shards() {
@@ -58,6 +60,7 @@ pub fn start(
                     place,
                     response,
                     leftover: leftover.freeze(),
+                    permit,
                 })),
             )
         }
@@ -80,6 +83,7 @@ pub fn adopt(ctx: &Rc<ShardCtx>, h: Handover) {
             h.place,
             h.response,
             BytesMut::from(&h.leftover[..]),
+            h.permit,
         ),
         Err(e) => {
             tracing::warn!(shard = ctx.id, error = %e, "resume: cannot take over a handed connection");
@@ -94,6 +98,7 @@ fn attach(
     place: ResumePlace,
     response: Bytes,
     leftover: BytesMut,
+    permit: Permit,
 ) {
     let at = SessionRef {
         slot: place.slot,
@@ -143,7 +148,10 @@ fn attach(
     bump(&ctx.metrics.resumes, 1);
     ctx.connection_resumed(&new);
     tracing::debug!(shard = ctx.id, session = %new.session.session_id, life = new.session.life, took_over = !was_parked, lost, "session resumed");
-    spawn_isolated("connection", conn::run(ctx, stream, new, leftover, None));
+    spawn_isolated(
+        "connection",
+        conn::run(ctx, stream, new, leftover, None, permit),
+    );
 }
 
 /// Answers a reconnection token that opens nothing here with 401 (logged with why).

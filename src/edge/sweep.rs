@@ -4,7 +4,8 @@
 //! wakeups for every idle client; one pass a second sends pings to idle clients, drops
 //! those that stay silent, closes sessions whose token expired (4001), sends the
 //! manifest to a client that never answered the upgrade's ping, and ends parked
-//! sessions whose reconnection window ran out.
+//! sessions whose reconnection window ran out; and it lets the shared admission
+//! limits forget source addresses with nothing left to count (`Admission::prune`).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub async fn sweep(ctx: Rc<ShardCtx>) {
             return;
         }
         clock::refresh();
+        // (Once a second over all shards, whichever comes first.)
+        ctx.admission.prune();
         let now = ctx.now_secs();
         let unix = unix_now().as_secs();
         let window = ctx.config.server.reconnect_window_secs;

@@ -137,4 +137,6 @@ pub struct Handover {
     pub response: Bytes,
     /// Bytes the client sent after its upgrade request.
     pub leftover: Bytes,
+    /// The connection's place under the admission limits, moving with it.
+    pub permit: crate::admission::Permit,
 }

@@ -14,13 +14,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::admin::{self, AdminState, PushApi};
+use crate::admission::{self, Admission};
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::push::Hub;
 use crate::registry::Registry;
 use crate::rt::mailbox::Mailbox;
-use crate::shard::{ShardCtx, ShardMsg};
+use crate::shard::{ProcessShared, ShardCtx, ShardMsg};
 
 mod drain;
 mod shard_thread;
@@ -126,6 +127,18 @@ impl Gateway {
 
         let ready = Arc::new(AtomicUsize::new(0));
         let hub = Arc::new(Hub::new(shards));
+        let shared = ProcessShared {
+            config: config.clone(),
+            auth: auth.clone(),
+            guid_secret,
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            hub: hub.clone(),
+            admission: Arc::new(Admission::new(
+                admission::Limits::from_config(&config.server),
+                metrics.clone(),
+            )),
+        };
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready_shards: ready.clone(),
@@ -158,15 +171,7 @@ impl Gateway {
             let mailbox = Arc::new(Mailbox::default());
             mailboxes.push(mailbox.clone());
             let cpus = cpus.clone();
-            let hub = hub.clone();
-            let (config, auth, registry, metrics, ready, started_tx) = (
-                config.clone(),
-                auth.clone(),
-                registry.clone(),
-                metrics.clone(),
-                ready.clone(),
-                started_tx.clone(),
-            );
+            let (shared, ready, started_tx) = (shared.clone(), ready.clone(), started_tx.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("ringgate-shard-{id}"))
                 .spawn(move || {
@@ -183,15 +188,7 @@ impl Gateway {
                                 return;
                             }
                         };
-                        let ctx = std::rc::Rc::new(ShardCtx::new(
-                            id,
-                            config,
-                            auth,
-                            guid_secret,
-                            registry,
-                            metrics,
-                            hub,
-                        ));
+                        let ctx = std::rc::Rc::new(ShardCtx::new(id, shared));
                         let _ = started_tx.send((id, Ok(())));
                         shard_thread::run(ctx, listener, mailbox, ready).await;
                     };

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::{Metrics, ShardMetrics};
@@ -62,22 +63,40 @@ pub struct ShardCtx {
     pub read_gate: Rc<ReadGate>,
     pub draining: Cell<bool>,
     pub stop_accept: LocalNotify,
+    /// The connection caps and upgrade rate every shard shares (`crate::admission`).
+    pub admission: Arc<Admission>,
+    /// Connections refused by `admission` are logged at most once a second per shard.
+    pub refusals_log: FailureLog,
     push_counter: Rc<Cell<u16>>,
     /// Numbers sessions for the backend links (never reused while the process runs).
     link_refs: Cell<u64>,
     epoch: Instant,
 }
 
+/// What every shard starts from: the process's shared state.
+#[derive(Clone)]
+pub struct ProcessShared {
+    pub config: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    pub guid_secret: [u8; 32],
+    /// The first registry snapshot.
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub hub: Arc<Hub>,
+    pub admission: Arc<Admission>,
+}
+
 impl ShardCtx {
-    pub fn new(
-        id: usize,
-        config: Arc<Config>,
-        auth: Arc<Authenticator>,
-        guid_secret: [u8; 32],
-        registry: Arc<Registry>,
-        all_metrics: Arc<Metrics>,
-        hub: Arc<Hub>,
-    ) -> ShardCtx {
+    pub fn new(id: usize, shared: ProcessShared) -> ShardCtx {
+        let ProcessShared {
+            config,
+            auth,
+            guid_secret,
+            registry,
+            metrics: all_metrics,
+            hub,
+            admission,
+        } = shared;
         let session_env = Arc::new(SessionEnv {
             metrics: all_metrics.shards[id].clone(),
             shard: id as u16,
@@ -103,6 +122,8 @@ impl ShardCtx {
             read_gate: Rc::default(),
             draining: Cell::new(false),
             stop_accept: LocalNotify::default(),
+            admission,
+            refusals_log: FailureLog::default(),
             push_counter: Rc::default(),
             link_refs: Cell::new(0),
             epoch: Instant::now(),
