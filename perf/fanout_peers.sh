@@ -167,6 +167,7 @@ if [[ " ${TARGETS[*]} " == *" ringgate "* ]]; then
             -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$RG_ADMIN\"|" \
             -e "s|^shards = .*|shards = 1|" \
             -e "s|^idle_ping_secs = .*|idle_ping_secs = 300|" \
+            -e "s|^idle_timeout_secs = .*|idle_timeout_secs = 0|" \
             -e "s|^hs256_secret = .*|hs256_secret = \"$RG_SECRET\"|" \
             -e "s|^# token = .*|token = \"$RG_TOKEN\"|" \
             configs/default.toml > "$CFG"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark (issue 2, "Benchmark to report"): the gateway's RSS per idle authenticated
 # connection. Builds release, starts ringgate on a private config (free ports,
-# idle_ping_secs = 300 so no pings during the hold), holds CONNS connections for HOLD
+# idle_ping_secs = 300 so no pings during the hold, idle_timeout_secs = 0 so silent
+# clients are not closed), holds CONNS connections for HOLD
 # seconds with `ringgate-bench idle` (split over worker processes and source addresses
 # 127.0.0.x as RLIMIT_NOFILE requires), prints the report, stops the gateway.
 #
@@ -58,10 +59,11 @@ CFG=$TMP/ringgate.toml
 sed -e "s|^listen = .*|listen = \"127.0.0.1:$LISTEN_PORT\"|" \
     -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$ADMIN_PORT\"|" \
     -e "s|^idle_ping_secs = .*|idle_ping_secs = 300|" \
+    -e "s|^idle_timeout_secs = .*|idle_timeout_secs = 0|" \
     -e "s|^shards = .*|shards = $SHARDS|" \
     configs/default.toml > "$CFG"
 for key in "listen = \"127.0.0.1:$LISTEN_PORT\"" "admin_listen = \"127.0.0.1:$ADMIN_PORT\"" \
-           "idle_ping_secs = 300" "shards = $SHARDS"; do
+           "idle_ping_secs = 300" "idle_timeout_secs = 0" "shards = $SHARDS"; do
     grep -qxF "$key" <(sed 's/ *#.*//; s/ *$//' "$CFG") || { echo "config edit failed: $key" >&2; exit 1; }
 done
 "$GATEWAY" --check-config "$CFG"

@@ -206,9 +206,11 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
     -e "s|^shards = .*|shards = 1|" \
     -e "s|^rate_limit_per_sec = .*|rate_limit_per_sec = 0|" \
     -e "s|^idle_ping_secs = .*|idle_ping_secs = 300|" \
+    -e "s|^idle_timeout_secs = .*|idle_timeout_secs = 0|" \
     -e "s|^url = \"http://127.0.0.1:5001\"|url = \"http://127.0.0.1:$ECHO_PORT\"|" \
     configs/default.toml > "$CFG"
 for key in "listen = \"127.0.0.1:$GW_PORT\"" "shards = 1" "rate_limit_per_sec = 0" \
+           "idle_ping_secs = 300" "idle_timeout_secs = 0" \
            "max_idle_per_shard = $BACKEND_IDLE" "max_conns_per_shard = $BACKEND_CONNS" \
            "pipeline_depth = $PIPELINE" \
            "read_batch_tick_us = $READ_BATCH" \

@@ -126,6 +126,10 @@ pub struct ShardMetrics {
     pub resume_events_lost: AtomicU64,
     /// Requests answered 12: past their connection's rate (`server.rate_limit_*`).
     pub rate_limited: AtomicU64,
+    /// Connections dropped because a ping went unanswered (`server.pong_timeout_secs`).
+    pub pong_timeouts: AtomicU64,
+    /// Connections closed 1001 for completing no message in `server.idle_timeout_secs`.
+    pub idle_timeouts: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -253,7 +257,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE ringgate_connections_open gauge");
         let _ = writeln!(out, "ringgate_connections_open {}", self.connections_open());
-        let counters: [(&str, &str, u64); 16] = [
+        let counters: [(&str, &str, u64); 18] = [
             (
                 "ringgate_connections_total",
                 "Client WebSocket connections upgraded since start.",
@@ -328,6 +332,16 @@ impl Metrics {
                 "ringgate_rate_limited_total",
                 "Requests answered code 12: past their connection's server.rate_limit_per_sec and burst.",
                 sum(&|s| s.rate_limited.load(Relaxed)),
+            ),
+            (
+                "ringgate_pong_timeouts_total",
+                "Clients dropped because they answered no ping within server.pong_timeout_secs.",
+                sum(&|s| s.pong_timeouts.load(Relaxed)),
+            ),
+            (
+                "ringgate_idle_timeouts_total",
+                "Clients closed (1001) for completing no message, pongs included, in server.idle_timeout_secs.",
+                sum(&|s| s.idle_timeouts.load(Relaxed)),
             ),
             (
                 "ringgate_read_batching_ticks_total",

@@ -367,3 +367,89 @@ fn a_resumed_connection_holds_one_place_on_whichever_shard_its_session_is() {
         admitted_becomes(&g, 0).await;
     });
 }
+
+#[test]
+fn a_client_that_trickles_a_frame_and_completes_none_is_closed_with_1001_idle_timeout() {
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "idle_ping_secs = 1\npong_timeout_secs = 1\nidle_timeout_secs = 4",
+        "",
+    ));
+    let mut c = RawClient::upgrade(g.addr, &user_token(&["user"]), b"");
+    // A 256-byte binary frame, sent a byte every 200 ms: bytes keep arriving (so no
+    // ping is due), no message is ever complete.
+    let frame = encode_frame(OpCode::Binary, &[7u8; 256], Some([1, 2, 3, 4]));
+    let start = Instant::now();
+    let mut sent = 0;
+    let close = loop {
+        assert!(start.elapsed() < Duration::from_secs(15), "never closed");
+        c.send(&frame[sent..sent + 1]);
+        sent += 1;
+        if let Some(Message::Close(f)) = c.next(Duration::from_millis(200)) {
+            break f.expect("a close code");
+        }
+    };
+    assert!(sent < frame.len(), "the frame was completed");
+    assert_eq!(close.code, 1001);
+    assert_eq!(&close.reason[..], b"idle timeout");
+    assert_eq!(sample(&g, "ringgate_idle_timeouts_total"), 1);
+    assert_eq!(sample(&g, "ringgate_pong_timeouts_total"), 0);
+}
+
+#[test]
+fn an_idle_client_that_answers_pings_outlives_the_idle_timeout() {
+    use ringgate::client::Incoming;
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "idle_ping_secs = 1\npong_timeout_secs = 1\nidle_timeout_secs = 4",
+        "",
+    ));
+    run(async {
+        let (mut c, m) = connect(&g, &user_token(&["user"])).await;
+        // Sends nothing but its pongs (the client answers each ping as it reads).
+        let start = Instant::now();
+        let mut pings = 0;
+        while start.elapsed() < Duration::from_secs(7) {
+            match monoio::time::timeout(Duration::from_millis(200), c.next()).await {
+                Ok(Ok(Incoming::Ping(_))) => pings += 1,
+                Ok(Ok(Incoming::Close(f))) => panic!("closed: {f:?}"),
+                Ok(Err(e)) => panic!("{e}"),
+                _ => {}
+            }
+        }
+        assert!(pings >= 2, "{pings} pings in 7 s");
+        let (h, _) = c.call(m.guid("/echo").unwrap(), b"{}").await.unwrap();
+        assert_eq!(h.code, 0);
+    });
+    assert_eq!(sample(&g, "ringgate_idle_timeouts_total"), 0);
+}
+
+#[test]
+fn a_silent_client_is_dropped_at_the_pong_deadline_and_counted() {
+    let backend = Backend::start();
+    let g = gateway(config(
+        &backend,
+        "idle_ping_secs = 1\npong_timeout_secs = 1\nidle_timeout_secs = 60",
+        "",
+    ));
+    // Never answers a ping, sends nothing.
+    let mut c = RawClient::upgrade(g.addr, &user_token(&["user"]), b"");
+    let start = Instant::now();
+    while sample(&g, "ringgate_pong_timeouts_total") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(15), "never dropped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Dropped: no close frame, the stream just ends.
+    while let Some(m) = c.next(Duration::from_secs(5)) {
+        assert!(matches!(m, Message::Ping(_)), "{m:?}");
+    }
+    let mut rest = [0u8; 16];
+    assert_eq!(
+        c.stream.read(&mut rest).unwrap_or(0),
+        0,
+        "the connection ended"
+    );
+    assert_eq!(sample(&g, "ringgate_idle_timeouts_total"), 0);
+}

@@ -167,6 +167,11 @@ pub struct ServerConfig {
     /// a TLS terminator or load balancer in front, whose address every client shares,
     /// and the load harness on loopback.
     pub per_ip_exempt: Vec<String>,
+    /// A connection that completes no message (pongs count) for this long is closed
+    /// with 1001 "idle timeout": one that trickles a frame's bytes is never pinged.
+    /// 0 = never; else more than `idle_ping_secs + pong_timeout_secs`, so a client
+    /// that only answers pings is not idle.
+    pub idle_timeout_secs: u64,
 }
 
 /// `[auth]`: how upgrade requests are authenticated.
@@ -700,6 +705,21 @@ impl ServerConfig {
             ));
         }
         self.per_ip_exempt_nets()?;
+        let pinged = self.idle_ping_secs.saturating_add(self.pong_timeout_secs);
+        if self.idle_timeout_secs != 0 && self.idle_timeout_secs <= pinged {
+            return Err(ConfigError::key(
+                "server.idle_timeout_secs",
+                format!(
+                    "must be 0 (off) or more than idle_ping_secs + pong_timeout_secs ({pinged}): a client that answers pings is not idle; with idle_ping_secs raised, raise it or set it to 0"
+                ),
+            ));
+        }
+        if self.idle_timeout_secs > u64::from(u32::MAX) {
+            return Err(ConfigError::key(
+                "server.idle_timeout_secs",
+                "must be at most 4294967295",
+            ));
+        }
         Ok(())
     }
 
@@ -1041,6 +1061,7 @@ endpoints = [{ path = "/account/get", roles = ["user"] }]
         assert_eq!((c.upgrade_rate_per_ip, c.upgrade_burst_per_ip), (50, 200));
         assert_eq!(c.per_ip_exempt, ["127.0.0.0/8", "::1"]);
         assert_eq!(c.per_ip_exempt_nets().unwrap().len(), 2);
+        assert_eq!(c.idle_timeout_secs, 120);
         let env = env(&[("RINGGATE_SERVER_PER_IP_EXEMPT", r#"["10.0.0.0/8"]"#)]);
         let c = Config::from_toml_str("", &env).unwrap().server;
         assert_eq!(
@@ -1057,6 +1078,8 @@ endpoints = [{ path = "/account/get", roles = ["user"] }]
                 "server.per_ip_exempt[1]",
             ),
             ("max_connections = -1", "server.max_connections"),
+            ("idle_timeout_secs = 40", "server.idle_timeout_secs"),
+            ("idle_ping_secs = 300", "server.idle_timeout_secs"),
         ] {
             let e = Config::from_toml_str(&format!("[server]\n{text}\n"), &[]).unwrap_err();
             assert!(e.to_string().contains(key), "{text}: {e}");

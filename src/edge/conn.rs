@@ -439,6 +439,8 @@ impl Conn<'_> {
     /// `now_ms`: `ShardCtx::now_ms` for the rate limiter.
     fn on_message(&mut self, msg: Message, now_ms: u64) -> bool {
         crate::metrics::bump(&self.ctx.metrics.frames_in, 1);
+        // (`now_ms` / 1000 is `ShardCtx::now_secs`: the same clock.)
+        self.shared.last_msg.set((now_ms / 1000) as u32);
         if let (Some(route), Message::Binary(p) | Message::Text(p)) = (&self.raw, &msg) {
             if self.closing.is_none() {
                 if !self.bucket.try_take(rate(self.ctx), now_ms) {

@@ -13,14 +13,19 @@ use std::time::Duration;
 use crate::metrics::bump;
 use crate::rt::clock;
 use crate::rt::task::unix_now;
+use crate::session::Timers;
 use crate::shard::ShardCtx;
 
 use super::manifest;
 
 /// Once a second: server pings to idle clients, the pong deadline, session expiry.
 pub async fn sweep(ctx: Rc<ShardCtx>) {
-    let idle = ctx.config.server.idle_ping_secs as u32;
-    let pong = ctx.config.server.pong_timeout_secs as u32;
+    let s = &ctx.config.server;
+    let timers = Timers {
+        idle_ping: s.idle_ping_secs as u32,
+        pong_timeout: s.pong_timeout_secs as u32,
+        idle_timeout: s.idle_timeout_secs as u32,
+    };
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         if ctx.draining.get() {
@@ -48,7 +53,7 @@ pub async fn sweep(ctx: Rc<ShardCtx>) {
             if c.manifest_overdue(now) && !c.closing() {
                 manifest::send(&ctx, &c, "initial");
             }
-            c.on_tick(now, unix, idle, pong);
+            c.on_tick(now, unix, timers);
         }
     }
 }

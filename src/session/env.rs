@@ -1,5 +1,6 @@
-//! What every session handle of a shard shares: the shard's metrics and how its
-//! sessions outlive their connections (the reconnection key and window).
+//! What every session handle of a shard shares: the shard's metrics, how its sessions
+//! outlive their connections (the reconnection key and window), and the in-flight
+//! bound.
 //!
 //! Why one `Arc` per shard and not fields per handle: an idle connection's handle must
 //! stay within one allocator size class (`ConnShared`'s size test), and these values
@@ -46,6 +47,9 @@ pub struct SessionEnv {
     pub window_secs: u32,
     /// `server.resume_buffer_bytes`.
     pub resume_buffer: usize,
+    /// `server.max_inflight_per_connection`: a connection's requests in flight at
+    /// which its reading pauses (here, not in each handle, to keep the handle small).
+    pub max_inflight: u32,
 }
 
 impl SessionEnv {

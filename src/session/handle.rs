@@ -156,6 +156,18 @@ const NO_READS: u8 = 0x80;
 /// A `life_flags` bit: a raw route's connection.
 const RAW: u8 = 0x40;
 
+/// The sweep's timers (seconds), from `[server]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// `idle_ping_secs`: a ping after this long without a byte from the client.
+    pub idle_ping: u32,
+    /// `pong_timeout_secs`: then, without a byte this long, the connection is dropped.
+    pub pong_timeout: u32,
+    /// `idle_timeout_secs`: without a whole message (pongs count) this long, the
+    /// connection is closed with 1001 "idle timeout"; 0 = never.
+    pub idle_timeout: u32,
+}
+
 /// A request to end the connection, made from outside its task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseRequest {
@@ -220,12 +232,14 @@ pub struct ConnShared {
     pub(crate) close: CloseSlot,
     pub(crate) gone: Cell<bool>,
     pub(crate) last_rx: Cell<u32>,
+    /// When the client last completed a message (pongs included; shard seconds): a
+    /// client that sends bytes but no whole message stays `idle` (`Timers`).
+    pub(crate) last_msg: Cell<u32>,
     pub(crate) ping_sent: PingSent,
     /// `server.max_outbox_bytes` (at most 1 GiB: a `u32` keeps the handle small).
     max_outbox: u32,
-    /// Requests forwarded or queued now, and the bound at which reading pauses.
+    /// Requests forwarded or queued now (reading pauses at `SessionEnv::max_inflight`).
     inflight: Cell<u32>,
-    max_inflight: u32,
     /// Reading is paused: the bound was reached and the count has not yet fallen to
     /// half of it.
     paused: Cell<bool>,
@@ -242,7 +256,6 @@ impl ConnShared {
     pub fn new(
         session: Session,
         max_outbox: usize,
-        max_inflight: u32,
         env: std::sync::Arc<SessionEnv>,
         now_secs: u32,
     ) -> ConnShared {
@@ -256,10 +269,10 @@ impl ConnShared {
             close: CloseSlot::default(),
             gone: Cell::new(false),
             last_rx: Cell::new(now_secs),
+            last_msg: Cell::new(now_secs),
             ping_sent: PingSent(Cell::new(u32::MAX)),
             max_outbox: u32::try_from(max_outbox).unwrap_or(u32::MAX),
             inflight: Cell::new(0),
-            max_inflight,
             paused: Cell::new(false),
             life_flags: Cell::new(0),
             lost: Cell::new(0),
@@ -456,7 +469,7 @@ impl ConnShared {
     pub fn request_started(&self) {
         let n = self.inflight.get() + 1;
         self.inflight.set(n);
-        if n >= self.max_inflight {
+        if n >= self.env.max_inflight {
             self.paused.set(true);
         }
     }
@@ -468,7 +481,7 @@ impl ConnShared {
     pub fn request_done(&self) {
         let n = self.inflight.get().saturating_sub(1);
         self.inflight.set(n);
-        if self.paused.get() && n <= self.max_inflight / 2 {
+        if self.paused.get() && n <= self.env.max_inflight / 2 {
             self.paused.set(false);
             self.notify.notify();
         }
@@ -530,8 +543,8 @@ impl ConnShared {
         }
     }
 
-    /// The once-a-second sweep: session expiry, idle ping, pong deadline.
-    pub fn on_tick(&self, now: u32, unix_now: u64, idle_ping: u32, pong_timeout: u32) {
+    /// The once-a-second sweep: session expiry, idle timeout, idle ping, pong deadline.
+    pub fn on_tick(&self, now: u32, unix_now: u64, t: Timers) {
         if self.gone.get() || self.closing() || self.is_parked() {
             return;
         }
@@ -544,15 +557,24 @@ impl ConnShared {
         if !self.can_read() {
             // Reading is paused for backpressure: the client's silence is ours.
             self.last_rx.set(now);
+            self.last_msg.set(now);
+            return;
+        }
+        if t.idle_timeout > 0 && now.saturating_sub(self.last_msg.get()) >= t.idle_timeout {
+            // Bytes, perhaps, but no whole message (not even a pong) for that long: a
+            // client trickling a frame never lets the ping below fire.
+            crate::metrics::bump(&self.env.metrics.idle_timeouts, 1);
+            self.request_close(crate::proto::frame::CLOSE_GOING_AWAY, "idle timeout");
             return;
         }
         match self.ping_sent.get() {
-            Some(at) if now.saturating_sub(at) >= pong_timeout => {
+            Some(at) if now.saturating_sub(at) >= t.pong_timeout => {
+                crate::metrics::bump(&self.env.metrics.pong_timeouts, 1);
                 self.close.set(Some(CloseRequest::Abort));
                 self.notify.notify();
             }
             Some(_) => {}
-            None if now.saturating_sub(self.last_rx.get()) >= idle_ping => {
+            None if now.saturating_sub(self.last_rx.get()) >= t.idle_ping => {
                 self.ping_sent.set(Some(now));
                 self.send_frame(ws::ping_frame(b"", None));
             }
@@ -618,7 +640,11 @@ pub(crate) mod tests_support {
             link_ref,
             Some(100),
         );
-        ConnShared::new(session, max_outbox, 4, Default::default(), 0)
+        let env = SessionEnv {
+            max_inflight: 4,
+            ..Default::default()
+        };
+        ConnShared::new(session, max_outbox, std::sync::Arc::new(env), 0)
     }
 
     /// A handle on a shard whose sessions are resumable, with `resume_buffer` bytes
@@ -631,15 +657,10 @@ pub(crate) mod tests_support {
             ))),
             window_secs: 60,
             resume_buffer,
+            max_inflight: 4,
             ..Default::default()
         };
-        ConnShared::new(
-            c.session.successor(),
-            1 << 20,
-            4,
-            std::sync::Arc::new(env),
-            0,
-        )
+        ConnShared::new(c.session.successor(), 1 << 20, std::sync::Arc::new(env), 0)
     }
 }
 
@@ -647,6 +668,13 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::shared;
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    const TIMERS: Timers = Timers {
+        idle_ping: 30,
+        pong_timeout: 10,
+        idle_timeout: 0,
+    };
 
     #[test]
     fn a_client_past_its_outbox_bound_is_closed_with_1013_counted_and_its_backlog_dropped() {
@@ -757,23 +785,57 @@ mod tests {
     #[test]
     fn sweep_pings_an_idle_client_then_drops_it_after_the_pong_deadline() {
         let c = shared(1 << 20);
-        c.on_tick(5, 0, 30, 10);
+        c.on_tick(5, 0, TIMERS);
         assert!(c.outbox.borrow().is_empty(), "not idle long enough");
-        c.on_tick(30, 0, 30, 10);
+        c.on_tick(30, 0, TIMERS);
         assert_eq!(c.ping_sent.get(), Some(30));
         assert!(!c.outbox.borrow().is_empty(), "a ping was queued");
-        c.on_tick(39, 0, 30, 10);
+        c.on_tick(39, 0, TIMERS);
         assert_eq!(c.close_request(), None);
-        c.on_tick(40, 0, 30, 10);
+        c.on_tick(40, 0, TIMERS);
         assert_eq!(c.close_request(), Some(CloseRequest::Abort));
+        assert_eq!(c.env.metrics.pong_timeouts.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_client_that_completes_no_message_for_the_idle_timeout_is_closed_with_1001() {
+        let t = Timers {
+            idle_timeout: 60,
+            ..TIMERS
+        };
+        let c = shared(1 << 20);
+        // Bytes keep coming (a frame trickled a byte at a time): no ping is due ...
+        for now in 1..60 {
+            c.last_rx.set(now);
+            c.on_tick(now, 0, t);
+        }
+        assert_eq!(c.ping_sent.get(), None);
+        assert_eq!(c.close_request(), None);
+        // ... but no whole message came since the upgrade.
+        c.on_tick(60, 0, t);
+        assert_eq!(
+            c.close_request(),
+            Some(CloseRequest::Close(1001, "idle timeout".into()))
+        );
+        assert_eq!(c.env.metrics.idle_timeouts.load(Relaxed), 1);
+        // A message (a pong counts) restarts the clock; 0 turns it off.
+        let c = shared(1 << 20);
+        c.last_msg.set(50);
+        c.on_tick(100, 0, t);
+        assert_eq!(c.close_request(), None);
+        c.on_tick(1000, 0, TIMERS);
+        assert_ne!(
+            c.close_request(),
+            Some(CloseRequest::Close(1001, "idle timeout".into()))
+        );
     }
 
     #[test]
     fn sweep_closes_an_expired_session_with_4001() {
         let c = shared(1 << 20);
-        c.on_tick(1, 99, 30, 10);
+        c.on_tick(1, 99, TIMERS);
         assert_eq!(c.close_request(), None);
-        c.on_tick(2, 100, 30, 10);
+        c.on_tick(2, 100, TIMERS);
         assert_eq!(
             c.close_request(),
             Some(CloseRequest::Close(

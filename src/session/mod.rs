@@ -24,7 +24,7 @@ mod table;
 pub use env::{ResumeStore, SessionEnv};
 #[cfg(test)]
 pub(crate) use handle::tests_support;
-pub use handle::{CloseRequest, ConnShared, Queued, Session};
+pub use handle::{CloseRequest, ConnShared, Queued, Session, Timers};
 pub use outbox::{Flush, Outbox};
 pub use place::SessionRef;
 pub use table::SessionTable;

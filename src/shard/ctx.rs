@@ -103,6 +103,7 @@ impl ShardCtx {
             resume: (config.server.reconnect_window_secs > 0).then(|| hub.resume.clone()),
             window_secs: config.server.reconnect_window_secs,
             resume_buffer: config.server.resume_buffer_bytes,
+            max_inflight: config.server.max_inflight_per_connection,
         });
         let ctx = ShardCtx {
             session_env,
@@ -308,7 +309,6 @@ impl ShardCtx {
         Rc::new(ConnShared::new(
             session,
             self.config.server.max_outbox_bytes,
-            self.config.server.max_inflight_per_connection,
             self.session_env.clone(),
             self.now_secs(),
         ))
