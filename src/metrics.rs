@@ -130,6 +130,8 @@ pub struct ShardMetrics {
     pub pong_timeouts: AtomicU64,
     /// Connections closed 1001 for completing no message in `server.idle_timeout_secs`.
     pub idle_timeouts: AtomicU64,
+    /// Connections closed 4001 because their session's JWT expired (`exp` + leeway).
+    pub sessions_expired: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -257,7 +259,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE ringgate_connections_open gauge");
         let _ = writeln!(out, "ringgate_connections_open {}", self.connections_open());
-        let counters: [(&str, &str, u64); 18] = [
+        let counters: [(&str, &str, u64); 19] = [
             (
                 "ringgate_connections_total",
                 "Client WebSocket connections upgraded since start.",
@@ -342,6 +344,11 @@ impl Metrics {
                 "ringgate_idle_timeouts_total",
                 "Clients closed (1001) for completing no message, pongs included, in server.idle_timeout_secs.",
                 sum(&|s| s.idle_timeouts.load(Relaxed)),
+            ),
+            (
+                "ringgate_sessions_expired_total",
+                "Clients closed with 4001, after a disconnect notice, because their JWT expired (exp + auth.leeway_secs).",
+                sum(&|s| s.sessions_expired.load(Relaxed)),
             ),
             (
                 "ringgate_read_batching_ticks_total",

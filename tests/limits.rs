@@ -453,3 +453,38 @@ fn a_silent_client_is_dropped_at_the_pong_deadline_and_counted() {
     );
     assert_eq!(sample(&g, "ringgate_idle_timeouts_total"), 0);
 }
+
+#[test]
+fn a_session_whose_jwt_expires_gets_a_final_disconnect_notice_then_4001() {
+    use common::push::{next_within, Got};
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "", "leeway_secs = 0"));
+    run(async {
+        let t = token("a", &["user"], None, unix_now() + 2);
+        let (mut c, m) = connect(&g, &t).await;
+        let resume_token = m.reconnection_token.expect("a reconnection token");
+        let notice = match next_within(&mut c, Duration::from_secs(10)).await {
+            Some(Got::Push(_, p)) => serde_json::from_slice::<serde_json::Value>(&p).unwrap(),
+            other => panic!("expected the disconnect notice, got {other:?}"),
+        };
+        assert_eq!(notice["eventName"], "connect.disconnect-notification");
+        assert_eq!(notice["reason"], "session_expired", "{notice}");
+        assert_eq!(notice["reconnectable"], false, "{notice}");
+        assert!(notice.get("reconnectionToken").is_none(), "{notice}");
+        match next_within(&mut c, Duration::from_secs(5)).await {
+            Some(Got::Close(close)) => assert_eq!(close.map(|c| c.0), Some(4001)),
+            other => panic!("expected the close, got {other:?}"),
+        }
+        drop(c);
+        // The session ended with its token: its reconnection token opens nothing.
+        let status = raw_status(
+            g.addr,
+            &upgrade_request(
+                "/connect",
+                &format!("Authorization: Reconnect {resume_token}\r\n"),
+            ),
+        );
+        assert_eq!(status, 401);
+    });
+    assert_eq!(sample(&g, "ringgate_sessions_expired_total"), 1);
+}

@@ -68,7 +68,8 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// The disconnect notice sent before a server-initiated, resumable close.
+/// The disconnect notice sent before a server-initiated close (`reconnectable: false`
+/// when the client should not come back with what it has: its token expired).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DisconnectNotice<'a> {
@@ -169,11 +170,13 @@ pub struct Resumable<'a> {
 
 /// Builds the disconnect notice push message (header + JSON), sent before a
 /// server-initiated close; `resume`: how the client may resume the session (`None`:
-/// it may reconnect, but starts a new session).
+/// it may reconnect, but starts a new session); `reconnectable`: whether it should
+/// reconnect at all (not with the credentials it has: its token expired).
 pub fn disconnect_message(
     message_id: u64,
     reason: &str,
     resume: Option<Resumable<'_>>,
+    reconnectable: bool,
     event_id: &[u8; 16],
     now_unix_nanos: u128,
 ) -> Vec<u8> {
@@ -181,7 +184,7 @@ pub fn disconnect_message(
         event_name: DISCONNECT_EVENT,
         reconnection_token: resume.map(|r| r.token),
         expires_at: resume.map(|r| iso8601_utc(r.until_unix_nanos)),
-        reconnectable: true,
+        reconnectable,
         reason,
         event_id: format_guid(event_id),
         timestamp: iso8601_utc(now_unix_nanos),

@@ -156,6 +156,10 @@ const NO_READS: u8 = 0x80;
 /// A `life_flags` bit: a raw route's connection.
 const RAW: u8 = 0x40;
 
+/// The disconnect notice's reason for a session whose JWT expired: the value Bannou's
+/// TypeScript SDK maps to its `SessionExpired` (it matches `"session_expired"`).
+pub const SESSION_EXPIRED_REASON: &str = "session_expired";
+
 /// The sweep's timers (seconds), from `[server]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
@@ -550,6 +554,10 @@ impl ConnShared {
         }
         if let Some(exp) = self.session.expires_at() {
             if unix_now >= exp {
+                crate::metrics::bump(&self.env.metrics.sessions_expired, 1);
+                // The notice first (nothing is queued once the close is asked for);
+                // its reason is the one Bannou's SDKs read as SessionExpired.
+                self.send_frame(self.final_notice(SESSION_EXPIRED_REASON));
                 self.request_final_close(CLOSE_SESSION_EXPIRED, "session expired");
                 return;
             }
@@ -596,12 +604,24 @@ impl ConnShared {
                 token,
                 until_unix_nanos: now.as_nanos() + u128::from(self.env.window_secs) * 1_000_000_000,
             });
-        disconnect_notice(reason, resume)
+        disconnect_notice(reason, resume, true)
+    }
+
+    /// The disconnect notice before a close that ends the session for good because
+    /// its credentials did (its JWT expired): `reconnectable: false` and no token, as
+    /// neither a resume nor a reconnection with the same JWT would be accepted; the
+    /// client needs a new token first.
+    pub fn final_notice(&self, reason: &str) -> Bytes {
+        disconnect_notice(reason, None, false)
     }
 }
 
 /// The disconnect notice as a binary push frame.
-fn disconnect_notice(reason: &str, resume: Option<crate::proto::event::Resumable<'_>>) -> Bytes {
+fn disconnect_notice(
+    reason: &str,
+    resume: Option<crate::proto::event::Resumable<'_>>,
+    reconnectable: bool,
+) -> Bytes {
     let now = crate::rt::task::unix_now();
     let id = crate::proto::event::push_message_id(
         now.as_millis() as u64,
@@ -611,6 +631,7 @@ fn disconnect_notice(reason: &str, resume: Option<crate::proto::event::Resumable
         id,
         reason,
         resume,
+        reconnectable,
         &crate::rt::sys::random_bytes(),
         now.as_nanos(),
     );
@@ -702,7 +723,7 @@ mod tests {
         );
         // Nothing was written yet: all dropped, and the disconnect notice queued in
         // their place (a binary push the client may act on before the close).
-        let notice = disconnect_notice("x", None);
+        let notice = disconnect_notice("x", None, true);
         assert_eq!(
             c.outbox.borrow().len(),
             notice.len() - 1 + "client too slow".len()
@@ -713,7 +734,7 @@ mod tests {
 
     #[test]
     fn the_disconnect_notice_is_a_binary_push_saying_the_client_may_reconnect() {
-        let f = disconnect_notice("client too slow", None);
+        let f = disconnect_notice("client too slow", None, true);
         assert_eq!(f[0], 0x82, "one binary frame");
         let body = &f[2 + if f[1] == 126 { 2 } else { 0 }..];
         let h = crate::proto::bannou::RequestHeader::decode(body).unwrap();
@@ -831,10 +852,11 @@ mod tests {
     }
 
     #[test]
-    fn sweep_closes_an_expired_session_with_4001() {
+    fn sweep_closes_an_expired_session_with_4001_after_a_final_notice() {
         let c = shared(1 << 20);
         c.on_tick(1, 99, TIMERS);
         assert_eq!(c.close_request(), None);
+        assert!(c.outbox.borrow().is_empty());
         c.on_tick(2, 100, TIMERS);
         assert_eq!(
             c.close_request(),
@@ -843,6 +865,18 @@ mod tests {
                 "session expired".into()
             ))
         );
+        assert!(c.is_final(), "not resumable");
+        assert_eq!(c.env.metrics.sessions_expired.load(Relaxed), 1);
+        // The notice is queued ahead of the close: reconnectable false, no token.
+        let queued = c.outbox.borrow().len();
+        let notice = c.final_notice(SESSION_EXPIRED_REASON);
+        assert_eq!(queued, notice.len());
+        let body = &notice[2 + if notice[1] == 126 { 2 } else { 0 }..];
+        let v: serde_json::Value = serde_json::from_slice(&body[31..]).unwrap();
+        assert_eq!(v["eventName"], "connect.disconnect-notification");
+        assert_eq!(v["reconnectable"], false);
+        assert_eq!(v["reason"], "session_expired");
+        assert!(v.get("reconnectionToken").is_none(), "{v}");
     }
 
     #[test]
