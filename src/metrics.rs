@@ -124,7 +124,8 @@ pub struct ShardMetrics {
     /// Events dropped (oldest first) from sessions whose client was away too long or
     /// missed too much (`server.resume_buffer_bytes`).
     pub resume_events_lost: AtomicU64,
-    /// Requests answered 12: past their connection's rate (`server.rate_limit_*`).
+    /// Client messages past their connection's rate (`server.rate_limit_*`): requests
+    /// answered 12, and raw-route messages, whose connection is closed (1008).
     pub rate_limited: AtomicU64,
     /// Connections dropped because a ping went unanswered (`server.pong_timeout_secs`).
     pub pong_timeouts: AtomicU64,
@@ -332,7 +333,7 @@ impl Metrics {
             ),
             (
                 "ringgate_rate_limited_total",
-                "Requests answered code 12: past their connection's server.rate_limit_per_sec and burst.",
+                "Client messages past their connection's server.rate_limit_per_sec and burst: requests answered code 12, raw-route messages closing their connection with 1008.",
                 sum(&|s| s.rate_limited.load(Relaxed)),
             ),
             (

@@ -488,3 +488,54 @@ fn a_session_whose_jwt_expires_gets_a_final_disconnect_notice_then_4001() {
     });
     assert_eq!(sample(&g, "ringgate_sessions_expired_total"), 1);
 }
+
+#[test]
+fn a_raw_route_client_past_the_connection_rate_is_closed_1008_and_counted() {
+    use common::link::LinkBackend;
+    use ringgate::client::{Client, ConnectOptions, Incoming};
+    let backend = LinkBackend::start();
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shards = 2
+admin_listen = "127.0.0.1:0"
+rate_limit_per_sec = 1
+rate_limit_burst = 2
+[auth]
+hs256_secret = "{SECRET}"
+[[services]]
+name = "lobby"
+link = "{}"
+raw_routes = [ {{ path = "/lobby", roles = ["user"] }} ]
+"#,
+        backend.url()
+    );
+    let g = gateway(ringgate::Config::from_toml_str(&text, &[]).unwrap());
+    backend.conn(0);
+    backend.conn(1);
+    run(async {
+        let opts = ConnectOptions {
+            path: "/lobby".into(),
+            token: Some(user_token(&["user"])),
+            raw: true,
+            ..ConnectOptions::default()
+        };
+        let mut c = Client::connect(g.addr, &opts).await.expect("raw upgrade");
+        // A burst of two, then one a second: eight messages at once overrun it.
+        for _ in 0..8 {
+            if c.send_frame(OpCode::Text, b"hi", true).await.is_err() {
+                break;
+            }
+        }
+        let close = loop {
+            match monoio::time::timeout(Duration::from_secs(5), c.next()).await {
+                Ok(Ok(Incoming::Close(close))) => break close,
+                Ok(Ok(_)) => {}
+                other => panic!("no close: {other:?}"),
+            }
+        };
+        assert_eq!(close.map(|c| c.0), Some(1008));
+    });
+    assert!(sample(&g, "ringgate_rate_limited_total") >= 1);
+}

@@ -445,6 +445,7 @@ impl Conn<'_> {
             if self.closing.is_none() {
                 if !self.bucket.try_take(rate(self.ctx), now_ms) {
                     // No response code to send on a raw route: the client is closed.
+                    crate::metrics::bump(&self.ctx.metrics.rate_limited, 1);
                     self.shared
                         .request_final_close(CLOSE_POLICY, "rate limit exceeded");
                 } else {
