@@ -19,7 +19,8 @@
 # throughout) and write one JSON line a second (`--progress-json`: counters and that
 # second's latency histogram); the churn batches each leave a `connect` report. Every
 # RSS_EVERY seconds the gateway's /proc/PID/status (VmRSS, VmHWM, threads), its open
-# descriptors, its CPU time and a few /metrics gauges go to rss.csv.
+# descriptors, its CPU time, a few /metrics gauges and the machine's CPU (all of it, and
+# what the soak's own processes took) go to rss.csv.
 #
 # At the end perf/soak_report.py prints the per-minute table (RSS, gateway CPU, RPC
 # rate/p50/p99/errors, observers' deliveries/p50/p99/disconnects, churn, reloads,
@@ -226,13 +227,24 @@ fd limit $(awk '/Max open files/ {print $4"/"$5}' "/proc/$GW_PID/limits")"
 
 CLK_TCK=$(getconf CLK_TCK)
 RSS_CSV=$OUT/rss.csv
-echo "t_secs,unix_ms,rss_kib,hwm_kib,threads,fds,cpu_ticks,connections_open,sessions_parked,subscriptions" > "$RSS_CSV"
+echo "t_secs,unix_ms,rss_kib,hwm_kib,threads,fds,cpu_ticks,connections_open,sessions_parked,subscriptions,host_busy_ticks,host_total_ticks,soak_ticks" > "$RSS_CSV"
 echo "t_secs,unix_ms,extra_endpoint" > "$OUT/reloads.csv"
 echo "batch,start_unix_ms,end_unix_ms,exit" > "$OUT/churn.csv"
 echo "t_secs,load1,load5,load15" > "$OUT/loadavg.csv"
 T0=$(now_ms)
+# CPU ticks of this script and every process under it (gateway, backends, load
+# generators and their workers; a churn batch that already exited is not counted).
+soak_ticks() {
+    local queue=("$$") all=() p
+    while (( ${#queue[@]} )); do
+        p=${queue[0]}; queue=("${queue[@]:1}"); all+=("$p")
+        # shellcheck disable=SC2207
+        queue+=($(cat /proc/"$p"/task/*/children 2>/dev/null))
+    done
+    for p in "${all[@]}"; do sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null; done | awk '{ s += $12 + $13 } END { printf "%d", s }'
+}
 sample_gateway() {
-    local now t rss hwm thr fds ticks
+    local now t rss hwm thr fds ticks host
     now=$(now_ms); t=$(( (now - T0) / 1000 ))
     [[ -r /proc/$GW_PID/status ]] || return 1
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW_PID/status")
@@ -242,7 +254,9 @@ sample_gateway() {
     # utime + stime: fields 14 and 15 of /proc/PID/stat (after the parenthesised name).
     ticks=$(sed 's/^.*) //' "/proc/$GW_PID/stat" | awk '{print $12 + $13}')
     METRICS=$(curl -fsS -m 2 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null || true)
-    echo "$t,$now,$rss,$hwm,$thr,$fds,$ticks,$(metric_sum ringgate_connections_open),$(metric_sum ringgate_sessions_parked),$(metric_sum ringgate_subscriptions)" >> "$RSS_CSV"
+    # The whole machine: busy = all but idle and iowait (first line of /proc/stat).
+    host=$(awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6 "," t }' /proc/stat)
+    echo "$t,$now,$rss,$hwm,$thr,$fds,$ticks,$(metric_sum ringgate_connections_open),$(metric_sum ringgate_sessions_parked),$(metric_sum ringgate_subscriptions),$host,$(soak_ticks)" >> "$RSS_CSV"
     echo "$t,$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')" >> "$OUT/loadavg.csv"
 }
 

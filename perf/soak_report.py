@@ -206,7 +206,7 @@ def main():
     hdr = (f"{'min':>3} {'RSS MiB':>8} {'gw CPU':>6} {'fds':>5} {'conns':>6} {'parked':>6} "
            f"{'rpc/s':>6} {'rpc p50':>8} {'rpc p99':>8} {'rpc err':>7} "
            f"{'obs del/s':>9} {'obs p50':>8} {'obs p99':>8} {'gaps':>5} {'disc':>4} "
-           f"{'churn ok':>8} {'fail':>4} {'HUP':>3} {'W/E':>3} {'load1':>5}")
+           f"{'churn ok':>8} {'fail':>4} {'HUP':>3} {'W/E':>3} {'host':>5} {'other':>5}")
     lines_out = [hdr]
     load = read_csv(d / "loadavg.csv")
     for m in range(minutes):
@@ -214,10 +214,19 @@ def main():
         before = [r for r in rss if minute_of(r["unix_ms"]) < m]
         last = in_m[-1] if in_m else None
         first = before[-1] if before else (in_m[0] if in_m else None)
-        cpu = None
+        cpu = host = other = None
         if last and first and last["unix_ms"] > first["unix_ms"]:
-            cpu = 100 * (last["cpu_ticks"] - first["cpu_ticks"]) / tck / (
-                (last["unix_ms"] - first["unix_ms"]) / 1000)
+            secs = (last["unix_ms"] - first["unix_ms"]) / 1000
+            cpu = 100 * (last["cpu_ticks"] - first["cpu_ticks"]) / tck / secs
+            if last.get("host_total_ticks") and first.get("host_total_ticks"):
+                # The machine's busy time in percent of one core (all cores: ncpu x 100),
+                # and what processes outside the soak took of it.
+                span = last["host_total_ticks"] - first["host_total_ticks"]
+                busy = last["host_busy_ticks"] - first["host_busy_ticks"]
+                ncpu = params.get("host_cpus", 1)
+                host = 100 * ncpu * busy / span if span else None
+                ours = max(0, last["soak_ticks"] - first["soak_ticks"]) / tck / secs * 100
+                other = max(0.0, host - ours) if host is not None else None
         rs = secs_in(rpc_lines, m)
         os_ = secs_in(obs_lines, m)
         rh, oh = rpc_hist[m], obs_hist[m]
@@ -243,19 +252,22 @@ def main():
             "reloads": reload_min[m],
             "gateway_warn_error_lines": log_min[m],
             "load1": round(max(la), 2) if la else None,
+            "host_cpu_percent": round(host) if host is not None else None,
+            "other_cpu_percent": round(other) if other is not None else None,
         }
         rows.append(row)
 
         def n(v, w, f="{}"):
             return f"{'-' if v is None else f.format(v):>{w}}"
         lines_out.append(
-            f"{m + 1:>3} {n(row['rss_mib'], 8, '{:.1f}')} {n(row['gateway_cpu_percent'], 5, '{:.0f}')}% "
+            f"{m + 1:>3} {n(row['rss_mib'], 8, '{:.1f}')} {n(row['gateway_cpu_percent'], 6, '{:.0f}%')} "
             f"{n(row['fds'], 5)} {n(row['connections_open'], 6)} {n(row['sessions_parked'], 6)} "
             f"{n(row['rpc_ok_per_sec'], 6)} {fmt_us(row['rpc_p50_us']):>8} {fmt_us(row['rpc_p99_us']):>8} "
             f"{n(row['rpc_errors'], 7)} {n(row['obs_deliveries_per_sec'], 9)} "
             f"{fmt_us(row['obs_p50_us']):>8} {fmt_us(row['obs_p99_us']):>8} {n(row['obs_gaps'], 5)} "
             f"{n(row['obs_disconnects'], 4)} {row['churn_established']:>8} {row['churn_failed']:>4} "
-            f"{row['reloads']:>3} {row['gateway_warn_error_lines']:>3} {n(row['load1'], 5)}")
+            f"{row['reloads']:>3} {row['gateway_warn_error_lines']:>3} "
+            f"{n(row['host_cpu_percent'], 5, '{}%')} {n(row['other_cpu_percent'], 5, '{}%')}")
 
     # --- targets
     targets = {}
@@ -406,7 +418,9 @@ def main():
                "descriptors, backend connections included); rpc err: error answers, timeouts, lost, "
                "failed connects; obs: fast observers, decision -> receipt; disc: disconnects; "
                "churn ok/fail: connects of the batches ending that minute; HUP: reloads; "
-               "W/E: gateway log WARN/ERROR lines; load1: the minute's highest 1-min load average)")
+               "W/E: gateway log WARN/ERROR lines; host: the machine's busy CPU, other: the part of it "
+               "not taken by the soak's processes, both in % of one core, "
+               f"{params.get('host_cpus', '?')} cores; summary.json has the 1-min load average too)")
     out.append("")
     if totals["rpc"]:
         t = totals["rpc"]
