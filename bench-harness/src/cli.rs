@@ -416,6 +416,12 @@ pub struct ObserversArgs {
     /// Write the latency-percentile chart (SVG; fast and slow observers) here.
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
+    /// Write one JSON object a second here as the run goes (JSON lines, each flushed):
+    /// `t_secs`, `unix_ms`, `phase` (`warmup`, `measured`, `after`), the `live` counters
+    /// since the start, and the second's `fast` and `slow` latency histograms. For long
+    /// runs read per interval (perf/soak.sh).
+    #[arg(long, value_name = "FILE")]
+    pub progress_json: Option<PathBuf>,
     /// Connection attempts in flight per worker process during the ramp.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -496,6 +502,12 @@ pub struct RpcArgs {
     /// Write an HdrHistogram interval log (one histogram a second) here.
     #[arg(long, value_name = "FILE")]
     pub hist_log: Option<PathBuf>,
+    /// Write one JSON object a second here as the run goes (JSON lines, each flushed):
+    /// `t_secs`, `unix_ms`, `phase` (`warmup`, `measured`, `after`), the `live` counters
+    /// since the start, and the second's `latency` histogram (ok responses, from the
+    /// intended send time). For long runs read per interval (perf/soak.sh).
+    #[arg(long, value_name = "FILE")]
+    pub progress_json: Option<PathBuf>,
     /// Write the latency-percentile chart (SVG) here.
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,

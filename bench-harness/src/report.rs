@@ -335,6 +335,36 @@ pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Re
     write_file(path, text.as_bytes())
 }
 
+/// A file of JSON lines written as a run goes (`--progress-json`): each line is
+/// flushed at once, so a long run that dies still leaves what it measured.
+pub struct JsonLines {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl JsonLines {
+    /// Creates (truncates) `path`, creating parent directories.
+    pub fn create(path: &std::path::Path) -> anyhow::Result<JsonLines> {
+        use anyhow::Context;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(JsonLines {
+            out: std::io::BufWriter::new(f),
+        })
+    }
+
+    /// Appends `value` as one line and flushes it.
+    pub fn write<T: Serialize>(&mut self, value: &T) -> anyhow::Result<()> {
+        use std::io::Write;
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
 /// Writes `data` to `path` (creating parent directories).
 pub fn write_file(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -604,6 +634,29 @@ pub(crate) mod tests {
         }
         assert_eq!(v["latency_us"]["p99"], r.latency_us.p99);
         assert!(v["rate_target_per_sec"].is_number());
+    }
+
+    #[test]
+    fn json_lines_are_one_object_a_line_and_readable_while_open() {
+        let dir = std::env::temp_dir().join(format!("rg-bench-lines-{}", std::process::id()));
+        let path = dir.join("p.jsonl");
+        let mut out = JsonLines::create(&path).unwrap();
+        let mut h = new_histogram();
+        record(&mut h, 42);
+        out.write(&serde_json::json!({"t_secs": 1.0, "latency": HistData::from_histogram(&h)}))
+            .unwrap();
+        out.write(&serde_json::json!({"t_secs": 2.0})).unwrap();
+        // Flushed as written: a reader sees both lines before the writer is dropped.
+        let text = std::fs::read_to_string(&path).unwrap();
+        drop(out);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["latency"]["counts"][0][1], 1);
+        assert_eq!(lines[1]["t_secs"], 2.0);
     }
 
     #[test]

@@ -165,6 +165,10 @@ pub(super) fn coordinate(args: &ObserversArgs) -> anyhow::Result<ExitCode> {
     let mut world_end: Option<WorldCounts> = None;
 
     // Run: progress every second, until every worker is done.
+    let mut progress = match &args.progress_json {
+        Some(path) => Some(report::JsonLines::create(path)?),
+        None => None,
+    };
     let mut next_tick = start + Duration::from_secs(1);
     let (mut last_deliveries, mut last_tick) = (0u64, start);
     let (mut begun, mut ended) = (false, false);
@@ -198,12 +202,12 @@ pub(super) fn coordinate(args: &ObserversArgs) -> anyhow::Result<ExitCode> {
                     fmt_us(h.value_at_quantile(0.99))
                 }
             };
-            let phase = if now < start + warmup {
-                " (warm-up)"
+            let (phase, phase_name) = if now < start + warmup {
+                (" (warm-up)", "warmup")
             } else if now > start + measure_end {
-                " (draining)"
+                (" (draining)", "after")
             } else {
-                ""
+                ("", "measured")
             };
             eprintln!(
                 "  [{:>6.1}s] watching {}/{}  deliveries {:>8.0}/s  gaps {}  disconnects {}  \
@@ -218,6 +222,20 @@ pub(super) fn coordinate(args: &ObserversArgs) -> anyhow::Result<ExitCode> {
                 p99(&slow),
                 gw.last_line()
             );
+            if let Some(out) = progress.as_mut() {
+                let line = output::ProgressLine {
+                    t_secs: now.saturating_duration_since(start).as_secs_f64(),
+                    unix_ms: unix_ns() / 1_000_000,
+                    phase: phase_name,
+                    live: &l,
+                    fast: HistData::from_histogram(&fast),
+                    slow: HistData::from_histogram(&slow),
+                };
+                if let Err(e) = out.write(&line) {
+                    st.errors.push(format!("--progress-json: {e:#}"));
+                    progress = None;
+                }
+            }
             next_tick += Duration::from_secs(1);
         }
     }
@@ -288,6 +306,7 @@ pub(super) fn coordinate(args: &ObserversArgs) -> anyhow::Result<ExitCode> {
             gaps: k.gaps,
             stale: k.stale,
             foreign: k.foreign,
+            manifests: k.manifests,
             expected_per_sec: per_decision(k),
             latency_us: Percentiles::of(&h),
             latency_hist: HistData::from_histogram(&h),

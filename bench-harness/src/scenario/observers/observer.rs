@@ -11,7 +11,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use ringgate::client::{Client, Incoming, ReadOutcome};
+use ringgate::client::{Client, Incoming, Manifest, ReadOutcome};
 
 use super::state::State;
 use super::tally::{is_slow, watch_list, Seen, Watched};
@@ -73,6 +73,7 @@ pub(super) async fn observe(o: Observer, st: Rc<State>) {
                     let now = unix_ns();
                     let seen = match Head::parse(&payload) {
                         Some(h) => watched.see(h, now),
+                        None if Manifest::parse(&payload).is_ok() => Seen::Manifest,
                         None => Seen::Foreign,
                     };
                     let class = if slow { &st.slow } else { &st.fast };
@@ -164,7 +165,7 @@ fn live_count(st: &State, seen: Seen, slow: bool, now: u64) {
         Seen::First { latency_us } => (Some(latency_us), 0),
         Seen::Next { latency_us, gap } => (Some(latency_us), gap),
         Seen::Stale => (None, 0),
-        Seen::Foreign => return,
+        Seen::Foreign | Seen::Manifest => return,
     };
     st.bump(|l| {
         l.deliveries += 1;

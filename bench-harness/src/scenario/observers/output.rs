@@ -13,9 +13,11 @@
 //! `connect` (`ConnectStats`) and `connect_us`; `watch` (`{"ok", "errors": {key: n}}`);
 //! `deliveries` and `deliveries_per_sec` (state pushes read in the measured window);
 //! `fast` and `slow` (`{"observers", "deliveries", "deliveries_per_sec", "gaps", "stale",
-//! "foreign", "expected_per_sec", "latency_us": Percentiles, "latency_hist": HistData}`:
-//! `gaps` = states skipped (conflations), `stale` = repeats or reordering, `foreign` =
-//! pushes for NPCs not watched, `expected_per_sec` = what the world's decisions in the
+//! "foreign", "manifests", "expected_per_sec", "latency_us": Percentiles,
+//! "latency_hist": HistData}`: `gaps` = states skipped (conflations), `stale` = repeats
+//! or reordering, `foreign` = pushes for NPCs not watched (or not NPC states),
+//! `manifests` = new capability manifests (a config reload changed what the session may
+//! call), `expected_per_sec` = what the world's decisions in the
 //! window would deliver to that class's observers, null when the world is not in this
 //! process); `disconnects` (`{"class:cause": n}`); `npcs_seen`; `world_counts` (null, or
 //! the in-process world's `decisions`, `published`, `unlinked`, `dropped` in the window
@@ -27,7 +29,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::protocol::WatchStats;
+use super::protocol::{Live, WatchStats};
 use crate::chart;
 use crate::cli::ObserversArgs;
 use crate::report::{self, fmt_counts, ConnectStats, GatewayUsage, HistData, Percentiles};
@@ -41,9 +43,25 @@ pub struct ClassReport {
     pub gaps: u64,
     pub stale: u64,
     pub foreign: u64,
+    #[serde(default)]
+    pub manifests: u64,
     pub expected_per_sec: Option<f64>,
     pub latency_us: Percentiles,
     pub latency_hist: HistData,
+}
+
+/// One line of `--progress-json`, written once a second as the run goes: seconds from
+/// the start, the wall clock, the phase (`warmup`, `measured`, `after`), the live
+/// counters since the start (warm-up included) and the latency histograms (µs, decision
+/// to receipt) of the fast and slow observers' state pushes read in that second.
+#[derive(Debug, Serialize)]
+pub(super) struct ProgressLine<'a> {
+    pub(super) t_secs: f64,
+    pub(super) unix_ms: u64,
+    pub(super) phase: &'static str,
+    pub(super) live: &'a Live,
+    pub(super) fast: HistData,
+    pub(super) slow: HistData,
 }
 
 /// The in-process world's counts.
@@ -172,13 +190,14 @@ fn print_table(r: &ObserversReport) {
             continue;
         }
         println!(
-            "    {name} ({:>5})  {:.0}/s{}; gaps (conflated states) {}, stale {}, foreign {}",
+            "    {name} ({:>5})  {:.0}/s{}; gaps (conflated states) {}, stale {}, foreign {}, manifests {}",
             k.observers,
             k.deliveries_per_sec,
             pct(k.deliveries_per_sec, k.expected_per_sec),
             k.gaps,
             k.stale,
-            k.foreign
+            k.foreign,
+            k.manifests
         );
     }
     println!(

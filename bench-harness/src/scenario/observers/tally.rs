@@ -38,8 +38,13 @@ pub struct ClassStats {
     pub gaps: u64,
     /// Pushes whose `seq` was not above the last one of their NPC (repeats, reordering).
     pub stale: u64,
-    /// Pushes for an NPC the observer does not watch, or not an NPC state at all.
+    /// Pushes for an NPC the observer does not watch, or not an NPC state at all
+    /// (other than a manifest).
     pub foreign: u64,
+    /// New capability manifests pushed while watching (a config reload that changed
+    /// what the session may call: expected, not an error).
+    #[serde(default)]
+    pub manifests: u64,
     /// Decision to receipt, µs.
     pub latency: HistData,
 }
@@ -51,6 +56,7 @@ impl ClassStats {
         self.gaps += o.gaps;
         self.stale += o.stale;
         self.foreign += o.foreign;
+        self.manifests += o.manifests;
         let mut h = self.latency.to_histogram();
         o.latency.add_to(&mut h);
         self.latency = HistData::from_histogram(&h);
@@ -65,6 +71,7 @@ pub(super) struct Class {
     pub(super) gaps: u64,
     pub(super) stale: u64,
     pub(super) foreign: u64,
+    pub(super) manifests: u64,
     pub(super) latency: Histogram<u64>,
 }
 
@@ -76,6 +83,7 @@ impl Default for Class {
             gaps: 0,
             stale: 0,
             foreign: 0,
+            manifests: 0,
             latency: report::new_histogram(),
         }
     }
@@ -89,6 +97,7 @@ impl Class {
             gaps: self.gaps,
             stale: self.stale,
             foreign: self.foreign,
+            manifests: self.manifests,
             latency: HistData::from_histogram(&self.latency),
         }
     }
@@ -103,8 +112,10 @@ pub(super) enum Seen {
     Next { latency_us: u64, gap: u64 },
     /// Not above the last seq of its NPC.
     Stale,
-    /// Not one of the observer's NPCs.
+    /// Not one of the observer's NPCs (or not an NPC state, nor a manifest).
     Foreign,
+    /// A new capability manifest (after a config reload, say).
+    Manifest,
 }
 
 /// One observer's view of its NPCs: the last `seq` read of each.
@@ -169,6 +180,7 @@ impl Class {
                 self.stale += 1;
             }
             Seen::Foreign => self.foreign += 1,
+            Seen::Manifest => self.manifests += 1,
         }
     }
 }
@@ -266,12 +278,17 @@ mod tests {
         );
         c.count(Seen::Stale, true);
         c.count(Seen::Foreign, true);
+        c.count(Seen::Manifest, true);
         assert_eq!((c.deliveries, c.gaps, c.stale, c.foreign), (3, 2, 1, 1));
+        assert_eq!(
+            c.manifests, 1,
+            "a manifest is neither a delivery nor foreign"
+        );
         assert_eq!(c.latency.len(), 2, "stale pushes have no latency");
         let mut total = ClassStats::default();
         total.merge(&c.stats());
         total.merge(&c.stats());
-        assert_eq!((total.deliveries, total.gaps), (6, 4));
+        assert_eq!((total.deliveries, total.gaps, total.manifests), (6, 4, 2));
         assert_eq!(total.latency.to_histogram().len(), 4);
     }
 

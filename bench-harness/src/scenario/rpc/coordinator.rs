@@ -182,6 +182,10 @@ pub(super) fn coordinate(args: &RpcArgs) -> anyhow::Result<ExitCode> {
     gw.sample(start, Instant::now());
 
     // Run: progress every second, until every worker is done.
+    let mut progress = match &args.progress_json {
+        Some(path) => Some(report::JsonLines::create(path)?),
+        None => None,
+    };
     let mut live_hist = report::new_histogram();
     let mut interval = report::new_histogram();
     let mut intervals: Vec<(f64, f64, Histogram<u64>)> = Vec::new();
@@ -219,12 +223,12 @@ pub(super) fn coordinate(args: &RpcArgs) -> anyhow::Result<ExitCode> {
             let rate = (l.ok.saturating_sub(last_ok)) as f64 / dt;
             last_ok = l.ok;
             last_tick = now;
-            let phase = if now < start + warmup {
-                " (warm-up)"
+            let (phase, phase_name) = if now < start + warmup {
+                (" (warm-up)", "warmup")
             } else if now > start + measure_end {
-                " (draining)"
+                (" (draining)", "after")
             } else {
-                ""
+                ("", "measured")
             };
             let p99 = if live_hist.is_empty() {
                 "-".to_string()
@@ -236,11 +240,24 @@ pub(super) fn coordinate(args: &RpcArgs) -> anyhow::Result<ExitCode> {
                 "  [{t:>6.1}s] conns {}/{}  rate {:>8.0}/s  sent {}  ok {}  errors {}  p99 {p99}{gws}{phase}",
                 l.alive, args.conns, rate, l.sent, l.ok, l.errors
             );
-            intervals.push((
-                interval_start,
-                t - interval_start,
-                std::mem::replace(&mut interval, report::new_histogram()),
-            ));
+            if let Some(out) = progress.as_mut() {
+                let line = output::ProgressLine {
+                    t_secs: t,
+                    unix_ms: unix_ns() / 1_000_000,
+                    phase: phase_name,
+                    live: &l,
+                    latency: HistData::from_histogram(&interval),
+                };
+                if let Err(e) = out.write(&line) {
+                    st.errors.push(format!("--progress-json: {e:#}"));
+                    progress = None;
+                }
+            }
+            let h = std::mem::replace(&mut interval, report::new_histogram());
+            // Only the interval log needs every second's histogram (~170 KiB each).
+            if args.hist_log.is_some() {
+                intervals.push((interval_start, t - interval_start, h));
+            }
             interval_start = t;
             next_tick += Duration::from_secs(1);
         }
@@ -249,7 +266,7 @@ pub(super) fn coordinate(args: &RpcArgs) -> anyhow::Result<ExitCode> {
     if !measure_end_sampled {
         gw.mark_end();
     }
-    if !interval.is_empty() {
+    if !interval.is_empty() && args.hist_log.is_some() {
         let t = now.saturating_duration_since(start).as_secs_f64();
         intervals.push((interval_start, t - interval_start, interval));
     }

@@ -13,7 +13,23 @@ use hdrhistogram::Histogram;
 
 use crate::chart;
 use crate::cli::{ChartArgs, RpcArgs};
-use crate::report::{self, fmt_counts, write_file, Percentiles, RpcReport};
+use serde::Serialize;
+
+use super::protocol::Live;
+use crate::report::{self, fmt_counts, write_file, HistData, Percentiles, RpcReport};
+
+/// One line of `--progress-json`, written once a second as the run goes: seconds from
+/// the schedule's start, the wall clock, the phase (`warmup`, `measured`, `after`), the
+/// live counters since the start (warm-up included) and the latency histogram of the
+/// responses that arrived in that second (µs from the intended send time).
+#[derive(Debug, Serialize)]
+pub(super) struct ProgressLine<'a> {
+    pub(super) t_secs: f64,
+    pub(super) unix_ms: u64,
+    pub(super) phase: &'static str,
+    pub(super) live: &'a Live,
+    pub(super) latency: HistData,
+}
 
 /// Writes what the run's flags ask for, in this order: the table (always), the JSON
 /// report (`--json`), the interval log (`--hist-log`) and the chart of `lat`, the merged
