@@ -323,6 +323,10 @@ fn the_shutdown_notice_carries_the_reconnection_token_and_its_expiry() {
         let v: Value = push_json(&mut c).await;
         assert_eq!(v["eventName"], "connect.disconnect-notification", "{v}");
         assert_eq!(v["reconnectable"], true);
+        assert_eq!(
+            v["reason"], "server_shutdown",
+            "Bannou's SDK reads it as ServerShutdown"
+        );
         assert_eq!(v["reconnectionToken"], json!(m.reconnection_token.unwrap()));
         assert!(
             v["expiresAt"]

@@ -98,7 +98,9 @@ fn live(ctx: &ShardCtx) -> Vec<Rc<ConnShared>> {
 fn send_away(c: &ConnShared) {
     if !c.is_raw() {
         // (A raw route's client speaks no Bannou: it gets the close alone.)
-        c.send_frame(c.disconnect_notice("server shutdown"));
+        // ("server_shutdown": the reason Bannou's TypeScript SDK reports as
+        // ServerShutdown.)
+        c.send_frame(c.disconnect_notice("server_shutdown"));
     }
     c.request_close(CLOSE_GOING_AWAY, "server shutdown");
 }
