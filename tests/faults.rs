@@ -328,15 +328,7 @@ fn a_client_that_vanishes_without_a_fin_is_found_by_the_ping_deadline_and_can_re
         // Found by the deadline (idle 1 s, then 1 s for the pong, on the coarse clock).
         assert!(found_after >= Duration::from_millis(900), "{found_after:?}");
         api.post("/v1/sessions/ghost/push", &json!({ "payload": { "n": 7 } }));
-        let resume = ConnectOptions {
-            extra_headers: vec![(
-                "Authorization".into(),
-                format!("Reconnect {}", m.reconnection_token.unwrap()),
-            )],
-            ..ConnectOptions::default()
-        };
-        let mut back = Client::connect(g.addr, &resume).await.unwrap();
-        let m2 = back.manifest().await.unwrap();
+        let (mut back, m2) = resume(&g, &m.reconnection_token.unwrap(), false).await;
         assert_eq!(m2.session_id, "ghost");
         assert_eq!(push_json(&mut back).await, json!({ "n": 7 }));
         drop(ghost);

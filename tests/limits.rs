@@ -344,7 +344,6 @@ async fn admitted_becomes(g: &Gateway, n: i64) {
 
 #[test]
 fn a_resumed_connection_holds_one_place_on_whichever_shard_its_session_is() {
-    use ringgate::client::{Client, ConnectOptions};
     let backend = Backend::start();
     let g = gateway(config(&backend, "max_connections = 2", ""));
     run(async {
@@ -355,12 +354,8 @@ fn a_resumed_connection_holds_one_place_on_whichever_shard_its_session_is() {
         // session's, its place with it.
         for _ in 0..6 {
             admitted_becomes(&g, 0).await;
-            let opts = ConnectOptions {
-                extra_headers: vec![("Authorization".into(), format!("Reconnect {token}"))],
-                ..ConnectOptions::default()
-            };
-            let mut c = Client::connect(g.addr, &opts).await.expect("resumed");
-            token = c.manifest().await.unwrap().reconnection_token.unwrap();
+            let (c, m) = resume(&g, &token, false).await;
+            token = m.reconnection_token.unwrap();
             assert_eq!(admitted(&g), 1);
             drop(c);
         }

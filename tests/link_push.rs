@@ -64,6 +64,19 @@ fn link_session(conn: &LinkConn, sid: &str, roles: Option<&str>) -> u64 {
     }
 }
 
+/// Waits (5 s at most) until `conn` has seen `event`.
+async fn saw(conn: &LinkConn, event: &Seen) {
+    let t0 = Instant::now();
+    while !conn.seen().contains(event) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no {event:?}: {:?}",
+            conn.seen()
+        );
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn bytes(v: serde_json::Value) -> Bytes {
     Bytes::from(v.to_string())
 }
@@ -266,15 +279,7 @@ endpoints = [ {{ path = "/echo", roles = ["user"] }} ]
         let conn = backend.conn(shard);
         let session = link_session(&conn, "away-1", None);
         drop(c);
-        let t0 = Instant::now();
-        while !conn.seen().contains(&Seen::Away { session }) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "no AWAY: {:?}",
-                conn.seen()
-            );
-            monoio::time::sleep(Duration::from_millis(10)).await;
-        }
+        saw(&conn, &Seen::Away { session }).await;
         // A push by link session number while the client is away waits for it.
         conn.act(&[FromBackend::Push {
             addr: Addr::Link(session),
@@ -283,28 +288,10 @@ endpoints = [ {{ path = "/echo", roles = ["user"] }} ]
         }]);
         // (The push API's view goes through the same inbox: the push is queued by now.)
         assert_eq!(api.get("/v1/sessions/away-1").0, 200);
-        let opts = ringgate::client::ConnectOptions {
-            extra_headers: vec![(
-                "Authorization".into(),
-                format!("Reconnect {}", m.reconnection_token.unwrap()),
-            )],
-            ..Default::default()
-        };
-        let mut c = ringgate::client::Client::connect(g.addr, &opts)
-            .await
-            .unwrap();
-        let m2 = c.manifest().await.unwrap();
+        let (mut c, m2) = resume(&g, &m.reconnection_token.unwrap(), false).await;
         assert_eq!(m2.session_id, "away-1");
         assert_eq!(push_json(&mut c).await, json!({ "n": 1 }));
-        let t0 = Instant::now();
-        while !conn.seen().contains(&Seen::Resumed { session }) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "no RESUMED: {:?}",
-                conn.seen()
-            );
-            monoio::time::sleep(Duration::from_millis(10)).await;
-        }
+        saw(&conn, &Seen::Resumed { session }).await;
         // The link reaches the new connection under the same number.
         conn.act(&[FromBackend::Push {
             addr: Addr::Link(session),

@@ -12,33 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::push::*;
 use common::*;
-use ringgate::client::{Client, ConnectOptions, Manifest};
+use ringgate::client::Client;
 use ringgate::proto::bannou::{flags, ResponseCode};
 use serde_json::{json, Value};
-
-/// Connects with `Authorization: Reconnect <token>` (or, with `query`, `?reconnect=`)
-/// and reads the first manifest.
-async fn resume(g: &ringgate::Gateway, token: &str, query: bool) -> (Client, Manifest) {
-    let opts = if query {
-        ConnectOptions {
-            path: format!("/connect?reconnect={token}"),
-            ..ConnectOptions::default()
-        }
-    } else {
-        ConnectOptions {
-            extra_headers: vec![("Authorization".into(), format!("Reconnect {token}"))],
-            ..ConnectOptions::default()
-        }
-    };
-    let mut c = Client::connect(g.addr, &opts)
-        .await
-        .expect("resume upgrade");
-    let m = c
-        .manifest()
-        .await
-        .expect("the first message is the manifest");
-    (c, m)
-}
 
 /// The HTTP status answering an upgrade with `Authorization: Reconnect <token>`.
 fn resume_status(g: &ringgate::Gateway, token: &str) -> u16 {

@@ -118,9 +118,11 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, permit: Permit) {
         }
     };
     match upgraded {
-        Upgraded::New(shared, leftover) => {
+        Upgraded::New(shared, leftover, sid_claimed) => {
             ctx.metrics.handshake(HandshakeResult::Ok);
-            supersede_same_session(&ctx, &shared);
+            if sid_claimed {
+                supersede_same_session(&ctx, &shared);
+            }
             ctx.add_session(shared.clone());
             // The session runs as a task of its own: this handshake task (with its
             // timer and parse state) ends here, so a parked idle connection holds
@@ -150,8 +152,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, permit: Permit) {
 
 /// What a handshake that succeeded leads to.
 enum Upgraded {
-    /// A new session, with the bytes that came after the upgrade request.
-    New(Rc<ConnShared>, BytesMut),
+    /// A new session, with the bytes that came after the upgrade request and whether
+    /// its token named its session id (`sid`; a generated one is new by construction).
+    New(Rc<ConnShared>, BytesMut, bool),
     /// A client of a raw route (plain WebSocket messages relayed to its link service).
     Raw(Rc<ConnShared>, BytesMut, RawRoute),
     /// A reconnection token naming `place`: the session is resumed there
@@ -248,6 +251,7 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, H
         });
     }
     let identity = authenticate(ctx, &req)?;
+    let sid_claimed = identity.session_id.is_some() && !identity.anonymous;
     let session = new_session(ctx, identity);
     // The idle timers and the manifest's fallback count from now, not from the
     // thread's last clock reading.
@@ -265,7 +269,7 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, H
     drop(out);
     // (Without `after_pong` the manifest goes out as soon as the connection task has
     // its place in the shard's table, which its peer GUID names: `conn::run`.)
-    Ok(Upgraded::New(shared, leftover))
+    Ok(Upgraded::New(shared, leftover, sid_claimed))
 }
 
 /// The upgrade of a raw route's client: authenticated as any client, refused (403)
@@ -280,12 +284,8 @@ fn raw_upgrade(
     let Some(route) = route else {
         return Err(reject(&HandshakeError::NotFound));
     };
-    if matches!(req.credential, Some(Credential::Reconnect(_))) {
-        return Err(unauthorized(
-            ctx,
-            "a raw route's connection cannot be resumed",
-        ));
-    }
+    // (A reconnect token gets 401 from `authenticate`: raw connections are not
+    // resumed.)
     let identity = authenticate(ctx, req)?;
     let session = new_session(ctx, identity);
     if !route.permits(&session.roles()) {
@@ -338,8 +338,12 @@ fn authenticate(ctx: &ShardCtx, req: &UpgradeRequest) -> Result<Identity, Handsh
             .auth
             .verify(token, unix_now().as_secs())
             .map_err(|e| unauthorized(ctx, e.as_str())),
-        // (Resumes are handled before: `handshake`.)
-        Some(Credential::Reconnect(_)) => Err(unauthorized(ctx, "reconnect token not recognised")),
+        // (On the main path resumes are handled before this: `handshake`. A raw
+        // route's connection is not resumed.)
+        Some(Credential::Reconnect(_)) => Err(unauthorized(
+            ctx,
+            "a reconnect token where none is accepted (raw routes are not resumed)",
+        )),
         None => ctx
             .auth
             .anonymous(sys::random_uuid())

@@ -56,11 +56,9 @@ pub fn open(ctx: &ShardCtx, c: &Rc<ConnShared>, route: &RawRoute) {
         c.request_final_close(CLOSE_UNAVAILABLE, "service unavailable");
         return;
     }
-    let s = &c.session;
-    let user = s.account_id.as_deref().unwrap_or(&s.session_id);
     let hub = &ctx.plane.hub;
     let me = ctx.plane.loc(c.at());
-    if let Some(older) = hub.directory.claim_raw(&route.path, user, me) {
+    if let Some(older) = hub.directory.claim_raw(&route.path, user(c), me) {
         hub.post(
             older.shard,
             PushMsg::Close {
@@ -91,10 +89,14 @@ pub fn message(
 
 /// A raw route's connection ended: it gives up its claim on the route.
 pub fn closed(ctx: &ShardCtx, c: &ConnShared, route: &RawRoute) {
-    let s = &c.session;
-    let user = s.account_id.as_deref().unwrap_or(&s.session_id);
     ctx.plane
         .hub
         .directory
-        .release_raw(&route.path, user, ctx.plane.loc(c.at()));
+        .release_raw(&route.path, user(c), ctx.plane.loc(c.at()));
+}
+
+/// Who "one connection per user" counts: the account, else the session id.
+fn user(c: &ConnShared) -> &str {
+    let s = &c.session;
+    s.account_id.as_deref().unwrap_or(&s.session_id)
 }

@@ -381,11 +381,11 @@ impl ShardCtx {
         self.end_session(c);
     }
 
-    /// The session ends: it leaves the table, the directory and its topics, and the
-    /// links that knew it are told.
+    /// The session ends (its connection's task is over, so its socket is already
+    /// unset): it leaves the table, the directory and its topics, and the links that
+    /// knew it are told.
     fn end_session(&self, c: &ConnShared) {
         c.gone.set(true);
-        c.set_fd(-1);
         if let Ok(mut out) = c.outbox.try_borrow_mut() {
             out.clear();
         }

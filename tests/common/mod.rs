@@ -291,6 +291,30 @@ pub async fn connect(g: &Gateway, token: &str) -> (Client, Manifest) {
     connect_via(g, token, TokenVia::Header).await
 }
 
+/// Resumes a session: upgrades with `Authorization: Reconnect <token>` (or, with
+/// `query`, `?reconnect=<token>`) and reads the first message, the manifest.
+pub async fn resume(g: &Gateway, token: &str, query: bool) -> (Client, Manifest) {
+    let opts = if query {
+        ConnectOptions {
+            path: format!("/connect?reconnect={token}"),
+            ..ConnectOptions::default()
+        }
+    } else {
+        ConnectOptions {
+            extra_headers: vec![("Authorization".into(), format!("Reconnect {token}"))],
+            ..ConnectOptions::default()
+        }
+    };
+    let mut c = Client::connect(g.addr, &opts)
+        .await
+        .expect("resume upgrade");
+    let m = c
+        .manifest()
+        .await
+        .expect("the first message is the manifest");
+    (c, m)
+}
+
 pub async fn connect_via(g: &Gateway, token: &str, via: TokenVia) -> (Client, Manifest) {
     let opts = ConnectOptions {
         token: Some(token.to_string()),

@@ -43,39 +43,24 @@ impl Inner {
                 session,
                 flags: f,
                 payload,
-            } if self.raw_conn(session).is_some() => {
-                if let Some(c) = self.raw_conn(session) {
-                    self.raw_send(&c, f, payload);
-                }
-            }
-            FromBackend::Close {
-                session,
-                code,
-                reason,
-            } if self.raw_conn(session).is_some() => {
-                if let Some(c) = self.raw_conn(session) {
-                    c.request_final_close(code, String::from_utf8_lossy(&reason).into_owned());
-                }
-            }
-            FromBackend::Send {
-                session,
-                flags: f,
-                payload,
-            } => match self.session(session) {
-                Some(c) => {
+            } => match (self.raw_conn(session), self.session(session)) {
+                // A raw route's client gets a plain message, not a Bannou push.
+                (Some(c), _) => self.raw_send(&c, f, payload),
+                (None, Some(c)) => {
                     let mut head = RequestHeader::push((self.push_ids)());
                     head.flags |= f & flags::BINARY;
                     c.send_binary(&head.encode(), payload);
                 }
-                None => {
+                (None, None) => {
                     tracing::debug!(service = %self.service, session, "SEND for a session that is gone; dropped")
                 }
             },
+            // (A raw route's client is closed the same way.)
             FromBackend::Close {
                 session,
                 code,
                 reason,
-            } => match self.session(session) {
+            } => match self.session(session).or_else(|| self.raw_conn(session)) {
                 Some(c) => {
                     let reason = String::from_utf8_lossy(&reason).into_owned();
                     c.request_final_close(code, reason);
