@@ -49,6 +49,7 @@ use crate::proto::frame::{append_masked, close_payload, MaskSeq, OpCode};
 use crate::proto::guid::parse_guid;
 use crate::proto::ws::{Decoder, Limits, Message, ProtocolError, Role};
 use crate::rt::sys::{self, Nb};
+use crate::tls::{TlsSession, Wire};
 
 /// Bytes reserved in the read buffer for one read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -94,6 +95,30 @@ pub struct ConnectOptions {
     /// A raw route's client: binary messages are returned as they are
     /// ([`Incoming::Binary`]), not decoded as Bannou frames.
     pub raw: bool,
+    /// `wss://`: the TLS handshake is made before the upgrade.
+    pub tls: Option<ClientTls>,
+}
+
+/// How a `wss://` client makes its TLS connection.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// Roots and protocols ([`ClientTls::with_ca_file`] builds one).
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must hold (SNI).
+    pub server_name: String,
+}
+
+impl ClientTls {
+    /// Verifies the server against the CA certificates in `ca_file` (PEM).
+    pub fn with_ca_file(
+        ca_file: &std::path::Path,
+        server_name: &str,
+    ) -> Result<ClientTls, crate::tls::TlsError> {
+        Ok(ClientTls {
+            config: crate::tls::client_config(Some(ca_file))?,
+            server_name: server_name.to_string(),
+        })
+    }
 }
 
 /// What went wrong on the client side.
@@ -111,6 +136,8 @@ pub enum ClientError {
     Closed { code: Option<u16>, reason: String },
     #[error("unexpected message: {0}")]
     Unexpected(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A message from the server.
@@ -208,6 +235,8 @@ pub struct Client {
     eager_reads: u32,
     /// Binary messages are returned undecoded (`ConnectOptions::raw`).
     raw: bool,
+    /// The TLS session of a `wss://` client.
+    tls: Option<Box<TlsSession>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -224,12 +253,29 @@ impl Client {
         Self::upgrade(stream, addr, opts).await
     }
 
+    /// The TLS handshake of a `wss://` client (none for `ws://`).
+    async fn tls_handshake(
+        stream: &TcpStream,
+        opts: &ConnectOptions,
+    ) -> Result<Option<Box<TlsSession>>, ClientError> {
+        let Some(t) = &opts.tls else {
+            return Ok(None);
+        };
+        let mut tls = TlsSession::client(&t.config, &t.server_name)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        crate::tls::handshake(&mut tls, stream)
+            .await
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(Some(Box::new(tls)))
+    }
+
     /// Performs the upgrade on an already connected stream.
     pub async fn upgrade(
         stream: TcpStream,
         addr: SocketAddr,
         opts: &ConnectOptions,
     ) -> Result<Client, ClientError> {
+        let tls = Self::tls_handshake(&stream, opts).await?;
         let key_bytes: [u8; 16] = sys::random_bytes();
         let key = base64_encode(&key_bytes);
         let mut path = if opts.path.is_empty() {
@@ -275,6 +321,7 @@ impl Client {
             next_message_id: 1,
             eager_reads: 0,
             raw: opts.raw,
+            tls,
         };
         client.write_all(req.as_bytes()).await?;
         // Read the response head.
@@ -360,7 +407,8 @@ impl Client {
     /// now, without waiting. Decode it with [`Client::try_next`].
     pub fn try_read(&mut self) -> Result<ReadOutcome, ClientError> {
         self.buf.reserve(READ_CHUNK);
-        match sys::recv_into(self.stream.as_raw_fd(), &mut self.buf) {
+        let mut wire = Wire::new(self.stream.as_raw_fd(), self.tls.as_deref_mut());
+        match wire.recv_into(&mut self.buf) {
             Ok(Nb::Done(0)) => Ok(ReadOutcome::Eof),
             Ok(Nb::Done(n)) => Ok(ReadOutcome::Data(n)),
             Ok(Nb::WouldBlock) => Ok(ReadOutcome::WouldBlock),
@@ -397,12 +445,12 @@ impl Client {
         self.flush().await?;
         let fd = self.stream.as_raw_fd();
         while !data.is_empty() {
-            match sys::send_vectored(fd, &[data])? {
+            match Wire::new(fd, self.tls.as_deref_mut()).send_vectored(&[data])? {
                 Nb::Done(n) => data = &data[n..],
                 Nb::WouldBlock => self.stream.writable(false).await?,
             }
         }
-        Ok(())
+        self.drain_tls().await
     }
 
     /// Writes everything queued: one `send` when the socket takes it all, else it waits
@@ -411,7 +459,7 @@ impl Client {
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         let fd = self.stream.as_raw_fd();
         while !self.wbuf.is_empty() {
-            match sys::send_vectored(fd, &[&self.wbuf])? {
+            match Wire::new(fd, self.tls.as_deref_mut()).send_vectored(&[&self.wbuf])? {
                 Nb::Done(n) if n == self.wbuf.len() => self.wbuf.clear(),
                 Nb::Done(n) => {
                     self.wbuf.drain(..n);
@@ -421,6 +469,16 @@ impl Client {
         }
         if self.wbuf.capacity() > MAX_KEPT_WRITE_BUF {
             self.wbuf = Vec::new();
+        }
+        self.drain_tls().await
+    }
+
+    /// Waits until the TLS session has written everything it encrypted (nothing to do
+    /// for `ws://`).
+    async fn drain_tls(&mut self) -> Result<(), ClientError> {
+        let fd = self.stream.as_raw_fd();
+        while !Wire::new(fd, self.tls.as_deref_mut()).drain()? {
+            self.stream.writable(false).await?;
         }
         Ok(())
     }
@@ -438,6 +496,10 @@ impl Client {
     pub async fn flush_batched(&mut self) -> Result<(), ClientError> {
         if self.wbuf.is_empty() {
             return Ok(());
+        }
+        if self.tls.is_some() {
+            // (An owned-buffer write would bypass the TLS session.)
+            return self.flush().await;
         }
         let (res, mut buf) = self.stream.write_all(std::mem::take(&mut self.wbuf)).await;
         buf.clear();

@@ -9,6 +9,7 @@
 //! dependencies hold no runtime.
 //!
 //! 1. `rt`: runtime plumbing (clock, raw socket calls, isolated tasks, mailbox, wakeup).
+//!    `tls`: rustls driven over those raw descriptors (certificates, roots, `Wire`).
 //! 2. [`client`]: a Bannou Connect v1 client (the tests and the bench harness use it).
 //! 3. [`auth`]: JWT verification with pinned algorithms (clock passed in).
 //! 4. `metrics`: per-shard counters, Prometheus text.
@@ -44,6 +45,7 @@ mod rt;
 pub mod server;
 mod session;
 mod shard;
+mod tls;
 mod upstream;
 
 /// The write coalescing and raw socket calls the bench harness's servers reuse.

@@ -32,10 +32,13 @@ pub enum HandshakeResult {
     MaxConnectionsPerIp,
     /// 429: the client's address upgrades faster than `server.upgrade_rate_per_ip`.
     UpgradeRate,
+    /// The TLS handshake failed (a bad or unsupported ClientHello, no common protocol
+    /// or ALPN, the peer's alert).
+    TlsFailed,
 }
 
 impl HandshakeResult {
-    pub const ALL: [HandshakeResult; 14] = [
+    pub const ALL: [HandshakeResult; 15] = [
         HandshakeResult::Ok,
         HandshakeResult::BadRequest,
         HandshakeResult::Unauthorized,
@@ -50,6 +53,7 @@ impl HandshakeResult {
         HandshakeResult::MaxConnections,
         HandshakeResult::MaxConnectionsPerIp,
         HandshakeResult::UpgradeRate,
+        HandshakeResult::TlsFailed,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -67,6 +71,7 @@ impl HandshakeResult {
             HandshakeResult::MaxConnections => "max_connections",
             HandshakeResult::MaxConnectionsPerIp => "max_connections_per_ip",
             HandshakeResult::UpgradeRate => "upgrade_rate",
+            HandshakeResult::TlsFailed => "tls_failed",
         }
     }
     /// The result an HTTP error status stands for.

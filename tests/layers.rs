@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "proto",
     "rt",
+    "tls",
     "client",
     "auth",
     "metrics",

@@ -58,6 +58,7 @@ impl Failure {
             ClientError::Closed { code: Some(c), .. } => format!("closed_{c}"),
             ClientError::Closed { code: None, .. } => "closed_eof".into(),
             ClientError::Unexpected(_) => "unexpected_message".into(),
+            ClientError::Tls(_) => "tls".into(),
         };
         Failure {
             stage,

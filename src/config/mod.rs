@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod net;
+pub mod tls;
 pub mod url;
+
+pub use tls::TlsConfig;
 
 /// The embedded default configuration (localhost only).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../configs/default.toml");
@@ -64,6 +67,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub backend: BackendConfig,
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
 }
@@ -353,6 +358,7 @@ impl Config {
 
     /// Checks every value that deserialization alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tls.validate()?;
         let s = &self.server;
         s.listen_addr()?;
         s.admin_addr()?;
@@ -820,7 +826,7 @@ fn apply_env_overrides(
     table: &mut toml::Table,
     env: &[(String, String)],
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 4] = ["server", "auth", "backend", "admin"];
+    const SECTIONS: [&str; 5] = ["server", "auth", "backend", "admin", "tls"];
     for (var, raw) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -833,7 +839,7 @@ fn apply_env_overrides(
         }) else {
             return Err(ConfigError::Env {
                 var: var.clone(),
-                message: "expected RINGGATE_SERVER_*, RINGGATE_AUTH_*, RINGGATE_BACKEND_* or RINGGATE_ADMIN_*".into(),
+                message: "expected RINGGATE_SERVER_*, RINGGATE_AUTH_*, RINGGATE_BACKEND_*, RINGGATE_ADMIN_* or RINGGATE_TLS_*".into(),
             });
         };
         let value = parse_env_value(raw);

@@ -110,6 +110,7 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.shared.set_fd(-1);
+        self.shared.clear_tls();
         if let Some(route) = &self.raw {
             raw::closed(self.ctx, self.shared, route);
         }
@@ -198,14 +199,14 @@ impl Conn<'_> {
             }
             // 2. Flush.
             if writable.is_none() {
-                let (n, state) = self.shared.outbox.borrow_mut().flush(self.fd)?;
+                let (n, state) = self.shared.flush_to(self.fd)?;
                 if n > 0 {
                     crate::metrics::bump(&self.ctx.metrics.bytes_out, n as u64);
                 }
                 if state == Flush::Blocked {
                     writable = Some(Box::pin(stream.writable(false)));
                 } else if matches!(self.closing, Some(Closing::FlushThenEnd)) {
-                    sys::shutdown_write(self.fd);
+                    self.shared.shutdown_write(self.fd);
                     return Ok(());
                 } else if let Some(Closing::Sent {
                     deadline,
@@ -342,7 +343,7 @@ impl Conn<'_> {
                     b
                 }
             };
-            let n = match sys::recv_into(self.fd, buf) {
+            let n = match self.shared.recv_into(self.fd, buf) {
                 Ok(Nb::Done(0)) => return Ok(ReadOutcome::End),
                 Ok(Nb::Done(n)) => n,
                 Ok(Nb::WouldBlock) => {

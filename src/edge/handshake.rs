@@ -7,7 +7,7 @@
 //! client (404/405/400/426/431, 403 origin, 401 token, 503 draining, 408 too slow, and
 //! the admission limits' 503 and 429) answers here, before any session exists.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use crate::rt::sys::{self, Nb};
 use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session};
 use crate::shard::ShardCtx;
+use crate::tls::{TlsSession, Wire};
 
 use super::raw::{self, RawRoute};
 use super::{conn, resume};
@@ -38,6 +39,8 @@ enum HandshakeFail {
     Reject(HandshakeResult, Bytes),
     /// The peer went away or the socket failed: nothing to answer.
     Gone,
+    /// The TLS handshake failed (rustls sent the peer its alert).
+    Tls,
 }
 
 /// How long a connection refused by the admission limits may take to send its request
@@ -54,17 +57,50 @@ pub async fn refuse(ctx: Rc<ShardCtx>, stream: TcpStream, why: Refusal) {
         ctx.config.server.handshake_timeout_ms,
     ));
     let max_head = ctx.config.server.max_handshake_bytes;
-    let _ = monoio::time::timeout(wait, skip_head(&stream, max_head)).await;
+    let Ok(mut tls) = new_tls(&ctx) else {
+        return;
+    };
+    let waited = monoio::time::timeout(wait, async {
+        if let Some(t) = tls.as_deref_mut() {
+            crate::tls::handshake(t, &stream).await?;
+        }
+        skip_head(&stream, tls.as_deref_mut(), max_head).await;
+        std::io::Result::Ok(())
+    })
+    .await;
     ctx.metrics.handshake(why.result());
-    let fd = stream.as_raw_fd();
+    if matches!(waited, Ok(Err(_))) {
+        return; // (The TLS handshake failed: nothing can be answered.)
+    }
     let response = handshake::error_response(why.status(), why.message());
-    let _ = sys::send_vectored(fd, &[&response]);
-    sys::shutdown_write(fd);
+    answer(stream.as_raw_fd(), tls.as_deref_mut(), &response);
+}
+
+/// A new connection's TLS session if the listener serves TLS; `Err` (logged) if
+/// rustls cannot make one.
+fn new_tls(ctx: &ShardCtx) -> Result<Option<Box<TlsSession>>, ()> {
+    let Some(config) = &ctx.tls else {
+        return Ok(None);
+    };
+    match TlsSession::server(config) {
+        Ok(t) => Ok(Some(Box::new(t))),
+        Err(e) => {
+            tracing::warn!(shard = ctx.id, error = %e, "TLS session not created");
+            Err(())
+        }
+    }
+}
+
+/// Writes an HTTP answer (through TLS, if any) and ends what the gateway sends.
+fn answer(fd: RawFd, tls: Option<&mut TlsSession>, response: &[u8]) {
+    let mut wire = Wire::new(fd, tls);
+    let _ = wire.send_vectored(&[response]);
+    wire.shutdown_write();
 }
 
 /// Reads and drops bytes until the end of a request head (an empty line), the end of
 /// the stream, or `max` bytes.
-async fn skip_head(stream: &TcpStream, max: usize) {
+async fn skip_head(stream: &TcpStream, mut tls: Option<&mut TlsSession>, max: usize) {
     let fd = stream.as_raw_fd();
     let mut buf = BytesMut::with_capacity(512);
     let mut seen = 0;
@@ -73,7 +109,7 @@ async fn skip_head(stream: &TcpStream, max: usize) {
     let mut tail = [0u8; 3];
     while seen < max {
         buf.clear();
-        match sys::recv_into(fd, &mut buf) {
+        match Wire::new(fd, tls.as_deref_mut()).recv_into(&mut buf) {
             Ok(Nb::Done(0)) | Err(_) => return,
             Ok(Nb::Done(n)) => seen += n,
             Ok(Nb::WouldBlock) => {
@@ -94,26 +130,43 @@ async fn skip_head(stream: &TcpStream, max: usize) {
 }
 
 /// Serves one accepted connection to its end; `permit` is its place under the
-/// admission limits, held as long as the connection (handed on with it).
+/// admission limits, held as long as the connection (handed on with it). With TLS,
+/// the TLS handshake comes first, within the same `handshake_timeout_ms`.
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, permit: Permit) {
     let fd = stream.as_raw_fd();
+    let Ok(mut tls) = new_tls(&ctx) else {
+        return;
+    };
     let timeout = Duration::from_millis(ctx.config.server.handshake_timeout_ms);
-    let upgraded = match monoio::time::timeout(timeout, handshake(&ctx, &stream)).await {
+    let done = monoio::time::timeout(timeout, async {
+        if let Some(t) = tls.as_deref_mut() {
+            if let Err(e) = crate::tls::handshake(t, &stream).await {
+                tracing::debug!(shard = ctx.id, error = %e, "TLS handshake failed");
+                return Err(HandshakeFail::Tls);
+            }
+        }
+        handshake(&ctx, &stream, tls.as_deref_mut()).await
+    })
+    .await;
+    let upgraded = match done {
         Ok(Ok(v)) => v,
         Ok(Err(HandshakeFail::Reject(result, response))) => {
             ctx.metrics.handshake(result);
-            let _ = sys::send_vectored(fd, &[&response]);
-            sys::shutdown_write(fd);
+            answer(fd, tls.as_deref_mut(), &response);
             return;
         }
         Ok(Err(HandshakeFail::Gone)) => {
             ctx.metrics.handshake(HandshakeResult::Closed);
             return;
         }
+        Ok(Err(HandshakeFail::Tls)) => {
+            ctx.metrics.handshake(HandshakeResult::TlsFailed);
+            return;
+        }
         Err(_) => {
             ctx.metrics.handshake(HandshakeResult::Timeout);
             let resp = handshake::error_response(408, "handshake timed out");
-            let _ = sys::send_vectored(fd, &[&resp]);
+            let _ = Wire::new(fd, tls.as_deref_mut()).send_vectored(&[&resp]);
             return;
         }
     };
@@ -123,6 +176,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, permit: Permit) {
             if sid_claimed {
                 supersede_same_session(&ctx, &shared);
             }
+            shared.set_tls(tls);
             ctx.add_session(shared.clone());
             // The session runs as a task of its own: this handshake task (with its
             // timer and parse state) ends here, so a parked idle connection holds
@@ -134,6 +188,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, permit: Permit) {
         }
         Upgraded::Raw(shared, leftover, route) => {
             ctx.metrics.handshake(HandshakeResult::Ok);
+            shared.set_tls(tls);
             // (If the link went down since the check, the close (1011) is queued: the
             // task writes it and ends.)
             raw::open(&ctx, &shared, &route);
@@ -146,7 +201,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, permit: Permit) {
             place,
             response,
             leftover,
-        } => resume::start(ctx, stream, place, response, leftover, permit),
+        } => resume::start(ctx, stream, tls, place, response, leftover, permit),
     }
 }
 
@@ -186,12 +241,19 @@ fn supersede_same_session(ctx: &ShardCtx, shared: &ConnShared) {
 
 /// Reads and checks the upgrade, authenticates, and queues the 101 and the ping the
 /// manifest waits on (or, with `manifest_after_pong` off, the manifest).
-async fn handshake(ctx: &Rc<ShardCtx>, stream: &TcpStream) -> Result<Upgraded, HandshakeFail> {
+async fn handshake(
+    ctx: &Rc<ShardCtx>,
+    stream: &TcpStream,
+    mut tls: Option<&mut TlsSession>,
+) -> Result<Upgraded, HandshakeFail> {
     let fd = stream.as_raw_fd();
     let max_head = ctx.config.server.max_handshake_bytes;
     let mut buf = BytesMut::with_capacity(1024);
     let (req, consumed) = loop {
-        match sys::recv_into(fd, &mut buf).map_err(|_| HandshakeFail::Gone)? {
+        match Wire::new(fd, tls.as_deref_mut())
+            .recv_into(&mut buf)
+            .map_err(|_| HandshakeFail::Gone)?
+        {
             Nb::Done(0) => return Err(HandshakeFail::Gone),
             Nb::Done(_) => {}
             Nb::WouldBlock => {

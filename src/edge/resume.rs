@@ -24,6 +24,7 @@ use crate::rt::sys;
 use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::SessionRef;
 use crate::shard::ShardCtx;
+use crate::tls::{TlsSession, Wire};
 
 use super::{conn, manifest};
 
@@ -33,19 +34,21 @@ use super::{conn, manifest};
 pub fn start(
     ctx: Rc<ShardCtx>,
     stream: TcpStream,
+    mut tls: Option<Box<TlsSession>>,
     place: ResumePlace,
     response: Bytes,
     leftover: BytesMut,
     permit: Permit,
 ) {
     if usize::from(place.shard) == ctx.id {
-        attach(ctx, stream, place, response, leftover, permit);
+        attach(ctx, stream, tls, place, response, leftover, permit);
         return;
     }
     if usize::from(place.shard) >= ctx.plane.hub.shards() {
         refuse(
             &ctx,
             stream.as_raw_fd(),
+            tls,
             "reconnect token names no shard of this gateway",
         );
         return;
@@ -57,6 +60,7 @@ pub fn start(
                 place.shard,
                 PushMsg::Resume(Box::new(Handover {
                     fd,
+                    tls,
                     place,
                     response,
                     leftover: leftover.freeze(),
@@ -67,7 +71,9 @@ pub fn start(
         Err(e) => {
             tracing::warn!(shard = ctx.id, error = %e, "resume: cannot hand the connection to its session's shard");
             let resp = handshake::error_response(503, "cannot resume now");
-            let _ = sys::send_vectored(stream.as_raw_fd(), &[&resp]);
+            let mut wire = Wire::new(stream.as_raw_fd(), tls.as_deref_mut());
+            let _ = wire.send_vectored(&[&resp]);
+            wire.shutdown_write();
         }
     }
     // This shard's descriptor closes with `stream`; the session's shard holds its own.
@@ -80,6 +86,7 @@ pub fn adopt(ctx: &Rc<ShardCtx>, h: Handover) {
         Ok(stream) => attach(
             ctx.clone(),
             stream,
+            h.tls,
             h.place,
             h.response,
             BytesMut::from(&h.leftover[..]),
@@ -95,6 +102,7 @@ pub fn adopt(ctx: &Rc<ShardCtx>, h: Handover) {
 fn attach(
     ctx: Rc<ShardCtx>,
     stream: TcpStream,
+    tls: Option<Box<TlsSession>>,
     place: ResumePlace,
     response: Bytes,
     leftover: BytesMut,
@@ -116,7 +124,7 @@ fn attach(
         Some(_) => None,
     };
     let (Some(old), None) = (old, why) else {
-        refuse(&ctx, stream.as_raw_fd(), why.unwrap_or("unknown"));
+        refuse(&ctx, stream.as_raw_fd(), tls, why.unwrap_or("unknown"));
         return;
     };
     let was_parked = old.is_parked();
@@ -130,9 +138,10 @@ fn attach(
     let new = ctx.new_handle(old.session.successor());
     if ctx.plane.replace(at, &new).is_none() {
         // (Never: the session was found above, on this thread, with nothing between.)
-        refuse(&ctx, stream.as_raw_fd(), "its session has ended");
+        refuse(&ctx, stream.as_raw_fd(), tls, "its session has ended");
         return;
     }
+    new.set_tls(tls);
     {
         let mut out = new.outbox.borrow_mut();
         out.push_bytes(response);
@@ -155,7 +164,7 @@ fn attach(
 }
 
 /// Answers a reconnection token that opens nothing here with 401 (logged with why).
-fn refuse(ctx: &ShardCtx, fd: i32, why: &str) {
+fn refuse(ctx: &ShardCtx, fd: i32, mut tls: Option<Box<TlsSession>>, why: &str) {
     tracing::info!(
         shard = ctx.id,
         reason = why,
@@ -164,6 +173,7 @@ fn refuse(ctx: &ShardCtx, fd: i32, why: &str) {
     ctx.metrics.handshake(HandshakeResult::Unauthorized);
     bump(&ctx.metrics.resumes_refused, 1);
     let resp = handshake::error_response(401, "reconnect token not valid");
-    let _ = sys::send_vectored(fd, &[&resp]);
-    sys::shutdown_write(fd);
+    let mut wire = Wire::new(fd, tls.as_deref_mut());
+    let _ = wire.send_vectored(&[&resp]);
+    wire.shutdown_write();
 }

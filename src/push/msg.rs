@@ -131,6 +131,8 @@ pub enum PushMsg {
 pub struct Handover {
     /// The client's socket (a duplicate; the accepting shard closed its own).
     pub fd: std::os::fd::OwnedFd,
+    /// Its TLS session (`wss://`), handshake done, moving with it.
+    pub tls: Option<Box<crate::tls::TlsSession>>,
     /// What the client's reconnection token names.
     pub place: crate::proto::resume::ResumePlace,
     /// The `101` answering the client's upgrade request.

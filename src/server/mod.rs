@@ -54,6 +54,29 @@ pub enum StartError {
     },
     #[error("cannot block SIGTERM/SIGINT: {0}")]
     Signals(std::io::Error),
+    #[error("{key}: {error}")]
+    Tls {
+        key: &'static str,
+        error: crate::tls::TlsError,
+    },
+}
+
+/// The client listener's TLS, if `[tls]` names a certificate: its files read now, so a
+/// bad path or key stops the start naming the key.
+fn server_tls(config: &Config) -> Result<Option<crate::tls::ServerTls>, StartError> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(None);
+    };
+    crate::tls::ServerTls::load(cert, key)
+        .map(Some)
+        .map_err(|error| StartError::Tls {
+            key: if error.is_about(key) {
+                "tls.key_file"
+            } else {
+                "tls.cert_file"
+            },
+            error,
+        })
 }
 
 /// A service whose host did not resolve when the first registry was built stops the
@@ -88,6 +111,8 @@ pub struct Gateway {
     /// the last registry sent to the shards.
     config: std::sync::Mutex<Arc<Config>>,
     generation: std::sync::atomic::AtomicU64,
+    /// The client listener's certificate (re-read by `reload`), if it serves TLS.
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl Gateway {
@@ -102,6 +127,7 @@ impl Gateway {
                 crate::rt::sys::random_bytes()
             }
         };
+        let tls = server_tls(&config)?;
         let registry = Arc::new(Registry::from_config(&config, 1));
         check_resolved(&registry)?;
         let shards = config.server.shard_count();
@@ -138,6 +164,7 @@ impl Gateway {
                 admission::Limits::from_config(&config.server),
                 metrics.clone(),
             )),
+            tls: tls.as_ref().map(|t| t.config().clone()),
         };
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
@@ -230,6 +257,7 @@ impl Gateway {
             admin = %admin_addr,
             shards,
             driver = if uring { "io_uring" } else { "legacy (epoll)" },
+            tls = tls.is_some(),
             services = registry.services.len(),
             endpoints = registry.endpoints.len(),
             "ringgate listening"
@@ -251,6 +279,7 @@ impl Gateway {
             ),
             generation: std::sync::atomic::AtomicU64::new(registry.generation),
             config: std::sync::Mutex::new(config),
+            tls,
         })
     }
 
@@ -265,12 +294,23 @@ impl Gateway {
             ("server", current.server != config.server),
             ("auth", current.auth != config.auth),
             ("backend", current.backend != config.backend),
+            ("tls", current.tls != config.tls),
         ] {
             if changed {
                 tracing::warn!(
                     section,
                     "config reload: [{section}] changed; it takes effect at the next start (a reload applies [[services]])"
                 );
+            }
+        }
+        if let Some(tls) = &self.tls {
+            // The same files, read again: a renewed certificate is served from the next
+            // handshake on; a bad one leaves the current one in place.
+            match tls.reload() {
+                Ok(()) => tracing::info!("config reload: TLS certificate re-read"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload: TLS certificate not replaced (the current one stays)")
+                }
             }
         }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;

@@ -9,6 +9,7 @@
 //! sessions through the same handle (`session::SessionTable`).
 
 use std::cell::{Cell, Ref, RefCell};
+use std::io;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -18,6 +19,8 @@ use crate::proto::guid::SessionKey;
 use crate::proto::http1::{HeaderBlock, Http1Error};
 use crate::proto::ws;
 use crate::rt::notify::LocalNotify;
+use crate::rt::sys::Nb;
+use crate::tls::{TlsSession, Wire};
 
 use super::env::SessionEnv;
 use super::outbox::{Flush, KeyedPush, Outbox};
@@ -155,6 +158,8 @@ pub enum Queued {
 const NO_READS: u8 = 0x80;
 /// A `life_flags` bit: a raw route's connection.
 const RAW: u8 = 0x40;
+/// A `life_flags` bit: the connection has a TLS session (`tls`).
+const TLS: u8 = 0x20;
 
 /// The disconnect notice's reason for a session whose JWT expired: the value Bannou's
 /// TypeScript SDK maps to its `SessionExpired` (it matches `"session_expired"`).
@@ -202,6 +207,26 @@ impl std::fmt::Debug for CloseSlot {
     }
 }
 
+/// A connection's TLS session, taken for each use and put back (see `ConnShared::tls`).
+#[derive(Default)]
+struct TlsSlot(Cell<Option<Box<TlsSession>>>);
+
+impl std::ops::Deref for TlsSlot {
+    type Target = Cell<Option<Box<TlsSession>>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TlsSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.0.take();
+        let r = write!(f, "{}", if t.is_some() { "tls" } else { "-" });
+        self.0.set(t);
+        r
+    }
+}
+
 /// When the sweep's idle ping went out (shard seconds), if one is unanswered: an
 /// `Option<u32>` in four bytes (`u32::MAX` = none), which keeps the handle within one
 /// allocator size class.
@@ -231,6 +256,11 @@ pub struct ConnShared {
     /// The push inbox queued frames here and will write them itself at the end of its
     /// batch (`queue_shared`, `flush_now`): the task need not be woken for them.
     flush_pending: Cell<bool>,
+    /// The connection's TLS session (`wss://`), which every read and write of the
+    /// socket goes through; none for a plain connection, and none once it has ended
+    /// (a parked session keeps no TLS state). A `Cell` (taken for each call, put back:
+    /// `with_wire`) keeps the handle in its allocator size class.
+    tls: TlsSlot,
     pub(crate) outbox: RefCell<Outbox>,
     pub(crate) notify: LocalNotify,
     pub(crate) close: CloseSlot,
@@ -268,6 +298,7 @@ impl ConnShared {
             at: Cell::new(SessionRef::NONE),
             fd: Cell::new(-1),
             flush_pending: Cell::new(false),
+            tls: TlsSlot::default(),
             outbox: RefCell::default(),
             notify: LocalNotify::default(),
             close: CloseSlot::default(),
@@ -346,6 +377,55 @@ impl ConnShared {
         self.fd.set(fd);
     }
 
+    /// The connection's TLS session (its handshake done), before its task starts.
+    pub fn set_tls(&self, tls: Option<Box<TlsSession>>) {
+        let flags = self.life_flags.get() & !TLS;
+        self.life_flags
+            .set(if tls.is_some() { flags | TLS } else { flags });
+        self.tls.set(tls);
+    }
+
+    /// Drops the TLS session (the connection ended: a parked session keeps none).
+    pub fn clear_tls(&self) {
+        self.set_tls(None);
+    }
+
+    /// Runs `f` on the connection's wire: `fd`, through its TLS session if it has one.
+    /// A TLS connection whose session is out (a call within a call, which the shard's
+    /// single thread never makes) gets an error, never a plaintext write.
+    fn with_wire<R>(
+        &self,
+        fd: i32,
+        f: impl FnOnce(&mut Wire<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut tls = self.tls.take();
+        if tls.is_none() && self.life_flags.get() & TLS != 0 {
+            return Err(io::Error::other("the connection's TLS session is in use"));
+        }
+        let r = f(&mut Wire::new(fd, tls.as_deref_mut()));
+        self.tls.set(tls);
+        r
+    }
+
+    /// Writes the outbox to `fd` (through the TLS session, if any): as `Outbox::flush`.
+    pub(crate) fn flush_to(&self, fd: i32) -> io::Result<(usize, Flush)> {
+        self.with_wire(fd, |w| self.outbox.borrow_mut().flush_to(w))
+    }
+
+    /// Reads from `fd` into `buf` (plaintext, through the TLS session, if any): as
+    /// `sys::recv_into`.
+    pub(crate) fn recv_into(&self, fd: i32, buf: &mut bytes::BytesMut) -> io::Result<Nb> {
+        self.with_wire(fd, |w| w.recv_into(buf))
+    }
+
+    /// Ends what the gateway sends on `fd` (close_notify first, with TLS; then the FIN).
+    pub(crate) fn shutdown_write(&self, fd: i32) {
+        let _ = self.with_wire(fd, |w| {
+            w.shutdown_write();
+            Ok(())
+        });
+    }
+
     /// Queues a shared frame for the push inbox, which writes it itself at the end of
     /// its batch ([`ConnShared::flush_now`]) — one write per client per batch, and no
     /// wakeup of its task — when nothing else was queued for the client; else the task
@@ -401,7 +481,7 @@ impl ConnShared {
             self.notify.notify();
             return;
         }
-        let flushed = self.outbox.borrow_mut().flush(fd);
+        let flushed = self.flush_to(fd);
         match flushed {
             Ok((n, Flush::Empty)) => crate::metrics::bump(&self.env.metrics.bytes_out, n as u64),
             Ok((n, Flush::Blocked)) => {

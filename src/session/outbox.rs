@@ -31,7 +31,8 @@ use std::collections::HashMap;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::rt::sys::{self, Nb};
+use crate::rt::sys::Nb;
+use crate::tls::Wire;
 
 /// Payloads up to this size are copied into the tail rather than queued by reference.
 const COPY_THRESHOLD: usize = 512;
@@ -322,12 +323,18 @@ impl Outbox {
     /// Writes as much as the socket takes, without blocking. Returns the bytes written
     /// and whether the outbox is now empty.
     pub fn flush(&mut self, fd: RawFd) -> io::Result<(usize, Flush)> {
+        self.flush_to(&mut Wire::plain(fd))
+    }
+
+    /// [`Outbox::flush`] to a wire (through its TLS session, if it has one): empty only
+    /// once the TLS session holds nothing unsent either.
+    pub fn flush_to(&mut self, wire: &mut Wire<'_>) -> io::Result<(usize, Flush)> {
         if self.queue.is_empty() {
             // Only small frames (the common case): write the tail where it is, with no
             // slice to freeze and no queue to allocate.
             let mut written = 0;
             while !self.tail.is_empty() {
-                match sys::send_vectored(fd, &[&self.tail])? {
+                match wire.send_vectored(&[&self.tail])? {
                     Nb::Done(n) => {
                         written += n;
                         self.count_sent(n);
@@ -337,7 +344,7 @@ impl Outbox {
                 }
             }
             self.clear();
-            return Ok((written, Flush::Empty));
+            return Ok((written, drained(wire)?));
         }
         self.seal_tail();
         let mut written = 0;
@@ -348,7 +355,7 @@ impl Outbox {
                 *s = &b[..];
                 k += 1;
             }
-            let n = match sys::send_vectored(fd, &slices[..k])? {
+            let n = match wire.send_vectored(&slices[..k])? {
                 Nb::Done(n) => n,
                 Nb::WouldBlock => return Ok((written, Flush::Blocked)),
             };
@@ -356,7 +363,7 @@ impl Outbox {
             self.consume_front(n);
         }
         self.clear();
-        Ok((written, Flush::Empty))
+        Ok((written, drained(wire)?))
     }
 
     /// Takes `n` bytes off the front of the (sealed) queue: written, or discarded.
@@ -417,6 +424,16 @@ impl Outbox {
         self.clear();
         frames
     }
+}
+
+/// Empty once the wire holds nothing unsent (a TLS session's encrypted bytes), else
+/// blocked on the socket like any unsent byte.
+fn drained(wire: &mut Wire<'_>) -> io::Result<Flush> {
+    Ok(if wire.drain()? {
+        Flush::Empty
+    } else {
+        Flush::Blocked
+    })
 }
 
 #[cfg(test)]

@@ -65,6 +65,8 @@ pub struct ShardCtx {
     pub stop_accept: LocalNotify,
     /// The connection caps and upgrade rate every shard shares (`crate::admission`).
     pub admission: Arc<Admission>,
+    /// The client listener's TLS config (`[tls]`), if it serves `wss://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections refused by `admission` are logged at most once a second per shard.
     pub refusals_log: FailureLog,
     push_counter: Rc<Cell<u16>>,
@@ -84,6 +86,8 @@ pub struct ProcessShared {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<Hub>,
     pub admission: Arc<Admission>,
+    /// The client listener's TLS config (`[tls]`), if it serves `wss://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ShardCtx {
@@ -96,6 +100,7 @@ impl ShardCtx {
             metrics: all_metrics,
             hub,
             admission,
+            tls,
         } = shared;
         let session_env = Arc::new(SessionEnv {
             metrics: all_metrics.shards[id].clone(),
@@ -124,6 +129,7 @@ impl ShardCtx {
             draining: Cell::new(false),
             stop_accept: LocalNotify::default(),
             admission,
+            tls,
             refusals_log: FailureLog::default(),
             push_counter: Rc::default(),
             link_refs: Cell::new(0),

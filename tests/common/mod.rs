@@ -8,6 +8,7 @@ pub mod link;
 pub mod process;
 pub mod push;
 pub mod scripted_link;
+pub mod tls;
 pub mod tools;
 
 use std::future::Future;
