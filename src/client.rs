@@ -109,6 +109,14 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
+    /// Verifies the server against the system's root certificates.
+    pub fn system_roots(server_name: &str) -> Result<ClientTls, crate::tls::TlsError> {
+        Ok(ClientTls {
+            config: crate::tls::client_config(None)?,
+            server_name: server_name.to_string(),
+        })
+    }
+
     /// Verifies the server against the CA certificates in `ca_file` (PEM).
     pub fn with_ca_file(
         ca_file: &std::path::Path,

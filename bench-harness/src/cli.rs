@@ -116,7 +116,7 @@ pub struct EchoArgs {
 /// Where the gateway is and how to authenticate to it.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayArgs {
-    /// Gateway address: `host:port` or `ws://host:port/path` (default: the config's
+    /// Gateway address: `host:port`, `ws://host:port/path` or `wss://host:port/path` (default: the config's
     /// `server.listen` and `server.path`, else 127.0.0.1:8080/connect).
     #[arg(long, value_name = "ADDR|URL")]
     pub gateway: Option<String>,
@@ -128,6 +128,10 @@ pub struct GatewayArgs {
     /// the variable is not RINGGATE_* because the gateway config loader owns that prefix).
     #[arg(long, env = "RG_BENCH_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// CA certificates (PEM) a `wss://` gateway's certificate is verified against
+    /// (default: the system's roots).
+    #[arg(long, env = "RG_BENCH_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How many worker processes to spread connections over.

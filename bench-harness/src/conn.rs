@@ -213,6 +213,7 @@ pub async fn open_user(
         path: target.path.clone(),
         token: Some(token),
         token_via: TokenVia::Header,
+        tls: target.tls.clone(),
         ..Default::default()
     };
     let result = open_with(target.addr, Some(source), &opts, timeout, rcvbuf).await;

@@ -139,7 +139,9 @@ fn coordinate(args: &IdleArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let started = Instant::now();
-    let mut workers = Workers::spawn(worker_args, &[("RG_BENCH_SECRET", &target.secret)])?;
+    let env = target.worker_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut workers = Workers::spawn(worker_args, &env)?;
     let mut st = Collect::new(p);
 
     // Ramp: until every worker is ready (or gone).

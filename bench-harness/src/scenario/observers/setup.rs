@@ -133,6 +133,8 @@ pub(super) fn start(args: &ObserversArgs) -> anyhow::Result<Setup> {
             addr: target::parse_gateway(&args.listen, "/connect")?.0,
             path: "/connect".into(),
             secret,
+            tls: None,
+            ca_file: None,
         },
         gateway: None,
         config: Some(path.clone()),

@@ -381,6 +381,7 @@ async fn ramp_lane(
             path: cfg.target.path.clone(),
             token: Some(token),
             token_via: TokenVia::Header,
+            tls: cfg.target.tls.clone(),
             ..Default::default()
         };
         let t0 = Instant::now();
