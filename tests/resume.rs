@@ -277,6 +277,34 @@ fn a_peer_message_to_a_client_that_is_away_answers_31_at_once() {
 }
 
 #[test]
+fn a_client_reconnecting_with_its_bearer_token_gets_its_session_back_with_what_it_missed() {
+    // Bannou's SDKs reconnect with the same bearer JWT, not the reconnection token
+    // (BANNOU.md, "Queue on Reconnect").
+    let g = push_gateway("reconnect_window_secs = 30", "", "");
+    let mut api = Api::new(g.admin_addr);
+    let sid = "bearer-back";
+    let token = session_token("acct-b", sid, &["user"]);
+    run(async {
+        let (mut c, first) = connect(&g, &token).await;
+        call_ok(&mut c, &first, "/t/watch", b"{}").await;
+        for round in 0..4u64 {
+            drop(c);
+            wait_parked(&mut api, sid).await;
+            api.publish("t", None, &json!({ "n": 2 * round }));
+            let (c2, m) = connect(&g, &token).await;
+            c = c2;
+            assert_eq!(m.session_id, sid);
+            assert_eq!(m.reason, "session_reconnected");
+            assert_eq!(m.peer_guid, first.peer_guid, "the same session");
+            expect_sequence(&mut c, 2 * round, 2 * round, "the event it missed").await;
+            api.publish("t", None, &json!({ "n": 2 * round + 1 }));
+            expect_sequence(&mut c, 2 * round + 1, 2 * round + 1, "its subscription").await;
+        }
+    });
+    assert_eq!(metric(&g, "ringgate_resumes_total"), 4);
+}
+
+#[test]
 fn a_connection_with_the_same_session_id_closes_the_older_one_with_1000() {
     let g = push_gateway("reconnect_window_secs = 30", "", "");
     run(async {

@@ -23,7 +23,7 @@ use crate::proto::handshake::{
 };
 use crate::proto::resume::ResumePlace;
 use crate::proto::ws;
-use crate::push::{PushMsg, Target};
+use crate::push::{PushMsg, ResumeBy, Target};
 use crate::rt::sys::{self, Nb};
 use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::{ConnShared, Session};
@@ -201,7 +201,19 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, permit: Permit) {
             place,
             response,
             leftover,
-        } => resume::start(ctx, stream, tls, place, response, leftover, permit),
+            by,
+        } => resume::start(
+            ctx,
+            place,
+            resume::Arrival {
+                stream,
+                tls,
+                response,
+                leftover,
+                permit,
+                by,
+            },
+        ),
     }
 }
 
@@ -218,7 +230,30 @@ enum Upgraded {
         place: ResumePlace,
         response: Bytes,
         leftover: BytesMut,
+        by: ResumeBy,
     },
+}
+
+/// Where the session `sid` is, if it exists and sessions are resumable (with the
+/// reconnection window off, a same-`sid` connection starts a new session:
+/// `supersede_same_session`).
+fn bearer_place(ctx: &ShardCtx, sid: &str) -> Option<ResumePlace> {
+    if ctx.config.server.reconnect_window_secs == 0 {
+        return None;
+    }
+    let loc = ctx
+        .plane
+        .hub
+        .locate(Target::Session(sid))
+        .into_iter()
+        .next()?;
+    Some(ResumePlace {
+        shard: loc.shard,
+        slot: loc.at.slot,
+        generation: loc.at.generation,
+        // (Not checked for a bearer resume: `ResumeBy::Bearer` names the session.)
+        life: 0,
+    })
 }
 
 /// A client connecting with a token for a session id that has a connection already
@@ -310,10 +345,26 @@ async fn handshake(
             place,
             response: handshake::switching_protocols(&req),
             leftover,
+            by: ResumeBy::Token,
         });
     }
     let identity = authenticate(ctx, &req)?;
     let sid_claimed = identity.session_id.is_some() && !identity.anonymous;
+    if let Some(sid) = identity.session_id.as_deref().filter(|_| sid_claimed) {
+        // A bearer token naming a session that exists (parked, or still connected):
+        // Bannou's SDKs reconnect this way, and get what arrived while they were away.
+        if let Some(place) = bearer_place(ctx, sid) {
+            return Ok(Upgraded::Resume {
+                place,
+                response: handshake::switching_protocols(&req),
+                leftover,
+                by: ResumeBy::Bearer {
+                    session_id: sid.into(),
+                    expires_at: identity.expires_at,
+                },
+            });
+        }
+    }
     let session = new_session(ctx, identity);
     // The idle timers and the manifest's fallback count from now, not from the
     // thread's last clock reading.

@@ -19,7 +19,7 @@ use crate::admission::Permit;
 use crate::metrics::{bump, HandshakeResult};
 use crate::proto::handshake;
 use crate::proto::resume::ResumePlace;
-use crate::push::{Handover, PushMsg};
+use crate::push::{Handover, PushMsg, ResumeBy};
 use crate::rt::sys;
 use crate::rt::task::{spawn_isolated, unix_now};
 use crate::session::SessionRef;
@@ -28,50 +28,54 @@ use crate::tls::{TlsSession, Wire};
 
 use super::{conn, manifest};
 
-/// After the upgrade request of a client presenting a token naming `place` was
-/// accepted: resumes the session here if it is this shard's, else hands the
-/// connection (with its admission `permit`) to the shard that holds it.
-pub fn start(
-    ctx: Rc<ShardCtx>,
-    stream: TcpStream,
-    mut tls: Option<Box<TlsSession>>,
-    place: ResumePlace,
-    response: Bytes,
-    leftover: BytesMut,
-    permit: Permit,
-) {
+/// A client's connection arriving to resume a session, with all that moves with it.
+pub struct Arrival {
+    pub stream: TcpStream,
+    /// Its TLS session (`wss://`), handshake done.
+    pub tls: Option<Box<TlsSession>>,
+    /// The `101` answering its upgrade request.
+    pub response: Bytes,
+    /// Bytes it sent after its upgrade request.
+    pub leftover: BytesMut,
+    /// Its place under the admission limits.
+    pub permit: Permit,
+    /// What it resumes with.
+    pub by: ResumeBy,
+}
+
+/// After the upgrade request of a client naming the session at `place` (its
+/// reconnection token, or a bearer token with the session's id) was accepted: resumes
+/// the session here if it is this shard's, else hands the connection (with its
+/// admission permit) to the shard that holds it.
+pub fn start(ctx: Rc<ShardCtx>, place: ResumePlace, mut a: Arrival) {
     if usize::from(place.shard) == ctx.id {
-        attach(ctx, stream, tls, place, response, leftover, permit);
+        attach(ctx, place, a);
         return;
     }
     if usize::from(place.shard) >= ctx.plane.hub.shards() {
-        refuse(
-            &ctx,
-            stream.as_raw_fd(),
-            tls,
-            "reconnect token names no shard of this gateway",
-        );
+        refuse(&ctx, a, "reconnect token names no shard of this gateway");
         return;
     }
-    match sys::dup(stream.as_raw_fd()) {
+    match sys::dup(a.stream.as_raw_fd()) {
         Ok(fd) => {
             bump(&ctx.metrics.resume_handovers, 1);
             ctx.plane.hub.post(
                 place.shard,
                 PushMsg::Resume(Box::new(Handover {
                     fd,
-                    tls,
+                    tls: a.tls,
                     place,
-                    response,
-                    leftover: leftover.freeze(),
-                    permit,
+                    response: a.response,
+                    leftover: a.leftover.freeze(),
+                    permit: a.permit,
+                    by: a.by,
                 })),
             )
         }
         Err(e) => {
             tracing::warn!(shard = ctx.id, error = %e, "resume: cannot hand the connection to its session's shard");
             let resp = handshake::error_response(503, "cannot resume now");
-            let mut wire = Wire::new(stream.as_raw_fd(), tls.as_deref_mut());
+            let mut wire = Wire::new(a.stream.as_raw_fd(), a.tls.as_deref_mut());
             let _ = wire.send_vectored(&[&resp]);
             wire.shutdown_write();
         }
@@ -85,12 +89,15 @@ pub fn adopt(ctx: &Rc<ShardCtx>, h: Handover) {
     match TcpStream::from_std(std) {
         Ok(stream) => attach(
             ctx.clone(),
-            stream,
-            h.tls,
             h.place,
-            h.response,
-            BytesMut::from(&h.leftover[..]),
-            h.permit,
+            Arrival {
+                stream,
+                tls: h.tls,
+                response: h.response,
+                leftover: BytesMut::from(&h.leftover[..]),
+                permit: h.permit,
+                by: h.by,
+            },
         ),
         Err(e) => {
             tracing::warn!(shard = ctx.id, error = %e, "resume: cannot take over a handed connection");
@@ -98,47 +105,69 @@ pub fn adopt(ctx: &Rc<ShardCtx>, h: Handover) {
     }
 }
 
-/// Resumes the session at `place` (on this shard) on `stream`, or answers 401.
-fn attach(
-    ctx: Rc<ShardCtx>,
-    stream: TcpStream,
-    tls: Option<Box<TlsSession>>,
-    place: ResumePlace,
-    response: Bytes,
-    leftover: BytesMut,
-    permit: Permit,
-) {
+/// Resumes the session at `place` (on this shard) on the arriving connection, or
+/// refuses it (`refuse`).
+fn attach(ctx: Rc<ShardCtx>, place: ResumePlace, a: Arrival) {
     let at = SessionRef {
         slot: place.slot,
         generation: place.generation,
     };
     let unix = unix_now().as_secs();
     let old = ctx.plane.sessions.get(at);
-    let why = match &old {
-        None => Some("its session has ended"),
-        Some(c) if c.session.life != place.life => Some("the token was used already"),
-        Some(c) if c.is_final() || c.is_superseded() => Some("its session has ended"),
-        Some(c) if c.session.expires_at().is_some_and(|exp| unix >= exp) => {
+    let why = match (&old, &a.by) {
+        (None, _) => Some("its session has ended"),
+        (Some(c), ResumeBy::Token) if c.session.life != place.life => {
+            Some("the token was used already")
+        }
+        (Some(c), ResumeBy::Bearer { session_id, .. }) if c.session.session_id != *session_id => {
+            Some("its session has ended")
+        }
+        (Some(c), _) if c.is_final() || c.is_superseded() => Some("its session has ended"),
+        (Some(c), ResumeBy::Token) if c.session.expires_at().is_some_and(|exp| unix >= exp) => {
             Some("its session's token expired")
         }
-        Some(_) => None,
+        (Some(_), _) => None,
     };
     let (Some(old), None) = (old, why) else {
-        refuse(&ctx, stream.as_raw_fd(), tls, why.unwrap_or("unknown"));
+        refuse(&ctx, a, why.unwrap_or("unknown"));
         return;
     };
     let was_parked = old.is_parked();
     old.supersede();
     let (missed, lost) = old.take_missed();
+    let Arrival {
+        stream,
+        tls,
+        response,
+        leftover,
+        permit,
+        by,
+    } = a;
     if was_parked {
         ctx.metrics
             .sessions_parked
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let new = ctx.new_handle(old.session.successor());
+    let session = match &by {
+        ResumeBy::Token => old.session.successor(),
+        // The new bearer token's expiry (its signature and claims were checked).
+        ResumeBy::Bearer { expires_at, .. } => old.session.successor().until(*expires_at),
+    };
+    let new = ctx.new_handle(session);
     if ctx.plane.replace(at, &new).is_none() {
         // (Never: the session was found above, on this thread, with nothing between.)
-        refuse(&ctx, stream.as_raw_fd(), tls, "its session has ended");
+        refuse(
+            &ctx,
+            Arrival {
+                stream,
+                tls,
+                response,
+                leftover,
+                permit,
+                by,
+            },
+            "its session has ended",
+        );
         return;
     }
     new.set_tls(tls);
@@ -163,17 +192,24 @@ fn attach(
     );
 }
 
-/// Answers a reconnection token that opens nothing here with 401 (logged with why).
-fn refuse(ctx: &ShardCtx, fd: i32, mut tls: Option<Box<TlsSession>>, why: &str) {
+/// Answers an arrival whose session cannot be resumed (logged with why): 401 for a
+/// reconnection token; 503 for a bearer token (it is valid, and its session ended just
+/// now: connecting again starts a new one).
+fn refuse(ctx: &ShardCtx, mut a: Arrival, why: &str) {
+    let (status, message) = match a.by {
+        ResumeBy::Token => (401, "reconnect token not valid"),
+        ResumeBy::Bearer { .. } => (503, "session ended; connect again"),
+    };
     tracing::info!(
         shard = ctx.id,
         reason = why,
-        "upgrade refused: 401 (reconnect)"
+        status,
+        "upgrade refused (resume)"
     );
-    ctx.metrics.handshake(HandshakeResult::Unauthorized);
+    ctx.metrics.handshake(HandshakeResult::from_status(status));
     bump(&ctx.metrics.resumes_refused, 1);
-    let resp = handshake::error_response(401, "reconnect token not valid");
-    let mut wire = Wire::new(fd, tls.as_deref_mut());
+    let resp = handshake::error_response(status, message);
+    let mut wire = Wire::new(a.stream.as_raw_fd(), a.tls.as_deref_mut());
     let _ = wire.send_vectored(&[&resp]);
     wire.shutdown_write();
 }

@@ -35,7 +35,7 @@ mod topics;
 pub use client_calls::ClientCall;
 pub use directory::Loc;
 pub use hub::{Hub, PublishError, Target};
-pub use msg::{Followup, Handover, PushMsg, SessionInfo};
+pub use msg::{Followup, Handover, PushMsg, ResumeBy, SessionInfo};
 pub use plane::ShardPlane;
 
 /// Longest topic name (bytes), as the link and the push API accept it.

@@ -141,4 +141,19 @@ pub struct Handover {
     pub leftover: Bytes,
     /// The connection's place under the admission limits, moving with it.
     pub permit: crate::admission::Permit,
+    /// What the client resumes with.
+    pub by: ResumeBy,
+}
+
+/// What a client resumes its session with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeBy {
+    /// Its reconnection token (`Authorization: Reconnect`): the place and life it names.
+    Token,
+    /// A bearer token naming the session's id (`sid`), as Bannou's SDKs reconnect: the
+    /// session of that id, whichever life it is in, and the new token's expiry.
+    Bearer {
+        session_id: Box<str>,
+        expires_at: Option<u64>,
+    },
 }

@@ -112,6 +112,13 @@ impl Session {
         h
     }
 
+    /// The same session, now expiring at `expires_at` (a resume with a new bearer
+    /// token carries its expiry).
+    pub fn until(mut self, expires_at: Option<u64>) -> Session {
+        self.expires_at = expires_at.unwrap_or(u64::MAX);
+        self
+    }
+
     /// When the session expires (Unix seconds), if it does.
     pub fn expires_at(&self) -> Option<u64> {
         (self.expires_at != u64::MAX).then_some(self.expires_at)
