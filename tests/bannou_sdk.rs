@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::tools::{run_with_timeout, target_subdir, tool_version};
+use common::push::metric;
 use common::*;
 use serde_json::{json, Value};
 
@@ -140,6 +141,48 @@ fn bannou_ts_sdk_connects_calls_and_sees_codes_against_a_real_gateway() {
         assert_eq!(seen[0].method, "GET");
     }
     // The gateway let the connection go.
+    wait_no_connections(&g);
+}
+
+#[test]
+fn bannou_ts_sdk_connects_and_calls_over_wss_verifying_the_gateway_certificate() {
+    let Some(dir) = package_dir_or_skip() else {
+        return;
+    };
+    let backend = Backend::start();
+    let pki = common::tls::TestPki::new();
+    let leaf = pki.leaf("leaf", "ringgate-sdk");
+    let text = format!(
+        "{}\n{}",
+        config_text(&backend, "", ""),
+        common::tls::tls_section(&leaf)
+    );
+    let g = gateway(ringgate::Config::from_toml_str(&text, &[]).unwrap());
+    let jwt = user_token(&["user"]);
+    // The SDK turns https:// into wss://; Node trusts the test CA through
+    // NODE_EXTRA_CA_CERTS and checks the certificate's 127.0.0.1.
+    let url = format!("https://127.0.0.1:{}", g.addr.port());
+    let ca = pki.ca_file();
+    let bound = CONNECT_BOUND_MS.to_string();
+    let summary = run_script(
+        &dir,
+        "interop.mjs",
+        &[
+            ("RINGGATE_URL", &url),
+            ("RINGGATE_JWT", &jwt),
+            ("RINGGATE_CONNECT_BOUND_MS", &bound),
+            ("NODE_EXTRA_CA_CERTS", ca.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(summary["echo_round_trips"], 4, "{summary}");
+    assert_eq!(summary["concurrent_ok"], 50, "{summary}");
+    assert_eq!(summary["not_found"]["wire_code"], 51, "{summary}");
+    assert_eq!(summary["disconnect"]["close_code"], 1000, "{summary}");
+    assert_eq!(backend.seen("/echo").len(), 4 + 50);
+    assert!(
+        metric(&g, "ringgate_handshakes_total{result=\"ok\"}") >= 1,
+        "the SDK upgraded over TLS"
+    );
     wait_no_connections(&g);
 }
 
