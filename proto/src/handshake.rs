@@ -646,6 +646,11 @@ pub fn error_response(status: u16, reason: &str) -> Bytes {
         401 => out.put_slice(b"WWW-Authenticate: Bearer\r\n"),
         405 => out.put_slice(b"Allow: GET\r\n"),
         426 => out.put_slice(b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"),
+        // When to try again (RFC 9110 §10.2.3): a client refused for its rate gets one
+        // second; one refused because the gateway is full, draining or busy gets two,
+        // so a crowd told at once does not all come back in the same instant.
+        429 => out.put_slice(b"Retry-After: 1\r\n"),
+        503 => out.put_slice(b"Retry-After: 2\r\n"),
         _ => {}
     }
     let _ = write!(
@@ -1261,6 +1266,25 @@ mod tests {
         assert!(resp.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         let resp = error_response(7, "weird");
         assert!(resp.starts_with(b"HTTP/1.1 500 Internal Server Error\r\n"));
+    }
+
+    #[test]
+    fn refusals_for_rate_and_capacity_say_when_to_retry_and_others_do_not() {
+        let retry_after = |status| {
+            let resp = error_response(status, "x");
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Response::new(&mut headers);
+            r.parse(&resp).unwrap();
+            r.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned())
+        };
+        assert_eq!(retry_after(429).as_deref(), Some("1"));
+        assert_eq!(retry_after(503).as_deref(), Some("2"));
+        for status in [400, 401, 403, 404, 408, 431] {
+            assert_eq!(retry_after(status), None, "{status}");
+        }
     }
 
     #[test]
