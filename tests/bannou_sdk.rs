@@ -20,8 +20,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::tools::{run_with_timeout, target_subdir, tool_version};
 use common::push::metric;
+use common::tools::{run_with_timeout, target_subdir, tool_version};
 use common::*;
 use serde_json::{json, Value};
 

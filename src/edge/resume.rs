@@ -135,20 +135,12 @@ fn attach(ctx: Rc<ShardCtx>, place: ResumePlace, a: Arrival) {
     let was_parked = old.is_parked();
     old.supersede();
     let (missed, lost) = old.take_missed();
-    let Arrival {
-        stream,
-        tls,
-        response,
-        leftover,
-        permit,
-        by,
-    } = a;
     if was_parked {
         ctx.metrics
             .sessions_parked
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let session = match &by {
+    let session = match &a.by {
         ResumeBy::Token => old.session.successor(),
         // The new bearer token's expiry (its signature and claims were checked).
         ResumeBy::Bearer { expires_at, .. } => old.session.successor().until(*expires_at),
@@ -156,20 +148,17 @@ fn attach(ctx: Rc<ShardCtx>, place: ResumePlace, a: Arrival) {
     let new = ctx.new_handle(session);
     if ctx.plane.replace(at, &new).is_none() {
         // (Never: the session was found above, on this thread, with nothing between.)
-        refuse(
-            &ctx,
-            Arrival {
-                stream,
-                tls,
-                response,
-                leftover,
-                permit,
-                by,
-            },
-            "its session has ended",
-        );
+        refuse(&ctx, a, "its session has ended");
         return;
     }
+    let Arrival {
+        stream,
+        tls,
+        response,
+        leftover,
+        permit,
+        ..
+    } = a;
     new.set_tls(tls);
     {
         let mut out = new.outbox.borrow_mut();

@@ -322,14 +322,34 @@ mod tests {
         buf.to_vec()
     }
 
-    #[test]
-    fn a_burst_larger_than_the_send_buffer_is_taken_in_parts_and_arrives_whole_in_order() {
+    /// A server and a client session with their handshake done, over a socket pair.
+    struct Connected {
+        s: TlsSession,
+        c: TlsSession,
+        sock: (UnixStream, UnixStream),
+        server_cfg: Arc<ServerConfig>,
+    }
+
+    fn connected() -> Connected {
         let (server_cfg, client_cfg) = configs();
         let (a, b) = pair();
-        let (sfd, cfd) = (a.as_raw_fd(), b.as_raw_fd());
         let mut s = TlsSession::server(&server_cfg).unwrap();
         let mut c = TlsSession::client(&client_cfg, "localhost").unwrap();
-        handshake_both(&mut s, sfd, &mut c, cfd);
+        handshake_both(&mut s, a.as_raw_fd(), &mut c, b.as_raw_fd());
+        Connected {
+            s,
+            c,
+            sock: (a, b),
+            server_cfg,
+        }
+    }
+
+    #[test]
+    fn a_burst_larger_than_the_send_buffer_is_taken_in_parts_and_arrives_whole_in_order() {
+        let Connected {
+            mut s, mut c, sock, ..
+        } = connected();
+        let (sfd, cfd) = (sock.0.as_raw_fd(), sock.1.as_raw_fd());
         assert_eq!(s.version(), Some(rustls::ProtocolVersion::TLSv1_3));
         // 1 MiB in three slices, far past the socket's and rustls' buffers.
         let data: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
@@ -370,12 +390,13 @@ mod tests {
 
     #[test]
     fn close_notify_reads_as_the_end_and_a_non_tls_record_as_invalid_data() {
-        let (server_cfg, client_cfg) = configs();
-        let (a, b) = pair();
-        let (sfd, cfd) = (a.as_raw_fd(), b.as_raw_fd());
-        let mut s = TlsSession::server(&server_cfg).unwrap();
-        let mut c = TlsSession::client(&client_cfg, "localhost").unwrap();
-        handshake_both(&mut s, sfd, &mut c, cfd);
+        let Connected {
+            mut s,
+            mut c,
+            sock,
+            server_cfg,
+        } = connected();
+        let (sfd, cfd) = (sock.0.as_raw_fd(), sock.1.as_raw_fd());
         assert_eq!(c.send_vectored(cfd, &[b"hello"]).unwrap(), Nb::Done(5));
         c.close_notify(cfd);
         let mut buf = BytesMut::with_capacity(64);
