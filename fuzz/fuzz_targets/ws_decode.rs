@@ -1,53 +1,7 @@
-//! cargo-fuzz target for the WebSocket decoder: arbitrary bytes must never
-//! panic `Decoder::decode`, and every error must map to 1002/1007/1009.
-//! Place at fuzz/fuzz_targets/ws_decode.rs (deps: libfuzzer-sys, bytes, ringgate-proto).
+//! cargo-fuzz target: `ringgate_proto::fuzz_checks::ws_decode` (the checks live in the
+//! crate, so `cargo test` replays the committed corpus with them too).
 #![no_main]
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use ringgate_proto::ws::{Decoder, Limits, Message, Role};
 
-fuzz_target!(|data: &[u8]| {
-    // First byte picks role, limit and chunk size so the fuzzer can steer them.
-    let Some((&ctl, input)) = data.split_first() else {
-        return;
-    };
-    let role = if ctl & 1 == 0 {
-        Role::Server
-    } else {
-        Role::Client
-    };
-    let max = [0usize, 125, 4096, 1 << 20][usize::from((ctl >> 1) & 3)];
-    let chunk = 1 + usize::from(ctl >> 3) * 8; // 1..=249 bytes per read
-    let mut dec = Decoder::new(
-        role,
-        Limits {
-            max_message_bytes: max,
-        },
-    );
-    let mut buf = BytesMut::new();
-    for piece in input.chunks(chunk) {
-        buf.extend_from_slice(piece);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(Message::Text(t))) => {
-                    assert!(t.len() <= max);
-                    assert!(std::str::from_utf8(&t).is_ok());
-                }
-                Ok(Some(Message::Binary(b))) => assert!(b.len() <= max),
-                Ok(Some(Message::Ping(p) | Message::Pong(p))) => assert!(p.len() <= 125),
-                Ok(Some(Message::Close(c))) => {
-                    if let Some(c) = c {
-                        assert!(ringgate_proto::frame::is_valid_close_code(c.code));
-                        assert!(std::str::from_utf8(&c.reason).is_ok());
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
-                    return; // connection would be failed here
-                }
-            }
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| ringgate_proto::fuzz_checks::ws_decode::check(data));

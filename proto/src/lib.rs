@@ -23,10 +23,14 @@
 //!   response parser, body framing).
 //! - [`link`]: the backend link messages (one multiplexed WebSocket per shard).
 //! - [`push_api`]: the push API's request bodies, checked into typed requests.
+//! - `fuzz_checks` (tests, feature `fuzzing`): what the fuzz targets assert, so `cargo
+//!   test` replays the committed corpora too.
 
 pub mod bannou;
 pub mod event;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_checks;
 pub mod guid;
 pub mod handshake;
 pub mod http1;
