@@ -307,3 +307,66 @@ fn start_up_errors_name_the_tls_key_at_fault() {
     let e = Config::from_toml_str(&text, &[]).unwrap_err().to_string();
     assert!(e.contains("tls.key_file"), "{e}");
 }
+
+#[test]
+fn a_wss_client_that_never_reads_is_closed_with_1013_and_a_reading_one_gets_everything() {
+    // Over TLS the bound still holds: rustls takes at most 64 KiB of encrypted bytes
+    // unsent, the rest waits in the outbox, which closes the slow client at its bound.
+    let pki = TestPki::new();
+    let leaf = pki.leaf("leaf", "ringgate-slow");
+    let text = format!(
+        "{}\n{}",
+        push_config_text("max_outbox_bytes = 1048576", "", ""),
+        tls_section(&leaf)
+    );
+    let g = gateway(Config::from_toml_str(&text, &[]).unwrap());
+    run(async {
+        let mut good = Client::connect(
+            g.addr,
+            &wss_options(&pki, &session_token("a", "good", &["user"])),
+        )
+        .await
+        .unwrap();
+        let gm = good.manifest().await.unwrap();
+        call_ok(&mut good, &gm, "/t/watch", b"{}").await;
+        let mut slow = Client::connect(
+            g.addr,
+            &wss_options(&pki, &session_token("b", "slow", &["user"])),
+        )
+        .await
+        .unwrap();
+        let sm = slow.manifest().await.unwrap();
+        call_ok(&mut slow, &sm, "/t/watch", b"{}").await;
+        let admin = g.admin_addr;
+        let publisher = std::thread::spawn(move || {
+            let mut api = Api::new(admin);
+            let pad = "x".repeat(32 * 1024);
+            for n in 0..200u64 {
+                api.publish("t", None, &serde_json::json!({ "n": n, "pad": pad }));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        for want in 0..200u64 {
+            let v = push_json(&mut good).await;
+            assert_eq!(v["n"], want, "in order, none lost");
+        }
+        publisher.join().unwrap();
+        // The slow one: what its socket held, the notice, then 1013.
+        let mut notice = false;
+        let close = loop {
+            match next_within(&mut slow, Duration::from_secs(5)).await {
+                Some(Got::Push(_, p)) => {
+                    let v: Value = serde_json::from_slice(&p).unwrap();
+                    if v["eventName"] == "connect.disconnect-notification" {
+                        notice = true;
+                    }
+                }
+                Some(Got::Close(c)) => break c,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(notice, "the disconnect notice came before the close");
+        assert_eq!(close.map(|c| c.0), Some(1013));
+    });
+    assert_eq!(metric(&g, "ringgate_outbox_overflow_total"), 1);
+}
