@@ -370,3 +370,34 @@ fn a_wss_client_that_never_reads_is_closed_with_1013_and_a_reading_one_gets_ever
     });
     assert_eq!(metric(&g, "ringgate_outbox_overflow_total"), 1);
 }
+
+#[test]
+fn a_tls_handshake_that_never_completes_is_cut_at_the_handshake_timeout() {
+    let backend = Backend::start();
+    let pki = TestPki::new();
+    let leaf = pki.leaf("leaf", "ringgate-slowloris");
+    let text = format!(
+        "{}\n{}",
+        config_text(&backend, "handshake_timeout_ms = 300", ""),
+        tls_section(&leaf)
+    );
+    let g = gateway(Config::from_toml_str(&text, &[]).unwrap());
+    // One sends nothing; one the first bytes of a ClientHello record and no more.
+    let mut silent = TcpStream::connect(g.addr).unwrap();
+    let mut partial = TcpStream::connect(g.addr).unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    for s in [&mut silent, &mut partial] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    assert_eq!(
+        metric(&g, "ringgate_handshakes_total{result=\"timeout\"}"),
+        2
+    );
+}
