@@ -41,7 +41,8 @@ fn a_service_url_that_does_not_parse_is_a_config_error_naming_its_key() {
     for url in [
         "http://bad host:80",
         "http://127.0.0.1:99999",
-        "https://x:1",
+        "https://",
+        "https://x:0",
         "ftp://x",
     ] {
         let e = Config::from_toml_str(&with_service(&backend, url), &[]).unwrap_err();

@@ -229,12 +229,13 @@ pub struct BackendConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     pub name: String,
-    /// `http://host:port[/base]`: each request is an HTTP/1.1 `POST`. Exactly one of
-    /// `url` and `link` is set.
+    /// `http://host:port[/base]` (or `https://`, verified against `tls.ca_file` or the
+    /// system's roots): each request is an HTTP/1.1 `POST`. Exactly one of `url` and
+    /// `link` is set.
     #[serde(default)]
     pub url: String,
-    /// `ws://host:port/path`: requests travel over the backend link, one WebSocket per
-    /// shard (docs/LINK.md).
+    /// `ws://host:port/path` (or `wss://`, verified like `https://`): requests travel
+    /// over the backend link, one WebSocket per shard (docs/LINK.md).
     #[serde(default)]
     pub link: Option<String>,
     #[serde(default)]
@@ -252,6 +253,17 @@ pub struct ServiceConfig {
     /// (docs/LINK.md, "Raw routes").
     #[serde(default)]
     pub raw_routes: Vec<RawRouteConfig>,
+}
+
+impl ServiceConfig {
+    /// Whether the service is reached over TLS (`https://` url or `wss://` link): the
+    /// gateway then needs its client-side TLS config (`tls.ca_file` or system roots).
+    pub fn uses_tls(&self) -> bool {
+        match &self.link {
+            Some(link) => url::LinkUrl::parse(link).is_ok_and(|u| u.tls),
+            None => url::parse_url(&self.url).is_ok_and(|o| o.tls),
+        }
+    }
 }
 
 /// A raw route: an upgrade path of its own, authenticated like the main one.

@@ -1,11 +1,13 @@
-//! The URLs a config names for its services: `url = "http://…"` (HTTP backends) and
-//! `link = "ws://…"` (backend links), taken apart.
+//! The URLs a config names for its services: `url = "http://…"` or `"https://…"` (HTTP
+//! backends) and `link = "ws://…"` or `"wss://…"` (backend links), taken apart; the TLS
+//! forms keep the host name, which the backend's certificate must hold (and which is
+//! sent as SNI).
 //!
 //! Why in the config layer: a URL is checked when the config is loaded, so no shard
 //! ever meets one it cannot parse (a shard that did used to panic); the backends above
 //! take the parsed parts. Hand-written rather than the `url` crate: the accepted forms
-//! are narrow (no userinfo, query or fragment; http and ws only) and each rejection
-//! names what is wrong.
+//! are narrow (no userinfo, query or fragment; http(s) and ws(s) only) and each
+//! rejection names what is wrong.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -42,11 +44,14 @@ pub fn resolve_service(url: &str, link: Option<&str>) -> Result<Vec<SocketAddr>,
 #[error("{0}")]
 pub struct UrlError(pub String);
 
-/// A service `url` taken apart: `http://host[:port][/base]`.
+/// A service `url` taken apart: `http://host[:port][/base]` or `https://…`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Origin {
+    /// `https://`: the connection is TLS, verified for `host`.
+    pub tls: bool,
     pub authority: String,
     pub host: String,
+    /// As written, else 80 (`http`) or 443 (`https`).
     pub port: u16,
     pub base_path: String,
 }
@@ -56,14 +61,15 @@ pub struct Origin {
 pub fn parse_url(url: &str) -> Result<Origin, UrlError> {
     let bad = |why: &str| UrlError(format!("{why}: {url:?}"));
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(bad("expected http://host[:port][/path]"));
+        return Err(bad("expected http://host[:port][/path] or https://…"));
     };
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(bad("https:// backends are not supported yet (use http://)"));
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(bad("only http:// is supported"));
-    }
+    let tls = if scheme.eq_ignore_ascii_case("https") {
+        true
+    } else if scheme.eq_ignore_ascii_case("http") {
+        false
+    } else {
+        return Err(bad("only http:// and https:// are supported"));
+    };
     if rest.contains(['?', '#']) {
         return Err(bad("query and fragment are not allowed in a backend URL"));
     }
@@ -92,6 +98,7 @@ pub fn parse_url(url: &str) -> Result<Origin, UrlError> {
         }
     };
     let port = match port {
+        None if tls => 443,
         None => 80,
         Some(digits) => match digits.parse::<u16>() {
             Ok(p) if p != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => p,
@@ -109,6 +116,7 @@ pub fn parse_url(url: &str) -> Result<Origin, UrlError> {
         return Err(bad("bad base path"));
     }
     Ok(Origin {
+        tls,
         authority: authority.to_owned(),
         host: host.to_owned(),
         port,
@@ -116,12 +124,15 @@ pub fn parse_url(url: &str) -> Result<Origin, UrlError> {
     })
 }
 
-/// A link service's address: `ws://host[:port][/path]`.
+/// A link service's address: `ws://host[:port][/path]` or `wss://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkUrl {
+    /// `wss://`: the connection is TLS, verified for `host`.
+    pub tls: bool,
     /// `host[:port]` as written (the `Host` header).
     pub authority: String,
     pub host: String,
+    /// As written, else 80 (`ws`) or 443 (`wss`).
     pub port: u16,
     /// Starts with `/`.
     pub path: String,
@@ -130,7 +141,7 @@ pub struct LinkUrl {
 /// Why a `link` URL is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkUrlError {
-    #[error("must start with ws:// (wss:// is not supported yet)")]
+    #[error("must start with ws:// or wss://")]
     Scheme,
     #[error("has no host")]
     NoHost,
@@ -141,8 +152,21 @@ pub enum LinkUrlError {
 }
 
 impl LinkUrl {
+    /// The URL as it is dialed (the scheme written in lower case).
+    pub fn display(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.authority, self.path)
+    }
+
     pub fn parse(url: &str) -> Result<LinkUrl, LinkUrlError> {
-        let rest = url.strip_prefix("ws://").ok_or(LinkUrlError::Scheme)?;
+        let (scheme, rest) = url.split_once("://").ok_or(LinkUrlError::Scheme)?;
+        let tls = if scheme.eq_ignore_ascii_case("wss") {
+            true
+        } else if scheme.eq_ignore_ascii_case("ws") {
+            false
+        } else {
+            return Err(LinkUrlError::Scheme);
+        };
         if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(LinkUrlError::Characters);
         }
@@ -154,13 +178,14 @@ impl LinkUrl {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
                 (h, p.parse::<u16>().map_err(|_| LinkUrlError::Port)?)
             }
-            _ => (authority, 80),
+            _ => (authority, if tls { 443 } else { 80 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(LinkUrlError::NoHost);
         }
         Ok(LinkUrl {
+            tls,
             authority: authority.to_string(),
             host: host.to_string(),
             port,
@@ -179,6 +204,7 @@ mod tests {
         assert_eq!(
             o,
             Origin {
+                tls: false,
                 authority: "example.com:8080".into(),
                 host: "example.com".into(),
                 port: 8080,
@@ -195,8 +221,6 @@ mod tests {
             (o.host.as_str(), o.port, o.authority.as_str()),
             ("::1", 9000, "[::1]:9000")
         );
-        let err = parse_url("https://example.com").unwrap_err();
-        assert!(err.0.contains("https"), "{err}");
         for bad in [
             "example.com",
             "ftp://x",
@@ -210,6 +234,43 @@ mod tests {
             "http://h\r\nX: y/",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        let err = parse_url("ftp://x").unwrap_err();
+        assert!(err.0.contains("http:// and https://"), "{err}");
+    }
+
+    #[test]
+    fn https_service_urls_default_to_port_443_and_keep_the_host_name_for_verification() {
+        let o = parse_url("https://api.example.com/v1/").unwrap();
+        assert_eq!(
+            o,
+            Origin {
+                tls: true,
+                authority: "api.example.com".into(),
+                host: "api.example.com".into(),
+                port: 443,
+                base_path: "/v1".into(),
+            }
+        );
+        let o = parse_url("HTTPS://localhost:8443").unwrap();
+        assert_eq!(
+            (o.tls, o.host.as_str(), o.port, o.authority.as_str()),
+            (true, "localhost", 8443, "localhost:8443")
+        );
+        let o = parse_url("https://[::1]").unwrap();
+        assert_eq!((o.tls, o.host.as_str(), o.port), (true, "::1", 443));
+        assert!(!parse_url("http://h").unwrap().tls);
+        // The same rejections as http://, each named.
+        for (bad, why) in [
+            ("https://", "missing host"),
+            ("https://h:0", "bad port"),
+            ("https://u@h", "userinfo"),
+            ("https://h/a?b", "query"),
+            ("https://h/a b", "base path"),
+            ("https://bad host", "bad host"),
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert!(e.0.contains(why) && e.0.contains(bad), "{bad}: {e}");
         }
     }
 
@@ -230,9 +291,34 @@ mod tests {
         let u = LinkUrl::parse("ws://[::1]:9/x").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 9));
         assert_eq!(LinkUrl::parse("http://a:1/"), Err(LinkUrlError::Scheme));
-        assert_eq!(LinkUrl::parse("wss://a:1/"), Err(LinkUrlError::Scheme));
+        assert_eq!(LinkUrl::parse("ftp://a:1/"), Err(LinkUrlError::Scheme));
+        assert_eq!(LinkUrl::parse("a:1/"), Err(LinkUrlError::Scheme));
         assert_eq!(LinkUrl::parse("ws://:1/"), Err(LinkUrlError::NoHost));
         assert_eq!(LinkUrl::parse("ws://a:x/"), Err(LinkUrlError::Port));
         assert_eq!(LinkUrl::parse("ws://a b/"), Err(LinkUrlError::Characters));
+        assert!(!LinkUrl::parse("ws://a/").unwrap().tls);
+    }
+
+    #[test]
+    fn wss_link_urls_default_to_port_443_and_keep_the_host_name_for_verification() {
+        let u = LinkUrl::parse("wss://links.example.com/link").unwrap();
+        assert_eq!(
+            u,
+            LinkUrl {
+                tls: true,
+                authority: "links.example.com".into(),
+                host: "links.example.com".into(),
+                port: 443,
+                path: "/link".into(),
+            }
+        );
+        assert_eq!(u.display(), "wss://links.example.com/link");
+        let u = LinkUrl::parse("wss://localhost:9443").unwrap();
+        assert_eq!((u.tls, u.port, u.path.as_str()), (true, 9443, "/"));
+        let u = LinkUrl::parse("wss://[::1]:9/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        assert_eq!(LinkUrl::parse("wss://:1/"), Err(LinkUrlError::NoHost));
+        assert_eq!(LinkUrl::parse("wss://a:x/"), Err(LinkUrlError::Port));
+        assert_eq!(LinkUrl::parse("wss://a b/"), Err(LinkUrlError::Characters));
     }
 }

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::push::Hub;
 use crate::registry::Registry;
 use crate::rt::mailbox::Mailbox;
-use crate::shard::{ProcessShared, ShardCtx, ShardMsg};
+use crate::shard::{ClientTlsCell, ProcessShared, ShardCtx, ShardMsg};
 
 mod drain;
 mod shard_thread;
@@ -79,6 +79,21 @@ fn server_tls(config: &Config) -> Result<Option<crate::tls::ServerTls>, StartErr
         })
 }
 
+/// The client side's TLS config (`https://` backends, `wss://` links): the CAs in
+/// `tls.ca_file`, else the system's roots. An error names `tls.ca_file` (a bad file, or
+/// no system roots found and none named).
+fn client_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, StartError> {
+    crate::tls::client_config(ca_file).map_err(|error| StartError::Tls {
+        key: "tls.ca_file",
+        error,
+    })
+}
+
+/// Whether some service of `config` is reached over TLS.
+fn needs_client_tls(config: &Config) -> bool {
+    config.services.iter().any(|s| s.uses_tls())
+}
+
 /// A service whose host did not resolve when the first registry was built stops the
 /// start, naming its key (later, at an update, the shards log it and answer that
 /// service's requests with 60 instead).
@@ -113,6 +128,10 @@ pub struct Gateway {
     generation: std::sync::atomic::AtomicU64,
     /// The client listener's certificate (re-read by `reload`), if it serves TLS.
     tls: Option<crate::tls::ServerTls>,
+    /// The client side's TLS config, once built (shared with every shard), and the
+    /// `tls.ca_file` of the start it is built from (`[tls]` is read at start only).
+    client_tls: ClientTlsCell,
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl Gateway {
@@ -128,6 +147,13 @@ impl Gateway {
             }
         };
         let tls = server_tls(&config)?;
+        // Built only when a service needs it, so a host without system roots still
+        // starts a plain config.
+        let client_tls_cell = ClientTlsCell::default();
+        if needs_client_tls(&config) {
+            let built = client_tls(config.tls.ca_file.as_deref())?;
+            let _ = client_tls_cell.set(built);
+        }
         let registry = Arc::new(Registry::from_config(&config, 1));
         check_resolved(&registry)?;
         let shards = config.server.shard_count();
@@ -165,6 +191,7 @@ impl Gateway {
                 metrics.clone(),
             )),
             tls: tls.as_ref().map(|t| t.config().clone()),
+            client_tls: client_tls_cell.clone(),
         };
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
@@ -278,8 +305,10 @@ impl Gateway {
                     + config.server.shutdown_grace_ms,
             ),
             generation: std::sync::atomic::AtomicU64::new(registry.generation),
+            ca_file: config.tls.ca_file.clone(),
             config: std::sync::Mutex::new(config),
             tls,
+            client_tls: client_tls_cell,
         })
     }
 
@@ -310,6 +339,18 @@ impl Gateway {
                 Ok(()) => tracing::info!("config reload: TLS certificate re-read"),
                 Err(e) => {
                     tracing::error!(error = %e, "config reload: TLS certificate not replaced (the current one stays)")
+                }
+            }
+        }
+        if self.client_tls.get().is_none() && needs_client_tls(&config) {
+            // The first https:// or wss:// service: the client TLS config is built now,
+            // before the shards get the registry that needs it (they read it then).
+            match client_tls(self.ca_file.as_deref()) {
+                Ok(built) => {
+                    let _ = self.client_tls.set(built);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload: no TLS client config, so https:// and wss:// services answer 60")
                 }
             }
         }

@@ -67,6 +67,9 @@ pub struct ShardCtx {
     pub admission: Arc<Admission>,
     /// The client listener's TLS config (`[tls]`), if it serves `wss://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The config `https://` backends and `wss://` links are dialed with (see
+    /// [`ProcessShared::client_tls`]).
+    pub client_tls: ClientTlsCell,
     /// Connections refused by `admission` are logged at most once a second per shard.
     pub refusals_log: FailureLog,
     push_counter: Rc<Cell<u16>>,
@@ -88,7 +91,16 @@ pub struct ProcessShared {
     pub admission: Arc<Admission>,
     /// The client listener's TLS config (`[tls]`), if it serves `wss://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The client side's TLS config (`tls.ca_file`, else the system's roots): built
+    /// once by the gateway, at start if a service is `https://` or `wss://`, else at
+    /// the first reload that brings one, before that registry is sent; empty while no
+    /// service needs it (or it could not be built: those services answer 60).
+    pub client_tls: ClientTlsCell,
 }
+
+/// Where the gateway puts the client side's TLS config once it is built, for every
+/// shard to read when it builds its pools and links.
+pub type ClientTlsCell = Arc<std::sync::OnceLock<Arc<rustls::ClientConfig>>>;
 
 impl ShardCtx {
     pub fn new(id: usize, shared: ProcessShared) -> ShardCtx {
@@ -101,6 +113,7 @@ impl ShardCtx {
             hub,
             admission,
             tls,
+            client_tls,
         } = shared;
         let session_env = Arc::new(SessionEnv {
             metrics: all_metrics.shards[id].clone(),
@@ -130,6 +143,7 @@ impl ShardCtx {
             stop_accept: LocalNotify::default(),
             admission,
             tls,
+            client_tls,
             refusals_log: FailureLog::default(),
             push_counter: Rc::default(),
             link_refs: Cell::new(0),
@@ -206,6 +220,7 @@ impl ShardCtx {
             shard: self.id,
             announce_all: false,
         };
+        let client_tls = self.client_tls.get().cloned();
         let old = self.services.take();
         let mut services = Vec::with_capacity(reg.services.len());
         for svc in &reg.services {
@@ -246,6 +261,7 @@ impl ShardCtx {
                                 Rc::new(move || next_push_id(&counter)),
                                 metrics.clone(),
                                 self.plane.clone(),
+                                client_tls.clone(),
                             )
                             .map(|link| {
                                 link.ensure_running();
@@ -253,11 +269,14 @@ impl ShardCtx {
                             })
                             .map_err(|e| e.to_string())
                         }
-                        (Ok(addrs), None) => {
-                            Pool::with_addrs(&svc.url, addrs.to_vec(), settings.clone())
-                                .map(|p| Backend::Http(Rc::new(p)))
-                                .map_err(|e| e.to_string())
-                        }
+                        (Ok(addrs), None) => Pool::with_addrs(
+                            &svc.url,
+                            addrs.to_vec(),
+                            settings.clone(),
+                            client_tls.clone(),
+                        )
+                        .map(|p| Backend::Http(Rc::new(p)))
+                        .map_err(|e| e.to_string()),
                     };
                     let backend = built.unwrap_or_else(|why| {
                         tracing::error!(shard = self.id, service = %svc.name, url = %url, error = %why, "service unavailable on this shard until the next registry update: its requests answer 60");

@@ -14,5 +14,5 @@ mod ctx;
 pub mod gate;
 mod msg;
 
-pub use ctx::{ProcessShared, ShardCtx, READ_CHUNK};
+pub use ctx::{ClientTlsCell, ProcessShared, ShardCtx, READ_CHUNK};
 pub use msg::ShardMsg;

@@ -7,6 +7,10 @@
 //! call goes to is the pool's. A lane reaches the pool that owns it only through
 //! [`LanePool`], which the pool implements. The caller's side of a call on a lane
 //! ([`Waiting`]) is here too: dropping it abandons the call on its lane.
+//!
+//! An `https://` lane's reads and writes go through its TLS session (`tls::Wire`): the
+//! writer counts what rustls took as written and waits for writability while rustls
+//! still holds encrypted bytes; the reader copies out all that rustls decrypted.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -23,6 +27,7 @@ use monoio::net::TcpStream;
 use super::call::{Call, CallState, Failure};
 use crate::proto::http1::{Http1Error, Response, ResponseParser};
 use crate::rt::sys::{self, Nb, MAX_IOVECS};
+use crate::tls::{TlsSession, Wire};
 use crate::upstream::BackendError;
 
 /// Read buffer growth step; it grows as needed for large bodies.
@@ -77,6 +82,8 @@ pub(super) trait LanePool {
 pub(super) struct Lane {
     stream: TcpStream,
     fd: RawFd,
+    /// An `https://` backend's TLS session (its handshake done), used by both tasks.
+    tls: RefCell<Option<Box<TlsSession>>>,
     pool: Weak<dyn LanePool>,
     /// Calls in request order: `calls[..written]` are fully written, then
     /// `write_off` bytes of `calls[written]`, then the unwritten rest.
@@ -91,12 +98,18 @@ pub(super) struct Lane {
 }
 
 impl Lane {
-    /// A lane of `pool`'s, open, on a connected `stream`; its tasks are not started yet
+    /// A lane of `pool`'s, open, on a connected `stream` (through `tls`, whose handshake
+    /// is done, for an `https://` backend); its tasks are not started yet
     /// ([`read_loop`], [`write_loop`]).
-    pub(super) fn new(stream: TcpStream, pool: Weak<dyn LanePool>) -> Lane {
+    pub(super) fn new(
+        stream: TcpStream,
+        tls: Option<Box<TlsSession>>,
+        pool: Weak<dyn LanePool>,
+    ) -> Lane {
         Lane {
             fd: stream.as_raw_fd(),
             stream,
+            tls: RefCell::new(tls),
             pool,
             calls: RefCell::new(VecDeque::new()),
             written: Cell::new(0),
@@ -106,6 +119,16 @@ impl Lane {
             writer: RefCell::new(None),
             end: RefCell::new(None),
         }
+    }
+
+    /// Runs `f` on the lane's descriptor, through its TLS session if it has one.
+    fn with_wire<R>(&self, f: impl FnOnce(&mut Wire<'_>) -> R) -> R {
+        let mut tls = self.tls.borrow_mut();
+        f(&mut Wire::new(self.fd, tls.as_deref_mut()))
+    }
+
+    fn has_tls(&self) -> bool {
+        self.tls.borrow().is_some()
     }
 
     pub(super) fn is_idle(&self) -> bool {
@@ -150,6 +173,13 @@ impl Lane {
         }
         self.leave_open(LaneState::Closed);
         self.end.borrow_mut().get_or_insert(why);
+        // (With TLS, close_notify first: the backend sees an orderly end, not a
+        // truncation.)
+        if let Ok(mut tls) = self.tls.try_borrow_mut() {
+            if let Some(t) = tls.as_deref_mut() {
+                t.close_notify(self.fd);
+            }
+        }
         sys::shutdown(self.fd);
         self.wake_writer();
     }
@@ -184,7 +214,8 @@ impl Lane {
     }
 
     /// Writes unwritten calls, as many per `sendmsg` as the iovec limit
-    /// allows. `Ok(true)`: all written; `Ok(false)`: the socket is full.
+    /// allows. `Ok(true)`: all written (with TLS: and nothing left encrypted in
+    /// rustls); `Ok(false)`: the socket is full.
     fn flush(&self) -> io::Result<bool> {
         loop {
             if self.state.get() == LaneState::Closed {
@@ -193,7 +224,7 @@ impl Lane {
             let calls = self.calls.borrow();
             let first = self.written.get();
             if first >= calls.len() {
-                return Ok(true);
+                return self.with_wire(|w| w.drain());
             }
             let mut slices: [&[u8]; MAX_IOVECS] = [&[]; MAX_IOVECS];
             let mut n = 0;
@@ -216,7 +247,7 @@ impl Lane {
                 }
                 skip = 0;
             }
-            let mut sent = match sys::send_vectored(self.fd, &slices[..n])? {
+            let mut sent = match self.with_wire(|w| w.send_vectored(&slices[..n]))? {
                 Nb::Done(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -422,17 +453,20 @@ pub(super) async fn write_loop(lane: Rc<Lane>) {
             }
         })
         .await;
-        if lane.state.get() == LaneState::Closed {
-            return;
-        }
-        let blocked = match lane.flush() {
-            Ok(done) => !done,
-            Err(e) => {
-                lane.shutdown(LaneEnd::WriteError(e));
+        // Until all is written: with TLS that includes what rustls holds encrypted,
+        // which no unsent call shows.
+        loop {
+            if lane.state.get() == LaneState::Closed {
                 return;
             }
-        };
-        if blocked {
+            match lane.flush() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    lane.shutdown(LaneEnd::WriteError(e));
+                    return;
+                }
+            }
             if let Err(e) = lane.stream.writable(false).await {
                 lane.shutdown(LaneEnd::WriteError(e));
                 return;
@@ -445,12 +479,18 @@ pub(super) async fn write_loop(lane: Rc<Lane>) {
 pub(super) async fn read_loop(lane: Rc<Lane>, max_body: usize) {
     let mut buf = BytesMut::new();
     let mut parser: Option<ResponseParser> = None;
+    let tls = lane.has_tls();
+    // With TLS, plaintext may have come with the handshake's last flight: read once
+    // before the first wait.
+    let mut ready = tls;
     let why = loop {
         if lane.state.get() == LaneState::Closed {
             break ReadEnd::Shutdown;
         }
-        if let Err(e) = lane.stream.readable(false).await {
-            break ReadEnd::Io(e);
+        if !std::mem::take(&mut ready) {
+            if let Err(e) = lane.stream.readable(false).await {
+                break ReadEnd::Io(e);
+            }
         }
         if lane.state.get() == LaneState::Closed {
             break ReadEnd::Shutdown;
@@ -462,13 +502,14 @@ pub(super) async fn read_loop(lane: Rc<Lane>, max_body: usize) {
                 buf.reserve(READ_CHUNK);
             }
             let spare = buf.capacity() - buf.len();
-            match sys::recv_into(lane.fd, &mut buf) {
+            match lane.with_wire(|w| w.recv_into(&mut buf)) {
                 Ok(Nb::Done(0)) => {
                     stop = Some(ReadEnd::Eof);
                     break;
                 }
                 // A short read drained the socket: asking again would only say EAGAIN.
-                Ok(Nb::Done(n)) if n < spare => break,
+                // (Not with TLS: one read there is at most one TLS buffer's worth.)
+                Ok(Nb::Done(n)) if n < spare && !tls => break,
                 Ok(Nb::Done(_)) => {}
                 Ok(Nb::WouldBlock) => break,
                 Err(e) => {

@@ -14,10 +14,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
+use rustls::ClientConfig;
 
 use super::call::{Call, CallParts, CallPool, CallState, Detached, Failure, OwnedSlot, Pending};
 use super::lane::{read_loop, write_loop, Lane, LaneEnd, LanePool, LaneState, Waiting};
@@ -26,6 +28,7 @@ use crate::config::url::parse_url;
 use crate::proto::http1::{
     encode_request_head, HeaderBlock, HostLine, RequestHead, RequestLine, Response,
 };
+use crate::tls::TlsSession;
 use crate::upstream::{BackendError, Done};
 
 /// Bodies up to this size are copied in behind their request head.
@@ -117,6 +120,9 @@ struct Inner {
     /// Base path without trailing `/` (may be empty).
     base_path: String,
     addrs: Vec<SocketAddr>,
+    /// An `https://` service: the client config and the name its certificate must
+    /// hold (the URL's host, also sent as SNI).
+    tls: Option<(Arc<ClientConfig>, String)>,
     settings: BackendSettings,
     /// Every connection not yet torn down (open, draining or closing).
     lanes: RefCell<Vec<Rc<Lane>>>,
@@ -166,15 +172,18 @@ impl Pool {
         let origin = parse_url(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
         let addrs = crate::config::url::resolve(&origin.host, origin.port)
             .map_err(BackendError::InvalidUrl)?;
-        Pool::with_addrs(url, addrs, settings)
+        Pool::with_addrs(url, addrs, settings, None)
     }
 
     /// Pool for the service at `url` whose host resolved to `addrs` (the shard's way:
-    /// the registry resolved them, so no lookup blocks the shard).
+    /// the registry resolved them, so no lookup blocks the shard). An `https://` URL
+    /// needs `tls`, the gateway's client config (`tls.ca_file` or the system's roots);
+    /// an `http://` one ignores it.
     pub fn with_addrs(
         url: &str,
         addrs: Vec<SocketAddr>,
         settings: BackendSettings,
+        tls: Option<Arc<ClientConfig>>,
     ) -> Result<Pool, BackendError> {
         if settings.max_conns_per_shard == 0 {
             return Err(BackendError::InvalidSettings(
@@ -187,6 +196,15 @@ impl Pool {
             ));
         }
         let origin = parse_url(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
+        let tls = match (origin.tls, tls) {
+            (false, _) => None,
+            (true, Some(config)) => Some((config, origin.host.clone())),
+            (true, None) => {
+                return Err(BackendError::InvalidUrl(format!(
+                    "{url:?}: TLS is not set up (the client TLS config could not be built: see the log)"
+                )))
+            }
+        };
         let host_line = HostLine::new(&origin.authority)
             .map_err(|e| BackendError::InvalidUrl(format!("{url:?}: {e}")))?;
         let slots = settings
@@ -199,6 +217,7 @@ impl Pool {
                 host_line,
                 base_path: origin.base_path,
                 addrs,
+                tls,
                 limiter: Limiter::new(slots),
                 pending: RefCell::new(VecDeque::new()),
                 feeding: Cell::new(false),
@@ -521,9 +540,10 @@ impl Inner {
         self.connecting.set(self.connecting.get() + 1);
         let guard = Connecting(&self.connecting);
         let stream = self.connect().await?;
+        let tls = self.tls_handshake(&stream).await?;
         drop(guard);
         let pool: Weak<Self> = Rc::downgrade(self);
-        let lane = Rc::new(Lane::new(stream, pool));
+        let lane = Rc::new(Lane::new(stream, tls, pool));
         self.lanes.borrow_mut().push(lane.clone());
         self.open.set(self.open.get() + 1);
         let max_body = self.settings.max_response_bytes;
@@ -577,6 +597,37 @@ impl Inner {
         Err(BackendError::Connect(last_err.unwrap_or_else(|| {
             io::Error::new(io::ErrorKind::AddrNotAvailable, "no address")
         })))
+    }
+
+    /// For an `https://` service, the TLS handshake on a connection just made, within
+    /// `connect_timeout`. A failure (a certificate not signed by a trusted CA or not
+    /// for the host, no common protocol, a timeout) is a connect failure: the request
+    /// was not sent, and the error says why.
+    async fn tls_handshake(
+        &self,
+        stream: &TcpStream,
+    ) -> Result<Option<Box<TlsSession>>, BackendError> {
+        let Some((config, host)) = &self.tls else {
+            return Ok(None);
+        };
+        let failed = |e: &dyn std::fmt::Display, kind| {
+            BackendError::Connect(io::Error::new(
+                kind,
+                format!("TLS handshake with {host} failed: {e}"),
+            ))
+        };
+        let mut session = TlsSession::client(config, host)
+            .map_err(|e| failed(&e, io::ErrorKind::InvalidInput))?;
+        match monoio::time::timeout(
+            self.settings.connect_timeout,
+            crate::tls::handshake(&mut session, stream),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(Some(Box::new(session))),
+            Ok(Err(e)) => Err(failed(&e, e.kind())),
+            Err(_) => Err(failed(&"timed out", io::ErrorKind::TimedOut)),
+        }
     }
 
     /// A call slot now, owned (for a started call), if one is free.

@@ -1,5 +1,5 @@
-//! One connection of the link, from its dial to its end: connect, upgrade (subprotocol
-//! `ringgate-link.v1`), then the reader loop, which decodes WebSocket messages and hands
+//! One connection of the link, from its dial to its end: connect, the TLS handshake
+//! (`wss://`), upgrade (subprotocol `ringgate-link.v1`), then the reader loop, which decodes WebSocket messages and hands
 //! each link message to `actions`, and the reasons a connection ends ([`LinkEnd`]),
 //! with the close frame each one sends.
 
@@ -15,6 +15,7 @@ use crate::proto::frame::{close_payload, OpCode, CLOSE_NORMAL, CLOSE_PROTOCOL_ER
 use crate::proto::link::{self as wire, FromBackend, LinkError, ReplyMsg, UpgradeError};
 use crate::proto::ws::{self, Decoder, Limits, Message, Role};
 use crate::rt::sys::{self, Nb};
+use crate::tls::{TlsSession, Wire};
 
 use super::inner::{Inner, READ_CHUNK};
 use super::writer::write_loop;
@@ -29,6 +30,8 @@ pub(super) enum LinkEnd {
     Connect(io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("TLS handshake with {host} failed: {error}")]
+    Tls { host: String, error: io::Error },
     #[error("upgrade refused: {0}")]
     Upgrade(#[from] UpgradeError),
     #[error("i/o error: {0}")]
@@ -81,8 +84,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Dials and upgrades one connection; the bytes read past the 101 are returned.
-    pub(super) async fn dial(&self) -> Result<(TcpStream, BytesMut), LinkEnd> {
+    /// Dials and upgrades one connection (after its TLS handshake, for `wss://`, within
+    /// the connect timeout); the bytes read past the 101 and the TLS session are
+    /// returned.
+    pub(super) async fn dial(&self) -> Result<Dialed, LinkEnd> {
         let mut last = LinkEnd::ConnectTimeout;
         for &addr in &self.addrs {
             let stream = match monoio::time::timeout(
@@ -102,10 +107,10 @@ impl Inner {
                 }
             };
             let _ = stream.set_nodelay(true);
-            return match monoio::time::timeout(self.settings.connect_timeout, self.upgrade(&stream))
-                .await
-            {
-                Ok(Ok(rest)) => Ok((stream, rest)),
+            let mut tls = self.tls_handshake(&stream).await?;
+            let upgrade = self.upgrade(&stream, tls.as_deref_mut());
+            return match monoio::time::timeout(self.settings.connect_timeout, upgrade).await {
+                Ok(Ok(rest)) => Ok((stream, rest, tls)),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(LinkEnd::Upgrade(UpgradeError::Malformed(
                     "no complete answer within the connect timeout".into(),
@@ -115,7 +120,37 @@ impl Inner {
         Err(last)
     }
 
-    async fn upgrade(&self, stream: &TcpStream) -> Result<BytesMut, LinkEnd> {
+    /// For a `wss://` link, the TLS handshake on a connection just made, within the
+    /// connect timeout: a certificate not signed by a trusted CA or not for the host
+    /// fails the dial, saying why.
+    async fn tls_handshake(&self, stream: &TcpStream) -> Result<Option<Box<TlsSession>>, LinkEnd> {
+        let Some(config) = &self.tls else {
+            return Ok(None);
+        };
+        let host = &self.url.host;
+        let failed = |error| LinkEnd::Tls {
+            host: host.clone(),
+            error,
+        };
+        let mut session = TlsSession::client(config, host)
+            .map_err(|e| failed(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        match monoio::time::timeout(
+            self.settings.connect_timeout,
+            crate::tls::handshake(&mut session, stream),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(Some(Box::new(session))),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(failed(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
+        }
+    }
+
+    async fn upgrade(
+        &self,
+        stream: &TcpStream,
+        mut tls: Option<&mut TlsSession>,
+    ) -> Result<BytesMut, LinkEnd> {
         let key_bytes: [u8; 16] = sys::random_bytes();
         let key = base64_key(&key_bytes);
         let req = wire::upgrade_request(
@@ -126,20 +161,29 @@ impl Inner {
         );
         let fd = stream.as_raw_fd();
         let mut out = req.as_bytes();
-        while !out.is_empty() {
-            match sys::send_vectored(fd, &[out])? {
-                Nb::Done(n) => out = &out[n..],
-                Nb::WouldBlock => stream.writable(false).await?,
+        // All of it, and with TLS until rustls holds nothing unsent.
+        loop {
+            let mut wire = Wire::new(fd, tls.as_deref_mut());
+            if !out.is_empty() {
+                if let Nb::Done(n) = wire.send_vectored(&[out])? {
+                    out = &out[n..];
+                }
             }
+            if out.is_empty() && wire.drain()? {
+                break;
+            }
+            stream.writable(false).await?;
         }
         let mut buf = BytesMut::with_capacity(1024);
         loop {
-            stream.readable(false).await?;
             buf.reserve(1024);
-            match sys::recv_into(fd, &mut buf)? {
+            match Wire::new(fd, tls.as_deref_mut()).recv_into(&mut buf)? {
                 Nb::Done(0) => return Err(LinkEnd::Eof),
                 Nb::Done(_) => {}
-                Nb::WouldBlock => continue,
+                Nb::WouldBlock => {
+                    stream.readable(false).await?;
+                    continue;
+                }
             }
             if let Some(n) = wire::check_upgrade_response(&buf, &key)? {
                 let _ = buf.split_to(n);
@@ -148,10 +192,18 @@ impl Inner {
         }
     }
 
-    /// Serves one established connection until it fails or the link retires.
-    pub(super) async fn serve(self: &Rc<Self>, stream: TcpStream, mut rbuf: BytesMut) -> LinkEnd {
+    /// Serves one established connection (through `tls`, for `wss://`) until it fails
+    /// or the link retires.
+    pub(super) async fn serve(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        mut rbuf: BytesMut,
+        tls: Option<Box<TlsSession>>,
+    ) -> LinkEnd {
         let stream = Rc::new(stream);
         let fd = stream.as_raw_fd();
+        let is_tls = tls.is_some();
+        *self.conn_tls.borrow_mut() = tls;
         self.conn_fd.set(Some(fd));
         self.last_read.set(crate::rt::clock::refresh());
         self.ping_at.set(None);
@@ -199,9 +251,14 @@ impl Inner {
                     rbuf.reserve(READ_CHUNK);
                 }
                 let spare = rbuf.capacity() - rbuf.len();
-                match sys::recv_into(fd, &mut rbuf) {
+                let read = {
+                    let mut tls = self.conn_tls.borrow_mut();
+                    Wire::new(fd, tls.as_deref_mut()).recv_into(&mut rbuf)
+                };
+                match read {
                     Ok(Nb::Done(0)) => break 'serve LinkEnd::Eof,
-                    Ok(Nb::Done(n)) if n < spare => break,
+                    // (Not with TLS: one read there is at most one TLS buffer's worth.)
+                    Ok(Nb::Done(n)) if n < spare && !is_tls => break,
                     Ok(Nb::Done(_)) => {}
                     Ok(Nb::WouldBlock) => break,
                     Err(e) => break 'serve LinkEnd::Io(e),
@@ -214,6 +271,9 @@ impl Inner {
                 .put_control(OpCode::Close, &close_payload(code, reason));
             let _ = self.flush(fd);
         }
+        if let Some(mut t) = self.conn_tls.borrow_mut().take() {
+            t.close_notify(fd);
+        }
         self.conn_fd.set(None);
         dead.set(true);
         self.wake_writer();
@@ -222,6 +282,9 @@ impl Inner {
         end
     }
 }
+
+/// A dialed connection: its stream, the bytes read past the 101, its TLS session.
+pub(super) type Dialed = (TcpStream, BytesMut, Option<Box<TlsSession>>);
 
 fn base64_key(b: &[u8; 16]) -> String {
     use base64::Engine;

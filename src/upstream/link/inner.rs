@@ -15,6 +15,7 @@ use crate::config::url::LinkUrl;
 use crate::metrics::ServiceMetrics;
 use crate::push::ShardPlane;
 use crate::rt::notify::LocalNotify;
+use crate::tls::TlsSession;
 
 use super::state::State;
 
@@ -47,6 +48,8 @@ pub(super) struct Inner {
     pub(super) service: Arc<str>,
     pub(super) url: LinkUrl,
     pub(super) addrs: Vec<SocketAddr>,
+    /// A `wss://` link's client config (its certificate verified for `url.host`).
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     pub(super) settings: LinkSettings,
     pub(super) push_ids: PushIds,
     pub(super) metrics: Arc<ServiceMetrics>,
@@ -62,6 +65,8 @@ pub(super) struct Inner {
     pub(super) retired: Cell<bool>,
     /// The connection being served (the sweeper shuts it down when it is unresponsive).
     pub(super) conn_fd: Cell<Option<RawFd>>,
+    /// Its TLS session (`wss://`), which the reader and the writer both go through.
+    pub(super) conn_tls: RefCell<Option<Box<TlsSession>>>,
     /// When the current connection last delivered bytes.
     pub(super) last_read: Cell<Instant>,
     /// A liveness ping in flight on the current connection, and when it was sent.

@@ -111,16 +111,18 @@ impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Link({} at ws://{}{})",
-            self.inner.service, self.inner.url.authority, self.inner.url.path
+            "Link({} at {})",
+            self.inner.service,
+            self.inner.url.display()
         )
     }
 }
 
 impl Link {
-    /// A link to `url` (`ws://host:port/path`) for `service`, whose host resolved to
-    /// `addrs` (the registry resolved them, off the shards). Nothing is dialed before
-    /// [`Link::ensure_running`].
+    /// A link to `url` (`ws://host:port/path`, or `wss://` with `tls`, the gateway's
+    /// client config) for `service`, whose host resolved to `addrs` (the registry
+    /// resolved them, off the shards). Nothing is dialed before [`Link::ensure_running`].
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         service: Arc<str>,
         url: &str,
@@ -129,8 +131,19 @@ impl Link {
         push_ids: PushIds,
         metrics: Arc<ServiceMetrics>,
         plane: Rc<ShardPlane>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Link, BackendError> {
         let url = LinkUrl::parse(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
+        let tls = match (url.tls, tls) {
+            (false, _) => None,
+            (true, Some(config)) => Some(config),
+            (true, None) => {
+                return Err(BackendError::InvalidUrl(format!(
+                "{:?}: TLS is not set up (the client TLS config could not be built: see the log)",
+                url.display()
+            )))
+            }
+        };
         metrics
             .link
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -139,6 +152,7 @@ impl Link {
                 service,
                 url,
                 addrs,
+                tls,
                 settings,
                 push_ids,
                 metrics,
@@ -157,6 +171,7 @@ impl Link {
                 running: Cell::new(false),
                 retired: Cell::new(false),
                 conn_fd: Cell::new(None),
+                conn_tls: RefCell::new(None),
                 last_read: Cell::new(Instant::now()),
                 ping_at: Cell::new(None),
             }),

@@ -23,7 +23,7 @@ const DIAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// The link's life: dial, serve, and after a failure redial with backoff.
 pub(super) async fn run(link: Rc<Inner>) {
     let mut backoff = BACKOFF_MIN;
-    let ws_url = format!("ws://{}{}", link.url.authority, link.url.path);
+    let ws_url = link.url.display();
     // Dial failures since the link was last up, and when one was last logged.
     let mut failed_dials = 0u64;
     let mut dial_logged: Option<Instant> = None;
@@ -33,7 +33,7 @@ pub(super) async fn run(link: Rc<Inner>) {
         }
         link.st.borrow_mut().phase = Phase::Connecting;
         match link.dial().await {
-            Ok((stream, rest)) => {
+            Ok((stream, rest, tls)) => {
                 backoff = BACKOFF_MIN;
                 failed_dials = 0;
                 dial_logged = None;
@@ -46,7 +46,7 @@ pub(super) async fn run(link: Rc<Inner>) {
                 tracing::info!(shard = link.settings.shard, service = %link.service, url = %ws_url, "backend link up");
                 link.announce_every_session();
                 link.wake_writer();
-                let end = link.serve(stream, rest).await;
+                let end = link.serve(stream, rest, tls).await;
                 if matches!(end, LinkEnd::Retired) {
                     link.tear_down(LinkFailure::Retired);
                     break;
