@@ -148,8 +148,14 @@ impl Gateway {
         };
         let tls = server_tls(&config)?;
         // Built only when a service needs it, so a host without system roots still
-        // starts a plain config.
+        // starts a plain config. A CA file that is named is read now all the same: a
+        // bad one stops the start, not the reload that first needs it.
         let client_tls_cell = ClientTlsCell::default();
+        if !needs_client_tls(&config) {
+            if let Some(ca) = &config.tls.ca_file {
+                client_tls(Some(ca))?;
+            }
+        }
         if needs_client_tls(&config) {
             let built = client_tls(config.tls.ca_file.as_deref())?;
             let _ = client_tls_cell.set(built);

@@ -207,6 +207,7 @@ impl ShardCtx {
             pipeline_depth: b.pipeline_depth,
             max_response_bytes: b.max_response_bytes,
         };
+        let client_tls = self.client_tls.get().cloned();
         let link_settings = LinkSettings {
             connect_timeout: settings.connect_timeout,
             request_timeout: settings.request_timeout,
@@ -219,8 +220,8 @@ impl ShardCtx {
                 .max(b.max_response_bytes),
             shard: self.id,
             announce_all: false,
+            tls: client_tls.clone(),
         };
-        let client_tls = self.client_tls.get().cloned();
         let old = self.services.take();
         let mut services = Vec::with_capacity(reg.services.len());
         for svc in &reg.services {
@@ -261,7 +262,6 @@ impl ShardCtx {
                                 Rc::new(move || next_push_id(&counter)),
                                 metrics.clone(),
                                 self.plane.clone(),
-                                client_tls.clone(),
                             )
                             .map(|link| {
                                 link.ensure_running();

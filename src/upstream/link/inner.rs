@@ -39,6 +39,9 @@ pub struct LinkSettings {
     pub shard: usize,
     /// Tell the backend of every session at connect (`ServiceConfig::announce_all`).
     pub announce_all: bool,
+    /// The gateway's client TLS config, for a `wss://` link (none: not built, and a
+    /// `wss://` link cannot be made).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Supplies message ids for server pushes (the shard's counter).

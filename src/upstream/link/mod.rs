@@ -119,10 +119,9 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// A link to `url` (`ws://host:port/path`, or `wss://` with `tls`, the gateway's
-    /// client config) for `service`, whose host resolved to `addrs` (the registry
+    /// A link to `url` (`ws://host:port/path`, or `wss://` with `settings.tls`, the
+    /// gateway's client config) for `service`, whose host resolved to `addrs` (the registry
     /// resolved them, off the shards). Nothing is dialed before [`Link::ensure_running`].
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         service: Arc<str>,
         url: &str,
@@ -131,10 +130,9 @@ impl Link {
         push_ids: PushIds,
         metrics: Arc<ServiceMetrics>,
         plane: Rc<ShardPlane>,
-        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Link, BackendError> {
         let url = LinkUrl::parse(url).map_err(|e| BackendError::InvalidUrl(e.to_string()))?;
-        let tls = match (url.tls, tls) {
+        let tls = match (url.tls, settings.tls.clone()) {
             (false, _) => None,
             (true, Some(config)) => Some(config),
             (true, None) => {
