@@ -9,6 +9,8 @@
 #   CONNS=15000 HOLD=10 perf/idle_rss.sh        # defaults shown
 #   SHARDS=1 perf/idle_rss.sh                   # server.shards (default 0 = one per core)
 #   BENCH_ARGS="--concurrency 16" perf/idle_rss.sh   # extra `ringgate-bench idle` flags
+#   BUILD=0 GATEWAY=old/ringgate perf/idle_rss.sh    # no build; another gateway binary
+#                                  (A/B runs back to back: the same load generator for both)
 #
 # Outputs in perf/out/: idle_rss.json (report), idle_rss.gateway.log, idle_rss.metrics.txt
 # (the gateway's /metrics at the end of the hold). Exits non-zero if the gateway fails
@@ -18,18 +20,25 @@ set -euo pipefail
 CONNS=${CONNS:-15000}
 HOLD=${HOLD:-10}
 SHARDS=${SHARDS:-0}
+BUILD=${BUILD:-1}
 read -r -a EXTRA <<< "${BENCH_ARGS:-}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/perf/out
 mkdir -p "$OUT"
 cd "$ROOT"
 
-echo "== building release (ringgate, ringgate-bench)"
-t0=$(date +%s)
-cargo build --release -p ringgate -p ringgate-bench
-echo "   build took $(( $(date +%s) - t0 )) s"
-GATEWAY=$ROOT/target/release/ringgate
-BENCH=$ROOT/target/release/ringgate-bench
+if [[ $BUILD == 1 ]]; then
+    echo "== building release (ringgate, ringgate-bench)"
+    t0=$(date +%s)
+    cargo build --release -p ringgate -p ringgate-bench
+    echo "   build took $(( $(date +%s) - t0 )) s"
+fi
+# (Cargo builds into $CARGO_TARGET_DIR when set.)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+GATEWAY=${GATEWAY:-$TARGET/release/ringgate}
+BENCH=$TARGET/release/ringgate-bench
+[[ -x $GATEWAY && -x $BENCH ]] || { echo "missing $GATEWAY or $BENCH (run with BUILD=1)" >&2; exit 1; }
+echo "   gateway binary: $GATEWAY"
 
 # A free TCP port outside the ephemeral range (so client sockets never take it).
 free_port() {
