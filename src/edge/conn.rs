@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use crate::admission::Permit;
+use crate::admission::{HeldPermit, Permit};
 use crate::proto::bannou::{flags, ResponseCode, ResponseHeader};
 use crate::proto::frame::CLOSE_NORMAL;
 
@@ -66,7 +66,7 @@ pub fn run(
     permit: Permit,
 ) -> impl Future<Output = ()> + 'static {
     let mut task = Task {
-        _permit: permit,
+        permit: Some(permit.into_held(&ctx.admission)),
         conn: Conn {
             fd: stream.as_raw_fd(),
             decoder: Decoder::new(
@@ -103,8 +103,8 @@ struct Task {
     /// borrowed mutably.
     stream: TcpStream,
     conn: Conn,
-    /// Given back when the task ends (with it).
-    _permit: Permit,
+    /// `None` once given back (by `drop`).
+    permit: Option<HeldPermit>,
 }
 
 impl Task {
@@ -139,6 +139,9 @@ impl Drop for Task {
             raw::closed(ctx, shared, route);
         }
         ctx.connection_ended(shared);
+        if let Some(p) = self.permit.take() {
+            ctx.admission.give_back(p);
+        }
     }
 }
 
