@@ -5,8 +5,9 @@
 //! read with a buffer; when readable it reads into the shard's read buffer and decodes
 //! in place, keeping bytes of its own only for a partial frame. Everything others need
 //! to reach the connection sits in its session handle (`session::ConnShared`); the
-//! task's own locals (decoder, partial buffer, rate bucket, ordered channel queues)
-//! never leave it.
+//! task's own state (`Task`: decoder, partial buffer, rate bucket, ordered channel
+//! queues) never leaves it, and is held once: the task is the largest part of an idle
+//! connection's cost, and a test pins its size.
 
 use std::future::{poll_fn, Future};
 use std::io;
