@@ -11,6 +11,8 @@
 #   BENCH_ARGS="--concurrency 16" perf/idle_rss.sh   # extra `ringgate-bench idle` flags
 #   TLS=1 perf/idle_rss.sh                      # wss://: a CA and certificate made with
 #                                               # openssl, clients verify against the CA
+#   BUILD=0 GATEWAY=old/ringgate perf/idle_rss.sh    # no build; another gateway binary
+#                                  (A/B runs back to back: the same load generator for both)
 #
 # Outputs in perf/out/ (idle_rss_tls.* with TLS=1): idle_rss.json (report), idle_rss.gateway.log, idle_rss.metrics.txt
 # (the gateway's /metrics at the end of the hold). Exits non-zero if the gateway fails
@@ -23,18 +25,25 @@ SHARDS=${SHARDS:-0}
 TLS=${TLS:-0}
 NAME=idle_rss
 [[ "$TLS" == 1 ]] && NAME=idle_rss_tls
+BUILD=${BUILD:-1}
 read -r -a EXTRA <<< "${BENCH_ARGS:-}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/perf/out
 mkdir -p "$OUT"
 cd "$ROOT"
 
-echo "== building release (ringgate, ringgate-bench)"
-t0=$(date +%s)
-cargo build --release -p ringgate -p ringgate-bench
-echo "   build took $(( $(date +%s) - t0 )) s"
-GATEWAY=$ROOT/target/release/ringgate
-BENCH=$ROOT/target/release/ringgate-bench
+if [[ $BUILD == 1 ]]; then
+    echo "== building release (ringgate, ringgate-bench)"
+    t0=$(date +%s)
+    cargo build --release -p ringgate -p ringgate-bench
+    echo "   build took $(( $(date +%s) - t0 )) s"
+fi
+# (Cargo builds into $CARGO_TARGET_DIR when set.)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+GATEWAY=${GATEWAY:-$TARGET/release/ringgate}
+BENCH=$TARGET/release/ringgate-bench
+[[ -x $GATEWAY && -x $BENCH ]] || { echo "missing $GATEWAY or $BENCH (run with BUILD=1)" >&2; exit 1; }
+echo "   gateway binary: $GATEWAY"
 
 # A free TCP port outside the ephemeral range (so client sockets never take it).
 free_port() {

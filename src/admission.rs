@@ -14,9 +14,10 @@
 //! progress too, not only upgraded connections — because every one of them holds a
 //! descriptor and memory, and connections that never finish their handshake
 //! (slowloris) are what a per-address cap is for. A connection's place is its
-//! [`Permit`], released when it drops (with the connection task, or with the
-//! handshake that failed); a resuming connection handed to another shard takes its
-//! permit along. Parked sessions hold no socket and count for nothing here.
+//! [`Permit`], released when it drops (with the handshake that failed); a resuming
+//! connection handed to another shard takes its permit along. The connection task
+//! keeps it as a [`HeldPermit`] (the source key without the pointer) and gives it
+//! back when it ends. Parked sessions hold no socket and count for nothing here.
 //!
 //! The per-address table cannot grow without bound: an address's entry goes when its
 //! last connection closes and its rate bucket has refilled (a full bucket is the same
@@ -144,8 +145,29 @@ pub struct Admission {
 
 /// A connection's place under the limits; dropping it gives the place back.
 pub struct Permit {
-    admission: Arc<Admission>,
+    /// `None` once the place went to a [`HeldPermit`] (`Permit::into_held`): its
+    /// holder gives it back, not this.
+    admission: Option<Arc<Admission>>,
     /// `None`: the source is exempt (or no per-address limit is on).
+    source: Option<SourceKey>,
+}
+
+/// A [`Permit`] without its `Arc<Admission>`: the source key alone, for the holder
+/// that keeps the place for the connection's whole life, the connection task
+/// (`edge::conn`), which reaches the admission through its shard
+/// (`ShardCtx::admission`, the same one on every shard of a gateway).
+///
+/// Why: every idle connection's task holds its place for hours, and the task's bytes
+/// are the largest part of an idle connection's cost (perf/idle_rss.sh); the pointer
+/// is 8 of them, in every task, to reach what the shard already holds. The handshake
+/// and a resume's handover keep the whole `Permit`, which gives its place back by
+/// itself however they end.
+///
+/// Not `Clone`, no `Drop`: its one holder gives it back with
+/// [`Admission::give_back`], exactly once (the connection task's drop).
+#[must_use = "a held place is given back with Admission::give_back, or never freed"]
+#[derive(Debug)]
+pub struct HeldPermit {
     source: Option<SourceKey>,
 }
 
@@ -159,7 +181,24 @@ impl std::fmt::Debug for Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.release(self.source, self.admission.now_ms());
+        if let Some(a) = self.admission.take() {
+            a.release(self.source, a.now_ms());
+        }
+    }
+}
+
+impl Permit {
+    /// The place as its source key alone (see [`HeldPermit`]), to be given back to
+    /// `admission` — the one that gave this permit.
+    pub fn into_held(mut self, admission: &Admission) -> HeldPermit {
+        let own = self.admission.take();
+        debug_assert!(
+            own.as_deref().is_some_and(|a| std::ptr::eq(a, admission)),
+            "a permit is given back to the admission that gave it"
+        );
+        HeldPermit {
+            source: self.source,
+        }
     }
 }
 
@@ -222,9 +261,14 @@ impl Admission {
             return Err(Refusal::MaxConnections);
         }
         Ok(Permit {
-            admission: self.clone(),
+            admission: Some(self.clone()),
             source,
         })
+    }
+
+    /// Gives back the place of a connection that ended (see [`HeldPermit`]).
+    pub fn give_back(&self, held: HeldPermit) {
+        self.release(held.source, self.now_ms());
     }
 
     /// A connection admitted from `source` ended (or was refused after all).
@@ -422,5 +466,36 @@ mod tests {
         );
         assert_eq!(sources(&a), 1, "10.0.0.2 was not kept");
         assert_eq!(held(&a), 1);
+    }
+
+    #[test]
+    fn a_held_permit_keeps_its_place_until_given_back_once() {
+        let a = admission(2, 1, 0, 0);
+        let held_place = a.admit_at(ip("10.0.0.1"), 0).unwrap().into_held(&a);
+        assert_eq!(
+            held(&a),
+            1,
+            "turning a permit into its key gives nothing back"
+        );
+        assert_eq!(sources(&a), 1);
+        assert_eq!(
+            a.admit_at(ip("10.0.0.1"), 0).unwrap_err(),
+            Refusal::MaxConnectionsPerIp
+        );
+        let exempt = a.admit_at(ip("127.0.0.1"), 0).unwrap().into_held(&a);
+        assert_eq!(held(&a), 2);
+        a.give_back(held_place);
+        assert_eq!(held(&a), 1);
+        assert_eq!(sources(&a), 0, "its address's last place");
+        a.give_back(exempt);
+        assert_eq!(held(&a), 0);
+        assert_eq!(Arc::strong_count(&a), 1, "the held places keep no pointer");
+    }
+
+    #[test]
+    fn a_held_permit_is_the_source_key_alone() {
+        // What every idle connection's task keeps (`edge::conn::Task`, as an Option).
+        assert!(std::mem::size_of::<HeldPermit>() <= 16);
+        assert!(std::mem::size_of::<Option<HeldPermit>>() <= 16);
     }
 }

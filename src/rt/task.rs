@@ -48,6 +48,15 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for Isolated<F> {
     }
 }
 
+/// The bytes monoio allocates for a task spawned with `spawn_isolated` running an `F`:
+/// its task cell (monoio 0.2's `task::core::Cell`: a 24-byte header, the stage — the
+/// `Isolated` future and an 8-byte tag — and a 16-byte trailer), as `-Zprint-type-sizes`
+/// shows it. What a test pins a long-lived task's size by (`edge::conn`).
+#[cfg(test)]
+pub(crate) fn task_bytes<F: std::future::Future<Output = ()>>() -> usize {
+    24 + 8 + std::mem::size_of::<Isolated<F>>() + 16
+}
+
 /// Wall-clock time since the Unix epoch (JWT expiry, event timestamps).
 pub fn unix_now() -> Duration {
     SystemTime::now()
