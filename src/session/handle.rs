@@ -17,7 +17,6 @@ use bytes::Bytes;
 use crate::proto::frame::{encode_header, OpCode};
 use crate::proto::guid::SessionKey;
 use crate::proto::http1::{HeaderBlock, Http1Error};
-use crate::proto::ws;
 use crate::rt::notify::LocalNotify;
 use crate::rt::sys::Nb;
 use crate::tls::{TlsSession, Wire};
@@ -167,6 +166,9 @@ const NO_READS: u8 = 0x80;
 const RAW: u8 = 0x40;
 /// A `life_flags` bit: the connection has a TLS session (`tls`).
 const TLS: u8 = 0x20;
+
+/// The sweep's idle ping: a final Ping frame with no payload, unmasked (server side).
+const IDLE_PING: &[u8] = &[0x89, 0x00];
 
 /// The disconnect notice's reason for a session whose JWT expired: the value Bannou's
 /// TypeScript SDK maps to its `SessionExpired` (it matches `"session_expired"`).
@@ -513,9 +515,15 @@ impl ConnShared {
     }
 
     fn push(&self, head: &[u8], payload: Bytes) -> bool {
+        self.push_with(|out| out.push(head, payload))
+    }
+
+    /// Queues what `queue` puts in the outbox, then applies the bound, the parked
+    /// session's trim and the wakeup as for any frame.
+    fn push_with(&self, queue: impl FnOnce(&mut Outbox)) -> bool {
         crate::metrics::bump(&self.env.metrics.frames_out, 1);
         let mut out = self.outbox.borrow_mut();
-        out.push(head, payload);
+        queue(&mut out);
         let over = out.backlog() > self.max_outbox as usize;
         drop(out);
         if self.is_parked() {
@@ -671,7 +679,12 @@ impl ConnShared {
             Some(_) => {}
             None if now.saturating_sub(self.last_rx.get()) >= t.idle_ping => {
                 self.ping_sent.set(Some(now));
-                self.send_frame(ws::ping_frame(b"", None));
+                if !self.gone.get() && !self.closing() {
+                    // Shared, not copied into the outbox's tail (whose first buffer is
+                    // 2 KiB): clients that went idle together are pinged in one sweep,
+                    // and 2,000 of them took 2–3 MiB at once for two bytes each.
+                    self.push_with(|out| out.push_shared(Bytes::from_static(IDLE_PING)));
+                }
             }
             None => {}
         }
@@ -776,6 +789,7 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::shared;
     use super::*;
+    use crate::proto::ws;
     use std::sync::atomic::Ordering::Relaxed;
 
     const TIMERS: Timers = Timers {
@@ -861,6 +875,18 @@ mod tests {
             !c.send_frame(ws::pong_frame(b"", None)),
             "none once closing"
         );
+    }
+
+    #[test]
+    fn the_idle_ping_is_the_empty_ping_frame_and_queues_without_a_tail_buffer() {
+        assert_eq!(IDLE_PING, &ws::ping_frame(b"", None)[..]);
+        let c = shared(1 << 20);
+        let before = crate::rt::heap_count::held();
+        c.on_tick(31, 0, TIMERS);
+        let held = crate::rt::heap_count::held() - before;
+        assert_eq!(c.ping_sent.get(), Some(31));
+        assert_eq!(c.outbox.borrow().len(), 2, "the ping is queued");
+        assert!(held < 512, "{held} bytes for a two-byte ping");
     }
 
     #[test]
