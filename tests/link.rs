@@ -186,32 +186,11 @@ fn the_backend_pushes_to_a_session_and_closes_it_with_its_code() {
     let g = gateway_with_link(&backend);
     run(async {
         let (mut c, m) = connect(&g, &user_token(&["user"])).await;
-        let id = c
-            .send_request(
-                0,
-                0,
-                0,
-                m.guid("/push").unwrap(),
-                b"{\"eventName\":\"npc.moved\"}",
-            )
-            .await
-            .unwrap();
-        let mut pushed = None;
-        loop {
-            match c.next().await.unwrap() {
-                Incoming::Push(h, body) => {
-                    assert_eq!(h.flags, flags::EVENT);
-                    assert_eq!(h.guid, [0; 16]);
-                    pushed = Some(body);
-                }
-                Incoming::Response(h, _) if h.message_id == id => break,
-                _ => {}
-            }
-        }
-        assert_eq!(
-            &pushed.expect("push before the reply")[..],
-            b"{\"eventName\":\"npc.moved\"}"
-        );
+        let (h, pushed, _) =
+            common::link::push_through(&mut c, &m, b"{\"eventName\":\"npc.moved\"}").await;
+        assert_eq!(h.flags, flags::EVENT);
+        assert_eq!(h.guid, [0; 16]);
+        assert_eq!(&pushed[..], b"{\"eventName\":\"npc.moved\"}");
         c.send_request(0, 0, 0, m.guid("/kick").unwrap(), b"k")
             .await
             .unwrap();

@@ -89,14 +89,7 @@ fn sighup_reloads_the_config_file_and_a_bad_file_changes_nothing() {
     let addr = gw.wait_listening();
 
     run(async {
-        let opts = ringgate::client::ConnectOptions {
-            token: Some(user_token(&["user"])),
-            ..Default::default()
-        };
-        let mut c = ringgate::client::Client::connect(addr, &opts)
-            .await
-            .unwrap();
-        let m1 = c.manifest().await.unwrap();
+        let (mut c, m1) = connect_at(addr, &user_token(&["user"]), Default::default()).await;
         assert!(m1.guid("/echo/hup").is_none());
 
         // A file that fails validation: refused, the process lives, nothing changes.

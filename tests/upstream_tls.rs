@@ -197,31 +197,11 @@ fn a_wss_link_carries_a_call_and_a_push_verified_against_ca_file() {
         // by its deadline).
         let (h, got) = c.call(m.guid("/echo").unwrap(), b"over wss").await.unwrap();
         assert_eq!((h.code, &got[..]), (0, &b"over wss"[..]));
-        let id = c
-            .send_request(
-                0,
-                0,
-                0,
-                m.guid("/push").unwrap(),
-                b"{\"eventName\":\"npc.moved\"}",
-            )
-            .await
-            .unwrap();
-        let mut pushed = None;
-        loop {
-            match c.next().await.unwrap() {
-                Incoming::Push(h, body) if h.flags & flags::EVENT != 0 => pushed = Some(body),
-                Incoming::Response(h, _) if h.message_id == id => {
-                    assert_eq!(h.code, 0);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        assert_eq!(
-            &pushed.expect("the push came before the reply")[..],
-            b"{\"eventName\":\"npc.moved\"}"
-        );
+        let (h, pushed, code) =
+            common::link::push_through(&mut c, &m, b"{\"eventName\":\"npc.moved\"}").await;
+        assert_eq!(code, 0);
+        assert_ne!(h.flags & flags::EVENT, 0);
+        assert_eq!(&pushed[..], b"{\"eventName\":\"npc.moved\"}");
         // 200 calls of 30 KB in one burst, 6 MB both ways through the link's TLS
         // session: more than the socket's buffers and rustls' 64 KiB send buffer take,
         // so the link's writer waits for the socket with bytes left in rustls.
@@ -296,14 +276,7 @@ fn a_backend_certificate_for_another_name_or_from_another_ca_answers_60_and_the_
         "{dial_failed}"
     );
     run(async {
-        let opts = ringgate::client::ConnectOptions {
-            token: Some(user_token(&["user"])),
-            ..Default::default()
-        };
-        let mut c = ringgate::client::Client::connect(addr, &opts)
-            .await
-            .unwrap();
-        let m = c.manifest().await.unwrap();
+        let (mut c, m) = connect_at(addr, &user_token(&["user"]), Default::default()).await;
         for path in ["/wrongname/echo", "/wrongca/echo", "/echo"] {
             let (h, _) = c.call(m.guid(path).unwrap(), b"{}").await.unwrap();
             assert_eq!(h.code, 60, "{path}");

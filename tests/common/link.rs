@@ -447,3 +447,28 @@ pub fn accept_link(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     stream.write_all(resp.as_bytes()).unwrap();
     Some((shard, buf[head_len..].to_vec()))
 }
+
+/// Calls `/push` on a link test backend (which pushes the payload back to the caller,
+/// then replies): the push that came before the reply and the reply's code.
+pub async fn push_through(
+    c: &mut ringgate::client::Client,
+    m: &ringgate::client::Manifest,
+    payload: &[u8],
+) -> (ringgate::proto::bannou::RequestHeader, Bytes, u8) {
+    use ringgate::client::Incoming;
+    let id = c
+        .send_request(0, 0, 0, m.guid("/push").expect("/push listed"), payload)
+        .await
+        .expect("request sent");
+    let mut pushed = None;
+    loop {
+        match c.next().await.expect("a message") {
+            Incoming::Push(h, body) => pushed = Some((h, body)),
+            Incoming::Response(h, _) if h.message_id == id => {
+                let (ph, body) = pushed.expect("the push came before the reply");
+                return (ph, body, h.code);
+            }
+            _ => {}
+        }
+    }
+}

@@ -317,12 +317,18 @@ pub async fn resume(g: &Gateway, token: &str, query: bool) -> (Client, Manifest)
 }
 
 pub async fn connect_via(g: &Gateway, token: &str, via: TokenVia) -> (Client, Manifest) {
+    connect_at(g.addr, token, via).await
+}
+
+/// Connects to the gateway at `addr` (one started as a process, say) with a bearer
+/// token and reads the initial manifest.
+pub async fn connect_at(addr: SocketAddr, token: &str, via: TokenVia) -> (Client, Manifest) {
     let opts = ConnectOptions {
         token: Some(token.to_string()),
         token_via: via,
         ..ConnectOptions::default()
     };
-    let mut c = Client::connect(g.addr, &opts).await.expect("upgrade");
+    let mut c = Client::connect(addr, &opts).await.expect("upgrade");
     let m = c.manifest().await.expect("manifest");
     (c, m)
 }
