@@ -13,7 +13,8 @@
 //! - `certs`: the server's certificate (PEM files; swapped in place on a reload),
 //!   the client side's roots (the system's, or a CA file), typed errors naming the file.
 //! - `session`: `TlsSession`, one connection's rustls state driven over a descriptor,
-//!   and `handshake`, the async loop that completes a handshake.
+//!   `handshake`, the async loop that completes a handshake, and `connect`, the client
+//!   side's session and handshake within a deadline (backends, links).
 //! - `wire`: `Wire`, a descriptor with or without a TLS session: what the outbox
 //!   flushes to and a connection reads from.
 
@@ -22,5 +23,5 @@ pub mod session;
 pub mod wire;
 
 pub use certs::{client_config, ServerTls, TlsError};
-pub use session::{handshake, TlsSession};
+pub use session::{connect, handshake, TlsSession};
 pub use wire::Wire;

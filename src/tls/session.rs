@@ -220,6 +220,24 @@ impl Write for FdIo {
     }
 }
 
+/// The client side of a connection just made to `host`: a session whose handshake is
+/// done within `within` (an `InvalidInput` error for a name rustls cannot use,
+/// `TimedOut` past `within`, else the handshake's own error).
+pub async fn connect(
+    config: &Arc<ClientConfig>,
+    host: &str,
+    stream: &TcpStream,
+    within: std::time::Duration,
+) -> io::Result<Box<TlsSession>> {
+    let mut session = TlsSession::client(config, host)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    match monoio::time::timeout(within, handshake(&mut session, stream)).await {
+        Ok(Ok(())) => Ok(Box::new(session)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+    }
+}
+
 /// Completes `tls`'s handshake on `stream` (the caller bounds it in time). Plaintext
 /// that came with the handshake's last flight stays for the first `recv_into`.
 pub async fn handshake(tls: &mut TlsSession, stream: &TcpStream) -> io::Result<()> {

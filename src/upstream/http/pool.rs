@@ -610,24 +610,15 @@ impl Inner {
         let Some((config, host)) = &self.tls else {
             return Ok(None);
         };
-        let failed = |e: &dyn std::fmt::Display, kind| {
-            BackendError::Connect(io::Error::new(
-                kind,
-                format!("TLS handshake with {host} failed: {e}"),
-            ))
-        };
-        let mut session = TlsSession::client(config, host)
-            .map_err(|e| failed(&e, io::ErrorKind::InvalidInput))?;
-        match monoio::time::timeout(
-            self.settings.connect_timeout,
-            crate::tls::handshake(&mut session, stream),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(Some(Box::new(session))),
-            Ok(Err(e)) => Err(failed(&e, e.kind())),
-            Err(_) => Err(failed(&"timed out", io::ErrorKind::TimedOut)),
-        }
+        crate::tls::connect(config, host, stream, self.settings.connect_timeout)
+            .await
+            .map(Some)
+            .map_err(|e| {
+                BackendError::Connect(io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake with {host} failed: {e}"),
+                ))
+            })
     }
 
     /// A call slot now, owned (for a started call), if one is free.

@@ -128,22 +128,13 @@ impl Inner {
             return Ok(None);
         };
         let host = &self.url.host;
-        let failed = |error| LinkEnd::Tls {
-            host: host.clone(),
-            error,
-        };
-        let mut session = TlsSession::client(config, host)
-            .map_err(|e| failed(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        match monoio::time::timeout(
-            self.settings.connect_timeout,
-            crate::tls::handshake(&mut session, stream),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(Some(Box::new(session))),
-            Ok(Err(e)) => Err(failed(e)),
-            Err(_) => Err(failed(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
-        }
+        crate::tls::connect(config, host, stream, self.settings.connect_timeout)
+            .await
+            .map(Some)
+            .map_err(|error| LinkEnd::Tls {
+                host: host.clone(),
+                error,
+            })
     }
 
     async fn upgrade(
