@@ -809,30 +809,6 @@ fn session_is_closed_with_4001_when_its_token_expires() {
 }
 
 #[test]
-fn a_stalled_upgrade_is_cut_off_after_the_handshake_timeout() {
-    use std::io::{Read, Write};
-    let backend = Backend::start();
-    let g = gateway(config(&backend, "handshake_timeout_ms = 300", ""));
-    let mut s = std::net::TcpStream::connect(g.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /connect HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    let start = Instant::now();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(
-        out.starts_with(b"HTTP/1.1 408"),
-        "{:?}",
-        String::from_utf8_lossy(&out)
-    );
-}
-
-#[test]
 fn payload_over_the_services_request_limit_answers_11() {
     let backend = Backend::start();
     let g = gateway(config(&backend, "", ""));

@@ -75,8 +75,14 @@ fn a_stalled_upgrade_gets_408_after_handshake_timeout_ms_and_is_counted() {
     // Half a request head, then nothing (slowloris).
     s.write_all(b"GET /connect HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
+    let start = Instant::now();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(
         out.starts_with(b"HTTP/1.1 408"),
         "{:?}",
