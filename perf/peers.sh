@@ -50,6 +50,8 @@
 # latency chart fixed.svg, and every server's log. Every process it starts is stopped
 # by pid on exit, also on failure or Ctrl-C.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"  # free_port, wait_listen, stop_pid
+WAIT_LISTEN_SECS=5
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -99,20 +101,6 @@ fi
 # Processes: every pid we start is recorded and stopped on exit.
 PIDS=()
 TMP=$(mktemp -d)
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "   pid $pid ignored SIGTERM; SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
@@ -125,27 +113,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free TCP port outside the ephemeral range (so client sockets never take it).
-USED_PORTS=" "
-free_port() {
-    local p
-    for p in $(shuf -i 20000-32000 -n 300); do
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if ! ss -Htln "sport = :$p" | grep -q .; then USED_PORTS+="$p "; echo "$p"; return 0; fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
-wait_listen() { # port what pid
-    local i
-    for i in $(seq 1 100); do
-        ss -Htln "sport = :$1" | grep -q . && return 0
-        kill -0 "$3" 2>/dev/null || { echo "$2 exited during startup; see $OUT" >&2; return 1; }
-        sleep 0.05
-    done
-    echo "$2 is not listening on port $1 after 5 s" >&2
-    return 1
-}
 # Servers are started as `taskset -c CORE cmd ... &` (a simple command: bash execs it and
 # taskset execs the server, so $! is the server's own pid). Never wrap them in a shell
 # function: $! would be a subshell, and stopping it would orphan the server.

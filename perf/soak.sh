@@ -51,6 +51,9 @@
 # loadavg.csv, summary.json and table.txt. Exit status 0 when every target held.
 # Every process it starts is stopped by pid on exit, also on failure or Ctrl-C.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"  # free_port, wait_listen, stop_pid
+# The gateway drains for up to drain_window_ms (10 s) before it exits.
+STOP_SECS=20
 
 MINUTES=${MINUTES:-30}
 WARMUP_MIN=${WARMUP_MIN:-3}
@@ -98,20 +101,6 @@ mkdir -p "$OUT/churn"
 # Processes: every pid we start is recorded and stopped on exit (reverse order).
 PIDS=()
 CHURN_PID=""
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 400); do  # the gateway drains for up to drain_window_ms (10 s)
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "   pid $pid ignored SIGTERM for 20 s; SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
@@ -124,27 +113,6 @@ trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT
 trap 'exit 143' TERM
 
-# A free TCP port outside the ephemeral range (so client sockets never take it).
-USED_PORTS=" "
-free_port() {
-    local p
-    for p in $(shuf -i 20000-32000 -n 300); do
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if ! ss -Htln "sport = :$p" | grep -q .; then USED_PORTS+="$p "; echo "$p"; return 0; fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
-wait_listen() { # port what pid
-    local i
-    for i in $(seq 1 200); do
-        ss -Htln "sport = :$1" | grep -q . && return 0
-        kill -0 "$3" 2>/dev/null || { echo "$2 exited during startup; see $OUT" >&2; return 1; }
-        sleep 0.05
-    done
-    echo "$2 is not listening on port $1 after 10 s" >&2
-    return 1
-}
 now_ms() { date +%s%3N; }
 
 ECHO_PORT=$(free_port); LINK_PORT=$(free_port); WORLD_PORT=$(free_port)
