@@ -118,3 +118,33 @@ fn sighup_reloads_the_config_file_and_a_bad_file_changes_nothing() {
     assert_eq!(status.code(), Some(0), "{}", gw.log);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reload_reaches_every_session_of_a_shard_past_one_batch_once_each() {
+    // The new manifests go out a batch of sessions at a time (the walk yields between
+    // batches): more sessions than one batch holds must each get exactly one.
+    const CLIENTS: usize = 400;
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "", ""));
+    run(async {
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for _ in 0..CLIENTS {
+            clients.push(connect(&g, &user_token(&["user"])).await);
+        }
+        g.reload(with_extra_endpoint(&backend, "/echo/batch", "user"));
+        for (i, (c, m1)) in clients.iter_mut().enumerate() {
+            let m2 = c.manifest().await.unwrap();
+            assert_eq!(m2.version, 2, "client {i}");
+            assert_eq!(m2.session_id, m1.session_id, "client {i}");
+            let new = m2.guid("/echo/batch").expect("the new endpoint is listed");
+            // No second manifest follows: the next message is this call's answer.
+            let id = c.send_request(0, 0, 0, new, b"x").await.unwrap();
+            match c.next().await.unwrap() {
+                Incoming::Response(h, body) => {
+                    assert_eq!((h.message_id, h.code, &body[..]), (id, 0, &b"x"[..]))
+                }
+                m => panic!("client {i}: expected the answer, got {m:?}"),
+            }
+        }
+    });
+}

@@ -95,8 +95,12 @@ pub fn encode_push(message_id: u64, json: &[u8]) -> Vec<u8> {
 
 /// Builds the manifest push message (header + JSON).
 pub fn manifest_message(message_id: u64, manifest: &Manifest<'_>) -> Vec<u8> {
-    let json = serde_json::to_vec(manifest).expect("manifest serializes");
-    encode_push(message_id, &json)
+    encode_push(message_id, &manifest_json(manifest))
+}
+
+/// The manifest's JSON alone (for a caller that frames it itself).
+pub fn manifest_json(manifest: &Manifest<'_>) -> Vec<u8> {
+    serde_json::to_vec(manifest).expect("manifest serializes")
 }
 
 impl<'a> Manifest<'a> {

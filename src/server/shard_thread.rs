@@ -49,7 +49,7 @@ pub async fn run(
                 );
                 let old = ctx.registry.borrow().clone();
                 ctx.apply_registry(reg);
-                let sent = manifest::resend_changed(&ctx, &old, "capabilities_updated");
+                let sent = manifest::resend_changed(&ctx, &old, "capabilities_updated").await;
                 if sent > 0 {
                     tracing::info!(shard = ctx.id, sessions = sent, "new manifests sent");
                 }
