@@ -195,7 +195,7 @@ fd limit $(awk '/Max open files/ {print $4"/"$5}' "/proc/$GW_PID/limits")"
 
 CLK_TCK=$(getconf CLK_TCK)
 RSS_CSV=$OUT/rss.csv
-echo "t_secs,unix_ms,rss_kib,hwm_kib,threads,fds,cpu_ticks,connections_open,sessions_parked,subscriptions,host_busy_ticks,host_total_ticks,soak_ticks" > "$RSS_CSV"
+echo "t_secs,unix_ms,rss_kib,hwm_kib,threads,fds,cpu_ticks,connections_open,sessions_parked,subscriptions,host_busy_ticks,host_total_ticks,soak_ticks,host_irq_ticks,host_steal_ticks" > "$RSS_CSV"
 echo "t_secs,unix_ms,extra_endpoint" > "$OUT/reloads.csv"
 echo "batch,start_unix_ms,end_unix_ms,exit" > "$OUT/churn.csv"
 echo "t_secs,load1,load5,load15" > "$OUT/loadavg.csv"
@@ -222,9 +222,12 @@ sample_gateway() {
     # utime + stime: fields 14 and 15 of /proc/PID/stat (after the parenthesised name).
     ticks=$(sed 's/^.*) //' "/proc/$GW_PID/stat" | awk '{print $12 + $13}')
     METRICS=$(curl -fsS -m 2 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null || true)
-    # The whole machine: busy = all but idle and iowait (first line of /proc/stat).
+    # The whole machine (first line of /proc/stat): busy = all but idle and iowait; of
+    # it, interrupts (irq + softirq: loopback's packets, mostly, charged to no process)
+    # and steal (the hypervisor ran someone else on our vCPUs).
     host=$(awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6 "," t }' /proc/stat)
-    echo "$t,$now,$rss,$hwm,$thr,$fds,$ticks,$(metric_sum ringgate_connections_open),$(metric_sum ringgate_sessions_parked),$(metric_sum ringgate_subscriptions),$host,$(soak_ticks)" >> "$RSS_CSV"
+    irq_steal=$(awk '/^cpu / { print $7 + $8 "," $9 }' /proc/stat)
+    echo "$t,$now,$rss,$hwm,$thr,$fds,$ticks,$(metric_sum ringgate_connections_open),$(metric_sum ringgate_sessions_parked),$(metric_sum ringgate_subscriptions),$host,$(soak_ticks),$irq_steal" >> "$RSS_CSV"
     echo "$t,$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')" >> "$OUT/loadavg.csv"
 }
 

@@ -206,7 +206,7 @@ def main():
     hdr = (f"{'min':>3} {'RSS MiB':>8} {'gw CPU':>6} {'fds':>5} {'conns':>6} {'parked':>6} "
            f"{'rpc/s':>6} {'rpc p50':>8} {'rpc p99':>8} {'rpc err':>7} "
            f"{'obs del/s':>9} {'obs p50':>8} {'obs p99':>8} {'gaps':>5} {'disc':>4} "
-           f"{'churn ok':>8} {'fail':>4} {'HUP':>3} {'W/E':>3} {'host':>5} {'other':>5}")
+           f"{'churn ok':>8} {'fail':>4} {'HUP':>3} {'W/E':>3} {'host':>5} {'irq':>4} {'steal':>5} {'other':>5}")
     lines_out = [hdr]
     load = read_csv(d / "loadavg.csv")
     for m in range(minutes):
@@ -214,7 +214,7 @@ def main():
         before = [r for r in rss if minute_of(r["unix_ms"]) < m]
         last = in_m[-1] if in_m else None
         first = before[-1] if before else (in_m[0] if in_m else None)
-        cpu = host = other = None
+        cpu = host = other = irq = steal = None
         if last and first and last["unix_ms"] > first["unix_ms"]:
             secs = (last["unix_ms"] - first["unix_ms"]) / 1000
             cpu = 100 * (last["cpu_ticks"] - first["cpu_ticks"]) / tck / secs
@@ -226,7 +226,13 @@ def main():
                 ncpu = params.get("host_cpus", 1)
                 host = 100 * ncpu * busy / span if span else None
                 ours = max(0, last["soak_ticks"] - first["soak_ticks"]) / tck / secs * 100
-                other = max(0.0, host - ours) if host is not None else None
+                outside = 0.0
+                if last.get("host_irq_ticks") is not None and first.get("host_irq_ticks") is not None and span:
+                    # Interrupts and steal are charged to no process: apart from "other".
+                    irq = 100 * ncpu * (last["host_irq_ticks"] - first["host_irq_ticks"]) / span
+                    steal = 100 * ncpu * (last["host_steal_ticks"] - first["host_steal_ticks"]) / span
+                    outside = irq + steal
+                other = max(0.0, host - ours - outside) if host is not None else None
         rs = secs_in(rpc_lines, m)
         os_ = secs_in(obs_lines, m)
         rh, oh = rpc_hist[m], obs_hist[m]
@@ -253,6 +259,8 @@ def main():
             "gateway_warn_error_lines": log_min[m],
             "load1": round(max(la), 2) if la else None,
             "host_cpu_percent": round(host) if host is not None else None,
+            "irq_cpu_percent": round(irq) if irq is not None else None,
+            "steal_cpu_percent": round(steal) if steal is not None else None,
             "other_cpu_percent": round(other) if other is not None else None,
         }
         rows.append(row)
@@ -267,7 +275,8 @@ def main():
             f"{fmt_us(row['obs_p50_us']):>8} {fmt_us(row['obs_p99_us']):>8} {n(row['obs_gaps'], 5)} "
             f"{n(row['obs_disconnects'], 4)} {row['churn_established']:>8} {row['churn_failed']:>4} "
             f"{row['reloads']:>3} {row['gateway_warn_error_lines']:>3} "
-            f"{n(row['host_cpu_percent'], 5, '{}%')} {n(row['other_cpu_percent'], 5, '{}%')}")
+            f"{n(row['host_cpu_percent'], 5, '{}%')} {n(row['irq_cpu_percent'], 4, '{}%')} "
+            f"{n(row['steal_cpu_percent'], 5, '{}%')} {n(row['other_cpu_percent'], 5, '{}%')}")
 
     # --- targets
     targets = {}
@@ -418,8 +427,9 @@ def main():
                "descriptors, backend connections included); rpc err: error answers, timeouts, lost, "
                "failed connects; obs: fast observers, decision -> receipt; disc: disconnects; "
                "churn ok/fail: connects of the batches ending that minute; HUP: reloads; "
-               "W/E: gateway log WARN/ERROR lines; host: the machine's busy CPU, other: the part of it "
-               "not taken by the soak's processes, both in % of one core, "
+               "W/E: gateway log WARN/ERROR lines; host: the machine's busy CPU; of it irq: interrupts "
+               "and softirqs (loopback's packets), steal: taken by the hypervisor, other: processes "
+               "outside the soak (what is left after the soak's processes, irq and steal); all in % of one core, "
                f"{params.get('host_cpus', '?')} cores; summary.json has the 1-min load average too)")
     out.append("")
     if totals["rpc"]:

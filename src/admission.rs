@@ -24,10 +24,17 @@
 //! as a new one), and a pass at most once a second ([`Admission::prune`]) removes
 //! entries whose bucket refilled after their last close. Exempt sources (and all
 //! addresses when both per-address limits are off) are never entered.
+//!
+//! A reload replaces the limits ([`Admission::set_limits`]) for the connections that
+//! come next. Connections held stay: a cap lowered below what is held refuses new ones
+//! until enough have closed. Tracking follows the connection, not the limits: one
+//! admitted while its address was untracked (exempt, or both per-address limits off)
+//! is not counted for its address even once tracking starts, and one admitted tracked
+//! gives its place back to its address's entry whatever the limits are by then.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use dashmap::mapref::entry::Entry;
@@ -39,7 +46,7 @@ use crate::metrics::{HandshakeResult, Metrics};
 use crate::proto::ratelimit::{Rate, TokenBucket};
 
 /// The limits, from `[server]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// 0 = none.
     pub max_connections: u64,
@@ -132,7 +139,8 @@ struct Source {
 /// The admission state all shards share.
 #[derive(Debug)]
 pub struct Admission {
-    limits: Limits,
+    /// Replaced whole by a reload; read once per accept and per close.
+    limits: RwLock<Arc<Limits>>,
     per_ip: DashMap<SourceKey, Source>,
     /// Holds the global count (`held`) and the table's size (`sources`).
     metrics: Arc<Metrics>,
@@ -205,7 +213,7 @@ impl Permit {
 impl Admission {
     pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Admission {
         Admission {
-            limits,
+            limits: RwLock::new(Arc::new(limits)),
             per_ip: DashMap::new(),
             metrics,
             epoch: Instant::now(),
@@ -217,6 +225,26 @@ impl Admission {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// The limits in force.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `limits` in force for the connections that come next (a reload; see the
+    /// module doc for the connections already held). Returns whether they differ
+    /// from the limits they replace.
+    pub fn set_limits(&self, limits: Limits) -> bool {
+        let mut current = self.limits.write().unwrap_or_else(|e| e.into_inner());
+        if **current == limits {
+            return false;
+        }
+        *current = Arc::new(limits);
+        true
+    }
+
     /// Admits a connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
         self.admit_at(ip, self.now_ms())
@@ -224,7 +252,8 @@ impl Admission {
 
     /// [`Admission::admit`] at `now_ms` (milliseconds of the admission's clock).
     fn admit_at(self: &Arc<Self>, ip: IpAddr, now_ms: u64) -> Result<Permit, Refusal> {
-        let l = &self.limits;
+        let limits = self.limits();
+        let l = &*limits;
         let tracked = (l.max_per_ip > 0 || l.rate.per_sec > 0)
             && !l.exempt.iter().any(|net| net.contains(ip));
         let source = tracked.then(|| SourceKey::of(ip));
@@ -280,7 +309,7 @@ impl Admission {
         if let Entry::Occupied(mut e) = self.per_ip.entry(key) {
             let s = e.get_mut();
             s.conns = s.conns.saturating_sub(1);
-            if s.conns == 0 && s.bucket.is_full(self.limits.rate, now_ms) {
+            if s.conns == 0 && s.bucket.is_full(self.limits().rate, now_ms) {
                 e.remove();
                 self.metrics
                     .admission
@@ -306,7 +335,7 @@ impl Admission {
         {
             return;
         }
-        let rate = self.limits.rate;
+        let rate = self.limits().rate;
         let mut removed = 0;
         self.per_ip.retain(|_, s| {
             let keep = s.conns > 0 || !s.bucket.is_full(rate, now_ms);
@@ -490,6 +519,70 @@ mod tests {
         a.give_back(exempt);
         assert_eq!(held(&a), 0);
         assert_eq!(Arc::strong_count(&a), 1, "the held places keep no pointer");
+    }
+
+    fn limits(max: u64, per_ip: u32, per_sec: u32, burst: u32) -> Limits {
+        Limits {
+            max_connections: max,
+            max_per_ip: per_ip,
+            rate: Rate { per_sec, burst },
+            exempt: vec![],
+        }
+    }
+
+    #[test]
+    fn a_lowered_cap_refuses_new_connections_and_keeps_those_held() {
+        let a = admission(0, 0, 0, 0);
+        let mut held_now: Vec<_> = (0..3)
+            .map(|i| a.admit_at(ip(&format!("10.0.0.{i}")), 0).unwrap())
+            .collect();
+        assert!(a.set_limits(limits(2, 0, 0, 0)), "the limits changed");
+        assert!(!a.set_limits(limits(2, 0, 0, 0)), "the same limits again");
+        assert_eq!(held(&a), 3, "nobody is closed");
+        assert_eq!(
+            a.admit_at(ip("10.0.0.9"), 0).unwrap_err(),
+            Refusal::MaxConnections
+        );
+        held_now.truncate(1);
+        assert!(a.admit_at(ip("10.0.0.9"), 0).is_ok(), "below the new cap");
+    }
+
+    #[test]
+    fn per_address_limits_turned_on_by_a_reload_count_the_connections_admitted_after() {
+        let a = admission(0, 0, 0, 0);
+        let before: Vec<_> = (0..2)
+            .map(|_| a.admit_at(ip("10.0.0.1"), 0).unwrap())
+            .collect();
+        assert_eq!(sources(&a), 0, "untracked");
+        a.set_limits(limits(0, 1, 0, 0));
+        let after = a.admit_at(ip("10.0.0.1"), 0).unwrap();
+        assert_eq!(
+            a.admit_at(ip("10.0.0.1"), 0).unwrap_err(),
+            Refusal::MaxConnectionsPerIp
+        );
+        drop(before);
+        assert_eq!(sources(&a), 1, "the untracked ones leave its entry alone");
+        // Off again: the tracked one still gives its place back to its entry.
+        a.set_limits(limits(0, 0, 0, 0));
+        drop(after);
+        assert_eq!(sources(&a), 0);
+        assert_eq!(held(&a), 0);
+    }
+
+    #[test]
+    fn a_reloaded_rate_applies_to_the_buckets_already_kept() {
+        let a = admission(0, 0, 10, 5);
+        for _ in 0..2 {
+            drop(a.admit_at(ip("10.0.0.1"), 0).unwrap());
+        }
+        // Three tokens left, but the new burst is one and the rate one a second.
+        a.set_limits(limits(0, 0, 1, 1));
+        assert!(a.admit_at(ip("10.0.0.1"), 0).is_ok());
+        assert_eq!(
+            a.admit_at(ip("10.0.0.1"), 1).unwrap_err(),
+            Refusal::UpgradeRate
+        );
+        assert!(a.admit_at(ip("10.0.0.1"), 1001).is_ok(), "one a second");
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub enum HandshakeResult {
     TooLarge,
     Timeout,
     Closed,
+    /// 503: the gateway is shutting down.
     Draining,
+    /// 503: what the upgrade asks for cannot be served now (a raw route whose link is
+    /// down, a resume that lost its session to a race or could not reach its shard).
+    Unavailable,
     /// 503: `server.max_connections` reached.
     MaxConnections,
     /// 503: `server.max_connections_per_ip` reached for the client's address.
@@ -38,7 +42,7 @@ pub enum HandshakeResult {
 }
 
 impl HandshakeResult {
-    pub const ALL: [HandshakeResult; 15] = [
+    pub const ALL: [HandshakeResult; 16] = [
         HandshakeResult::Ok,
         HandshakeResult::BadRequest,
         HandshakeResult::Unauthorized,
@@ -50,6 +54,7 @@ impl HandshakeResult {
         HandshakeResult::Timeout,
         HandshakeResult::Closed,
         HandshakeResult::Draining,
+        HandshakeResult::Unavailable,
         HandshakeResult::MaxConnections,
         HandshakeResult::MaxConnectionsPerIp,
         HandshakeResult::UpgradeRate,
@@ -68,6 +73,7 @@ impl HandshakeResult {
             HandshakeResult::Timeout => "timeout",
             HandshakeResult::Closed => "closed_early",
             HandshakeResult::Draining => "draining",
+            HandshakeResult::Unavailable => "unavailable",
             HandshakeResult::MaxConnections => "max_connections",
             HandshakeResult::MaxConnectionsPerIp => "max_connections_per_ip",
             HandshakeResult::UpgradeRate => "upgrade_rate",
@@ -83,7 +89,7 @@ impl HandshakeResult {
             405 => HandshakeResult::MethodNotAllowed,
             426 => HandshakeResult::UpgradeRequired,
             431 => HandshakeResult::TooLarge,
-            503 => HandshakeResult::Draining,
+            503 => HandshakeResult::Unavailable,
             _ => HandshakeResult::BadRequest,
         }
     }

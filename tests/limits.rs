@@ -228,6 +228,27 @@ fn past_max_connections_over_all_shards_an_upgrade_gets_503_and_is_counted() {
 }
 
 #[test]
+fn a_reload_changes_max_connections_for_the_next_upgrades_and_keeps_those_held() {
+    let backend = Backend::start();
+    let g = gateway(config(&backend, "", ""));
+    let held: Vec<_> = (0..2).map(|_| upgraded_from("127.0.0.1", g.addr)).collect();
+    g.reload(config(&backend, "max_connections = 2", ""));
+    assert_eq!(
+        upgrade_from("127.0.0.2", g.addr).0,
+        503,
+        "the cap now in force"
+    );
+    assert_eq!(admitted(&g), 2, "the two held stay");
+    g.reload(config(&backend, "max_connections = 3", ""));
+    let third = upgraded_from("127.0.0.2", g.addr);
+    assert_eq!(upgrade_from("127.0.0.3", g.addr).0, 503);
+    eventually("both refusals are counted", || {
+        handshakes(&g, "max_connections") == 2
+    });
+    drop((held, third));
+}
+
+#[test]
 fn a_handshake_in_progress_holds_a_place_under_max_connections_per_ip() {
     let backend = Backend::start();
     let g = gateway(config(

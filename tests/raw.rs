@@ -204,3 +204,29 @@ fn raw_clients_are_closed_with_1011_when_their_backend_link_is_lost() {
         assert!(t0.elapsed() < Duration::from_secs(5));
     });
 }
+
+#[test]
+fn a_raw_route_whose_link_is_down_answers_503_counted_as_unavailable_not_draining() {
+    // Port 1 refuses: the route's link never comes up.
+    let g = gateway(raw_config("ws://127.0.0.1:1/link"));
+    let t = token("p", &["user"], None, unix_now() + 3600);
+    let request = upgrade_request("/lobby", &format!("Authorization: Bearer {t}\r\n"));
+    assert_eq!(raw_status(g.addr, &request), 503);
+    let series = |result: &str| format!("ringgate_handshakes_total{{result=\"{result}\"}} ");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let text = loop {
+        let text = g.metrics.render();
+        if text.contains(&format!("{}1", series("unavailable"))) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        text.contains(&format!("{}1", series("unavailable"))),
+        "counted as unavailable: {text}"
+    );
+    assert!(
+        !text.contains(&format!("{}1", series("draining"))),
+        "not as a drain"
+    );
+}

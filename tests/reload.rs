@@ -2,7 +2,9 @@
 //! removed or changed reach every shard, and every session whose callable endpoints
 //! changed gets a new manifest (version + 1, the GUIDs it keeps unchanged); a session
 //! that can call the same endpoints as before gets none. The binary reloads its
-//! `--config` file on SIGHUP, and a file that fails validation changes nothing.
+//! `--config` file on SIGHUP, and a file that fails validation changes nothing. Of
+//! `[server]`, a reload applies the admission limits; the rest waits for a restart,
+//! logged.
 
 mod common;
 
@@ -147,4 +149,43 @@ fn a_reload_reaches_every_session_of_a_shard_past_one_batch_once_each() {
             }
         }
     });
+}
+
+#[test]
+fn sighup_applies_new_admission_limits_and_logs_other_server_keys_as_waiting_for_a_restart() {
+    let backend = Backend::start();
+    let dir = std::env::temp_dir().join(format!("ringgate-reload-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ringgate.toml");
+    std::fs::write(&path, config_text(&backend, "", "")).unwrap();
+    let mut gw = GatewayProcess::start(&path);
+    let addr = gw.wait_listening();
+    let held = RawClient::upgrade(addr, &user_token(&["user"]), b"");
+
+    // A cap of one (applies now) and a drain window (only a restart applies it).
+    let next = config_text(&backend, "max_connections = 1", "")
+        .replace("drain_window_ms = 400", "drain_window_ms = 500");
+    assert!(next.contains("drain_window_ms = 500"));
+    std::fs::write(&path, next).unwrap();
+    gw.signal(libc::SIGHUP);
+    let waiting = gw.wait_log("changed; it takes effect at the next start");
+    assert!(waiting.contains("[server]"), "{waiting}");
+    let applied = gw.wait_log("admission limits replaced");
+    assert!(applied.contains("max_connections=1"), "{applied}");
+    gw.wait_log("config reloaded");
+    let request = upgrade_request(
+        "/connect",
+        &format!("Authorization: Bearer {}\r\n", user_token(&["user"])),
+    );
+    assert_eq!(
+        raw_status(addr, &request),
+        503,
+        "the held connection fills the new cap"
+    );
+    drop(held);
+
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", gw.log);
+    let _ = std::fs::remove_dir_all(&dir);
 }

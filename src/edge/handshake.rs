@@ -412,7 +412,7 @@ fn raw_upgrade(
     if !raw::link(ctx, &service).is_some_and(|l| l.is_up()) {
         tracing::info!(shard = ctx.id, route = %route.path, service = %service, "upgrade refused: 503 (the route's backend link is down)");
         return Err(HandshakeFail::Reject(
-            HandshakeResult::Draining,
+            HandshakeResult::Unavailable,
             handshake::error_response(503, "service unavailable"),
         ));
     }

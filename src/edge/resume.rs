@@ -74,6 +74,7 @@ pub fn start(ctx: Rc<ShardCtx>, place: ResumePlace, mut a: Arrival) {
         }
         Err(e) => {
             tracing::warn!(shard = ctx.id, error = %e, "resume: cannot hand the connection to its session's shard");
+            ctx.metrics.handshake(HandshakeResult::Unavailable);
             let resp = handshake::error_response(503, "cannot resume now");
             let mut wire = Wire::new(a.stream.as_raw_fd(), a.tls.as_deref_mut());
             let _ = wire.send_vectored(&[&resp]);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::admin::{self, AdminState, PushApi};
 use crate::admission::{self, Admission};
 use crate::auth::{AuthSettings, Authenticator};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
 use crate::push::Hub;
 use crate::registry::Registry;
@@ -110,6 +110,19 @@ fn check_resolved(registry: &Registry) -> Result<(), StartError> {
     }
 }
 
+/// `base` with the admission limits (the keys `admission::Limits` reads) of `from`:
+/// the `[server]` a reload puts in force.
+fn with_admission_of(base: &ServerConfig, from: &ServerConfig) -> ServerConfig {
+    ServerConfig {
+        max_connections: from.max_connections,
+        max_connections_per_ip: from.max_connections_per_ip,
+        upgrade_rate_per_ip: from.upgrade_rate_per_ip,
+        upgrade_burst_per_ip: from.upgrade_burst_per_ip,
+        per_ip_exempt: from.per_ip_exempt.clone(),
+        ..base.clone()
+    }
+}
+
 /// A running gateway.
 pub struct Gateway {
     /// The client listener's address (the real port when configured with port 0).
@@ -132,6 +145,8 @@ pub struct Gateway {
     /// `tls.ca_file` of the start it is built from (`[tls]` is read at start only).
     client_tls: ClientTlsCell,
     ca_file: Option<std::path::PathBuf>,
+    /// The admission limits every shard shares (a reload replaces them).
+    admission: Arc<Admission>,
 }
 
 impl Gateway {
@@ -185,6 +200,10 @@ impl Gateway {
 
         let ready = Arc::new(AtomicUsize::new(0));
         let hub = Arc::new(Hub::new(shards));
+        let admission = Arc::new(Admission::new(
+            admission::Limits::from_config(&config.server),
+            metrics.clone(),
+        ));
         let shared = ProcessShared {
             config: config.clone(),
             auth: auth.clone(),
@@ -192,10 +211,7 @@ impl Gateway {
             registry: registry.clone(),
             metrics: metrics.clone(),
             hub: hub.clone(),
-            admission: Arc::new(Admission::new(
-                admission::Limits::from_config(&config.server),
-                metrics.clone(),
-            )),
+            admission: admission.clone(),
             tls: tls.as_ref().map(|t| t.config().clone()),
             client_tls: client_tls_cell.clone(),
         };
@@ -315,28 +331,47 @@ impl Gateway {
             config: std::sync::Mutex::new(config),
             tls,
             client_tls: client_tls_cell,
+            admission,
         })
     }
 
     /// Applies a new config's services and endpoints to every shard: a new registry
     /// snapshot (hosts resolved here, on the caller's thread, never on a shard), and a
-    /// new manifest to each session whose callable endpoints changed. `[server]`,
-    /// `[auth]` and `[backend]` are read at start only: a change there is logged as
-    /// waiting for a restart. Returns the new registry's generation.
+    /// new manifest to each session whose callable endpoints changed; and `[server]`'s
+    /// admission limits (`max_connections`, `max_connections_per_ip`,
+    /// `upgrade_rate_per_ip`, `upgrade_burst_per_ip`, `per_ip_exempt`) for the
+    /// connections that come next. The rest of `[server]`, `[auth]`, `[backend]`,
+    /// `[admin]` and `[tls]` are read at start only (the certificate files are re-read):
+    /// a change there is logged as waiting for a restart. Returns the new registry's
+    /// generation.
     pub fn reload(&self, config: Config) -> u64 {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        // The admission limits apply now; the rest of [server] waits for a restart.
+        let server = with_admission_of(&current.server, &config.server);
         for (section, changed) in [
-            ("server", current.server != config.server),
+            ("server", server != config.server),
             ("auth", current.auth != config.auth),
             ("backend", current.backend != config.backend),
+            ("admin", current.admin != config.admin),
             ("tls", current.tls != config.tls),
         ] {
             if changed {
                 tracing::warn!(
                     section,
-                    "config reload: [{section}] changed; it takes effect at the next start (a reload applies [[services]])"
+                    "config reload: [{section}] changed; it takes effect at the next start (a reload applies [[services]] and [server]'s admission limits)"
                 );
             }
+        }
+        let limits = admission::Limits::from_config(&config.server);
+        if self.admission.set_limits(limits.clone()) {
+            tracing::info!(
+                max_connections = limits.max_connections,
+                max_connections_per_ip = limits.max_per_ip,
+                upgrade_rate_per_ip = limits.rate.per_sec,
+                upgrade_burst_per_ip = limits.rate.burst,
+                per_ip_exempt = ?config.server.per_ip_exempt,
+                "config reload: admission limits replaced (connections held stay)"
+            );
         }
         if let Some(tls) = &self.tls {
             // The same files, read again: a renewed certificate is served from the next
@@ -372,7 +407,16 @@ impl Gateway {
             "config reloaded: new registry sent to every shard"
         );
         self.update_registry(Arc::new(registry));
-        *current = Arc::new(config);
+        // What is in force: the new services and limits, the rest as started (so a
+        // change waiting for a restart is reported again at every reload).
+        *current = Arc::new(Config {
+            server,
+            auth: current.auth.clone(),
+            backend: current.backend.clone(),
+            admin: current.admin.clone(),
+            tls: current.tls.clone(),
+            services: config.services,
+        });
         generation
     }
 
