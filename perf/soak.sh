@@ -212,7 +212,7 @@ soak_ticks() {
     for p in "${all[@]}"; do sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null; done | awk '{ s += $12 + $13 } END { printf "%d", s }'
 }
 sample_gateway() {
-    local now t rss hwm thr fds ticks host
+    local now t rss hwm thr fds ticks host irq_steal
     now=$(now_ms); t=$(( (now - T0) / 1000 ))
     [[ -r /proc/$GW_PID/status ]] || return 1
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW_PID/status")
@@ -225,8 +225,8 @@ sample_gateway() {
     # The whole machine (first line of /proc/stat): busy = all but idle and iowait; of
     # it, interrupts (irq + softirq: loopback's packets, mostly, charged to no process)
     # and steal (the hypervisor ran someone else on our vCPUs).
-    host=$(awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6 "," t }' /proc/stat)
-    irq_steal=$(awk '/^cpu / { print $7 + $8 "," $9 }' /proc/stat)
+    # One read: busy,total and irq,steal of the same instant.
+    read -r host irq_steal < <(awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6 "," t, $7 + $8 "," $9 }' /proc/stat)
     echo "$t,$now,$rss,$hwm,$thr,$fds,$ticks,$(metric_sum ringgate_connections_open),$(metric_sum ringgate_sessions_parked),$(metric_sum ringgate_subscriptions),$host,$(soak_ticks),$irq_steal" >> "$RSS_CSV"
     echo "$t,$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')" >> "$OUT/loadavg.csv"
 }

@@ -58,6 +58,19 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// `base` with the keys [`Limits::from_config`] reads taken from `from`: the
+    /// `[server]` a reload puts in force (the rest of it waits for a restart).
+    pub fn with_limits_of(base: &ServerConfig, from: &ServerConfig) -> ServerConfig {
+        ServerConfig {
+            max_connections: from.max_connections,
+            max_connections_per_ip: from.max_connections_per_ip,
+            upgrade_rate_per_ip: from.upgrade_rate_per_ip,
+            upgrade_burst_per_ip: from.upgrade_burst_per_ip,
+            per_ip_exempt: from.per_ip_exempt.clone(),
+            ..base.clone()
+        }
+    }
+
     /// The limits `server` configures (it was validated: its prefixes parse).
     pub fn from_config(server: &ServerConfig) -> Limits {
         Limits {
@@ -252,8 +265,7 @@ impl Admission {
 
     /// [`Admission::admit`] at `now_ms` (milliseconds of the admission's clock).
     fn admit_at(self: &Arc<Self>, ip: IpAddr, now_ms: u64) -> Result<Permit, Refusal> {
-        let limits = self.limits();
-        let l = &*limits;
+        let l = self.limits();
         let tracked = (l.max_per_ip > 0 || l.rate.per_sec > 0)
             && !l.exempt.iter().any(|net| net.contains(ip));
         let source = tracked.then(|| SourceKey::of(ip));
@@ -358,13 +370,21 @@ mod tests {
     fn admission(max: u64, per_ip: u32, per_sec: u32, burst: u32) -> Arc<Admission> {
         Arc::new(Admission::new(
             Limits {
-                max_connections: max,
-                max_per_ip: per_ip,
-                rate: Rate { per_sec, burst },
                 exempt: vec![IpNet::parse("127.0.0.0/8").unwrap()],
+                ..limits(max, per_ip, per_sec, burst)
             },
             Arc::new(Metrics::new(1)),
         ))
+    }
+
+    /// The limits, no source exempt.
+    fn limits(max: u64, per_ip: u32, per_sec: u32, burst: u32) -> Limits {
+        Limits {
+            max_connections: max,
+            max_per_ip: per_ip,
+            rate: Rate { per_sec, burst },
+            exempt: vec![],
+        }
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -519,15 +539,6 @@ mod tests {
         a.give_back(exempt);
         assert_eq!(held(&a), 0);
         assert_eq!(Arc::strong_count(&a), 1, "the held places keep no pointer");
-    }
-
-    fn limits(max: u64, per_ip: u32, per_sec: u32, burst: u32) -> Limits {
-        Limits {
-            max_connections: max,
-            max_per_ip: per_ip,
-            rate: Rate { per_sec, burst },
-            exempt: vec![],
-        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::process::GatewayProcess;
+use common::tempdir;
 use common::*;
 use ringgate::client::Incoming;
 use ringgate::Config;
@@ -82,9 +83,8 @@ fn a_reload_that_adds_an_endpoint_sends_affected_sessions_manifest_v2_with_stabl
 #[test]
 fn sighup_reloads_the_config_file_and_a_bad_file_changes_nothing() {
     let backend = Backend::start();
-    let dir = std::env::temp_dir().join(format!("ringgate-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ringgate.toml");
+    let dir = tempdir::Dir::new("ringgate-reload");
+    let path = dir.path().join("ringgate.toml");
     let base = config_text(&backend, "", "");
     std::fs::write(&path, &base).unwrap();
     let mut gw = GatewayProcess::start(&path);
@@ -118,7 +118,6 @@ fn sighup_reloads_the_config_file_and_a_bad_file_changes_nothing() {
     gw.signal(libc::SIGTERM);
     let status = gw.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", gw.log);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -154,9 +153,8 @@ fn a_reload_reaches_every_session_of_a_shard_past_one_batch_once_each() {
 #[test]
 fn sighup_applies_new_admission_limits_and_logs_other_server_keys_as_waiting_for_a_restart() {
     let backend = Backend::start();
-    let dir = std::env::temp_dir().join(format!("ringgate-reload-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ringgate.toml");
+    let dir = tempdir::Dir::new("ringgate-reload-limits");
+    let path = dir.path().join("ringgate.toml");
     std::fs::write(&path, config_text(&backend, "", "")).unwrap();
     let mut gw = GatewayProcess::start(&path);
     let addr = gw.wait_listening();
@@ -187,5 +185,4 @@ fn sighup_applies_new_admission_limits_and_logs_other_server_keys_as_waiting_for
     gw.signal(libc::SIGTERM);
     let status = gw.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", gw.log);
-    let _ = std::fs::remove_dir_all(&dir);
 }

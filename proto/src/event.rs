@@ -93,12 +93,8 @@ pub fn encode_push(message_id: u64, json: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Builds the manifest push message (header + JSON).
-pub fn manifest_message(message_id: u64, manifest: &Manifest<'_>) -> Vec<u8> {
-    encode_push(message_id, &manifest_json(manifest))
-}
-
-/// The manifest's JSON alone (for a caller that frames it itself).
+/// The manifest's JSON (the push payload; the gateway frames it with its push header
+/// once, `push::frame::push_frame`).
 pub fn manifest_json(manifest: &Manifest<'_>) -> Vec<u8> {
     serde_json::to_vec(manifest).expect("manifest serializes")
 }
@@ -251,9 +247,9 @@ mod tests {
     #[test]
     fn manifest_is_a_push_with_bannou_field_names() {
         let apis = vec![ApiEntry::new(&[0xab; 16], "/account/get", "account")];
-        let msg = manifest_message(
+        let msg = encode_push(
             77,
-            &Manifest::new("sess-1", &apis, 1, "initial", &[1; 16], 0),
+            &manifest_json(&Manifest::new("sess-1", &apis, 1, "initial", &[1; 16], 0)),
         );
         let (h, payload) = match ServerMessage::decode(&msg).unwrap() {
             ServerMessage::Push(h, p) => (h, p),

@@ -8,8 +8,9 @@
 //!
 //! A reload's new manifests go out a batch at a time, each written to its client as
 //! it is made (`resend_changed`): queued all at once they would hold every session's
-//! manifest in memory together (the soak's 2,300 clients
-//! took ~6 MiB more at each reload; 100k would take ~250 MiB) and keep the shard from everything else while it made them.
+//! manifest in memory together (the soak's 2,300 clients took ~6 MiB more at each
+//! reload; 100k would take ~250 MiB) and keep the shard from everything else while it
+//! made them.
 
 use bytes::Bytes;
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::admin::{self, AdminState, PushApi};
 use crate::admission::{self, Admission};
 use crate::auth::{AuthSettings, Authenticator};
-use crate::config::{Config, ServerConfig};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::push::Hub;
 use crate::registry::Registry;
@@ -107,19 +107,6 @@ fn check_resolved(registry: &Registry) -> Result<(), StartError> {
             })
         }
         None => Ok(()),
-    }
-}
-
-/// `base` with the admission limits (the keys `admission::Limits` reads) of `from`:
-/// the `[server]` a reload puts in force.
-fn with_admission_of(base: &ServerConfig, from: &ServerConfig) -> ServerConfig {
-    ServerConfig {
-        max_connections: from.max_connections,
-        max_connections_per_ip: from.max_connections_per_ip,
-        upgrade_rate_per_ip: from.upgrade_rate_per_ip,
-        upgrade_burst_per_ip: from.upgrade_burst_per_ip,
-        per_ip_exempt: from.per_ip_exempt.clone(),
-        ..base.clone()
     }
 }
 
@@ -347,7 +334,7 @@ impl Gateway {
     pub fn reload(&self, config: Config) -> u64 {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         // The admission limits apply now; the rest of [server] waits for a restart.
-        let server = with_admission_of(&current.server, &config.server);
+        let server = admission::Limits::with_limits_of(&current.server, &config.server);
         for (section, changed) in [
             ("server", server != config.server),
             ("auth", current.auth != config.auth),

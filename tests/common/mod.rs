@@ -8,6 +8,7 @@ pub mod link;
 pub mod process;
 pub mod push;
 pub mod scripted_link;
+pub mod tempdir;
 pub mod tls;
 pub mod tools;
 
